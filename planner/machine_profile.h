@@ -1,0 +1,103 @@
+// What the placement planner knows about a machine: measured by `moetier profile` on this one,
+// or described (`--hardware "gpu=24G,ram=512G@300GB/s,..."`, named presets) for one the user
+// does not have. Plain data plus its JSON form; the measuring lives in tools/ (the planner
+// never runs the model or the kernels itself).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/core/status.h"
+
+namespace mt::planner {
+
+struct NumaNodeInfo {
+  int os_index = 0;
+  uint64_t memory_bytes = 0;
+  double read_gbs = 0;  // streaming read bandwidth of this node's memory from its own cores; 0: not measured
+};
+
+// Sequential O_DIRECT reads of the model's disk at one block size and queue depth.
+struct DiskRate {
+  uint64_t block_bytes = 0;
+  int queue_depth = 0;
+  double gbs = 0;
+};
+
+// Our own CPU expert kernels for one packed format ("q4", "q8", "bf16"; "fp8" when described).
+struct KernelRate {
+  std::string format;
+  double decode_gbs = 0;       // expert weight bytes streamed per second, one token, 8 experts at once
+  double prefill_gflops = 0;   // GFLOP/s with many tokens per expert
+};
+
+struct GpuProfile {
+  bool present = false;
+  std::string name;
+  uint64_t vram_total_bytes = 0;
+  uint64_t vram_free_bytes = 0;
+  double h2d_gbs = 0;          // pinned host-to-device copy
+  double hbm_gbs = 0;          // device memory read bandwidth (decode is bound by it)
+  double gemm_tflops = 0;      // dense bf16 GEMM
+  std::string reason;          // why absent (no CUDA build, no driver, ...)
+};
+
+struct MachineProfile {
+  int version = 1;
+  std::string source;          // "measured", "described: <spec>" or "preset: <name>"
+  std::string fingerprint;     // hardware identity; a cached measured profile is reused only while it matches
+  std::string measured_at;     // ISO 8601 UTC, empty when described
+  double measure_seconds = 0;
+
+  std::string cpu_model;
+  int physical_cores = 0;
+  int logical_cpus = 0;
+  bool avx2 = false, avx512 = false, avx512_vnni = false, avx512_bf16 = false, amx = false;
+
+  uint64_t ram_total_bytes = 0;
+  uint64_t ram_available_bytes = 0;  // what the OS says can be allocated now
+  double ram_read_gbs = 0;           // all cores, all nodes
+  std::vector<NumaNodeInfo> numa_nodes;
+
+  std::string disk_path;             // where the disk figures were measured (the model's directory)
+  std::vector<DiskRate> disk_rates;
+  double disk_read_gbs = 0;          // best sequential rate at expert-sized blocks
+
+  std::vector<KernelRate> kernels;
+  // The non-expert path (attention, shared expert, router, lm_head) on the CPU: weight bytes
+  // streamed per second by our dense matmul at one token, by weight dtype.
+  double dense_bf16_gbs = 0;
+  double dense_fp8_gbs = 0;
+
+  GpuProfile gpu;
+
+  // The kernel rate for `format`, or null when the profile has none.
+  const KernelRate* kernel(const std::string& format) const;
+};
+
+nlohmann::json profile_to_json(const MachineProfile& p);
+// Every missing, mistyped or out-of-range field is an error naming the field (and `where`,
+// usually the file name).
+Result<MachineProfile> profile_from_json(const nlohmann::json& j, const std::string& where);
+
+Result<MachineProfile> load_profile(const std::filesystem::path& file);
+// Written to FILE.tmp then renamed, so a crash never leaves a half-written profile.
+Status save_profile(const std::filesystem::path& file, const MachineProfile& p);
+
+// $XDG_CACHE_HOME/moetier/profile.json, else ~/.cache/moetier/profile.json.
+std::filesystem::path default_profile_path();
+
+// A described machine: "gpu=24G,ram=512G@300GB/s,disk=7GB/s,cores=32,isa=avx512" (keys in any
+// order; gpu=none or 0 for no GPU; optional gpu-bw=3350GB/s, pcie=25GB/s, gpu-tflops=165) or a
+// preset name (hardware_preset_names()). Rates not given are derived from the others and
+// written into the profile's source so the user sees what was assumed.
+Result<MachineProfile> describe_hardware(const std::string& spec);
+std::vector<std::string> hardware_preset_names();
+// One line per preset: name and what it stands for, for --help.
+std::string hardware_preset_help();
+
+}  // namespace mt::planner
