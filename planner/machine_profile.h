@@ -72,6 +72,8 @@ struct MachineProfile {
   // streamed per second by our dense matmul at one token, by weight dtype.
   double dense_bf16_gbs = 0;
   double dense_fp8_gbs = 0;
+  // Our CPU MLA attention (decode, absorbed form) over the latent cache, GFLOP/s; 0: not measured.
+  double attention_gflops = 0;
 
   GpuProfile gpu;
 
