@@ -1,0 +1,298 @@
+#include "planner/cost_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace mt::planner {
+
+namespace {
+
+// Decode kernels on a GPU reach about this share of the device's read bandwidth (FlashMLA
+// reports ~3000 of 3350 GB/s on H800; small GEMVs do worse), and GEMMs about half of peak.
+constexpr double kGpuBandwidthEfficiency = 0.75;
+constexpr double kGpuGemmEfficiency = 0.5;
+// Per MoE layer with CPU experts: hidden state to the host, the result back, two event waits.
+constexpr double kSyncSecondsPerLayer = 30e-6;
+
+struct Rates {
+  double cpu_expert_gbs = 0;      // decode kernel, expert bytes/s
+  double cpu_expert_gflops = 0;   // prefill kernel
+  double cpu_dense_fp8_gbs = 0, cpu_dense_bf16_gbs = 0;
+  double cpu_attention_gflops = 0;
+  double cpu_gemm_gflops = 0;     // dense prefill on the CPU
+  double disk_gbs = 0;
+  double gpu_gbs = 0, gpu_gflops = 0;
+  bool gpu = false;
+};
+
+Rates rates_for(const CostInputs& in) {
+  const MachineProfile& m = in.machine;
+  Rates r;
+  // fp8 experts have no CPU kernel yet: costed as bf16 streaming (the same order of bytes per
+  // weight after dequantisation), which docs/planner.md states.
+  const std::string fmt = in.expert_format == "fp8" ? "bf16" : in.expert_format;
+  const KernelRate* k = m.kernel(fmt);
+  const KernelRate* kb = m.kernel("bf16");
+  r.cpu_expert_gbs = k && k->decode_gbs > 0 ? k->decode_gbs : 0.85 * m.ram_read_gbs;
+  r.cpu_expert_gflops = k && k->prefill_gflops > 0 ? k->prefill_gflops : 20.0 * std::max(1, m.physical_cores);
+  r.cpu_gemm_gflops = kb && kb->prefill_gflops > 0 ? kb->prefill_gflops : r.cpu_expert_gflops;
+  r.cpu_dense_fp8_gbs = m.dense_fp8_gbs > 0 ? m.dense_fp8_gbs : 0.5 * m.ram_read_gbs;
+  r.cpu_dense_bf16_gbs = m.dense_bf16_gbs > 0 ? m.dense_bf16_gbs : 0.5 * m.ram_read_gbs;
+  r.cpu_attention_gflops = m.attention_gflops > 0 ? m.attention_gflops : 0.25 * r.cpu_gemm_gflops;
+  r.disk_gbs = m.disk_read_gbs;
+  r.gpu = in.use_gpu && m.gpu.present;
+  if (r.gpu) {
+    r.gpu_gbs = kGpuBandwidthEfficiency * (m.gpu.hbm_gbs > 0 ? m.gpu.hbm_gbs : 1000.0);
+    r.gpu_gflops = kGpuGemmEfficiency * 1000.0 * (m.gpu.gemm_tflops > 0 ? m.gpu.gemm_tflops : 100.0);
+  }
+  return r;
+}
+
+// Bytes of weights one token streams through each part of a layer, as stored for the GPU and
+// the CPU reference path (FP8 linears with block scales, BF16 router and head).
+struct LayerBytes {
+  double fp8 = 0;      // attention, indexer, shared expert or dense FFN
+  double bf16 = 0;     // router, norms
+  double params = 0;   // the same, in parameters (prefill flops = 2 x params per token)
+};
+
+LayerBytes layer_bytes(const ModelSizes& s, bool moe) {
+  LayerBytes b;
+  b.fp8 = double(s.attention.fp8_bytes + s.indexer.fp8_bytes + (moe ? s.shared_expert.fp8_bytes : s.dense_ffn.fp8_bytes));
+  b.bf16 = double(s.layer_norms.fp8_bytes + (moe ? s.router.fp8_bytes : 0));
+  b.params = double(s.attention.params + s.indexer.params + (moe ? s.shared_expert.params + s.router.params
+                                                                   : s.dense_ffn.params));
+  return b;
+}
+
+// Attention over `ctx` cached tokens for one query, absorbed MLA: per head, the query is
+// absorbed into the latent space (nope x R), scored against R + rope per key, values summed
+// in R and expanded back (R x v).
+double attention_flops(const ModelConfig& c, double ctx) {
+  const double R = double(c.kv_lora_rank), H = double(c.num_attention_heads);
+  const double absorb = 2.0 * double(c.qk_nope_head_dim) * R + 2.0 * R * double(c.v_head_dim);
+  const double per_key = 2.0 * (R + double(c.qk_rope_head_dim)) + 2.0 * R;
+  double flops = H * (absorb + ctx * per_key);
+  if (c.arch == ModelArch::V32)  // indexer: every key scored by every indexer head
+    flops += double(c.index_n_heads) * 2.0 * double(c.index_head_dim) * ctx;
+  return flops;
+}
+
+// Latent-cache bytes one decode query reads on the GPU (bf16 cache; indexer keys in FP8).
+double kv_read_bytes(const ModelConfig& c, double fill, double attended) {
+  double b = attended * double(c.kv_lora_rank + c.qk_rope_head_dim) * 2.0;
+  if (c.arch == ModelArch::V32) b += fill * double(c.index_head_dim + 4);
+  return b;
+}
+
+}  // namespace
+
+double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item) {
+  if (per_item) per_item->assign(p.size(), 1.0);
+  double live = 0;
+  for (double x : p) live += x > 0;
+  if (slots >= live || live == 0) return 1.0;
+  if (slots <= 0) {
+    if (per_item) per_item->assign(p.size(), 0.0);
+    return 0.0;
+  }
+  // Che: an item stays for a characteristic time T; sum of occupancies equals the capacity.
+  auto occupancy = [&](double T) {
+    double s = 0;
+    for (double x : p) s += 1.0 - std::exp(-x * T);
+    return s;
+  };
+  double lo = 0, hi = 1;
+  while (occupancy(hi) < slots && hi < 1e300) hi *= 2;
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (occupancy(mid) < slots ? lo : hi) = mid;
+  }
+  double hits = 0, total = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double h = 1.0 - std::exp(-p[i] * hi);
+    if (per_item) (*per_item)[i] = h;
+    hits += p[i] * h;
+    total += p[i];
+  }
+  return total > 0 ? hits / total : 1.0;
+}
+
+Prediction predict(const CostInputs& in, const Placement& pl) {
+  const ModelConfig& c = in.model;
+  const ModelSizes s = compute_model_sizes(c);
+  const Rates r = rates_for(in);
+  const double eb = double(in.expert_bytes);
+  const double B = double(std::max<int64_t>(1, in.batch));
+  const double fill = double(in.decode_fill > 0 ? in.decode_fill : std::max<int64_t>(1, in.context / 2));
+  const double attended = c.arch == ModelArch::V32 ? std::min(fill, double(c.index_topk)) : fill;
+  const double P = double(std::max<int64_t>(1, in.prefill_chunk));
+  const double prefill_ctx = P / 2.0;  // a chunk from position 0 attends to half of itself on average
+  const double expert_flops_per_token = 6.0 * double(c.hidden_size) * double(c.moe_intermediate_size);
+
+  Prediction out;
+  // Probability that a decode step (B tokens) / a prefill chunk (P tokens) uses each expert.
+  auto used = [](double p, double n) { return 1.0 - std::pow(1.0 - std::min(1.0, p), n); };
+
+  // NVMe-tier experts share one RAM cache: its hit rate comes from their reference rates.
+  std::vector<double> nvme_q;
+  std::vector<std::pair<int64_t, int64_t>> nvme_ids;
+  double all_reads = 0, reads[kTierCount] = {0, 0, 0};
+  for (int64_t l = pl.first_moe_layer; l < pl.num_hidden_layers; ++l)
+    for (int64_t e = 0; e < pl.n_routed_experts; ++e) {
+      const double f = in.stats.frequency(l, e);
+      all_reads += f;
+      reads[int(pl.at(l, e))] += f;
+      if (pl.at(l, e) == Tier::Nvme) {
+        nvme_q.push_back(used(f, B));
+        nvme_ids.push_back({l, e});
+      }
+    }
+  std::vector<double> hit;
+  const double slots = eb > 0 ? std::floor(double(pl.nvme_cache_bytes) / eb) : 0;
+  out.nvme_cache_hit_rate = nvme_q.empty() ? 1.0 : cache_hit_rate(nvme_q, slots, &hit);
+  std::vector<std::vector<double>> hit_of(static_cast<size_t>(pl.moe_layers()),
+                                          std::vector<double>(static_cast<size_t>(pl.n_routed_experts), 1.0));
+  for (size_t i = 0; i < nvme_ids.size(); ++i)
+    hit_of[static_cast<size_t>(nvme_ids[i].first - pl.first_moe_layer)][static_cast<size_t>(nvme_ids[i].second)] = hit[i];
+
+  if (all_reads > 0) {
+    out.share_vram = reads[0] / all_reads;
+    out.share_ram = reads[1] / all_reads;
+    double nvme_hit_reads = 0;
+    for (size_t i = 0; i < nvme_ids.size(); ++i)
+      nvme_hit_reads += in.stats.frequency(nvme_ids[i].first, nvme_ids[i].second) * hit[i];
+    out.share_nvme_hit = nvme_hit_reads / all_reads;
+    out.share_nvme_miss = std::max(0.0, reads[2] / all_reads - out.share_nvme_hit);
+  }
+
+  TimeBreakdown& d = out.decode;
+  TimeBreakdown& pf = out.prefill;
+  double disk_bytes = 0;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const bool moe = c.is_moe_layer(l);
+    const LayerBytes lb = layer_bytes(s, moe);
+    const double shared_fp8 = moe ? double(s.shared_expert.fp8_bytes) : 0.0;
+    const double shared_params = moe ? double(s.shared_expert.params) : 0.0;
+    // Attention and the rest of the non-expert work, decode and prefill.
+    double d_attn, d_shared, p_attn, p_shared;
+    if (r.gpu) {
+      d_attn = (lb.fp8 - shared_fp8 + lb.bf16 + B * kv_read_bytes(c, fill, attended)) / (r.gpu_gbs * 1e9);
+      d_shared = shared_fp8 / (r.gpu_gbs * 1e9);
+      p_attn = (2.0 * (lb.params - shared_params) * P + P * attention_flops(c, prefill_ctx)) / (r.gpu_gflops * 1e9);
+      p_shared = 2.0 * shared_params * P / (r.gpu_gflops * 1e9);
+      d.gpu_dense += d_attn + d_shared;
+      pf.gpu_dense += p_attn + p_shared;
+    } else {
+      d_attn = (lb.fp8 - shared_fp8) / (r.cpu_dense_fp8_gbs * 1e9) + lb.bf16 / (r.cpu_dense_bf16_gbs * 1e9) +
+               B * attention_flops(c, attended) / (r.cpu_attention_gflops * 1e9);
+      d_shared = shared_fp8 / (r.cpu_dense_fp8_gbs * 1e9);
+      p_attn = (2.0 * (lb.params - shared_params) * P) / (r.cpu_gemm_gflops * 1e9) +
+               P * attention_flops(c, prefill_ctx) / (r.cpu_attention_gflops * 1e9);
+      p_shared = 2.0 * shared_params * P / (r.cpu_gemm_gflops * 1e9);
+      d.cpu_dense += d_attn + d_shared;
+      pf.cpu_dense += p_attn + p_shared;
+    }
+    if (!moe) {
+      d.total += d_attn + d_shared;
+      pf.total += p_attn + p_shared;
+      continue;
+    }
+    // Routed experts of this layer by tier.
+    double dg = 0, dc_hit = 0, dc_miss = 0, dio = 0;  // decode
+    double pg = 0, pc = 0, pio = 0;                   // prefill
+    const auto row = static_cast<size_t>(l - pl.first_moe_layer);
+    for (int64_t e = 0; e < pl.n_routed_experts; ++e) {
+      const double f = in.stats.frequency(l, e);
+      if (f <= 0) continue;
+      const double ud = used(f, B), up = used(f, P);
+      const double tokens_p = f * P;
+      switch (pl.at(l, e)) {
+        case Tier::Vram:
+          dg += ud * eb / (r.gpu_gbs * 1e9);
+          pg += std::max(tokens_p * expert_flops_per_token / (r.gpu_gflops * 1e9), up * eb / (r.gpu_gbs * 1e9));
+          break;
+        case Tier::Ram:
+          dc_hit += ud * eb / (r.cpu_expert_gbs * 1e9);
+          pc += std::max(tokens_p * expert_flops_per_token / (r.cpu_expert_gflops * 1e9), up * eb / (r.cpu_expert_gbs * 1e9));
+          break;
+        case Tier::Nvme: {
+          const double h = hit_of[row][static_cast<size_t>(e)];
+          const double t = ud * eb / (r.cpu_expert_gbs * 1e9);
+          dc_hit += h * t;
+          dc_miss += (1.0 - h) * t;
+          const double miss_bytes = ud * (1.0 - h) * eb;
+          disk_bytes += miss_bytes;
+          dio += r.disk_gbs > 0 ? miss_bytes / (r.disk_gbs * 1e9) : 1e9;
+          pc += tokens_p * expert_flops_per_token / (r.cpu_expert_gflops * 1e9);
+          // A long chunk touches nearly every expert; the cache holds few of them.
+          pio += r.disk_gbs > 0 ? up * (1.0 - h) * eb / (r.disk_gbs * 1e9) : 1e9;
+          break;
+        }
+      }
+    }
+    // The runtime starts every missing read before computing the resident experts, so disk
+    // time overlaps with that compute; a missed expert's own compute waits for its bytes.
+    const double cpu_branch = std::max(dc_hit, dio) + dc_miss;
+    const double stall = std::max(0.0, dio - dc_hit);
+    d.cpu_experts += dc_hit + dc_miss;
+    d.nvme_stall += stall;
+    d.gpu_experts += dg;
+    const double p_cpu = std::max(pc, pio);
+    pf.cpu_experts += pc;
+    pf.nvme_stall += std::max(0.0, pio - pc);
+    pf.gpu_experts += pg;
+    const bool cpu_work = cpu_branch > 0;
+    if (r.gpu) {
+      const double sync = cpu_work ? kSyncSecondsPerLayer : 0.0;
+      d.sync += sync;
+      pf.sync += sync;
+      d.total += d_attn + std::max(dg + d_shared, cpu_branch) + sync;
+      d.hidden_by_overlap += std::min(dg + d_shared, cpu_branch);
+      pf.total += p_attn + std::max(pg + p_shared, p_cpu) + sync;
+      pf.hidden_by_overlap += std::min(pg + p_shared, p_cpu);
+    } else {
+      d.total += d_attn + d_shared + cpu_branch;
+      pf.total += p_attn + p_shared + p_cpu;
+    }
+  }
+  // Final norm and lm_head (the embedding is one row per token).
+  const double head = double(s.lm_head.fp8_bytes);
+  if (r.gpu) {
+    d.gpu_dense += head / (r.gpu_gbs * 1e9);
+    d.total += head / (r.gpu_gbs * 1e9);
+    const double ph = 2.0 * double(s.lm_head.params) / (r.gpu_gflops * 1e9);  // last position only
+    pf.gpu_dense += ph;
+    pf.total += ph;
+  } else {
+    d.cpu_dense += head / (r.cpu_dense_bf16_gbs * 1e9);
+    d.total += head / (r.cpu_dense_bf16_gbs * 1e9);
+    pf.cpu_dense += head / (r.cpu_dense_bf16_gbs * 1e9);
+    pf.total += head / (r.cpu_dense_bf16_gbs * 1e9);
+  }
+  out.decode_tokens_per_s = d.total > 0 ? 1.0 / d.total : 0.0;  // per sequence
+  out.prefill_tokens_per_s = pf.total > 0 ? P / pf.total : 0.0;
+  out.expert_bytes_from_disk_per_token = disk_bytes / B;
+
+  // Name the largest share of the decode step.
+  struct Part { double t; const char* what; };
+  const Part parts[] = {
+      {d.gpu_dense, "GPU attention, shared experts and lm_head (device memory bandwidth)"},
+      {d.gpu_experts, "routed experts in VRAM (device memory bandwidth)"},
+      {d.cpu_dense, "attention, shared experts and lm_head on the CPU (dense matmul rate)"},
+      {d.cpu_experts, "routed experts on the CPU (RAM bandwidth)"},
+      {d.nvme_stall, "waiting for NVMe reads of experts missing from the RAM cache (disk bandwidth)"},
+      {d.sync, "GPU/CPU hand-offs per layer (latency)"},
+  };
+  const Part* best = &parts[0];
+  for (const Part& p : parts)
+    if (p.t > best->t) best = &p;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s: %.0f%% of a decode step", best->what,
+                d.total > 0 ? 100.0 * best->t / (d.total + d.hidden_by_overlap) : 0.0);
+  out.bottleneck = buf;
+  return out;
+}
+
+}  // namespace mt::planner

@@ -1,0 +1,68 @@
+// Predicts prefill and decode speed of a placement on a machine, from byte counts and the
+// machine's measured (or described) rates: no kernel runs here. docs/planner.md derives every
+// term and records how the predictions compare with `moetier bench decode`.
+//
+// Decode, one step of `batch` tokens, per MoE layer:
+//   t_layer = t_attention + max(t_gpu_experts + t_shared, t_cpu_experts + t_nvme_stall) + t_sync
+// with a GPU (the CPU experts of a layer run while the GPU runs its own; the router's result
+// must reach the host first), and everything summed on one timeline without one. Dense layers,
+// embeddings and lm_head add their own weight-streaming time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "planner/activation_stats.h"
+#include "planner/machine_profile.h"
+#include "planner/model_size.h"
+#include "planner/placement.h"
+#include "runtime/config/model_config.h"
+
+namespace mt::planner {
+
+struct CostInputs {
+  ModelConfig model;
+  std::string expert_format = "q4";   // q4, q8, bf16, fp8
+  uint64_t expert_bytes = 0;          // one routed expert in that format (blob size)
+  int64_t context = 4096;             // KV cache length (sized for; reserves memory)
+  int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
+  int64_t batch = 1;                  // sequences decoded together
+  int64_t prefill_chunk = 512;        // tokens per prefill step
+  MachineProfile machine;
+  bool use_gpu = true;                // false: plan as if there were no GPU
+  ActivationStats stats;              // frequencies (uniform prior when not traced)
+};
+
+// Seconds per decode step, split by where the time goes.
+struct TimeBreakdown {
+  double gpu_dense = 0;       // attention, indexer, shared experts, dense layers, lm_head on the GPU
+  double gpu_experts = 0;     // routed experts resident in VRAM
+  double cpu_dense = 0;       // the same non-expert work when there is no GPU
+  double cpu_experts = 0;     // routed experts computed from RAM (RAM tier and NVMe-cache hits)
+  double nvme_stall = 0;      // waiting for NVMe reads of missed experts
+  double hidden_by_overlap = 0;  // CPU/GPU time that ran concurrently and so is not in `total`
+  double sync = 0;            // per-layer hand-offs between GPU and CPU
+  double total = 0;
+};
+
+struct Prediction {
+  double decode_tokens_per_s = 0;       // per sequence: batch / step time
+  double prefill_tokens_per_s = 0;
+  TimeBreakdown decode;                 // one decode step
+  TimeBreakdown prefill;                // one prefill chunk
+  std::string bottleneck;               // a sentence naming what bounds decode
+  // Expected share of routed-expert reads served by each tier (NVMe split into cache hits
+  // and misses).
+  double share_vram = 0, share_ram = 0, share_nvme_hit = 0, share_nvme_miss = 0;
+  double nvme_cache_hit_rate = 0;       // among reads of NVMe-tier experts
+  double expert_bytes_from_disk_per_token = 0;
+};
+
+// Expected hit rate of an LRU-like cache of `slots` experts over independent references with
+// per-expert probabilities `p` (Che's approximation); 1 when everything fits.
+double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item = nullptr);
+
+Prediction predict(const CostInputs& in, const Placement& placement);
+
+}  // namespace mt::planner

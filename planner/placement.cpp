@@ -1,0 +1,168 @@
+#include "planner/placement.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace mt::planner {
+
+const char* tier_name(Tier t) {
+  switch (t) {
+    case Tier::Vram: return "vram";
+    case Tier::Ram: return "ram";
+    case Tier::Nvme: return "nvme";
+  }
+  return "?";
+}
+
+char tier_letter(Tier t) {
+  switch (t) {
+    case Tier::Vram: return 'G';
+    case Tier::Ram: return 'R';
+    case Tier::Nvme: return 'N';
+  }
+  return '?';
+}
+
+bool tier_from_name(const std::string& name, Tier& out) {
+  if (name == "vram" || name == "gpu" || name == "G") return out = Tier::Vram, true;
+  if (name == "ram" || name == "cpu" || name == "R") return out = Tier::Ram, true;
+  if (name == "nvme" || name == "disk" || name == "N") return out = Tier::Nvme, true;
+  return false;
+}
+
+int64_t Placement::count(Tier t) const {
+  int64_t n = 0;
+  for (const auto& row : tiers)
+    for (Tier x : row) n += x == t;
+  return n;
+}
+
+int64_t Placement::count(int64_t layer, Tier t) const {
+  int64_t n = 0;
+  for (Tier x : tiers[static_cast<size_t>(layer - first_moe_layer)]) n += x == t;
+  return n;
+}
+
+Placement uniform_placement(int64_t layers, int64_t first_moe_layer, int64_t experts, const std::string& format,
+                            uint64_t expert_bytes, Tier t) {
+  Placement p;
+  p.num_hidden_layers = layers;
+  p.first_moe_layer = first_moe_layer;
+  p.n_routed_experts = experts;
+  p.expert_format = format;
+  p.expert_bytes = expert_bytes;
+  p.tiers.assign(static_cast<size_t>(layers - first_moe_layer), std::vector<Tier>(static_cast<size_t>(experts), t));
+  return p;
+}
+
+nlohmann::json placement_to_json(const Placement& p, const nlohmann::json& extra) {
+  nlohmann::json j;
+  j["format"] = "moetier-placement";
+  j["version"] = 1;
+  j["num_hidden_layers"] = p.num_hidden_layers;
+  j["first_moe_layer"] = p.first_moe_layer;
+  j["n_routed_experts"] = p.n_routed_experts;
+  j["expert_format"] = p.expert_format;
+  j["expert_bytes"] = p.expert_bytes;
+  j["nvme_cache_bytes"] = p.nvme_cache_bytes;
+  // One string per layer, one letter per expert: compact, and readable in a diff.
+  nlohmann::json layers = nlohmann::json::array();
+  for (int64_t l = 0; l < p.moe_layers(); ++l) {
+    std::string s;
+    for (Tier t : p.tiers[static_cast<size_t>(l)]) s += tier_letter(t);
+    layers.push_back({{"layer", p.first_moe_layer + l}, {"tiers", s}});
+  }
+  j["layers"] = layers;
+  if (!extra.empty()) j["plan"] = extra;
+  return j;
+}
+
+namespace {
+
+Result<int64_t> get_int(const nlohmann::json& j, const char* key, const std::string& where, int64_t min, int64_t max) {
+  auto it = j.find(key);
+  if (it == j.end()) return make_error(where + ": missing field '" + key + "'");
+  if (!it->is_number_integer()) return make_error(where + ": field '" + key + "' must be an integer");
+  const int64_t v = it->get<int64_t>();
+  if (v < min || v > max)
+    return make_error(where + ": field '" + key + "' = " + std::to_string(v) + " is outside [" + std::to_string(min) +
+                      ", " + std::to_string(max) + "]");
+  return v;
+}
+
+}  // namespace
+
+Result<Placement> placement_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object()) return make_error(where + ": a placement file is a JSON object");
+  if (j.value("format", std::string()) != "moetier-placement")
+    return make_error(where + ": not a moetier placement file (\"format\" is not \"moetier-placement\")");
+  MT_ASSIGN(int64_t version, get_int(j, "version", where, 1, 1000));
+  if (version != 1) return make_error(where + ": placement version " + std::to_string(version) + " is not supported (1)");
+  Placement p;
+  MT_ASSIGN(p.num_hidden_layers, get_int(j, "num_hidden_layers", where, 1, 100000));
+  MT_ASSIGN(p.first_moe_layer, get_int(j, "first_moe_layer", where, 0, p.num_hidden_layers - 1));
+  MT_ASSIGN(p.n_routed_experts, get_int(j, "n_routed_experts", where, 1, 1 << 20));
+  MT_ASSIGN(int64_t eb, get_int(j, "expert_bytes", where, 1, int64_t(1) << 40));
+  MT_ASSIGN(int64_t cb, get_int(j, "nvme_cache_bytes", where, 0, int64_t(1) << 50));
+  p.expert_bytes = static_cast<uint64_t>(eb);
+  p.nvme_cache_bytes = static_cast<uint64_t>(cb);
+  auto fmt = j.find("expert_format");
+  if (fmt == j.end() || !fmt->is_string()) return make_error(where + ": field 'expert_format' must be a string");
+  p.expert_format = fmt->get<std::string>();
+  auto layers = j.find("layers");
+  if (layers == j.end() || !layers->is_array()) return make_error(where + ": field 'layers' must be an array");
+  if (static_cast<int64_t>(layers->size()) != p.moe_layers())
+    return make_error(where + ": 'layers' has " + std::to_string(layers->size()) + " entries, expected " +
+                      std::to_string(p.moe_layers()) + " (one per MoE layer)");
+  p.tiers.resize(static_cast<size_t>(p.moe_layers()));
+  for (int64_t i = 0; i < p.moe_layers(); ++i) {
+    const auto& e = (*layers)[static_cast<size_t>(i)];
+    const std::string at = where + ": layers[" + std::to_string(i) + "]";
+    if (!e.is_object()) return make_error(at + " must be an object");
+    MT_ASSIGN(int64_t layer, get_int(e, "layer", at, 0, p.num_hidden_layers - 1));
+    if (layer != p.first_moe_layer + i)
+      return make_error(at + ": layer " + std::to_string(layer) + ", expected " + std::to_string(p.first_moe_layer + i));
+    auto t = e.find("tiers");
+    if (t == e.end() || !t->is_string()) return make_error(at + ": field 'tiers' must be a string");
+    const std::string s = t->get<std::string>();
+    if (static_cast<int64_t>(s.size()) != p.n_routed_experts)
+      return make_error(at + ": 'tiers' has " + std::to_string(s.size()) + " letters, expected " +
+                        std::to_string(p.n_routed_experts));
+    auto& row = p.tiers[static_cast<size_t>(i)];
+    row.resize(s.size());
+    for (size_t k = 0; k < s.size(); ++k)
+      if (!tier_from_name(std::string(1, s[k]), row[k]))
+        return make_error(at + ": expert " + std::to_string(k) + " has tier letter '" + std::string(1, s[k]) +
+                          "' (G, R or N)");
+  }
+  return p;
+}
+
+Result<Placement> load_placement(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return make_error(file.string() + ": cannot read placement file (write one with moetier plan --json)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded()) return make_error(file.string() + ": not valid JSON (truncated?); re-run moetier plan --json");
+  return placement_from_json(j, file.string());
+}
+
+Status save_placement(const std::filesystem::path& file, const Placement& p, const nlohmann::json& extra) {
+  const std::filesystem::path tmp = file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return make_error(tmp.string() + ": cannot write");
+    out << placement_to_json(p, extra).dump(1) << "\n";
+    out.flush();
+    if (!out) return make_error(tmp.string() + ": write failed (disk full?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return make_error(file.string() + ": cannot rename from " + tmp.string() + ": " + ec.message());
+  return ok_status();
+}
+
+}  // namespace mt::planner
