@@ -252,6 +252,7 @@ Result<Plan> make_plan(const PlanRequest& req) {
   const uint64_t avail = m.ram_available_bytes ? m.ram_available_bytes : m.ram_total_bytes;
   base.ram_budget = req.ram_budget ? req.ram_budget : (avail > req.ram_headroom ? avail - req.ram_headroom : 0);
   Reserved rr = ram_reservations(in, base.gpu);
+  if (req.expert_ram_budget) base.ram_budget = rr.total + req.expert_ram_budget;
   base.ram_reserved = rr.items;
   base.ram_reserved_bytes = rr.total;
   if (rr.total > base.ram_budget) {
@@ -270,7 +271,8 @@ Result<Plan> make_plan(const PlanRequest& req) {
   std::vector<uint64_t> caches;
   if (req.nvme_cache_bytes >= 0) {
     caches.push_back(static_cast<uint64_t>(req.nvme_cache_bytes));
-  } else if (vram_slots + int64_t(ram_room / eb) >= total) {
+  } else if (vram_slots + int64_t(ram_room / eb) >= total &&
+             std::none_of(req.pins.begin(), req.pins.end(), [](const Pin& p) { return p.tier == Tier::Nvme; })) {
     caches.push_back(0);  // everything fits without NVMe
   } else {
     for (double f : {0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0}) {
@@ -287,7 +289,7 @@ Result<Plan> make_plan(const PlanRequest& req) {
     Result<Plan> p = place(req, base, vram_slots, ram_slots, cb, base.gpu);
     if (!p) {
       if (caches.size() == 1) return p;
-      best = best.ok() ? std::move(best) : std::move(p);
+      if (!best.ok()) best = std::move(p);  // keep the first reason in case no size works
       continue;
     }
     if (p->placement.count(Tier::Nvme) > 0 && p->placement.nvme_cache_bytes > 0 &&
@@ -305,7 +307,7 @@ Result<Plan> make_plan(const PlanRequest& req) {
 
   // Notes and warnings for people.
   if (in.stats.uniform_prior)
-    plan.notes.push_back("no activation trace: every expert is assumed equally likely (moetier trace --model DIR "
+    plan.notes.push_back("no activation trace: a uniform prior, every expert equally likely (moetier trace --model DIR "
                          "--prompts FILE records real frequencies and improves the plan)");
   if (m.source.rfind("measured", 0) != 0) plan.notes.push_back("hardware: " + m.source);
   if (plan.gpu)

@@ -31,6 +31,9 @@ struct PlanRequest {
   uint64_t ram_budget = 0;        // 0: available RAM minus ram_headroom
   uint64_t vram_headroom = uint64_t(3) << 29;   // 1.5 GiB: CUDA context, fragmentation
   uint64_t ram_headroom = uint64_t(4) << 30;    // OS, page cache for the dense weights' reads
+  // RAM for routed experts (RAM tier plus the NVMe cache) after the reservations; when set it
+  // replaces ram_budget (which then becomes reservations + this).
+  uint64_t expert_ram_budget = 0;
   int64_t nvme_cache_bytes = -1;  // RAM for the NVMe experts' cache; -1: chosen by the solver
   std::vector<Pin> pins;
 };
