@@ -43,7 +43,19 @@ struct ActivationStats {
 // Every routed expert of every MoE layer equally likely (top_k / n_routed_experts per token).
 ActivationStats uniform_activations(const ModelConfig& c);
 
-// Accumulates routing decisions as a model runs.
+// Followers kept per expert in LayerActivations::next: the heaviest ones, enough for
+// prefetch and placement, while a 256-expert layer stays at most 256 x 32 pairs in the file.
+inline constexpr size_t kMaxFollowers = 32;
+
+// The first MoE layer of a model (num_hidden_layers when it has none).
+int64_t first_moe_layer(const ModelConfig& c);
+
+// Accumulates routing decisions as a model runs. `next` pairs each MoE layer with the next MoE
+// layer (layer+1 in the DeepSeek V3 family) and keeps the kMaxFollowers most frequent
+// followers per expert. `tokens` counts the rows seen by the first MoE layer, so a forward
+// pass that fails midway leaves the statistics inconsistent: discard the recorder then.
+// Calls for a dense layer, with another top_k than the model's, or holding an expert id outside
+// [0, n_routed_experts) (the router never produces one) are ignored whole.
 class ActivationRecorder {
  public:
   explicit ActivationRecorder(const ModelConfig& c, std::string model_name);
@@ -57,6 +69,7 @@ class ActivationRecorder {
   std::vector<std::vector<std::vector<uint64_t>>> next_dense_;  // [moe layer][e][e'] while recording
   std::vector<int32_t> prev_rows_;
   int64_t prev_layer_ = -1;
+  std::vector<int32_t> moe_index_;  // model layer -> index into s_.layers, -1 for a dense layer
   bool dirty_ = true;
 };
 

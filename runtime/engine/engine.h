@@ -40,6 +40,8 @@ class Engine {
   int64_t context() const { return cache_->max_tokens(); }
   // The packed-store expert runner, or null for a Hugging Face checkpoint.
   PackedExperts* packed_experts() const { return packed_; }
+  // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
+  void set_routing_observer(DeepSeekModel::RoutingObserver f) { model_->set_routing_observer(std::move(f)); }
 
  private:
   std::filesystem::path dir_;

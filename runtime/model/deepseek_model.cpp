@@ -222,6 +222,7 @@ Status DeepSeekModel::moe(int64_t L, const float* x, int64_t n, float* out) {
   std::vector<int32_t> chosen;
   std::vector<float> weight;
   route(L, x, n, chosen, weight);
+  if (observer_) observer_(L, chosen.data(), n, K);
   std::fill(out, out + n * D, 0.0f);
   MT_TRY(experts_->apply(L, x, n, chosen.data(), weight.data(), K, out));
   if (lw.has_shared) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -37,6 +38,11 @@ class DeepSeekModel {
   // the cache's size unchanged.
   Status forward(std::span<const int32_t> ids, KvCache& cache, bool all_logits, std::vector<float>& logits);
 
+  // Sees every routing decision: the experts chosen for the n tokens of a chunk in MoE layer
+  // `layer` ([n, top_k], row-major), in layer order, before they run (moetier trace).
+  using RoutingObserver = std::function<void(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k)>;
+  void set_routing_observer(RoutingObserver f) { observer_ = std::move(f); }
+
  private:
   void attention(int64_t layer, const float* x, int64_t n, int64_t pos0, KvCache& cache, float* out) const;
   // For each of the n queries, the cached positions it may attend to (V3.2 top-k selection).
@@ -52,6 +58,7 @@ class DeepSeekModel {
   std::vector<float> inv_freq_;              // YaRN frequencies for qk_rope_head_dim
   float softmax_scale_ = 1.0f;
   std::vector<std::vector<float>> kv_b_f32_;  // dequantized kv_b per layer, for absorption
+  RoutingObserver observer_;
 };
 
 }  // namespace mt

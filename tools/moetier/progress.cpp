@@ -22,6 +22,10 @@ ProgressBar::ProgressBar(std::string label, int64_t total_bytes)
     : label_(std::move(label)), total_(total_bytes), tty_(isatty(STDERR_FILENO) != 0),
       start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit) : ProgressBar(std::move(label), total) {
+  unit_ = std::move(unit);
+}
+
 ProgressBar::~ProgressBar() { finish(); }
 
 void ProgressBar::advance(int64_t bytes) {
@@ -53,9 +57,15 @@ void ProgressBar::draw(bool final_line) {
   constexpr int kWidth = 30;
   std::string bar(kWidth, ' ');
   for (int i = 0; i < static_cast<int>(frac * kWidth) && i < kWidth; ++i) bar[i] = '#';
+  auto amount = [&](double v) {
+    if (unit_.empty()) return format_bytes(v);
+    char buf[48];
+    std::snprintf(buf, sizeof buf, v < 100 && v != static_cast<int64_t>(v) ? "%.1f %s" : "%.0f %s", v, unit_.c_str());
+    return std::string(buf);
+  };
   std::fprintf(stderr, "%s%s [%s] %5.1f%%  %s / %s  %s/s  %s %.0fs%s", tty_ ? "\r" : "", label_.c_str(), bar.c_str(),
-               100.0 * frac, format_bytes(static_cast<double>(done_)).c_str(),
-               format_bytes(static_cast<double>(total_)).c_str(), format_bytes(rate).c_str(),
+               100.0 * frac, amount(static_cast<double>(done_)).c_str(),
+               amount(static_cast<double>(total_)).c_str(), amount(rate).c_str(),
                final_line ? "took" : "ETA", final_line ? secs : eta, (final_line || !tty_) ? "\n" : "   ");
   std::fflush(stderr);
 }

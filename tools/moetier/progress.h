@@ -11,6 +11,8 @@ namespace mt::cli {
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total_bytes);
+  // Counts things other than bytes: shown as plain numbers followed by `unit` ("tokens").
+  ProgressBar(std::string label, int64_t total, std::string unit);
   ~ProgressBar();
   void advance(int64_t bytes);
   void finish();
@@ -18,6 +20,7 @@ class ProgressBar {
  private:
   void draw(bool final_line);
   std::string label_;
+  std::string unit_;  // empty: bytes
   int64_t total_ = 0, done_ = 0;
   bool tty_ = false, finished_ = false;
   int last_decile_ = 0;  // for non-terminal output
