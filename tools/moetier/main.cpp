@@ -16,6 +16,7 @@ commands:
   convert      turn a Hugging Face checkpoint into the packed expert store (q4/q8/bf16)
   info         describe a checkpoint or a built-in preset (shapes, sizes, tensors)
   bench        membw | moe | io | decode: measured against this machine's own bandwidth
+  profile      measure this machine for the planner (RAM, disk, kernels, GPU), cached
   trace        record which experts prompts route to (activation statistics for the planner)
   version      print the version
 )";
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   if (cmd == "convert") return mt::cli::cmd_convert(argc - 1, argv + 1);
   if (cmd == "bench") return mt::cli::cmd_bench(argc - 1, argv + 1);
   if (cmd == "info") return mt::cli::cmd_info(argc - 1, argv + 1);
+  if (cmd == "profile") return mt::cli::cmd_profile(argc - 1, argv + 1);
   if (cmd == "trace") return mt::cli::cmd_trace(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;

@@ -1,0 +1,362 @@
+#include "planner/machine_profile.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace mt::planner {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kProfileVersion = 1;
+const char* kRemeasure = "re-run `moetier profile` to measure this machine again";
+
+// ---- JSON field readers: every field is required; errors name the field's path and `where` ----
+
+class FieldReader {
+ public:
+  explicit FieldReader(const std::string& where) : where_(where) {}
+
+  Result<const json*> member(const json& obj, const std::string& path, const char* key) const {
+    const std::string name = join(path, key);
+    if (!obj.is_object()) return make_error(where_ + ": '" + (path.empty() ? "profile" : path) + "' must be an object");
+    auto it = obj.find(key);
+    if (it == obj.end()) return make_error(where_ + ": missing field '" + name + "'");
+    return &*it;
+  }
+  Status object(const json& obj, const std::string& path, const char* key, const json*& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (!v->is_object()) return type_error(path, key, "an object", *v);
+    out = v;
+    return ok_status();
+  }
+  Status array(const json& obj, const std::string& path, const char* key, const json*& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (!v->is_array()) return type_error(path, key, "an array", *v);
+    out = v;
+    return ok_status();
+  }
+  Status string(const json& obj, const std::string& path, const char* key, std::string& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (!v->is_string()) return type_error(path, key, "a string", *v);
+    out = v->get<std::string>();
+    return ok_status();
+  }
+  Status boolean(const json& obj, const std::string& path, const char* key, bool& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (!v->is_boolean()) return type_error(path, key, "true or false", *v);
+    out = v->get<bool>();
+    return ok_status();
+  }
+  // A non-negative finite number.
+  Status rate(const json& obj, const std::string& path, const char* key, double& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (!v->is_number()) return type_error(path, key, "a number", *v);
+    const double d = v->get<double>();
+    if (!std::isfinite(d) || d < 0) return type_error(path, key, "a non-negative finite number", *v);
+    out = d;
+    return ok_status();
+  }
+  // A non-negative integer (an integral float is accepted: hand-edited files write 2.4e10).
+  Status count(const json& obj, const std::string& path, const char* key, uint64_t& out) const {
+    MT_ASSIGN(const json* v, member(obj, path, key));
+    if (v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0)) {
+      out = v->get<uint64_t>();
+      return ok_status();
+    }
+    if (v->is_number_float()) {
+      const double d = v->get<double>();
+      if (std::isfinite(d) && d >= 0 && d < 9.2e18 && std::floor(d) == d) {
+        out = static_cast<uint64_t>(d);
+        return ok_status();
+      }
+    }
+    return type_error(path, key, "a non-negative integer", *v);
+  }
+  Status integer(const json& obj, const std::string& path, const char* key, int& out, int lo, int hi) const {
+    uint64_t u = 0;
+    MT_TRY(count(obj, path, key, u));
+    if (u < static_cast<uint64_t>(lo) || u > static_cast<uint64_t>(hi))
+      return make_error(where_ + ": field '" + join(path, key) + "' must be in [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + "], got " + std::to_string(u));
+    out = static_cast<int>(u);
+    return ok_status();
+  }
+  Error fail(const std::string& path, const std::string& what) const {
+    return make_error(where_ + ": field '" + path + "' " + what);
+  }
+
+  static std::string join(const std::string& path, const char* key) { return path.empty() ? key : path + "." + key; }
+
+ private:
+  Error type_error(const std::string& path, const char* key, const char* want, const json& got) const {
+    std::string shown = got.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (shown.size() > 40) shown = shown.substr(0, 37) + "...";
+    return make_error(where_ + ": field '" + join(path, key) + "' must be " + want + ", got " + shown);
+  }
+  std::string where_;
+};
+
+Status read_cpu(const FieldReader& r, const json& root, MachineProfile& p) {
+  const json* cpu = nullptr;
+  const json* isa = nullptr;
+  MT_TRY(r.object(root, "", "cpu", cpu));
+  MT_TRY(r.string(*cpu, "cpu", "model", p.cpu_model));
+  MT_TRY(r.integer(*cpu, "cpu", "physical_cores", p.physical_cores, 1, 1 << 20));
+  MT_TRY(r.integer(*cpu, "cpu", "logical_cpus", p.logical_cpus, 1, 1 << 20));
+  if (p.logical_cpus < p.physical_cores)
+    return r.fail("cpu.logical_cpus", "(" + std::to_string(p.logical_cpus) + ") must be at least cpu.physical_cores (" +
+                                          std::to_string(p.physical_cores) + ")");
+  MT_TRY(r.object(*cpu, "cpu", "isa", isa));
+  MT_TRY(r.boolean(*isa, "cpu.isa", "avx2", p.avx2));
+  MT_TRY(r.boolean(*isa, "cpu.isa", "avx512", p.avx512));
+  MT_TRY(r.boolean(*isa, "cpu.isa", "avx512_vnni", p.avx512_vnni));
+  MT_TRY(r.boolean(*isa, "cpu.isa", "avx512_bf16", p.avx512_bf16));
+  MT_TRY(r.boolean(*isa, "cpu.isa", "amx", p.amx));
+  return ok_status();
+}
+
+Status read_ram(const FieldReader& r, const json& root, MachineProfile& p) {
+  const json* ram = nullptr;
+  const json* nodes = nullptr;
+  MT_TRY(r.object(root, "", "ram", ram));
+  MT_TRY(r.count(*ram, "ram", "total_bytes", p.ram_total_bytes));
+  MT_TRY(r.count(*ram, "ram", "available_bytes", p.ram_available_bytes));
+  MT_TRY(r.rate(*ram, "ram", "read_gbs", p.ram_read_gbs));
+  if (p.ram_total_bytes == 0) return r.fail("ram.total_bytes", "must be positive");
+  if (p.ram_available_bytes > p.ram_total_bytes)
+    return r.fail("ram.available_bytes", "must not exceed ram.total_bytes");
+  MT_TRY(r.array(*ram, "ram", "numa_nodes", nodes));
+  std::set<int> seen;
+  for (size_t i = 0; i < nodes->size(); ++i) {
+    const std::string path = "ram.numa_nodes[" + std::to_string(i) + "]";
+    const json& n = (*nodes)[i];
+    if (!n.is_object()) return r.fail(path, "must be an object");
+    NumaNodeInfo node;
+    MT_TRY(r.integer(n, path, "os_index", node.os_index, 0, 1 << 20));
+    MT_TRY(r.count(n, path, "memory_bytes", node.memory_bytes));
+    MT_TRY(r.rate(n, path, "read_gbs", node.read_gbs));
+    if (!seen.insert(node.os_index).second)
+      return r.fail(path + ".os_index", "repeats node " + std::to_string(node.os_index));
+    p.numa_nodes.push_back(node);
+  }
+  return ok_status();
+}
+
+Status read_disk(const FieldReader& r, const json& root, MachineProfile& p) {
+  const json* disk = nullptr;
+  const json* rates = nullptr;
+  MT_TRY(r.object(root, "", "disk", disk));
+  MT_TRY(r.string(*disk, "disk", "path", p.disk_path));
+  MT_TRY(r.rate(*disk, "disk", "read_gbs", p.disk_read_gbs));
+  MT_TRY(r.array(*disk, "disk", "rates", rates));
+  for (size_t i = 0; i < rates->size(); ++i) {
+    const std::string path = "disk.rates[" + std::to_string(i) + "]";
+    const json& d = (*rates)[i];
+    if (!d.is_object()) return r.fail(path, "must be an object");
+    DiskRate rate;
+    MT_TRY(r.count(d, path, "block_bytes", rate.block_bytes));
+    if (rate.block_bytes == 0) return r.fail(path + ".block_bytes", "must be positive");
+    MT_TRY(r.integer(d, path, "queue_depth", rate.queue_depth, 1, 1 << 16));
+    MT_TRY(r.rate(d, path, "gbs", rate.gbs));
+    p.disk_rates.push_back(rate);
+  }
+  return ok_status();
+}
+
+Status read_kernels(const FieldReader& r, const json& root, MachineProfile& p) {
+  const json* kernels = nullptr;
+  const json* dense = nullptr;
+  MT_TRY(r.array(root, "", "kernels", kernels));
+  for (size_t i = 0; i < kernels->size(); ++i) {
+    const std::string path = "kernels[" + std::to_string(i) + "]";
+    const json& k = (*kernels)[i];
+    if (!k.is_object()) return r.fail(path, "must be an object");
+    KernelRate rate;
+    MT_TRY(r.string(k, path, "format", rate.format));
+    if (rate.format.empty()) return r.fail(path + ".format", "must not be empty");
+    if (p.kernel(rate.format)) return r.fail(path + ".format", "repeats format '" + rate.format + "'");
+    MT_TRY(r.rate(k, path, "decode_gbs", rate.decode_gbs));
+    MT_TRY(r.rate(k, path, "prefill_gflops", rate.prefill_gflops));
+    p.kernels.push_back(rate);
+  }
+  MT_TRY(r.object(root, "", "dense", dense));
+  MT_TRY(r.rate(*dense, "dense", "bf16_gbs", p.dense_bf16_gbs));
+  MT_TRY(r.rate(*dense, "dense", "fp8_gbs", p.dense_fp8_gbs));
+  MT_TRY(r.rate(*dense, "dense", "attention_gflops", p.attention_gflops));
+  return ok_status();
+}
+
+Status read_gpu(const FieldReader& r, const json& root, MachineProfile& p) {
+  const json* gpu = nullptr;
+  GpuProfile& g = p.gpu;
+  MT_TRY(r.object(root, "", "gpu", gpu));
+  MT_TRY(r.boolean(*gpu, "gpu", "present", g.present));
+  MT_TRY(r.string(*gpu, "gpu", "name", g.name));
+  MT_TRY(r.count(*gpu, "gpu", "vram_total_bytes", g.vram_total_bytes));
+  MT_TRY(r.count(*gpu, "gpu", "vram_free_bytes", g.vram_free_bytes));
+  MT_TRY(r.rate(*gpu, "gpu", "h2d_gbs", g.h2d_gbs));
+  MT_TRY(r.rate(*gpu, "gpu", "hbm_gbs", g.hbm_gbs));
+  MT_TRY(r.rate(*gpu, "gpu", "gemm_tflops", g.gemm_tflops));
+  MT_TRY(r.string(*gpu, "gpu", "reason", g.reason));
+  if (g.vram_free_bytes > g.vram_total_bytes) return r.fail("gpu.vram_free_bytes", "must not exceed gpu.vram_total_bytes");
+  if (g.present && g.vram_total_bytes == 0) return r.fail("gpu.vram_total_bytes", "must be positive when a GPU is present");
+  return ok_status();
+}
+
+}  // namespace
+
+const KernelRate* MachineProfile::kernel(const std::string& format) const {
+  for (const auto& k : kernels)
+    if (k.format == format) return &k;
+  return nullptr;
+}
+
+nlohmann::json profile_to_json(const MachineProfile& p) {
+  json j;
+  j["version"] = p.version;
+  j["source"] = p.source;
+  j["fingerprint"] = p.fingerprint;
+  j["measured_at"] = p.measured_at;
+  j["measure_seconds"] = p.measure_seconds;
+  j["cpu"] = {{"model", p.cpu_model},
+              {"physical_cores", p.physical_cores},
+              {"logical_cpus", p.logical_cpus},
+              {"isa",
+               {{"avx2", p.avx2},
+                {"avx512", p.avx512},
+                {"avx512_vnni", p.avx512_vnni},
+                {"avx512_bf16", p.avx512_bf16},
+                {"amx", p.amx}}}};
+  json nodes = json::array();
+  for (const auto& n : p.numa_nodes)
+    nodes.push_back({{"os_index", n.os_index}, {"memory_bytes", n.memory_bytes}, {"read_gbs", n.read_gbs}});
+  j["ram"] = {{"total_bytes", p.ram_total_bytes},
+              {"available_bytes", p.ram_available_bytes},
+              {"read_gbs", p.ram_read_gbs},
+              {"numa_nodes", nodes}};
+  json rates = json::array();
+  for (const auto& d : p.disk_rates)
+    rates.push_back({{"block_bytes", d.block_bytes}, {"queue_depth", d.queue_depth}, {"gbs", d.gbs}});
+  j["disk"] = {{"path", p.disk_path}, {"read_gbs", p.disk_read_gbs}, {"rates", rates}};
+  json kernels = json::array();
+  for (const auto& k : p.kernels)
+    kernels.push_back({{"format", k.format}, {"decode_gbs", k.decode_gbs}, {"prefill_gflops", k.prefill_gflops}});
+  j["kernels"] = kernels;
+  j["dense"] = {{"bf16_gbs", p.dense_bf16_gbs}, {"fp8_gbs", p.dense_fp8_gbs}, {"attention_gflops", p.attention_gflops}};
+  const GpuProfile& g = p.gpu;
+  j["gpu"] = {{"present", g.present},         {"name", g.name},
+              {"vram_total_bytes", g.vram_total_bytes}, {"vram_free_bytes", g.vram_free_bytes},
+              {"h2d_gbs", g.h2d_gbs},         {"hbm_gbs", g.hbm_gbs},
+              {"gemm_tflops", g.gemm_tflops}, {"reason", g.reason}};
+  return j;
+}
+
+Result<MachineProfile> profile_from_json(const nlohmann::json& j, const std::string& where) {
+  const FieldReader r(where);
+  if (!j.is_object()) return make_error(where + ": a machine profile must be a JSON object");
+  MachineProfile p;
+  MT_TRY(r.integer(j, "", "version", p.version, 0, 1 << 20));
+  if (p.version != kProfileVersion)
+    return make_error(where + ": field 'version' is " + std::to_string(p.version) + ", this moetier reads version " +
+                      std::to_string(kProfileVersion) + "; " + kRemeasure);
+  MT_TRY(r.string(j, "", "source", p.source));
+  MT_TRY(r.string(j, "", "fingerprint", p.fingerprint));
+  if (p.fingerprint.empty()) return r.fail("fingerprint", "must not be empty");
+  MT_TRY(r.string(j, "", "measured_at", p.measured_at));
+  MT_TRY(r.rate(j, "", "measure_seconds", p.measure_seconds));
+  MT_TRY(read_cpu(r, j, p));
+  MT_TRY(read_ram(r, j, p));
+  MT_TRY(read_disk(r, j, p));
+  MT_TRY(read_kernels(r, j, p));
+  MT_TRY(read_gpu(r, j, p));
+  return p;
+}
+
+Result<MachineProfile> load_profile(const std::filesystem::path& file) {
+  const std::string name = file.string();
+  std::error_code ec;
+  if (!std::filesystem::exists(file, ec))
+    return make_error(name + ": no machine profile there; run `moetier profile` to measure this machine");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return make_error(name + ": cannot read the machine profile (" + std::strerror(errno) + "); " + kRemeasure);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return make_error(name + ": cannot read the machine profile; " + kRemeasure);
+  json j;
+  try {
+    j = json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    return make_error(name + ": the machine profile is not valid JSON (truncated or corrupt? byte " +
+                      std::to_string(e.byte) + "); " + kRemeasure);
+  }
+  auto p = profile_from_json(j, name);
+  if (!p.ok() && p.error().find("moetier profile") == std::string::npos)
+    return make_error(p.error() + "; " + kRemeasure);
+  return p;
+}
+
+Status save_profile(const std::filesystem::path& file, const MachineProfile& p) {
+  const std::string name = file.string();
+  std::error_code ec;
+  if (file.has_parent_path()) {
+    std::filesystem::create_directories(file.parent_path(), ec);
+    if (ec) return make_error(name + ": cannot create directory " + file.parent_path().string() + ": " + ec.message());
+  }
+  // Invalid UTF-8 (a CPU name or path from the OS) is replaced rather than thrown on.
+  const std::string text = profile_to_json(p).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+  const std::string tmp = name + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return make_error(tmp + ": cannot create: " + std::strerror(errno));
+  size_t done = 0;
+  std::string failure;
+  while (done < text.size()) {
+    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      failure = std::string("write: ") + std::strerror(errno);
+      break;
+    }
+    done += static_cast<size_t>(w);
+  }
+  // fsync before rename: the rename must not reach the disk before the data does.
+  if (failure.empty() && ::fsync(fd) != 0) failure = std::string("fsync: ") + std::strerror(errno);
+  if (::close(fd) != 0 && failure.empty()) failure = std::string("close: ") + std::strerror(errno);
+  if (failure.empty() && std::rename(tmp.c_str(), name.c_str()) != 0)
+    failure = std::string("rename to ") + name + ": " + std::strerror(errno);
+  if (!failure.empty()) {
+    ::unlink(tmp.c_str());
+    return make_error(tmp + ": cannot write the machine profile: " + failure);
+  }
+  // Make the rename itself durable (best effort: some filesystems refuse fsync on directories).
+  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+  return ok_status();
+}
+
+std::filesystem::path default_profile_path() {
+  // XDG: a relative XDG_CACHE_HOME is invalid and must be ignored.
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && xdg[0] == '/') return std::filesystem::path(xdg) / "moetier" / "profile.json";
+  const char* home = std::getenv("HOME");
+  if (home && home[0] != '\0') return std::filesystem::path(home) / ".cache" / "moetier" / "profile.json";
+  std::error_code ec;
+  auto tmp = std::filesystem::temp_directory_path(ec);
+  if (ec) tmp = "/tmp";
+  return tmp / "moetier" / "profile.json";
+}
+
+}  // namespace mt::planner

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""moetier profile through the CLI: a --quick measurement writes a valid profile under
+XDG_CACHE_HOME (and --out), a second run reuses it, --show prints it without measuring, and a
+corrupt or missing profile gives one 'error:' line and a non-zero exit, never a crash. The
+scratch file of the disk measurement is removed."""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moetier", required=True)
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args()
+    exe, work = args.moetier, args.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    env = dict(os.environ, XDG_CACHE_HOME=work, OMP_WAIT_POLICY="passive")
+    passed = failed = 0
+
+    def check(label, ok, detail=""):
+        nonlocal passed, failed
+        if ok:
+            print(f"ok   {label}")
+            passed += 1
+        else:
+            print(f"FAIL {label}: {detail}")
+            failed += 1
+
+    def run(argv, timeout=120):
+        t0 = time.time()
+        p = subprocess.run([exe] + argv, capture_output=True, text=True, timeout=timeout, env=env)
+        return p, time.time() - t0
+
+    out = os.path.join(work, "p.json")
+    p, secs = run(["profile", "--quick", "--out", out, "--json"])
+    check("profile --quick exits 0", p.returncode == 0, p.stderr[-600:])
+    check(f"profile --quick is quick ({secs:.1f} s)", secs < 60, f"{secs:.1f} s")
+    prof = {}
+    try:
+        prof = json.load(open(out))
+        check("stdout JSON equals the saved file", json.loads(p.stdout) == prof)
+    except Exception as e:  # noqa: BLE001
+        check("profile file is JSON", False, repr(e))
+    if prof:
+        check("version and source", prof["version"] == 1 and prof["source"] == "measured (quick)", prof.get("source"))
+        check("cpu", prof["cpu"]["logical_cpus"] >= prof["cpu"]["physical_cores"] >= 1, prof["cpu"])
+        check("ram", prof["ram"]["total_bytes"] >= prof["ram"]["available_bytes"] > 0 and prof["ram"]["read_gbs"] > 0,
+              prof["ram"])
+        formats = sorted(k["format"] for k in prof["kernels"])
+        check("kernels q4, q8, bf16", formats == ["bf16", "q4", "q8"], formats)
+        check("kernel rates positive",
+              all(k["decode_gbs"] > 0 and k["prefill_gflops"] > 0 for k in prof["kernels"]), prof["kernels"])
+        rates = {(r["block_bytes"], r["queue_depth"]) for r in prof["disk"]["rates"]}
+        check("disk rates at 2 block sizes x QD 1, 4, 16", len(rates) == 6 and prof["disk"]["read_gbs"] > 0,
+              prof["disk"])
+        check("dense and attention rates positive",
+              prof["dense"]["bf16_gbs"] > 0 and prof["dense"]["fp8_gbs"] > 0 and prof["dense"]["attention_gflops"] > 0,
+              prof["dense"])
+        check("fingerprint", prof["fingerprint"].startswith("v1-"), prof["fingerprint"])
+    leftovers = [f for f in os.listdir(work) if ".tmp" in f]
+    check("no scratch or temp file left", not leftovers, leftovers)
+
+    p, secs = run(["profile", "--quick", "--out", out])
+    check("second run reuses the cached profile",
+          p.returncode == 0 and "using cached profile" in p.stderr and "machine profile:" in p.stdout,
+          p.stderr[-400:])
+
+    p, _ = run(["profile", "--show", "--out", out])
+    check("--show prints the summary", p.returncode == 0 and "decode GB/s" in p.stdout, p.stdout[-400:])
+
+    # Default location: $XDG_CACHE_HOME/moetier/profile.json
+    p, _ = run(["profile", "--quick"])
+    check("default path under XDG_CACHE_HOME",
+          p.returncode == 0 and os.path.exists(os.path.join(work, "moetier", "profile.json")), p.stderr[-400:])
+
+    def expect_error(label, argv, *needles):
+        p, _ = run(argv)
+        errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+        problems = []
+        if p.returncode <= 0 or p.returncode >= 128:
+            problems.append(f"exit code {p.returncode}")
+        if len(errors) != 1:
+            problems.append(f"{len(errors)} 'error:' lines")
+        for bad in ("terminate called", "Segmentation", "Aborted", "AddressSanitizer"):
+            if bad in p.stderr:
+                problems.append(f"stderr shows '{bad}'")
+        msg = errors[0] if errors else ""
+        problems += [f"message lacks '{n}'" for n in needles if n not in msg]
+        check(f"{label}: {msg}", not problems, "; ".join(problems) + "\n  stderr: " + p.stderr.strip()[:400])
+
+    bad = os.path.join(work, "corrupt.json")
+    with open(out) as f:
+        text = f.read()
+    with open(bad, "w") as f:
+        f.write(text[: len(text) // 2])
+    expect_error("truncated profile", ["profile", "--show", "--out", bad], bad, "moetier profile")
+    missing_field = json.loads(text)
+    del missing_field["ram"]["read_gbs"]
+    with open(bad, "w") as f:
+        json.dump(missing_field, f)
+    expect_error("profile missing a field", ["profile", "--show", "--out", bad], "ram.read_gbs")
+    expect_error("no profile", ["profile", "--show", "--out", os.path.join(work, "absent.json")], "absent.json")
+    expect_error("unknown flag", ["profile", "--frobnicate"], "--frobnicate")
+    expect_error("--show with --force", ["profile", "--show", "--force"], "--force")
+    expect_error("disk dir that cannot be created",
+                 ["profile", "--quick", "--force", "--out", os.path.join(work, "q.json"), "--disk-dir", out + "/sub"],
+                 "disk")
+
+    # A corrupt cache is measured again, not fatal, when measuring is allowed.
+    with open(bad, "w") as f:
+        f.write("{")
+    p, _ = run(["profile", "--quick", "--out", bad])
+    check("corrupt cache is re-measured", p.returncode == 0 and "warning" in p.stderr and json.load(open(bad)),
+          p.stderr[-400:])
+
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+#include "tools/moetier/machine_probe_rates.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "cpu_kernels/attention.h"
+#include "cpu_kernels/expert_ffn.h"
+#include "cpu_kernels/ops.h"
+#include "cpu_kernels/read_bandwidth.h"
+#include "offload/disk_bandwidth.h"
+#include "runtime/core/dtype.h"
+#include "tools/moetier/progress.h"
+
+namespace mt::cli::probe {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kHidden = 7168;  // DeepSeek V3 hidden size
+constexpr int64_t kInter = 2048;   // routed expert width
+constexpr int64_t kGroup = 32;
+constexpr uint64_t kMinModelFile = uint64_t{64} << 20;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string num(double v, int decimals = 1) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Deterministic fast pseudo-random bits (xorshift64*): weights and file contents only need to
+// be non-trivial (no zero pages, nothing a compressing disk could shrink).
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  uint64_t next() {
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 0x2545F4914F6CDD1Dull;
+  }
+  float uniform(float scale) { return scale * (static_cast<float>(next() >> 40) / 8388608.0f - 1.0f); }
+};
+
+void fill_floats(std::vector<float>& v, uint64_t seed, float scale) {
+  Rng r(seed);
+  for (auto& x : v) x = r.uniform(scale);
+}
+
+// Memory from cpu::alloc_huge (2 MiB pages where the OS gives them), freed on scope exit.
+class HugeBuffer {
+ public:
+  explicit HugeBuffer(size_t bytes) : bytes_(bytes), p_(static_cast<uint8_t*>(cpu::alloc_huge(bytes))) {}
+  ~HugeBuffer() { cpu::free_huge(p_, bytes_); }
+  HugeBuffer(const HugeBuffer&) = delete;
+  HugeBuffer& operator=(const HugeBuffer&) = delete;
+  uint8_t* data() const { return p_; }
+
+ private:
+  size_t bytes_;
+  uint8_t* p_;
+};
+
+// Fills `bytes` with copies of one 1 MiB random block passed through `make` (a byte pattern).
+template <class Make>
+void fill_tiled(uint8_t* dst, size_t bytes, Make make) {
+  std::vector<uint8_t> tile(size_t{1} << 20);
+  Rng r(7);
+  for (auto& b : tile) b = make(static_cast<uint8_t>(r.next() >> 56));
+  for (size_t off = 0; off < bytes; off += tile.size())
+    std::memcpy(dst + off, tile.data(), std::min(tile.size(), bytes - off));
+}
+
+// A scratch file for the disk measurement, removed when this goes out of scope.
+class TempFile {
+ public:
+  TempFile() = default;
+  ~TempFile() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove(path_, ec);
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  // Random bytes, fsynced (so the reads come from the disk, not from writes still in flight),
+  // then dropped from the page cache.
+  Status create(const std::filesystem::path& dir, uint64_t bytes) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return make_error(dir.string() + ": cannot create directory for the disk measurement: " + ec.message());
+    path_ = dir / (".moetier-disk-probe-" + std::to_string(::getpid()) + ".tmp");
+    std::filesystem::remove(path_, ec);
+    const std::string name = path_.string();
+    const int fd = ::open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      path_.clear();
+      return make_error(name + ": cannot create a file for the disk measurement (" + std::strerror(errno) +
+                        "); choose another place with --disk-dir");
+    }
+    std::vector<uint64_t> chunk((size_t{4} << 20) / sizeof(uint64_t));
+    Rng r(11);
+    std::string failure;
+    for (uint64_t done = 0; done < bytes && failure.empty();) {
+      for (auto& w : chunk) w = r.next();
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size() * sizeof(uint64_t), bytes - done));
+      size_t put = 0;
+      while (put < n) {
+        const ssize_t w = ::write(fd, reinterpret_cast<const uint8_t*>(chunk.data()) + put, n - put);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          failure = std::string("write: ") + std::strerror(errno);
+          break;
+        }
+        put += static_cast<size_t>(w);
+      }
+      done += put;
+    }
+    if (failure.empty() && ::fsync(fd) != 0) failure = std::string("fsync: ") + std::strerror(errno);
+    if (failure.empty()) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+    if (!failure.empty())
+      return make_error(name + ": cannot write the disk measurement file (" + failure + "); choose another place with --disk-dir");
+    return ok_status();
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The largest regular file directly in `dir` (a packed store's experts-*.bin or a safetensors shard).
+std::filesystem::path largest_file(const std::filesystem::path& dir, uint64_t* size) {
+  std::filesystem::path best;
+  *size = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code e2;
+    if (!it->is_regular_file(e2)) continue;
+    const uint64_t s = it->file_size(e2);
+    if (!e2 && s > *size) {
+      *size = s;
+      best = it->path();
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+uint64_t expert_blob_bytes() {
+  return cpu::expert_blob_layout({cpu::ExpertQuant::Q4, kHidden, kInter, kGroup}).total_bytes;
+}
+
+void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say) {
+  size_t buffer = d.ram_buffer_bytes();
+  // Leave most of a small machine's free memory alone.
+  while (p.ram_available_bytes > 0 && buffer > (size_t{128} << 20) && buffer > p.ram_available_bytes / 4) buffer /= 2;
+  const auto t0 = Clock::now();
+  p.ram_read_gbs = cpu::measure_read_bandwidth_gbs(buffer, 0, d.ram_seconds());
+  if (p.numa_nodes.size() == 1) p.numa_nodes[0].read_gbs = p.ram_read_gbs;
+  say("  " + num(p.ram_read_gbs) + " GB/s over " + format_bytes(double(buffer)) + " (" + num(seconds_since(t0)) + " s)" +
+      (p.numa_nodes.size() > 1 ? "; per NUMA node: not measured" : ""));
+}
+
+std::filesystem::path disk_target_dir(const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir) {
+  if (!model_dir.empty()) {
+    uint64_t size = 0;
+    if (!largest_file(model_dir, &size).empty() && size >= kMinModelFile) return model_dir;
+  }
+  return disk_dir;
+}
+
+Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
+                    planner::MachineProfile& p, const Say& say) {
+  std::filesystem::path file;
+  TempFile temp;
+  uint64_t size = 0;
+  if (!model_dir.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(model_dir, ec))
+      return make_error("--model " + model_dir.string() + ": not a directory");
+    file = largest_file(model_dir, &size);
+    if (size < kMinModelFile) {
+      say("  the files in " + model_dir.string() + " are under 64 MiB; measuring a temporary file in " +
+          disk_dir.string() + " instead");
+      file.clear();
+    }
+  }
+  if (file.empty()) {
+    const auto t0 = Clock::now();
+    MT_TRY(temp.create(disk_dir, d.temp_file_bytes()));
+    file = temp.path();
+    size = d.temp_file_bytes();
+    say("  wrote a " + format_bytes(double(size)) + " scratch file in " + disk_dir.string() + " (" +
+        num(seconds_since(t0)) + " s)");
+  }
+  const std::filesystem::path dir = temp.path().empty() ? model_dir : disk_dir;
+  std::error_code ec;
+  const auto canonical = std::filesystem::weakly_canonical(dir, ec);
+  p.disk_path = (ec ? dir : canonical).string();
+  p.disk_rates.clear();
+  p.disk_read_gbs = 0;
+  const uint64_t blob = expert_blob_bytes();
+  for (const uint64_t block : {uint64_t{1} << 20, blob}) {
+    std::string line = "  " + format_bytes(double(block)) + " reads of " + file.filename().string() + ":";
+    for (const int qd : {1, 4, 16}) {
+      auto r = offload::measure_sequential_read_gbs(file, block, qd, d.disk_seconds());
+      if (!r) return make_error(r.error() + " (choose another place with --disk-dir)");
+      p.disk_rates.push_back({block, qd, *r});
+      if (block == blob) p.disk_read_gbs = std::max(p.disk_read_gbs, *r);
+      line += " QD" + std::to_string(qd) + " " + num(*r, 2);
+    }
+    say(line + " GB/s");
+  }
+  return ok_status();
+}
+
+void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, const Say& say) {
+  const size_t n_weights = static_cast<size_t>(kHidden * kInter);
+  std::vector<float> gate(n_weights), up(n_weights), down(n_weights);
+  fill_floats(gate, 1, 0.04f);
+  fill_floats(up, 2, 0.04f);
+  fill_floats(down, 3, 0.04f);
+  std::vector<float> x(static_cast<size_t>(kHidden)), y(x.size());
+  fill_floats(x, 4, 2.0f);
+  const int T = d.prefill_tokens();
+  std::vector<float> xp(static_cast<size_t>(T * kHidden)), yp(xp.size());
+  fill_floats(xp, 5, 2.0f);
+  std::vector<int32_t> tokens(static_cast<size_t>(T));
+  for (int t = 0; t < T; ++t) tokens[static_cast<size_t>(t)] = t;
+  const std::vector<float> weights(static_cast<size_t>(T), 0.125f);
+
+  p.kernels.clear();
+  for (const auto q : {cpu::ExpertQuant::Q4, cpu::ExpertQuant::Q8, cpu::ExpertQuant::BF16}) {
+    const auto t0 = Clock::now();
+    const cpu::ExpertGeometry g{q, kHidden, kInter, kGroup};
+    const size_t blob = cpu::expert_blob_layout(g).total_bytes;
+    // Enough distinct experts that the working set is far beyond the caches (8 at least: a
+    // decode step reads 8 distinct ones).
+    const size_t n = std::clamp<size_t>((d.expert_working_set() + blob - 1) / blob, 8, 32);
+    HugeBuffer blobs(n * blob);
+    cpu::pack_expert(g, gate.data(), up.data(), down.data(), blobs.data());
+    for (size_t e = 1; e < n; ++e) std::memcpy(blobs.data() + e * blob, blobs.data(), blob);
+
+    // Decode: 8 experts x 1 token per step, cycling through the working set.
+    const int32_t tok0 = 0;
+    const float w = 0.125f;
+    size_t next = 0;
+    auto step = [&] {
+      cpu::ExpertTask tasks[8];
+      for (size_t k = 0; k < 8; ++k) tasks[k] = {blobs.data() + ((next + k) % n) * blob, &tok0, &w, 1};
+      next = (next + 8) % n;
+      cpu::experts_ffn(g, tasks, 8, x.data(), y.data());
+    };
+    for (int i = 0; i < 2; ++i) step();
+    std::vector<double> decode;
+    for (int run = 0; run < 5; ++run) {
+      int64_t steps = 0;
+      const auto r0 = Clock::now();
+      do {
+        step();
+        ++steps;
+      } while (seconds_since(r0) < d.decode_seconds() / 5);
+      decode.push_back(double(steps) * 8.0 * double(blob) / seconds_since(r0) / 1e9);
+    }
+
+    // Prefill: the same T tokens through 8 experts (the grouped, oneDNN path), best call.
+    cpu::ExpertTask ptasks[8];
+    for (size_t k = 0; k < 8; ++k) ptasks[k] = {blobs.data() + k * blob, tokens.data(), weights.data(), T};
+    const double flops = 8.0 * T * 6.0 * double(kHidden) * double(kInter);
+    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data());  // warm-up (primitive creation)
+    double best = 0;
+    const auto r0 = Clock::now();
+    do {
+      const auto c0 = Clock::now();
+      cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data());
+      best = std::max(best, flops / seconds_since(c0) / 1e9);
+    } while (seconds_since(r0) < d.prefill_seconds());
+
+    const std::string name(cpu::expert_quant_name(q));
+    p.kernels.push_back({name, median(decode), best});
+    say("  " + name + ": decode " + num(median(decode)) + " GB/s, prefill " + num(best) + " GFLOP/s (" +
+        std::to_string(n) + " experts of " + format_bytes(double(blob)) + ", " + num(seconds_since(t0)) + " s)");
+  }
+}
+
+void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& say) {
+  // [18432 x 7168]: the width of V3's dense FFN; 264 MB in bf16, far beyond the caches.
+  const int64_t rows = 18432, cols = kHidden;
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  fill_floats(x, 6, 1.0f);
+  auto rate = [&](const cpu::WeightView& w, size_t bytes) {
+    cpu::matmul(w, x.data(), 1, y.data());  // warm-up
+    int64_t calls = 0;
+    const auto t0 = Clock::now();
+    do {
+      cpu::matmul(w, x.data(), 1, y.data());
+      ++calls;
+    } while (seconds_since(t0) < d.dense_seconds());
+    return double(calls) * double(bytes) / seconds_since(t0) / 1e9;
+  };
+  const auto t0 = Clock::now();
+  {
+    const size_t bytes = static_cast<size_t>(rows * cols) * 2;
+    HugeBuffer buf(bytes);
+    // bf16 with a small exponent: finite, non-zero values (|v| < 2^-3).
+    fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>((b & 0x81) | 0x3c); });
+    cpu::WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
+    p.dense_bf16_gbs = rate(w, bytes);
+  }
+  {
+    const size_t bytes = static_cast<size_t>(rows * cols);
+    HugeBuffer buf(bytes);
+    // e4m3 codes with the top exponent bit clear: never NaN.
+    fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>(b & 0xb7); });
+    cpu::WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
+    std::vector<float> scale(static_cast<size_t>(((rows + 127) / 128) * w.scale_cols()), 0.01f);
+    w.scale = scale.data();
+    p.dense_fp8_gbs = rate(w, bytes + scale.size() * sizeof(float));
+  }
+  say("  bf16 " + num(p.dense_bf16_gbs) + " GB/s, fp8 " + num(p.dense_fp8_gbs) + " GB/s of weights at 1 token (" +
+      num(seconds_since(t0)) + " s)");
+}
+
+void measure_attention(const Durations& d, planner::MachineProfile& p, const Say& say) {
+  // DeepSeek V3 MLA: 128 heads, nope 128, rope 64, v 128, latent 512; one decode token over
+  // `ctx` cached keys, heads spread over the threads as the model does.
+  const int64_t H = 128, ctx = d.attention_context();
+  const cpu::MlaHeadDims dims{128, 64, 128, 512};
+  const int64_t R = dims.latent;
+  std::vector<float> q(static_cast<size_t>(H * (dims.nope + dims.rope))), out(static_cast<size_t>(H * dims.v));
+  std::vector<float> kvb(static_cast<size_t>(H * (dims.nope + dims.v) * R));
+  std::vector<float> latent(static_cast<size_t>(ctx * R)), rope(static_cast<size_t>(ctx * dims.rope));
+  fill_floats(q, 8, 1.0f);
+  fill_floats(kvb, 9, 0.05f);
+  fill_floats(latent, 10, 1.0f);
+  fill_floats(rope, 11, 1.0f);
+  std::vector<int32_t> keys(static_cast<size_t>(ctx));
+  for (int64_t k = 0; k < ctx; ++k) keys[static_cast<size_t>(k)] = static_cast<int32_t>(k);
+  auto attend = [&] {
+#pragma omp parallel
+    {
+      std::vector<float> scratch(static_cast<size_t>(2 * R + ctx));
+#pragma omp for schedule(dynamic)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* qh = &q[static_cast<size_t>(h * (dims.nope + dims.rope))];
+        const float* wuk = &kvb[static_cast<size_t>(h * (dims.nope + dims.v) * R)];
+        cpu::mla_attend_head(qh, qh + dims.nope, wuk, wuk + dims.nope * R, latent.data(), rope.data(), keys.data(), ctx,
+                             dims, 0.07f, &out[static_cast<size_t>(h * dims.v)], scratch.data());
+      }
+    }
+  };
+  // The planner's count (cost_model.cpp attention_flops): absorb q and expand v, then per key
+  // a score over latent + rope and a weighted sum over latent.
+  const double flops = double(H) * (2.0 * double(dims.nope * R + R * dims.v) +
+                                    double(ctx) * (2.0 * double(R + dims.rope) + 2.0 * double(R)));
+  const auto t0 = Clock::now();
+  attend();  // warm-up
+  int64_t calls = 0;
+  const auto r0 = Clock::now();
+  do {
+    attend();
+    ++calls;
+  } while (seconds_since(r0) < d.attention_seconds());
+  p.attention_gflops = double(calls) * flops / seconds_since(r0) / 1e9;
+  say("  MLA attention " + num(p.attention_gflops) + " GFLOP/s (128 heads, 1 token over " + std::to_string(ctx) +
+      " cached keys, " + num(seconds_since(t0)) + " s)");
+}
+
+}  // namespace mt::cli::probe

@@ -1,0 +1,103 @@
+// print_profile_summary (machine_probe.h): a machine profile as a readable table.
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "tools/moetier/machine_probe.h"
+#include "tools/moetier/machine_probe_rates.h"
+#include "tools/moetier/progress.h"
+
+namespace mt::cli {
+
+namespace probe {
+
+std::string isa_text(const planner::MachineProfile& p) {
+  std::string s;
+  auto add = [&](bool on, const char* name) {
+    if (on) s += (s.empty() ? "" : ", ") + std::string(name);
+  };
+  add(p.avx2, "avx2");
+  add(p.avx512, "avx512");
+  add(p.avx512_vnni, "avx512-vnni");
+  add(p.avx512_bf16, "avx512-bf16");
+  add(p.amx, "amx");
+  return s.empty() ? "no avx2/avx512/amx (scalar kernels)" : s;
+}
+
+}  // namespace probe
+
+namespace {
+
+void print_disk(const planner::MachineProfile& p) {
+  if (p.disk_rates.empty()) {
+    std::printf("  %-9s none (experts cannot be streamed from disk)\n", "disk");
+    return;
+  }
+  std::set<uint64_t> blocks;
+  std::set<int> depths;
+  for (const auto& r : p.disk_rates) {
+    blocks.insert(r.block_bytes);
+    depths.insert(r.queue_depth);
+  }
+  std::printf("  %-9s %s  (sequential O_DIRECT reads, GB/s)\n", "disk", p.disk_path.empty() ? "-" : p.disk_path.c_str());
+  std::printf("  %-9s %-10s", "", "block");
+  for (int qd : depths) std::printf("  %6s", ("QD " + std::to_string(qd)).c_str());
+  std::printf("\n");
+  for (uint64_t b : blocks) {
+    std::printf("  %-9s %-10s", "", format_bytes(double(b)).c_str());
+    for (int qd : depths) {
+      auto it = std::find_if(p.disk_rates.begin(), p.disk_rates.end(),
+                             [&](const planner::DiskRate& r) { return r.block_bytes == b && r.queue_depth == qd; });
+      if (it == p.disk_rates.end()) std::printf("  %6s", "-");
+      else std::printf("  %6.2f", it->gbs);
+    }
+    std::printf("\n");
+  }
+  std::printf("  %-9s best at expert-sized reads: %.2f GB/s\n", "", p.disk_read_gbs);
+}
+
+}  // namespace
+
+void print_profile_summary(const planner::MachineProfile& p) {
+  if (!p.measured_at.empty())
+    std::printf("machine profile: %s %s in %.1f s (fingerprint %s)\n", p.source.c_str(), p.measured_at.c_str(),
+                p.measure_seconds, p.fingerprint.c_str());
+  else
+    std::printf("machine profile: %s\n", p.source.c_str());
+  std::printf("  %-9s %s: %d cores, %d logical CPUs\n", "CPU", p.cpu_model.c_str(), p.physical_cores, p.logical_cpus);
+  std::printf("  %-9s %s\n", "ISA", probe::isa_text(p).c_str());
+  std::printf("  %-9s %s total, %s available, read %.1f GB/s (all cores)\n", "RAM",
+              format_bytes(double(p.ram_total_bytes)).c_str(), format_bytes(double(p.ram_available_bytes)).c_str(),
+              p.ram_read_gbs);
+  std::printf("  %-9s %zu node%s:", "NUMA", p.numa_nodes.size(), p.numa_nodes.size() == 1 ? "" : "s");
+  for (const auto& n : p.numa_nodes) {
+    std::printf(" #%d %s", n.os_index, format_bytes(double(n.memory_bytes)).c_str());
+    if (n.read_gbs > 0) std::printf(" %.1f GB/s", n.read_gbs);
+    else std::printf(" (bandwidth not measured per node)");
+    if (&n != &p.numa_nodes.back()) std::printf(",");
+  }
+  std::printf("\n");
+  print_disk(p);
+  std::printf("  %-9s hidden 7168, width 2048; decode: 8 experts x 1 token; prefill: many tokens per expert\n", "experts");
+  std::printf("  %-9s %-8s %12s %16s\n", "", "format", "decode GB/s", "prefill GFLOP/s");
+  for (const auto& k : p.kernels)
+    std::printf("  %-9s %-8s %12.1f %16.1f\n", "", k.format.c_str(), k.decode_gbs, k.prefill_gflops);
+  std::printf("  %-9s matmul at 1 token: bf16 %.1f GB/s, fp8 %.1f GB/s of weights\n", "dense", p.dense_bf16_gbs,
+              p.dense_fp8_gbs);
+  if (p.attention_gflops > 0) std::printf("  %-9s MLA decode %.1f GFLOP/s\n", "attention", p.attention_gflops);
+  else std::printf("  %-9s not measured\n", "attention");
+  const auto& g = p.gpu;
+  if (!g.present) {
+    std::printf("  %-9s none (%s); host-to-GPU, HBM, GEMM: not measured (no GPU)\n", "GPU",
+                g.reason.empty() ? "not found" : g.reason.c_str());
+  } else {
+    std::printf("  %-9s %s, %s (%s free)", "GPU", g.name.c_str(), format_bytes(double(g.vram_total_bytes)).c_str(),
+                format_bytes(double(g.vram_free_bytes)).c_str());
+    if (g.h2d_gbs > 0 || g.hbm_gbs > 0 || g.gemm_tflops > 0)
+      std::printf("; host-to-GPU %.1f GB/s, HBM %.0f GB/s, GEMM %.0f TFLOPS\n", g.h2d_gbs, g.hbm_gbs, g.gemm_tflops);
+    else
+      std::printf("; host-to-GPU, HBM, GEMM: not measured yet\n");
+  }
+}
+
+}  // namespace mt::cli
