@@ -22,7 +22,8 @@ void add(std::string& s, const char* fmt, ...) {
 std::string gb(double bytes) {
   char b[32];
   if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
-  else std::snprintf(b, sizeof b, "%.0f MB", bytes / 1e6);
+  else if (bytes >= 1e6) std::snprintf(b, sizeof b, "%.0f MB", bytes / 1e6);
+  else std::snprintf(b, sizeof b, "%.0f KB", bytes / 1e3);
   return b;
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <queue>
+#include <tuple>
 
 namespace mt::planner {
 
@@ -139,10 +140,12 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
       const double after = std::max(g[li] + u * eb / (gpu_gbs * 1e9), cpu[li] - u * eb / (cpu_gbs * 1e9));
       return before - after;
     };
-    std::priority_queue<std::pair<double, int64_t>> heap;
-    for (int64_t l = 0; l < L; ++l) heap.push({gain(l), -l});
+    // Largest gain first; on a tie (a uniform prior), the layer with the fewest VRAM experts,
+    // so equal layers share the GPU evenly.
+    std::priority_queue<std::tuple<double, int64_t, int64_t>> heap;
+    for (int64_t l = 0; l < L; ++l) heap.push({gain(l), -int64_t(next[size_t(l)]), -l});
     while (vram_left > 0 && !heap.empty()) {
-      auto [gv, nl] = heap.top();
+      auto [gv, nk, nl] = heap.top();
       heap.pop();
       const int64_t l = -nl;
       if (gv <= 0) break;  // the best move no longer shortens any layer
@@ -153,7 +156,7 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
       cpu[li] -= u * eb / (cpu_gbs * 1e9);
       p.set(first + l, e, Tier::Vram);
       --vram_left;
-      heap.push({gain(l), -l});
+      heap.push({gain(l), -int64_t(next[li]), -l});
     }
     // Erase the VRAM choices from the orders so that RAM sees only what is left.
     for (int64_t l = 0; l < L; ++l) {
@@ -175,7 +178,7 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
   }
   const int64_t on_nvme = p.count(Tier::Nvme);
   if (on_nvme > 0 && in.machine.disk_read_gbs <= 0)
-    return make_error(std::to_string(on_nvme) + " experts (" + gb(double(on_nvme) * double(p.expert_bytes)) +
+    return make_error("does not fit: " + std::to_string(on_nvme) + " experts (" + gb(double(on_nvme) * double(p.expert_bytes)) +
                       ") fit neither in VRAM nor in RAM, and the machine has no disk to stream them from");
   if (on_nvme == 0) p.nvme_cache_bytes = 0;
   plan.prediction = predict(in, p);
@@ -299,7 +302,9 @@ Result<Plan> make_plan(const PlanRequest& req) {
     if (p->placement.count(Tier::Nvme) > 0 && p->placement.nvme_cache_bytes == 0)
       return make_error("--nvme-cache 0 leaves no RAM cache for the " + std::to_string(p->placement.count(Tier::Nvme)) +
                         " experts on NVMe; give at least " + gb(double(min_cache)));
-    if (!best.ok() || p->prediction.decode_tokens_per_s > best->prediction.decode_tokens_per_s * (1 + 1e-9))
+    // Candidates come smallest cache first; a larger cache must win by a clear margin, since
+    // static residence costs no cache bookkeeping and is what the model is surest about.
+    if (!best.ok() || p->prediction.decode_tokens_per_s > best->prediction.decode_tokens_per_s * 1.005)
       best = std::move(p);
   }
   if (!best) return best;
@@ -319,9 +324,9 @@ Result<Plan> make_plan(const PlanRequest& req) {
   if (pr.share_nvme_miss > 0.25) {
     char b[256];
     std::snprintf(b, sizeof b,
-                  "%.0f%% of expert reads miss the RAM cache and wait for NVMe (%.2f GB per token): decode is "
+                  "%.0f%% of expert reads miss the RAM cache and wait for NVMe (%.1f MB per token): decode is "
                   "disk-bound; more RAM or a faster disk helps most",
-                  100 * pr.share_nvme_miss, pr.expert_bytes_from_disk_per_token / 1e9);
+                  100 * pr.share_nvme_miss, pr.expert_bytes_from_disk_per_token / 1e6);
     plan.warnings.push_back(b);
   }
   if (pr.decode_tokens_per_s < 1.0) {

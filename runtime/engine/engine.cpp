@@ -44,6 +44,9 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
   } else {
+    if (opt.packed.placement)
+      return make_error(model_dir.string() + " is a Hugging Face checkpoint; a placement needs the packed store "
+                        "(moetier convert " + model_dir.string() + " DST --experts q4)");
     MT_ASSIGN(ModelWeights w, ModelWeights::load(model_dir));
     weights.emplace(std::move(w));
   }

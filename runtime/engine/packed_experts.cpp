@@ -21,38 +21,93 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
     return make_error(p->store_.dir().string() + "/manifest.json: blob_bytes " + std::to_string(m.blob_bytes) +
                       " does not match the " + m.expert_quant + " layout of this build; re-run moetier convert");
 
-  const uint64_t total = m.blob_bytes * m.blobs.size();
-  const uint64_t budget = o.ram_budget == 0 ? total : std::min<uint64_t>(o.ram_budget, total);
-  MT_ASSIGN(p->loader_, offload::make_blob_loader(p->store_, o.io));
-  offload::CacheOptions co;
-  co.budget_bytes = budget;
-  co.policy = o.policy;
-  co.preallocate = true;  // fail at start-up, not mid-token; lets io_uring register the slots
-  MT_ASSIGN(p->cache_, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
-  p->slots_ = static_cast<size_t>(budget / m.blob_bytes);
-  p->all_resident_ = budget >= total;
-  p->prefetch_enabled_ = o.prefetch && !p->all_resident_;
-  int64_t max_layer = 0;
-  for (const auto& b : m.blobs) max_layer = std::max<int64_t>(max_layer, b.layer);
+  int64_t max_layer = 0, max_expert = 0;
+  for (const auto& b : m.blobs) max_layer = std::max<int64_t>(max_layer, b.layer), max_expert = std::max<int64_t>(max_expert, b.expert);
   p->predicted_.resize(static_cast<size_t>(max_layer + 1));
+  MT_ASSIGN(p->loader_, offload::make_blob_loader(p->store_, o.io));
 
-  if (p->all_resident_) {  // every expert fits: read them all now, in file order
-    uint64_t done = 0;
-    for (const auto& b : m.blobs) p->cache_->prefetch(b.layer, b.expert);
+  // Which blobs stay resident for the whole run, and which stream through the cache.
+  std::vector<offload::BlobInfo> resident, streamed;
+  if (o.placement) {
+    const planner::Placement& pl = *o.placement;
+    const std::string label = "placement";
+    if (pl.expert_format != m.expert_quant || pl.expert_bytes != m.blob_bytes)
+      return make_error(label + " is for " + pl.expert_format + " experts of " + std::to_string(pl.expert_bytes) +
+                        " bytes, but the store at " + p->store_.dir().string() + " holds " + m.expert_quant + " experts of " +
+                        std::to_string(m.blob_bytes) + " bytes; re-run moetier plan --model on this store");
+    if (pl.num_hidden_layers != max_layer + 1 || pl.n_routed_experts != max_expert + 1)
+      return make_error(label + " is for " + std::to_string(pl.num_hidden_layers) + " layers x " +
+                        std::to_string(pl.n_routed_experts) + " experts, but the store has " + std::to_string(max_layer + 1) +
+                        " x " + std::to_string(max_expert + 1) + "; re-run moetier plan --model on this store");
+    p->is_resident_.assign(static_cast<size_t>(max_layer + 1), std::vector<char>(static_cast<size_t>(max_expert + 1), 0));
     for (const auto& b : m.blobs) {
-      MT_ASSIGN(offload::ExpertHandle h, p->cache_->get(b.layer, b.expert));
-      done += b.bytes;
-      if (o.show_progress && (done * 20 / total) != ((done - b.bytes) * 20 / total))
-        std::fprintf(stderr, "\rmoetier: loading experts into RAM %3.0f%%", 100.0 * double(done) / double(total));
+      if (b.layer < pl.first_moe_layer)
+        return make_error(label + ": layer " + std::to_string(b.layer) + " has experts in the store but is dense in the plan");
+      const bool stay = pl.at(b.layer, b.expert) != planner::Tier::Nvme;
+      p->is_resident_[static_cast<size_t>(b.layer)][static_cast<size_t>(b.expert)] = stay;
+      (stay ? resident : streamed).push_back(b);
     }
-    if (o.show_progress) std::fprintf(stderr, "\n");
-    p->cache_->reset_stats();
+  } else {
+    streamed = m.blobs;
   }
+
+  // Without a plan, a budget that holds every expert makes them all resident.
+  const uint64_t all_bytes = m.blob_bytes * streamed.size();
+  uint64_t budget = 0;
+  if (o.placement) budget = std::min<uint64_t>(o.placement->nvme_cache_bytes, all_bytes);
+  else budget = o.ram_budget == 0 ? all_bytes : std::min<uint64_t>(o.ram_budget, all_bytes);
+  if (!streamed.empty()) {
+    if (budget < 2 * m.blob_bytes)
+      return make_error("placement: the RAM cache for the " + std::to_string(streamed.size()) +
+                        " experts on NVMe holds fewer than 2 experts; re-plan with a larger --nvme-cache");
+    offload::CacheOptions co;
+    co.budget_bytes = budget;
+    co.policy = o.policy;
+    co.preallocate = true;  // fail at start-up, not mid-token; lets io_uring register the slots
+    MT_ASSIGN(p->cache_, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
+    p->slots_ = static_cast<size_t>(budget / m.blob_bytes);
+  }
+  if (!resident.empty()) {
+    offload::CacheOptions co;
+    co.budget_bytes = m.blob_bytes * resident.size();
+    co.policy = "lru";  // never evicts: the budget holds exactly these blobs
+    co.preallocate = true;
+    co.register_io_buffers = false;  // read once; the streaming cache keeps the registration
+    MT_ASSIGN(p->resident_, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
+    MT_TRY(p->load_all(*p->resident_, resident, o.show_progress));
+  }
+  p->all_resident_ = streamed.empty() || (!o.placement && budget >= all_bytes);
+  if (p->all_resident_ && p->cache_) MT_TRY(p->load_all(*p->cache_, streamed, o.show_progress));
+  p->stats_resident_ = static_cast<int64_t>(resident.size()) + (p->all_resident_ ? static_cast<int64_t>(streamed.size()) : 0);
+  p->stats_streamed_ = p->all_resident_ ? 0 : static_cast<int64_t>(streamed.size());
+  p->prefetch_enabled_ = o.prefetch && !p->all_resident_;
+  if (!p->slots_) p->slots_ = resident.size();
   return p;
+}
+
+Status PackedExperts::load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress) {
+  uint64_t total = 0, done = 0;
+  for (const auto& b : blobs) total += b.bytes;
+  for (const auto& b : blobs) c.prefetch(b.layer, b.expert);
+  for (const auto& b : blobs) {
+    MT_ASSIGN(offload::ExpertHandle h, c.get(b.layer, b.expert));
+    done += b.bytes;
+    if (progress && (done * 20 / total) != ((done - b.bytes) * 20 / total))
+      std::fprintf(stderr, "\rmoetier: loading experts into RAM %3.0f%%", 100.0 * double(done) / double(total));
+  }
+  if (progress) std::fprintf(stderr, "\n");
+  c.reset_stats();
+  return ok_status();
+}
+
+offload::ExpertCache& PackedExperts::cache_for(int64_t layer, int32_t expert) const {
+  if (resident_ && is_resident_[static_cast<size_t>(layer)][static_cast<size_t>(expert)]) return *resident_;
+  return *cache_;
 }
 
 void PackedExperts::prefetch(int64_t layer, std::span<const int32_t> experts) {
   // Most frequent first; at most half the slots so a prediction never evicts what it needs.
+  // Resident experts need no read.
   std::map<int32_t, int> count;
   for (int32_t e : experts) ++count[e];
   std::vector<std::pair<int, int32_t>> order;
@@ -61,9 +116,11 @@ void PackedExperts::prefetch(int64_t layer, std::span<const int32_t> experts) {
   const size_t limit = std::max<size_t>(1, slots_ / 2);
   auto& pred = predicted_[static_cast<size_t>(layer)];
   pred.clear();
-  for (size_t i = 0; i < order.size() && i < limit; ++i) {
+  for (size_t i = 0; i < order.size() && pred.size() < limit; ++i) {
+    offload::ExpertCache& c = cache_for(layer, order[i].second);
+    if (&c != cache_.get()) continue;
     pred.push_back(order[i].second);
-    cache_->prefetch(static_cast<int32_t>(layer), order[i].second);
+    c.prefetch(static_cast<int32_t>(layer), order[i].second);
   }
   n_predicted_ += pred.size();
 }
@@ -80,34 +137,64 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
     }
   auto& pred = predicted_[static_cast<size_t>(layer)];
   if (!pred.empty()) {
-    n_used_ += users.size();
+    size_t streamed_used = 0;
+    for (auto& [e, u] : users) streamed_used += &cache_for(layer, e) == cache_.get();
+    n_used_ += streamed_used;
     for (int32_t e : pred) n_hit_ += users.count(e);
     pred.clear();
   }
-  // Pin at most half the slots at once, so a prefill that touches every expert streams them
-  // through the cache in batches instead of needing them all resident together.
+  // Resident blobs first, pinned before any read starts (so a read cannot evict them); then
+  // every missing read is started at once, so the disk works while the resident ones compute.
+  using Item = std::pair<const int32_t, std::pair<std::vector<int32_t>, std::vector<float>>>;
+  std::vector<Item*> ready, missing;
+  for (auto& it : users)
+    (cache_for(layer, it.first).resident(static_cast<int32_t>(layer), it.first) ? ready : missing).push_back(&it);
+  // At most half the streaming slots are pinned at once, so a prefill that touches every
+  // expert streams them through the cache in batches.
   const size_t batch = std::max<size_t>(1, slots_ / 2);
   std::vector<offload::ExpertHandle> pins;
   std::vector<cpu::ExpertTask> tasks;
-  auto it = users.begin();
-  while (it != users.end()) {
+  auto run = [&](std::vector<Item*>& items, size_t& i, bool start_reads_after_pinning) -> Status {
     pins.clear();
     tasks.clear();
-    for (; it != users.end() && tasks.size() < batch; ++it) {
-      auto h = cache_->get(static_cast<int32_t>(layer), it->first);
+    for (; i < items.size() && tasks.size() < batch; ++i) {
+      Item& it = *items[i];
+      auto h = cache_for(layer, it.first).get(static_cast<int32_t>(layer), it.first);
       if (!h.ok()) return make_error(h.error());
-      tasks.push_back(cpu::ExpertTask{h->data(), it->second.first.data(), it->second.second.data(),
-                                      static_cast<int64_t>(it->second.first.size())});
+      tasks.push_back(cpu::ExpertTask{h->data(), it.second.first.data(), it.second.second.data(),
+                                      static_cast<int64_t>(it.second.first.size())});
       pins.push_back(std::move(*h));
     }
+    if (start_reads_after_pinning)
+      for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
     cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out);
+    return ok_status();
+  };
+  size_t i = 0;
+  bool started = ready.empty();
+  if (started)
+    for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
+  while (i < ready.size()) {
+    MT_TRY(run(ready, i, !started));
+    started = true;
   }
+  i = 0;
+  while (i < missing.size()) MT_TRY(run(missing, i, false));
   return ok_status();
 }
 
 PackedExpertsStats PackedExperts::stats() const {
   PackedExpertsStats s;
-  s.cache = cache_->stats();
+  if (cache_) s.cache = cache_->stats();
+  if (resident_) {  // resident experts count as hits
+    const offload::CacheStats r = resident_->stats();
+    s.cache.hits += r.hits;
+    s.cache.resident_bytes += r.resident_bytes;
+    s.cache.budget_bytes += r.budget_bytes;
+    s.cache.allocated_bytes += r.allocated_bytes;
+  }
+  s.resident_experts = stats_resident_;
+  s.streamed_experts = stats_streamed_;
   s.predicted = n_predicted_;
   s.used = n_used_;
   s.predicted_and_used = n_hit_;
@@ -116,7 +203,8 @@ PackedExpertsStats PackedExperts::stats() const {
 }
 
 void PackedExperts::reset_stats() {
-  cache_->reset_stats();
+  if (cache_) cache_->reset_stats();
+  if (resident_) resident_->reset_stats();
   n_predicted_ = n_used_ = n_hit_ = 0;
 }
 

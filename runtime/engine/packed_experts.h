@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "offload/blob_loader.h"
 #include "offload/expert_cache.h"
 #include "offload/expert_store.h"
+#include "planner/placement.h"
 #include "runtime/model/routed_experts.h"
 
 namespace mt {
@@ -23,6 +25,10 @@ struct PackedExpertsOptions {
   bool prefetch = true;           // predict the next layer's experts and read them ahead
   offload::LoaderOptions io;
   bool show_progress = true;      // progress bar while loading every expert up front
+  // A placement from the planner: its VRAM and RAM experts are loaded at start-up and stay;
+  // its NVMe experts stream through a cache of placement->nvme_cache_bytes (ram_budget and
+  // policy then apply to that cache only). Without a GPU path, VRAM experts run from RAM.
+  std::optional<planner::Placement> placement;
 };
 
 struct PackedExpertsStats {
@@ -31,6 +37,8 @@ struct PackedExpertsStats {
   uint64_t used = 0;               // distinct (layer, expert) actually used, in predicted layers
   uint64_t predicted_and_used = 0;
   bool all_resident = false;
+  int64_t resident_experts = 0;    // held for the whole run (all of them, or a plan's VRAM + RAM tiers)
+  int64_t streamed_experts = 0;    // read on demand through the cache
   double prefetch_precision() const { return predicted ? double(predicted_and_used) / double(predicted) : 0.0; }
   double prefetch_recall() const { return used ? double(predicted_and_used) / double(used) : 0.0; }
 };
@@ -54,10 +62,15 @@ class PackedExperts final : public RoutedExperts {
   PackedExperts() = default;
   offload::ExpertStore store_;
   std::unique_ptr<offload::BlobLoader> loader_;
-  std::unique_ptr<offload::ExpertCache> cache_;
+  std::unique_ptr<offload::ExpertCache> cache_;      // streamed experts (all of them without a plan)
+  std::unique_ptr<offload::ExpertCache> resident_;   // a plan's VRAM + RAM experts; null without a plan
+  std::vector<std::vector<char>> is_resident_;       // [layer][expert], with a plan
+  offload::ExpertCache& cache_for(int64_t layer, int32_t expert) const;
+  Status load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress);
   cpu::ExpertGeometry geom_;
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;
+  int64_t stats_resident_ = 0, stats_streamed_ = 0;
   size_t slots_ = 0;
   // Prefetch bookkeeping: the predicted experts of each layer, compared with those used.
   std::vector<std::vector<int32_t>> predicted_;

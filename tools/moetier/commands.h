@@ -11,6 +11,7 @@ int cmd_info(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_profile(int argc, char** argv);
+int cmd_plan(int argc, char** argv);
 int cmd_trace(int argc, char** argv);
 
 }  // namespace mt::cli

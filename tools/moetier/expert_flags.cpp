@@ -1,5 +1,10 @@
 #include "tools/moetier/expert_flags.h"
 
+#include <cstdio>
+
+#include "planner/plan_report.h"
+#include "tools/moetier/plan_inputs.h"
+
 namespace mt::cli {
 
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
@@ -7,6 +12,7 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"cache-policy"});
   flags.push_back({"no-prefetch", false});
   flags.push_back({"pread", false});
+  flags.push_back({"plan"});
 }
 
 Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
@@ -19,6 +25,21 @@ Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
   o.policy = a.get_or("cache-policy", "lfru");
   o.prefetch = !a.has("no-prefetch");
   o.io.force_pread = a.has("pread");
+  if (auto plan = a.get("plan")) {
+    std::string from = *plan;
+    if (*plan == "auto") {
+      if (!a.has("model")) return make_error("--plan auto needs --model DIR (a packed store)");
+      MT_ASSIGN(o.placement, plan_at_startup(*a.get("model"), o.ram_budget));
+      from = "this machine's profile";
+    } else {
+      MT_ASSIGN(o.placement, planner::load_placement(*plan));
+    }
+    std::fprintf(stderr, "moetier: expert placement from %s:\n%s", from.c_str(),
+                 planner::format_placement_summary(*o.placement).c_str());
+    if (o.placement->count(planner::Tier::Vram) > 0)
+      std::fprintf(stderr, "moetier: this build has no GPU expert path yet: the %lld VRAM-tier experts run from RAM\n",
+                   static_cast<long long>(o.placement->count(planner::Tier::Vram)));
+  }
   return ok_status();
 }
 

@@ -1,5 +1,5 @@
 // The expert-streaming options shared by every command that runs a packed store
-// (--ram-budget, --cache-policy, --no-prefetch, --pread).
+// (--ram-budget, --cache-policy, --no-prefetch, --pread, --plan FILE|auto).
 #pragma once
 
 #include <vector>
@@ -10,7 +10,7 @@
 
 namespace mt::cli {
 
-// Appends the four flags to a command's flag list.
+// Appends the flags to a command's flag list.
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags);
 // Reads them into `o`; an error names the flag.
 Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o);

@@ -17,6 +17,7 @@ commands:
   info         describe a checkpoint or a built-in preset (shapes, sizes, tensors)
   bench        membw | moe | io | decode: measured against this machine's own bandwidth
   profile      measure this machine for the planner (RAM, disk, kernels, GPU), cached
+  plan         place every expert in VRAM, RAM or NVMe and predict prefill/decode speed
   trace        record which experts prompts route to (activation statistics for the planner)
   version      print the version
 )";
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   if (cmd == "bench") return mt::cli::cmd_bench(argc - 1, argv + 1);
   if (cmd == "info") return mt::cli::cmd_info(argc - 1, argv + 1);
   if (cmd == "profile") return mt::cli::cmd_profile(argc - 1, argv + 1);
+  if (cmd == "plan") return mt::cli::cmd_plan(argc - 1, argv + 1);
   if (cmd == "trace") return mt::cli::cmd_trace(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;

@@ -1,0 +1,99 @@
+// moetier plan: where every expert of a model would live on a machine and how fast it would run.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "cpu_kernels/expert_ffn.h"
+#include "offload/expert_store.h"
+#include "planner/plan_report.h"
+#include "planner/solver.h"
+#include "tools/moetier/args.h"
+#include "tools/moetier/commands.h"
+#include "tools/moetier/plan_inputs.h"
+
+namespace mt::cli {
+
+namespace {
+
+const char* kUsage = R"(usage: moetier plan (--model DIR | --preset NAME) [options]
+
+Places every routed expert in VRAM, RAM or NVMe (behind a RAM cache) and predicts prefill and
+decode speed, with the time per tier and the bottleneck. By default it plans for this machine
+(its cached profile from `moetier profile`, measured now if there is none); --hardware plans
+for a machine you do not have.
+
+model:
+  --model DIR           a Hugging Face checkpoint or a packed store (its format and blob size are used)
+  --preset NAME         deepseek-v3, deepseek-r1, deepseek-v3.1, deepseek-v3.2, tiny, demo, wide
+  --experts FORMAT      q4, q8, bf16 or fp8 (as shipped)            [the store's format, else q4]
+  --context N           KV cache length the plan reserves                                [4096]
+  --fill N              context tokens when decode speed is predicted              [context / 2]
+  --batch N             sequences decoded together                                          [1]
+  --prefill-chunk N     tokens per prefill step                                           [512]
+
+machine:
+  --profile FILE        a profile written by `moetier profile`          [the cached one, or measure]
+  --hardware SPEC       a described machine instead, e.g.
+                        "gpu=24G,ram=512G@300GB/s,disk=7GB/s,cores=32,isa=avx512", or a preset:
+%s  --no-gpu              plan as if there were no GPU
+
+budgets:
+  --vram-budget SIZE    VRAM the plan may use                  [free VRAM - 1.5 GiB headroom]
+  --ram-budget SIZE     RAM the plan may use                   [available RAM - 4 GiB headroom]
+  --expert-ram SIZE     RAM for routed experts (RAM tier + NVMe cache) after the runtime's own
+                        needs; replaces --ram-budget (same meaning as generate --ram-budget)
+  --nvme-cache SIZE     RAM that caches the experts left on NVMe       [chosen by the planner]
+
+statistics and pins:
+  --trace FILE          activation statistics from `moetier trace` (else: uniform prior)
+  --pin LIST            LAYER:EXPERT=TIER[,...]; TIER vram, ram or nvme; EXPERT may be *
+
+output:
+  --json FILE           write the placement file (`moetier generate --plan FILE` reads it)
+  --svg FILE            write a heatmap: layers x experts, colour = tier, darker = chosen more
+  --quiet               only errors and the output files
+)";
+
+}  // namespace
+
+int cmd_plan(int argc, char** argv) {
+  std::vector<FlagSpec> flags = {{"model"},      {"preset"},        {"experts"},     {"context"},
+                                 {"fill"},       {"batch"},         {"prefill-chunk"}, {"profile"},
+                                 {"hardware"},   {"no-gpu", false}, {"vram-budget"}, {"ram-budget"}, {"expert-ram"},
+                                 {"nvme-cache"}, {"trace"},         {"pin"},         {"json"},
+                                 {"svg"},        {"quiet", false},  {"help", false}};
+  auto parsed = Args::parse(argc, argv, flags, "plan");
+  if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
+  const Args& a = *parsed;
+  if (a.has("help")) return std::printf(kUsage, planner::hardware_preset_help().c_str()), 0;
+  auto fail = [](const std::string& m, int code = 1) {
+    std::fprintf(stderr, "error: %s\n", m.c_str());
+    return code;
+  };
+
+  auto req = plan_request_from_args(a);
+  if (!req) return fail(req.error(), 2);
+  auto plan = planner::make_plan(req->request);
+  if (!plan) return fail(plan.error());
+  const planner::ReportContext& ctx = req->context;
+  const planner::CostInputs& in = req->request.cost;
+  if (!a.has("quiet")) std::fputs(planner::format_plan_report(*plan, in, ctx).c_str(), stdout);
+  if (auto out = a.get("json")) {
+    if (Status st = planner::save_placement(*out, plan->placement, planner::plan_summary_json(*plan, in, ctx)); !st)
+      return fail(st.error());
+    if (!a.has("quiet")) std::printf("placement written to %s\n", out->c_str());
+  }
+  if (auto out = a.get("svg")) {
+    const std::string tmp = *out + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f << planner::render_plan_svg(*plan, in, ctx);
+      if (!f.flush()) return fail(tmp + ": cannot write");
+    }
+    if (std::rename(tmp.c_str(), out->c_str()) != 0) return fail(*out + ": cannot rename from " + tmp);
+    if (!a.has("quiet")) std::printf("heatmap written to %s\n", out->c_str());
+  }
+  return 0;
+}
+
+}  // namespace mt::cli

@@ -1,0 +1,144 @@
+#include "tools/moetier/plan_inputs.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "cpu_kernels/expert_ffn.h"
+#include "offload/expert_store.h"
+#include "planner/model_size.h"
+#include "tools/moetier/machine_probe.h"
+
+namespace mt::cli {
+
+namespace {
+
+Result<std::string> read_text(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return make_error(p.string() + ": cannot read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result<planner::MachineProfile> machine_from_args(const Args& a) {
+  if (a.has("hardware") && a.has("profile")) return make_error("give --hardware or --profile, not both");
+  if (auto spec = a.get("hardware")) return planner::describe_hardware(*spec);
+  if (auto file = a.get("profile")) return planner::load_profile(*file);
+  ProbeOptions po;
+  if (auto m = a.get("model")) po.model_dir = *m;
+  return load_or_measure_profile(po, /*force=*/false, /*quiet=*/a.has("quiet"));
+}
+
+}  // namespace
+
+Result<uint64_t> expert_bytes_for(const std::string& format, const ModelConfig& c, int64_t group) {
+  if (format == "fp8") return static_cast<uint64_t>(planner::compute_model_sizes(c).expert.fp8_bytes);
+  cpu::ExpertQuant q;
+  if (!cpu::expert_quant_from_name(format, q))
+    return make_error("unknown expert format '" + format + "' (q4, q8, bf16, fp8)");
+  const cpu::ExpertGeometry g{q, c.hidden_size, c.moe_intermediate_size, group};
+  std::string why;
+  if (!cpu::expert_geometry_valid(g, &why)) return make_error("expert format " + format + ": " + why);
+  return static_cast<uint64_t>(cpu::expert_blob_layout(g).total_bytes);
+}
+
+Result<PlanSetup> plan_request_from_args(const Args& a) {
+  PlanSetup s;
+  planner::CostInputs& in = s.request.cost;
+  if (a.has("model") == a.has("preset")) return make_error("plan needs exactly one of --model DIR or --preset NAME");
+  std::string store_format;
+  uint64_t store_blob = 0;
+  if (auto dir = a.get("model")) {
+    const std::filesystem::path manifest = std::filesystem::path(*dir) / "manifest.json";
+    if (std::filesystem::exists(manifest)) {
+      MT_ASSIGN(std::string text, read_text(manifest));
+      MT_ASSIGN(offload::StoreManifest m, offload::parse_manifest(text, manifest.string()));
+      MT_ASSIGN(in.model, parse_config_json(m.config_json, manifest.string()));
+      store_format = m.expert_quant;
+      store_blob = m.blob_bytes;
+    } else {
+      MT_ASSIGN(in.model, load_config(*dir));
+    }
+    s.context.model_name = *dir;
+  } else {
+    MT_ASSIGN(in.model, preset_config(*a.get("preset")));
+    s.context.model_name = *a.get("preset");
+  }
+  const std::string fmt = a.get_or("experts", store_format.empty() ? "q4" : store_format);
+  if (!store_format.empty() && fmt != store_format)
+    return make_error("--experts " + fmt + ": the store at " + *a.get("model") + " holds " + store_format +
+                      " experts (convert it again to plan another format)");
+  in.expert_format = fmt;
+  if (store_blob) {
+    in.expert_bytes = store_blob;
+  } else {
+    MT_ASSIGN(in.expert_bytes, expert_bytes_for(fmt, in.model, 32));
+  }
+
+  MT_ASSIGN(in.context, a.get_int("context", std::min<int64_t>(4096, in.model.max_position_embeddings), 1,
+                                  in.model.max_position_embeddings));
+  MT_ASSIGN(in.decode_fill, a.get_int("fill", 0, 0, in.context));
+  MT_ASSIGN(in.batch, a.get_int("batch", 1, 1, 4096));
+  MT_ASSIGN(in.prefill_chunk, a.get_int("prefill-chunk", 512, 1, 1 << 20));
+
+  MT_ASSIGN(in.machine, machine_from_args(a));
+  in.use_gpu = !a.has("no-gpu");
+  s.context.machine_name = in.machine.cpu_model.empty() ? in.machine.source : in.machine.cpu_model;
+  if (in.machine.gpu.present && in.use_gpu) s.context.machine_name += " + " + in.machine.gpu.name;
+
+  if (auto t = a.get("trace")) {
+    MT_ASSIGN(in.stats, planner::load_activations(*t, &in.model));
+  } else {
+    in.stats = planner::uniform_activations(in.model);
+  }
+  auto size_flag = [&](const char* name, uint64_t& out) -> Status {
+    if (auto v = a.get(name)) {
+      auto b = parse_bytes(*v);
+      if (!b) return make_error(std::string("--") + name + ": " + b.error());
+      if (*b <= 0) return make_error(std::string("--") + name + " must be positive");
+      out = static_cast<uint64_t>(*b);
+    }
+    return ok_status();
+  };
+  MT_TRY(size_flag("vram-budget", s.request.vram_budget));
+  MT_TRY(size_flag("ram-budget", s.request.ram_budget));
+  MT_TRY(size_flag("expert-ram", s.request.expert_ram_budget));
+  if (auto v = a.get("nvme-cache")) {
+    auto b = parse_bytes(*v);
+    if (!b) return make_error("--nvme-cache: " + b.error());
+    s.request.nvme_cache_bytes = *b;
+  }
+  if (auto pins = a.get("pin")) {
+    std::stringstream ss(*pins);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      MT_ASSIGN(std::vector<planner::Pin> p, planner::parse_pin(item, in.model));
+      s.request.pins.insert(s.request.pins.end(), p.begin(), p.end());
+    }
+  }
+  return s;
+}
+
+Result<planner::Placement> plan_at_startup(const std::filesystem::path& store_dir, uint64_t expert_ram) {
+  const std::filesystem::path manifest = store_dir / "manifest.json";
+  if (!std::filesystem::exists(manifest))
+    return make_error("--plan auto: " + store_dir.string() + " is not a packed store (no manifest.json)");
+  MT_ASSIGN(std::string text, read_text(manifest));
+  MT_ASSIGN(offload::StoreManifest m, offload::parse_manifest(text, manifest.string()));
+  planner::PlanRequest req;
+  planner::CostInputs& in = req.cost;
+  MT_ASSIGN(in.model, parse_config_json(m.config_json, manifest.string()));
+  in.expert_format = m.expert_quant;
+  in.expert_bytes = m.blob_bytes;
+  in.context = std::min<int64_t>(4096, in.model.max_position_embeddings);
+  ProbeOptions po;
+  po.model_dir = store_dir;
+  MT_ASSIGN(in.machine, load_or_measure_profile(po, /*force=*/false, /*quiet=*/false));
+  in.use_gpu = false;  // no GPU expert path in this build
+  in.stats = planner::uniform_activations(in.model);
+  req.expert_ram_budget = expert_ram;
+  MT_ASSIGN(planner::Plan plan, planner::make_plan(req));
+  return plan.placement;
+}
+
+}  // namespace mt::cli
