@@ -170,6 +170,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   TimeBreakdown& d = out.decode;
   TimeBreakdown& pf = out.prefill;
   double disk_bytes = 0;
+  double prefetch_window = -1;  // time the next layer's reads have had; < 0: nothing reads ahead
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const bool moe = c.is_moe_layer(l);
     const LayerBytes lb = layer_bytes(s, moe);
@@ -195,6 +196,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       pf.cpu_dense += p_attn + p_shared;
     }
     if (!moe) {
+      prefetch_window = -1;
       d.total += d_attn + d_shared;
       pf.total += p_attn + p_shared;
       continue;
@@ -232,10 +234,15 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
         }
       }
     }
-    // The runtime starts every missing read before computing the resident experts, so disk
-    // time overlaps with that compute; a missed expert's own compute waits for its bytes.
-    const double cpu_branch = std::max(dc_hit, dio) + dc_miss;
-    const double stall = std::max(0.0, dio - dc_hit);
+    // Reads predicted one layer ahead run while the previous layer's experts and this
+    // layer's attention compute. The runtime then starts every remaining read before it
+    // computes the resident experts, so disk time also overlaps that compute; a missed
+    // expert's own compute waits for its bytes.
+    const double ahead = prefetch_window < 0 ? 0.0 : std::min(in.prefetch_recall * dio, prefetch_window + d_attn);
+    const double dio_left = dio - ahead;
+    const double cpu_branch = std::max(dc_hit, dio_left) + dc_miss;
+    const double stall = std::max(0.0, dio_left - dc_hit);
+    prefetch_window = cpu_branch + d_shared;
     d.cpu_experts += dc_hit + dc_miss;
     d.nvme_stall += stall;
     d.gpu_experts += dg;

@@ -32,6 +32,10 @@ struct CostInputs {
   MachineProfile machine;
   bool use_gpu = true;                // false: plan as if there were no GPU
   ActivationStats stats;              // frequencies (uniform prior when not traced)
+  // Share of a layer's missed experts the runtime reads ahead while the previous layer works
+  // (it routes layer L+1 on layer L's input); `bench decode` prints the measured recall (67%
+  // on the wide model). 0: no prefetch.
+  double prefetch_recall = 0.6;
 };
 
 // Seconds per decode step, split by where the time goes.

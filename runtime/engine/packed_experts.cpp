@@ -149,6 +149,8 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
   std::vector<Item*> ready, missing;
   for (auto& it : users)
     (cache_for(layer, it.first).resident(static_cast<int32_t>(layer), it.first) ? ready : missing).push_back(&it);
+  ready_ += ready.size();
+  waited_ += missing.size();
   // At most half the streaming slots are pinned at once, so a prefill that touches every
   // expert streams them through the cache in batches.
   const size_t batch = std::max<size_t>(1, slots_ / 2);
@@ -193,6 +195,11 @@ PackedExpertsStats PackedExperts::stats() const {
     s.cache.budget_bytes += r.budget_bytes;
     s.cache.allocated_bytes += r.allocated_bytes;
   }
+  // Every needed read is started before the first get(), so the cache's own hit count
+  // (a get() that found its blob resident or in flight) says little; count what was resident
+  // when its layer began.
+  s.cache.hits = ready_;
+  s.cache.misses = waited_;
   s.resident_experts = stats_resident_;
   s.streamed_experts = stats_streamed_;
   s.predicted = n_predicted_;
@@ -206,6 +213,7 @@ void PackedExperts::reset_stats() {
   if (cache_) cache_->reset_stats();
   if (resident_) resident_->reset_stats();
   n_predicted_ = n_used_ = n_hit_ = 0;
+  ready_ = waited_ = 0;
 }
 
 }  // namespace mt

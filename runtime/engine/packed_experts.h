@@ -74,6 +74,7 @@ class PackedExperts final : public RoutedExperts {
   size_t slots_ = 0;
   // Prefetch bookkeeping: the predicted experts of each layer, compared with those used.
   std::vector<std::vector<int32_t>> predicted_;
+  uint64_t ready_ = 0, waited_ = 0;  // experts resident when their layer started / read for it
   uint64_t n_predicted_ = 0, n_used_ = 0, n_hit_ = 0;
 };
 

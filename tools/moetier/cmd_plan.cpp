@@ -30,6 +30,7 @@ model:
   --fill N              context tokens when decode speed is predicted              [context / 2]
   --batch N             sequences decoded together                                          [1]
   --prefill-chunk N     tokens per prefill step                                           [512]
+  --prefetch-recall X   share of missed experts read one layer ahead (bench decode prints it) [0.6]
 
 machine:
   --profile FILE        a profile written by `moetier profile`          [the cached one, or measure]
@@ -58,7 +59,7 @@ output:
 
 int cmd_plan(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"model"},      {"preset"},        {"experts"},     {"context"},
-                                 {"fill"},       {"batch"},         {"prefill-chunk"}, {"profile"},
+                                 {"fill"},       {"batch"},         {"prefill-chunk"}, {"prefetch-recall"}, {"profile"},
                                  {"hardware"},   {"no-gpu", false}, {"vram-budget"}, {"ram-budget"}, {"expert-ram"},
                                  {"nvme-cache"}, {"trace"},         {"pin"},         {"json"},
                                  {"svg"},        {"quiet", false},  {"help", false}};

@@ -80,6 +80,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   MT_ASSIGN(in.decode_fill, a.get_int("fill", 0, 0, in.context));
   MT_ASSIGN(in.batch, a.get_int("batch", 1, 1, 4096));
   MT_ASSIGN(in.prefill_chunk, a.get_int("prefill-chunk", 512, 1, 1 << 20));
+  MT_ASSIGN(in.prefetch_recall, a.get_double("prefetch-recall", in.prefetch_recall, 0.0, 1.0));
 
   MT_ASSIGN(in.machine, machine_from_args(a));
   in.use_gpu = !a.has("no-gpu");
