@@ -278,6 +278,21 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     pf.cpu_dense += head / (r.cpu_dense_bf16_gbs * 1e9);
     pf.total += head / (r.cpu_dense_bf16_gbs * 1e9);
   }
+  // The disk is one resource: however the reads overlap with compute, a step cannot take less
+  // than the time to read its missed bytes (per-layer overlap alone would let it).
+  bool disk_bound = false;
+  if (r.disk_gbs > 0) {
+    const double disk_s = disk_bytes / (r.disk_gbs * 1e9);
+    if (disk_s > d.total) d.nvme_stall += disk_s - d.total, d.total = disk_s, disk_bound = true;
+    double prefill_disk_s = 0;
+    for (int64_t l = pl.first_moe_layer; l < pl.num_hidden_layers; ++l)
+      for (int64_t e = 0; e < pl.n_routed_experts; ++e)
+        if (pl.at(l, e) == Tier::Nvme)
+          prefill_disk_s += used(in.stats.frequency(l, e), P) *
+                            (1.0 - hit_of[static_cast<size_t>(l - pl.first_moe_layer)][static_cast<size_t>(e)]) * eb /
+                            (r.disk_gbs * 1e9);
+    if (prefill_disk_s > pf.total) pf.nvme_stall += prefill_disk_s - pf.total, pf.total = prefill_disk_s;
+  }
   out.decode_tokens_per_s = d.total > 0 ? 1.0 / d.total : 0.0;  // per sequence
   out.prefill_tokens_per_s = pf.total > 0 ? P / pf.total : 0.0;
   out.expert_bytes_from_disk_per_token = disk_bytes / B;
@@ -296,6 +311,12 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   for (const Part& p : parts)
     if (p.t > best->t) best = &p;
   char buf[256];
+  if (disk_bound) {
+    std::snprintf(buf, sizeof buf, "NVMe reads of experts missing from the RAM cache (disk bandwidth): a step takes as "
+                  "long as reading its %.2f GB at %.1f GB/s", disk_bytes / 1e9, r.disk_gbs);
+    out.bottleneck = buf;
+    return out;
+  }
   std::snprintf(buf, sizeof buf, "%s: %.0f%% of a decode step", best->what,
                 d.total > 0 ? 100.0 * best->t / (d.total + d.hidden_by_overlap) : 0.0);
   out.bottleneck = buf;

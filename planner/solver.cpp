@@ -165,15 +165,26 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
     }
   }
 
-  // RAM: the most used of everything left, across layers.
-  std::vector<std::pair<double, std::pair<int64_t, int64_t>>> rest;
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t e : order[static_cast<size_t>(l)]) rest.push_back({used(first + l, e), {first + l, e}});
-  std::stable_sort(rest.begin(), rest.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  // RAM: the most used of everything left, across layers; equally used experts are taken
+  // round-robin over layers (by rank within their layer), so that with a uniform prior every
+  // layer keeps the same share in RAM and no layer is left to wait on the disk alone.
+  struct Left {
+    double used;
+    size_t rank;
+    int64_t layer, expert;
+  };
+  std::vector<Left> rest;
+  for (int64_t l = 0; l < L; ++l) {
+    const auto& o = order[static_cast<size_t>(l)];
+    for (size_t k = 0; k < o.size(); ++k) rest.push_back({used(first + l, o[k]), k, first + l, o[k]});
+  }
+  std::stable_sort(rest.begin(), rest.end(), [](const Left& a, const Left& b) {
+    return a.used != b.used ? a.used > b.used : a.rank < b.rank;
+  });
   int64_t ram_left = ram_slots - pins_per_tier[1];
-  for (const auto& [u, le] : rest) {
+  for (const Left& x : rest) {
     if (ram_left <= 0) break;
-    p.set(le.first, le.second, Tier::Ram);
+    p.set(x.layer, x.expert, Tier::Ram);
     --ram_left;
   }
   const int64_t on_nvme = p.count(Tier::Nvme);
