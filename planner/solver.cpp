@@ -24,6 +24,11 @@ struct Reserved {
     items.push_back({std::move(what), b});
     total += b;
   }
+  std::string list() const {
+    std::string s;
+    for (const auto& it : items) s += "\n  " + gb(double(it.bytes)) + "  " + it.what;
+    return s;
+  }
 };
 
 // What must live on the GPU before any routed expert: every weight a token touches outside
@@ -253,13 +258,10 @@ Result<Plan> make_plan(const PlanRequest& req) {
     Reserved r = gpu_reservations(in);
     base.vram_reserved = r.items;
     base.vram_reserved_bytes = r.total;
-    if (r.total > base.vram_budget) {
-      std::string what;
-      for (const auto& it : r.items) what += "\n  " + gb(double(it.bytes)) + "  " + it.what;
+    if (r.total > base.vram_budget)
       return make_error("does not fit: the GPU budget is " + gb(double(base.vram_budget)) + " but what must live on the GPU needs " +
-                        gb(double(r.total)) + ":" + what +
+                        gb(double(r.total)) + ":" + r.list() +
                         "\nlower --context or --batch, raise --vram-budget, or plan without the GPU (--no-gpu)");
-    }
     vram_slots = static_cast<int64_t>((base.vram_budget - r.total) / in.expert_bytes);
   }
   // RAM.
@@ -269,12 +271,9 @@ Result<Plan> make_plan(const PlanRequest& req) {
   if (req.expert_ram_budget) base.ram_budget = rr.total + req.expert_ram_budget;
   base.ram_reserved = rr.items;
   base.ram_reserved_bytes = rr.total;
-  if (rr.total > base.ram_budget) {
-    std::string what;
-    for (const auto& it : rr.items) what += "\n  " + gb(double(it.bytes)) + "  " + it.what;
+  if (rr.total > base.ram_budget)
     return make_error("does not fit: the RAM budget is " + gb(double(base.ram_budget)) + " but the runtime itself needs " +
-                      gb(double(rr.total)) + ":" + what + "\nlower --context or --batch, or raise --ram-budget");
-  }
+                      gb(double(rr.total)) + ":" + rr.list() + "\nlower --context or --batch, or raise --ram-budget");
   const uint64_t ram_room = base.ram_budget - rr.total;
 
   const int64_t total = base.placement.moe_layers() * c.n_routed_experts;

@@ -298,11 +298,7 @@ int bench_decode(const Args& a, json& out) {
   auto n = a.get_int("n-predict", 32, 1, 1 << 20);
   if (!n) return std::fprintf(stderr, "error: %s\n", n.error().c_str()), 2;
   if (!a.has("model")) return std::fprintf(stderr, "error: bench decode needs --model DIR\n"), 2;
-  EngineOptions eo;
-  eo.context = *n + 64;
-  if (Status st = read_expert_streaming_flags(a, eo.packed); !st)
-    return std::fprintf(stderr, "error: %s\n", st.error().c_str()), 2;
-  auto engine = Engine::open(*a.get("model"), eo);
+  auto engine = open_engine_from_flags(a, *n + 64);
   if (!engine) return std::fprintf(stderr, "error: %s\n", engine.error().c_str()), 1;
   Engine& e = **engine;
   std::vector<int32_t> prompt;

@@ -65,10 +65,7 @@ int cmd_generate(int argc, char** argv) {
     if (!*r) return fail(r->error());
   if (*top_p <= 0.0) return fail("--top-p must be greater than 0");
 
-  EngineOptions eo;
-  eo.context = *ctx;
-  if (Status st = read_expert_streaming_flags(a, eo.packed); !st) return fail(st.error());
-  auto engine = Engine::open(*a.get("model"), eo);
+  auto engine = open_engine_from_flags(a, *ctx);
   if (!engine) return fail(engine.error());
   Engine& e = **engine;
   auto tok_r = e.tokenizer();

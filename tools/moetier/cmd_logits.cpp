@@ -58,11 +58,8 @@ int cmd_logits(int argc, char** argv) {
   if (static_cast<int64_t>(ids.size()) > cfg->max_position_embeddings)
     return fail("the input is " + std::to_string(ids.size()) + " tokens, longer than the model's context of " +
                 std::to_string(cfg->max_position_embeddings) + " (max_position_embeddings)");
-  EngineOptions eo;
-  eo.context = static_cast<int64_t>(ids.size());  // the cache holds exactly these positions
-  if (Status st = read_expert_streaming_flags(a, eo.packed); !st) return fail(st.error());
-  eo.packed.show_progress = false;
-  auto engine = Engine::open(*a.get("model"), eo);
+  // The cache holds exactly these positions.
+  auto engine = open_engine_from_flags(a, static_cast<int64_t>(ids.size()), /*show_progress=*/false);
   if (!engine) return fail(engine.error());
   Engine& e = **engine;
 

@@ -164,10 +164,7 @@ int cmd_trace(int argc, char** argv) {
   auto prompts = read_prompts(*a.get("prompts"));
   if (!prompts) return fail(prompts.error());
 
-  EngineOptions eo;
-  eo.context = *ctx;
-  if (Status st = read_expert_streaming_flags(a, eo.packed); !st) return fail(st.error());
-  auto engine = Engine::open(*a.get("model"), eo);
+  auto engine = open_engine_from_flags(a, *ctx);
   if (!engine) return fail(engine.error());
   Engine& e = **engine;
   auto tok_r = e.tokenizer();

@@ -43,4 +43,13 @@ Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
   return ok_status();
 }
 
+Result<std::unique_ptr<Engine>> open_engine_from_flags(const Args& a, int64_t context, bool show_progress) {
+  if (!a.has("model")) return make_error("--model DIR is required");
+  EngineOptions eo;
+  eo.context = context;
+  MT_TRY(read_expert_streaming_flags(a, eo.packed));
+  eo.packed.show_progress = show_progress;
+  return Engine::open(*a.get("model"), eo);
+}
+
 }  // namespace mt::cli

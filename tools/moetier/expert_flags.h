@@ -2,9 +2,11 @@
 // (--ram-budget, --cache-policy, --no-prefetch, --pread, --plan FILE|auto).
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "runtime/core/status.h"
+#include "runtime/engine/engine.h"
 #include "runtime/engine/packed_experts.h"
 #include "tools/moetier/args.h"
 
@@ -14,5 +16,8 @@ namespace mt::cli {
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags);
 // Reads them into `o`; an error names the flag.
 Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o);
+
+// Opens --model with a KV cache of `context` tokens and the streaming flags above.
+Result<std::unique_ptr<Engine>> open_engine_from_flags(const Args& a, int64_t context, bool show_progress = true);
 
 }  // namespace mt::cli
