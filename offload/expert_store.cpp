@@ -17,6 +17,8 @@
 #include <set>
 #include <utility>
 
+#include "runtime/core/text_file.h"
+
 namespace mt::offload {
 
 namespace fs = std::filesystem;
@@ -174,41 +176,6 @@ Status fsync_path(const fs::path& path, bool directory) {
   Status s = fsync_fd(fd, path);
   ::close(fd);
   return s;
-}
-
-Result<std::string> read_text_file(const fs::path& path, uint64_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return make_error(path.string() + ": cannot open: " + errno_text(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return make_error(path.string() + ": cannot stat: " + errno_text(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return make_error(path.string() + ": not a regular file");
-  }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    ::close(fd);
-    return make_error(path.string() + ": " + std::to_string(st.st_size) + " bytes is implausibly large for a manifest");
-  }
-  std::string out(static_cast<size_t>(st.st_size), '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t r = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return make_error(path.string() + ": read failed: " + errno_text(e));
-    }
-    if (r == 0) break;
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  out.resize(got);
-  return out;
 }
 
 // A final store directory that may be replaced: an existing store, or an empty directory.

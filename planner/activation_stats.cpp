@@ -1,10 +1,9 @@
 #include "planner/activation_stats.h"
+#include "runtime/core/text_file.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -337,14 +336,11 @@ Result<ActivationStats> activations_from_json(const nlohmann::json& j, const std
 Result<ActivationStats> load_activations(const std::filesystem::path& file, const ModelConfig* expect) {
   std::error_code ec;
   if (std::filesystem::is_directory(file, ec)) return make_error(file.string() + ": is a directory, not an activation trace");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return make_error(file.string() + ": cannot read the activation trace (" + std::strerror(errno) + ")");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return make_error(file.string() + ": read error");
+  auto text = read_text_file(file);
+  if (!text) return make_error(text.error() + " (the activation trace)");
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text.str());
+    j = nlohmann::json::parse(*text);
   } catch (const nlohmann::json::exception& e) {
     return make_error(file.string() + ": not valid JSON (" + e.what() + ")");
   }
@@ -368,26 +364,7 @@ Status save_activations(const std::filesystem::path& file, const ActivationStats
   }
   out += layers.empty() ? "]\n}\n" : "\n  ]\n}\n";
 
-  std::filesystem::path tmp = file;
-  tmp += ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::binary | std::ios::trunc);
-    if (!o) return make_error(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
-    o.write(out.data(), static_cast<std::streamsize>(out.size()));
-    o.flush();
-    if (!o) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      return make_error(tmp.string() + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec, ignored;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ignored);
-    return make_error(file.string() + ": cannot rename " + tmp.filename().string() + " into place (" + ec.message() + ")");
-  }
-  return ok_status();
+  return write_file_atomic(file, out);
 }
 
 }  // namespace mt::planner

@@ -1,13 +1,10 @@
 #include "planner/machine_profile.h"
+#include "runtime/core/text_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -287,14 +284,11 @@ Result<MachineProfile> load_profile(const std::filesystem::path& file) {
   std::error_code ec;
   if (!std::filesystem::exists(file, ec))
     return make_error(name + ": no machine profile there; run `moetier profile` to measure this machine");
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return make_error(name + ": cannot read the machine profile (" + std::strerror(errno) + "); " + kRemeasure);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return make_error(name + ": cannot read the machine profile; " + kRemeasure);
+  auto text = read_text_file(file);
+  if (!text) return make_error(text.error() + " (the machine profile); " + kRemeasure);
   json j;
   try {
-    j = json::parse(ss.str());
+    j = json::parse(*text);
   } catch (const json::parse_error& e) {
     return make_error(name + ": the machine profile is not valid JSON (truncated or corrupt? byte " +
                       std::to_string(e.byte) + "); " + kRemeasure);
@@ -314,36 +308,8 @@ Status save_profile(const std::filesystem::path& file, const MachineProfile& p) 
   }
   // Invalid UTF-8 (a CPU name or path from the OS) is replaced rather than thrown on.
   const std::string text = profile_to_json(p).dump(2, ' ', false, json::error_handler_t::replace) + "\n";
-  const std::string tmp = name + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return make_error(tmp + ": cannot create: " + std::strerror(errno));
-  size_t done = 0;
-  std::string failure;
-  while (done < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      failure = std::string("write: ") + std::strerror(errno);
-      break;
-    }
-    done += static_cast<size_t>(w);
-  }
-  // fsync before rename: the rename must not reach the disk before the data does.
-  if (failure.empty() && ::fsync(fd) != 0) failure = std::string("fsync: ") + std::strerror(errno);
-  if (::close(fd) != 0 && failure.empty()) failure = std::string("close: ") + std::strerror(errno);
-  if (failure.empty() && std::rename(tmp.c_str(), name.c_str()) != 0)
-    failure = std::string("rename to ") + name + ": " + std::strerror(errno);
-  if (!failure.empty()) {
-    ::unlink(tmp.c_str());
-    return make_error(tmp + ": cannot write the machine profile: " + failure);
-  }
-  // Make the rename itself durable (best effort: some filesystems refuse fsync on directories).
-  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
+  if (Status st = write_file_atomic(file, text); !st)
+    return make_error(st.error() + " (writing the machine profile)");
   return ok_status();
 }
 

@@ -1,9 +1,7 @@
 #include "planner/placement.h"
 
-#include <cstdio>
-#include <fstream>
-#include <sstream>
-#include <unistd.h>
+#include "runtime/core/text_file.h"
+
 
 namespace mt::planner {
 
@@ -141,28 +139,15 @@ Result<Placement> placement_from_json(const nlohmann::json& j, const std::string
 }
 
 Result<Placement> load_placement(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return make_error(file.string() + ": cannot read placement file (write one with moetier plan --json)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  auto text = read_text_file(file);
+  if (!text) return make_error(text.error() + " (write a placement with moetier plan --json)");
+  auto j = nlohmann::json::parse(*text, nullptr, false);
   if (j.is_discarded()) return make_error(file.string() + ": not valid JSON (truncated?); re-run moetier plan --json");
   return placement_from_json(j, file.string());
 }
 
 Status save_placement(const std::filesystem::path& file, const Placement& p, const nlohmann::json& extra) {
-  const std::filesystem::path tmp = file.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return make_error(tmp.string() + ": cannot write");
-    out << placement_to_json(p, extra).dump(1) << "\n";
-    out.flush();
-    if (!out) return make_error(tmp.string() + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, file, ec);
-  if (ec) return make_error(file.string() + ": cannot rename from " + tmp.string() + ": " + ec.message());
-  return ok_status();
+  return write_file_atomic(file, placement_to_json(p, extra).dump(1) + "\n");
 }
 
 }  // namespace mt::planner

@@ -1,12 +1,9 @@
 // moetier plan: where every expert of a model would live on a machine and how fast it would run.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
-#include "cpu_kernels/expert_ffn.h"
-#include "offload/expert_store.h"
 #include "planner/plan_report.h"
 #include "planner/solver.h"
+#include "runtime/core/text_file.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/plan_inputs.h"
@@ -85,13 +82,7 @@ int cmd_plan(int argc, char** argv) {
     if (!a.has("quiet")) std::printf("placement written to %s\n", out->c_str());
   }
   if (auto out = a.get("svg")) {
-    const std::string tmp = *out + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      f << planner::render_plan_svg(*plan, in, ctx);
-      if (!f.flush()) return fail(tmp + ": cannot write");
-    }
-    if (std::rename(tmp.c_str(), out->c_str()) != 0) return fail(*out + ": cannot rename from " + tmp);
+    if (Status st = write_file_atomic(*out, planner::render_plan_svg(*plan, in, ctx)); !st) return fail(st.error());
     if (!a.has("quiet")) std::printf("heatmap written to %s\n", out->c_str());
   }
   return 0;

@@ -1,24 +1,16 @@
 #include "tools/moetier/plan_inputs.h"
 
-#include <fstream>
 #include <sstream>
 
 #include "cpu_kernels/expert_ffn.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
+#include "runtime/core/text_file.h"
 #include "tools/moetier/machine_probe.h"
 
 namespace mt::cli {
 
 namespace {
-
-Result<std::string> read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) return make_error(p.string() + ": cannot read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 Result<planner::MachineProfile> machine_from_args(const Args& a) {
   if (a.has("hardware") && a.has("profile")) return make_error("give --hardware or --profile, not both");
@@ -51,7 +43,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   if (auto dir = a.get("model")) {
     const std::filesystem::path manifest = std::filesystem::path(*dir) / "manifest.json";
     if (std::filesystem::exists(manifest)) {
-      MT_ASSIGN(std::string text, read_text(manifest));
+      MT_ASSIGN(std::string text, read_text_file(manifest));
       MT_ASSIGN(offload::StoreManifest m, offload::parse_manifest(text, manifest.string()));
       MT_ASSIGN(in.model, parse_config_json(m.config_json, manifest.string()));
       store_format = m.expert_quant;
@@ -124,7 +116,7 @@ Result<planner::Placement> plan_at_startup(const std::filesystem::path& store_di
   const std::filesystem::path manifest = store_dir / "manifest.json";
   if (!std::filesystem::exists(manifest))
     return make_error("--plan auto: " + store_dir.string() + " is not a packed store (no manifest.json)");
-  MT_ASSIGN(std::string text, read_text(manifest));
+  MT_ASSIGN(std::string text, read_text_file(manifest));
   MT_ASSIGN(offload::StoreManifest m, offload::parse_manifest(text, manifest.string()));
   planner::PlanRequest req;
   planner::CostInputs& in = req.cost;
