@@ -15,20 +15,11 @@ constexpr double kGpuGemmEfficiency = 0.5;
 // Per MoE layer with CPU experts: hidden state to the host, the result back, two event waits.
 constexpr double kSyncSecondsPerLayer = 30e-6;
 
-struct Rates {
-  double cpu_expert_gbs = 0;      // decode kernel, expert bytes/s
-  double cpu_expert_gflops = 0;   // prefill kernel
-  double cpu_dense_fp8_gbs = 0, cpu_dense_bf16_gbs = 0;
-  double cpu_attention_gflops = 0;
-  double cpu_gemm_gflops = 0;     // dense prefill on the CPU
-  double disk_gbs = 0;
-  double gpu_gbs = 0, gpu_gflops = 0;
-  bool gpu = false;
-};
+}  // namespace
 
-Rates rates_for(const CostInputs& in) {
+CostRates cost_rates(const CostInputs& in) {
   const MachineProfile& m = in.machine;
-  Rates r;
+  CostRates r;
   // fp8 experts have no CPU kernel yet: costed as bf16 streaming (the same order of bytes per
   // weight after dequantisation), which docs/planner.md states.
   const std::string fmt = in.expert_format == "fp8" ? "bf16" : in.expert_format;
@@ -48,6 +39,8 @@ Rates rates_for(const CostInputs& in) {
   }
   return r;
 }
+
+namespace {
 
 // Bytes of weights one token streams through each part of a layer, as stored for the GPU and
 // the CPU reference path (FP8 linears with block scales, BF16 router and head).
@@ -88,6 +81,8 @@ double kv_read_bytes(const ModelConfig& c, double fill, double attended) {
 
 }  // namespace
 
+double expert_use_probability(double f, double tokens) { return 1.0 - std::pow(1.0 - std::min(1.0, f), tokens); }
+
 double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item) {
   if (per_item) per_item->assign(p.size(), 1.0);
   double live = 0;
@@ -122,7 +117,7 @@ double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<do
 Prediction predict(const CostInputs& in, const Placement& pl) {
   const ModelConfig& c = in.model;
   const ModelSizes s = compute_model_sizes(c);
-  const Rates r = rates_for(in);
+  const CostRates r = cost_rates(in);
   const double eb = double(in.expert_bytes);
   const double B = double(std::max<int64_t>(1, in.batch));
   const double fill = double(in.decode_fill > 0 ? in.decode_fill : std::max<int64_t>(1, in.context / 2));
@@ -133,7 +128,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
 
   Prediction out;
   // Probability that a decode step (B tokens) / a prefill chunk (P tokens) uses each expert.
-  auto used = [](double p, double n) { return 1.0 - std::pow(1.0 - std::min(1.0, p), n); };
+  auto used = expert_use_probability;
 
   // NVMe-tier experts share one RAM cache: its hit rate comes from their reference rates.
   std::vector<double> nvme_q;
@@ -169,7 +164,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
 
   TimeBreakdown& d = out.decode;
   TimeBreakdown& pf = out.prefill;
-  double disk_bytes = 0;
+  double disk_bytes = 0, prefill_disk_s = 0;
   double prefetch_window = -1;  // time the next layer's reads have had; < 0: nothing reads ahead
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const bool moe = c.is_moe_layer(l);
@@ -249,6 +244,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     const double p_cpu = std::max(pc, pio);
     pf.cpu_experts += pc;
     pf.nvme_stall += std::max(0.0, pio - pc);
+    prefill_disk_s += pio;
     pf.gpu_experts += pg;
     const bool cpu_work = cpu_branch > 0;
     if (r.gpu) {
@@ -284,13 +280,6 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   if (r.disk_gbs > 0) {
     const double disk_s = disk_bytes / (r.disk_gbs * 1e9);
     if (disk_s > d.total) d.nvme_stall += disk_s - d.total, d.total = disk_s, disk_bound = true;
-    double prefill_disk_s = 0;
-    for (int64_t l = pl.first_moe_layer; l < pl.num_hidden_layers; ++l)
-      for (int64_t e = 0; e < pl.n_routed_experts; ++e)
-        if (pl.at(l, e) == Tier::Nvme)
-          prefill_disk_s += used(in.stats.frequency(l, e), P) *
-                            (1.0 - hit_of[static_cast<size_t>(l - pl.first_moe_layer)][static_cast<size_t>(e)]) * eb /
-                            (r.disk_gbs * 1e9);
     if (prefill_disk_s > pf.total) pf.nvme_stall += prefill_disk_s - pf.total, pf.total = prefill_disk_s;
   }
   out.decode_tokens_per_s = d.total > 0 ? 1.0 / d.total : 0.0;  // per sequence

@@ -63,6 +63,23 @@ struct Prediction {
   double expert_bytes_from_disk_per_token = 0;
 };
 
+// The rates predict() uses: the profile's, with its gaps filled by the rules in cost_model.cpp
+// (GPU figures already scaled by the efficiency decode kernels reach; zero without a GPU).
+struct CostRates {
+  double cpu_expert_gbs = 0;      // decode kernel, expert bytes/s
+  double cpu_expert_gflops = 0;   // prefill kernel
+  double cpu_dense_fp8_gbs = 0, cpu_dense_bf16_gbs = 0;
+  double cpu_attention_gflops = 0;
+  double cpu_gemm_gflops = 0;     // dense prefill on the CPU
+  double disk_gbs = 0;
+  double gpu_gbs = 0, gpu_gflops = 0;
+  bool gpu = false;
+};
+CostRates cost_rates(const CostInputs& in);
+
+// Probability that `tokens` tokens, each choosing an expert with probability f, use it at least once.
+double expert_use_probability(double f, double tokens);
+
 // Expected hit rate of an LRU-like cache of `slots` experts over independent references with
 // per-expert probabilities `p` (Che's approximation); 1 when everything fits.
 double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item = nullptr);

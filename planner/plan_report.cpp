@@ -33,13 +33,6 @@ std::string ms(double s) {
   return b;
 }
 
-// Expected reads per tier (sum of frequencies), for the summary table.
-void tier_reads(const Placement& p, const ActivationStats& st, double out[kTierCount]) {
-  for (int t = 0; t < kTierCount; ++t) out[t] = 0;
-  for (int64_t l = p.first_moe_layer; l < p.num_hidden_layers; ++l)
-    for (int64_t e = 0; e < p.n_routed_experts; ++e) out[int(p.at(l, e))] += st.frequency(l, e);
-}
-
 }  // namespace
 
 std::string format_placement_summary(const Placement& p) {
@@ -72,16 +65,14 @@ std::string format_plan_report(const Plan& plan, const CostInputs& in, const Rep
   if (plan.gpu) reservations("VRAM", plan.vram_budget, plan.vram_reserved, plan.vram_reserved_bytes);
   reservations("RAM", plan.ram_budget, plan.ram_reserved, plan.ram_reserved_bytes);
 
-  double reads[kTierCount];
-  tier_reads(p, in.stats, reads);
-  const double all = reads[0] + reads[1] + reads[2];
+  const double read_share[kTierCount] = {pr.share_vram, pr.share_ram, pr.share_nvme_hit + pr.share_nvme_miss};
   const double total = double(p.moe_layers() * p.n_routed_experts);
   add(s, "\n%-6s %9s %8s %11s  %s\n", "tier", "experts", "share", "bytes", "expected share of expert reads");
   for (Tier t : {Tier::Vram, Tier::Ram, Tier::Nvme}) {
     const int64_t n = p.count(t);
     if (n == 0 && t == Tier::Vram && !plan.gpu) continue;
     add(s, "%-6s %9lld %7.1f%% %11s  %5.1f%%", tier_name(t), static_cast<long long>(n), 100.0 * double(n) / total,
-        gb(double(n) * double(p.expert_bytes)).c_str(), all > 0 ? 100.0 * reads[int(t)] / all : 0.0);
+        gb(double(n) * double(p.expert_bytes)).c_str(), 100.0 * read_share[int(t)]);
     if (t == Tier::Nvme && n > 0)
       add(s, "  (RAM cache %s: %.1f%% hits, %.1f%% wait for the disk)", gb(double(p.nvme_cache_bytes)).c_str(),
           100.0 * pr.share_nvme_hit, 100.0 * pr.share_nvme_miss);

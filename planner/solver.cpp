@@ -109,7 +109,7 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
                       std::to_string(std::max<int64_t>(0, ram_slots)) + " after its reservations and the NVMe cache");
 
   const double B = double(std::max<int64_t>(1, in.batch));
-  auto used = [&](int64_t l, int64_t e) { return 1.0 - std::pow(1.0 - std::min(1.0, in.stats.frequency(l, e)), B); };
+  auto used = [&](int64_t l, int64_t e) { return expert_use_probability(in.stats.frequency(l, e), B); };
   // Free experts of each layer, most used first.
   std::vector<std::vector<int64_t>> order(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l) {
@@ -122,10 +122,8 @@ Result<Plan> place(const PlanRequest& req, const Plan& base, int64_t vram_slots,
   // VRAM: exact marginal gain of the layer's next most-used expert, best layer first.
   int64_t vram_left = vram_slots - pins_per_tier[0];
   if (gpu && vram_left > 0) {
-    const MachineProfile& m = in.machine;
-    const double gpu_gbs = 0.75 * (m.gpu.hbm_gbs > 0 ? m.gpu.hbm_gbs : 1000.0);
-    const KernelRate* k = m.kernel(in.expert_format == "fp8" ? "bf16" : in.expert_format);
-    const double cpu_gbs = k && k->decode_gbs > 0 ? k->decode_gbs : 0.85 * m.ram_read_gbs;
+    const CostRates rates = cost_rates(in);  // the same rates predict() will use
+    const double gpu_gbs = rates.gpu_gbs, cpu_gbs = rates.cpu_expert_gbs;
     const ModelSizes s = compute_model_sizes(c);
     const double shared_t = double(s.shared_expert.fp8_bytes) / (gpu_gbs * 1e9);
     const double eb = double(p.expert_bytes);
