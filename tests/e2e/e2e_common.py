@@ -85,6 +85,32 @@ def run_cli(binary, args, timeout=600):
     return p
 
 
+CRASH_SIGNS = ("Traceback", "terminate called", "Segmentation", "Aborted", "AddressSanitizer")
+
+
+def error_problems(p, needles=(), whole_stderr=False):
+    """What is wrong with a finished run that should have failed with one clear error: the exit
+    code (1..127), exactly one `error:` line, no crash signs, every needle in that line (or
+    anywhere in stderr, for multi-line explanations). Returns (problems, the error line)."""
+    errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    problems = []
+    if p.returncode <= 0 or p.returncode >= 128:
+        problems.append(f"exit code {p.returncode}")
+    if len(errors) != 1:
+        problems.append(f"{len(errors)} 'error:' lines")
+    problems += [f"stderr shows '{b}'" for b in CRASH_SIGNS if b in p.stderr]
+    where = p.stderr if whole_stderr else (errors[0] if errors else "")
+    problems += [f"message lacks '{n}'" for n in needles if n not in where]
+    return problems, errors[0] if errors else ""
+
+
+def expect_error(ck, name, argv, *needles, whole_stderr=False, timeout=300):
+    """Runs argv and checks it fails with one clear error (see error_problems)."""
+    p = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+    problems, msg = error_problems(p, needles, whole_stderr)
+    ck.check(name, not problems, msg[:300] if not problems else "; ".join(problems) + " | stderr: " + p.stderr.strip()[-400:])
+
+
 def make_model(binary, out_dir, arch="v3", seed=None, layers=None, experts=None, dtype=None, shard_mb=None,
                preset="tiny"):
     if os.path.exists(out_dir):

@@ -11,6 +11,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_common as C  # noqa: E402
+
 
 def read_st(path):
     with open(path, "rb") as f:
@@ -57,19 +60,7 @@ def main():
             print(f"FAIL {label}: hung")
             failed += 1
             return
-        errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-        problems = []
-        if p.returncode <= 0 or p.returncode >= 128:
-            problems.append(f"exit code {p.returncode}")
-        if len(errors) != 1:
-            problems.append(f"{len(errors)} 'error:' lines")
-        for bad in ("Traceback", "terminate called", "Segmentation", "Aborted", "AddressSanitizer"):
-            if bad in p.stderr:
-                problems.append(f"stderr shows '{bad}'")
-        msg = errors[0] if errors else p.stderr
-        for n in needles:
-            if n not in msg:
-                problems.append(f"message lacks '{n}'")
+        problems, msg = C.error_problems(p, needles)
         if problems:
             print(f"FAIL {label}: {'; '.join(problems)}\n  stderr: {p.stderr.strip()[:400]}")
             failed += 1

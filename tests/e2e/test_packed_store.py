@@ -29,13 +29,6 @@ def logits(ck, exe, model, ids, out, *extra):
     return np.load(out).astype(np.float64)
 
 
-def expect_error(ck, name, argv, *needles):
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-    ok = 0 < p.returncode < 128 and len(errors) == 1 and all(n in errors[0] for n in needles)
-    ck.check(name, ok, errors[0] if errors else f"rc {p.returncode}: {p.stderr[-400:]}")
-
-
 def main():
     a = C.parse_args()
     ck = C.Checker()
@@ -113,7 +106,7 @@ def main():
         f.write(bytes([byte[0] ^ 0x40]))
     ids = ",".join(map(str, C.random_ids(12, seed=5)))
     # Every expert is loaded (and checked) at start-up when all fit in RAM.
-    expect_error(ck, "flipped byte in a blob is detected and named",
+    C.expect_error(ck, "flipped byte in a blob is detected and named",
                  [exe, "logits", "--model", bad, "--ids", ids, "--out", os.path.join(work, "x.npy")],
                  f"layer {b['layer']}", f"expert {b['expert']}")
     trunc = os.path.join(work, "truncated")
@@ -121,7 +114,7 @@ def main():
     shutil.copytree(store, trunc)
     path = os.path.join(trunc, m["files"][-1])
     os.truncate(path, os.path.getsize(path) // 2)
-    expect_error(ck, "truncated blob file is refused", [exe, "logits", "--model", trunc, "--ids", ids, "--out",
+    C.expect_error(ck, "truncated blob file is refused", [exe, "logits", "--model", trunc, "--ids", ids, "--out",
                                                         os.path.join(work, "x.npy")], m["files"][-1])
 
     # Interrupted conversion: kill it mid-way; no store at DST, and re-running succeeds.
@@ -141,7 +134,7 @@ def main():
     p.wait()
     ck.check("interrupted conversion leaves no store at DST", not os.path.exists(dst),
              "killed mid-way" if killed else "finished before the kill (test inconclusive)")
-    expect_error(ck, "the partial directory is not accepted as a model",
+    C.expect_error(ck, "the partial directory is not accepted as a model",
                  [exe, "logits", "--model", dst + ".partial", "--ids", "1,2", "--out", os.path.join(work, "y.npy")],
                  "partial")
     C.run_cli(exe, ["convert", big, dst, "--experts", "q8"])

@@ -11,6 +11,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_common as C  # noqa: E402
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -81,17 +84,7 @@ def main():
 
     def expect_error(label, argv, *needles):
         p, _ = run(argv)
-        errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-        problems = []
-        if p.returncode <= 0 or p.returncode >= 128:
-            problems.append(f"exit code {p.returncode}")
-        if len(errors) != 1:
-            problems.append(f"{len(errors)} 'error:' lines")
-        for bad in ("terminate called", "Segmentation", "Aborted", "AddressSanitizer"):
-            if bad in p.stderr:
-                problems.append(f"stderr shows '{bad}'")
-        msg = errors[0] if errors else ""
-        problems += [f"message lacks '{n}'" for n in needles if n not in msg]
+        problems, msg = C.error_problems(p, needles)
         check(f"{label}: {msg}", not problems, "; ".join(problems) + "\n  stderr: " + p.stderr.strip()[:400])
 
     bad = os.path.join(work, "corrupt.json")

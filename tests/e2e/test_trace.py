@@ -193,19 +193,11 @@ def main():
             os.remove(out)
         p = subprocess.run([exe, "trace", "--model", model_dir, "--prompts", prompts_path, "--out", out] +
                            [str(x) for x in extra], capture_output=True, text=True, timeout=300)
-        errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-        problems = []
-        if p.returncode <= 0 or p.returncode >= 128:
-            problems.append(f"exit code {p.returncode}")
-        if len(errors) != 1:
-            problems.append(f"{len(errors)} 'error:' lines")
-        for n in needles:
-            if errors and n not in errors[0]:
-                problems.append(f"message lacks '{n}'")
+        problems, msg = C.error_problems(p, needles)
         if os.path.exists(out) or os.path.exists(out + ".tmp"):
             problems.append("an output file was written")
         ck.check(f"bad input: {label}", not problems,
-                 "; ".join(problems) + f" | stderr: {p.stderr.strip()[-300:]}" if problems else errors[0])
+                 "; ".join(problems) + f" | stderr: {p.stderr.strip()[-300:]}" if problems else msg)
 
     expect_error("missing prompts file", os.path.join(work, "nope.txt"), ["nope.txt", "cannot read"])
     expect_error("empty prompts file", write(os.path.join(work, "empty.txt"), "\n  \n\n"),
