@@ -7,6 +7,14 @@
 
 namespace mt::planner {
 
+std::string format_decimal_bytes(double bytes) {
+  char b[32];
+  if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
+  else if (bytes >= 1e6) std::snprintf(b, sizeof b, "%.0f MB", bytes / 1e6);
+  else std::snprintf(b, sizeof b, "%.0f KB", bytes / 1e3);
+  return b;
+}
+
 namespace {
 
 void add(std::string& s, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -19,13 +27,7 @@ void add(std::string& s, const char* fmt, ...) {
   s += buf;
 }
 
-std::string gb(double bytes) {
-  char b[32];
-  if (bytes >= 1e9) std::snprintf(b, sizeof b, "%.1f GB", bytes / 1e9);
-  else if (bytes >= 1e6) std::snprintf(b, sizeof b, "%.0f MB", bytes / 1e6);
-  else std::snprintf(b, sizeof b, "%.0f KB", bytes / 1e3);
-  return b;
-}
+std::string gb(double bytes) { return format_decimal_bytes(bytes); }
 
 std::string ms(double s) {
   char b[32];

@@ -14,6 +14,9 @@ struct ReportContext {
   std::string machine_name;    // CPU model or hardware description
 };
 
+// "25.5 GB", "430 MB", "57 KB": the decimal units every planner figure is printed in.
+std::string format_decimal_bytes(double bytes);
+
 std::string format_plan_report(const Plan& plan, const CostInputs& in, const ReportContext& ctx);
 // The summary the runtime prints at start-up: one line per tier.
 std::string format_placement_summary(const Placement& p);

@@ -1,25 +1,42 @@
 #!/usr/bin/env bash
-# Installs what moetier builds and tests with: Debian packages (compilers, CMake, oneDNN,
-# hwloc, liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2) and NumPy for the
-# independent reference. Idempotent: does nothing when everything is present.
+# Installs what moetier builds, tests and runs its demo with, from Debian 12's packages only:
+# compilers, CMake, Ninja, oneDNN (with the OpenCL headers its CMake config insists on), hwloc,
+# liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, and Python 3 with NumPy for the
+# independent reference. No pip: Debian's python3 has none, and python3-numpy is enough.
+# Idempotent and silent when everything is present; scripts/check_fresh_machine.sh proves the
+# list complete on a new Debian root.
 set -euo pipefail
 
-PKGS=(build-essential cmake ninja-build pkg-config python3 libdnnl-dev libhwloc-dev liburing-dev
-      libmimalloc-dev libomp-dev catch2 nlohmann-json3-dev libpcre2-dev)
+PKGS=(build-essential cmake ninja-build pkg-config
+      libdnnl-dev ocl-icd-opencl-dev        # dnnl-config.cmake calls find_package(OpenCL REQUIRED)
+      libhwloc-dev liburing-dev libmimalloc-dev libomp-dev
+      catch2 nlohmann-json3-dev libpcre2-dev
+      python3 python3-numpy)
 
 missing=()
 for p in "${PKGS[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "setup: error: not root and no sudo; install as root: apt-get install ${missing[*]}" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  log=$(mktemp)
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+           --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "setup: error: apt-get failed (output above); install these by hand: ${missing[*]}" >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi
 
-if ! python3 -c "import numpy" >/dev/null 2>&1; then
-  echo "setup: installing numpy"
-  python3 -m pip install -q numpy 2>/dev/null || python3 -m pip install -q --break-system-packages numpy
+# The tests run the first interpreter on PATH that imports NumPy, else Debian's own
+# (tests/CMakeLists.txt); python3-numpy serves the latter, so nothing more is needed here.
+if ! python3 -c "import numpy" >/dev/null 2>&1 && ! /usr/bin/python3 -c "import numpy" >/dev/null 2>&1; then
+  echo "setup: error: no python3 with NumPy after installing python3-numpy" >&2
+  exit 1
 fi

@@ -13,6 +13,7 @@ int cmd_bench(int argc, char** argv);
 int cmd_profile(int argc, char** argv);
 int cmd_plan(int argc, char** argv);
 int cmd_trace(int argc, char** argv);
+int cmd_demo(int argc, char** argv);
 
 }  // namespace mt::cli
 

@@ -9,6 +9,7 @@ namespace {
 const char* kUsage = R"(usage: moetier COMMAND [options]      (moetier COMMAND --help for details)
 
 commands:
+  demo         can DeepSeek V3.2 run here? this machine, the 671B plan, a measured demo run
   generate     generate text from a prompt, streaming, with prefill/decode tokens/s
   logits       write the logits of every position as a NumPy .npy file
   tokenize     text on stdin -> token ids (JSON), or JSONL in and out
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   if (cmd == "info") return mt::cli::cmd_info(argc - 1, argv + 1);
   if (cmd == "profile") return mt::cli::cmd_profile(argc - 1, argv + 1);
   if (cmd == "plan") return mt::cli::cmd_plan(argc - 1, argv + 1);
+  if (cmd == "demo") return mt::cli::cmd_demo(argc - 1, argv + 1);
   if (cmd == "trace") return mt::cli::cmd_trace(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
