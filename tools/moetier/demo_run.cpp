@@ -110,15 +110,18 @@ Result<DemoMeasurement> measure(const std::filesystem::path& store, const planne
 
 Status ensure_demo_store(const std::filesystem::path& dir, bool quiet) {
   if (std::filesystem::exists(dir / "manifest.json")) return ok_status();
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) || std::filesystem::is_symlink(dir, ec))
+    return make_error(dir.string() + " exists but is not a packed store (no manifest.json); remove it or give "
+                      "another --store");
   SyntheticModelOptions so;
   MT_ASSIGN(so.config, preset_config("demo"));
   so.seed = 1;
   so.tokenizer = std::string(MOETIER_DATA_DIR) + "/tokenizer-deepseek-v3";
   so.out = dir;
-  so.overwrite = true;  // only a half-written "<dir>.partial" can be in the way
+  so.overwrite = false;  // a "<dir>.partial" left by an interrupted run is replaced; nothing else
   so.packed = true;
   so.packed_quant = cpu::ExpertQuant::Q4;
-  std::error_code ec;
   std::filesystem::create_directories(std::filesystem::absolute(dir, ec).parent_path(), ec);
   const int64_t total = synthetic_model_bytes(so);
   if (quiet) return write_synthetic_model(so, nullptr);
