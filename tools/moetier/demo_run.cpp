@@ -66,7 +66,7 @@ Result<DemoMeasurement> measure(const std::filesystem::path& store, const planne
                                 const DemoRunOptions& o, int64_t context) {
   EngineOptions eo;
   eo.context = context;
-  eo.announce_device = !o.quiet;
+  eo.announce_device = false;  // the machine table above already says which GPU, if any, is used
   eo.packed.placement = placement;
   eo.packed.show_progress = false;  // a few MB: under a second
   MT_ASSIGN(std::unique_ptr<Engine> e, Engine::open(store, eo));
