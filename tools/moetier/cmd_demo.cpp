@@ -148,15 +148,21 @@ Result<nlohmann::json> big_model_section(const planner::MachineProfile& m, const
   const uint64_t store = planner::packed_store_bytes(in);
   std::error_code ec;
   const auto space = std::filesystem::space(models_dir, ec);
-  const uint64_t free_disk = ec ? 0 : space.available;
+  const bool free_known = !ec;
+  const uint64_t free_disk = free_known ? space.available : 0;
 
   nlohmann::json j = {{"model", "deepseek-v3.2 (671B, q4 experts)"}, {"context", in.context}, {"fits", here.ok()},
-                      {"store_bytes", store}, {"disk_free_bytes", free_disk}, {"disk_dir", models_dir.string()}};
+                      {"store_bytes", store}, {"disk_free_bytes", free_known ? nlohmann::json(free_disk) : nlohmann::json(nullptr)}, {"disk_dir", models_dir.string()}};
   if (here) j["plan"] = plan_json(*here);
   else j["why_not"] = here.error();
-  if (adv.at_min) j["minimum"] = plan_json(*adv.at_min), j["minimum"]["machine_ram_bytes"] = *adv.min_ram_budget + adv.ram_headroom;
-  if (adv.all_in_ram)
-    j["all_in_ram"] = plan_json(*adv.all_in_ram), j["all_in_ram"]["machine_ram_bytes"] = *adv.all_in_ram_budget + adv.ram_headroom;
+  if (adv.at_min) {
+    j["minimum"] = plan_json(*adv.at_min);
+    j["minimum"]["machine_ram_bytes"] = *adv.min_ram_budget + adv.ram_headroom;
+  }
+  if (adv.all_in_ram) {
+    j["all_in_ram"] = plan_json(*adv.all_in_ram);
+    j["all_in_ram"]["machine_ram_bytes"] = *adv.all_in_ram_budget + adv.ram_headroom;
+  }
   if (!print) return j;
 
   std::printf("DeepSeek V3.2 (671B, 37B active), q4 experts, 4096-token context, on this machine\n");
@@ -177,9 +183,10 @@ Result<nlohmann::json> big_model_section(const planner::MachineProfile& m, const
   if (short_of_ram && adv.all_in_ram)
     row("full speed", "every expert in RAM needs " + bytes(double(*adv.all_in_ram_budget)) + " (a machine of " +
                           gib(double(*adv.all_in_ram_budget + adv.ram_headroom)) + "): " + speed_text(adv.all_in_ram->prediction));
-  std::string disk = "the q4 store takes " + bytes(double(store)) + "; " + bytes(double(free_disk)) + " free in " +
-                     models_dir.string();
-  disk += free_disk >= store ? " (enough)" : " (short by " + bytes(double(store - free_disk)) + ")";
+  std::string disk = "the q4 store takes " + bytes(double(store)) + "; ";
+  if (!free_known) disk += "free space in " + models_dir.string() + " unknown (" + ec.message() + ")";
+  else disk += bytes(double(free_disk)) + " free in " + models_dir.string() +
+               (free_disk >= store ? " (enough)" : " (short by " + bytes(double(store - free_disk)) + ")");
   row("disk", disk);
   std::printf("  (moetier plan --preset deepseek-v3.2 shows the full plan; --hardware SPEC plans another machine)\n\n");
   return j;
