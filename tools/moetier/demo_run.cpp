@@ -133,7 +133,6 @@ Status ensure_demo_store(const std::filesystem::path& dir, bool quiet) {
 
 Result<DemoRun> run_demo_model(const DemoRunOptions& o, const planner::MachineProfile& profile) {
   if (o.n_predict < 1) return make_error("-n must be at least 1");
-  MT_TRY(ensure_demo_store(o.store, o.quiet));
   const std::filesystem::path manifest = o.store / "manifest.json";
   MT_ASSIGN(std::string text, read_text_file(manifest));
   MT_ASSIGN(offload::StoreManifest sm, offload::parse_manifest(text, manifest.string()));

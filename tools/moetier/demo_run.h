@@ -37,7 +37,7 @@ struct DemoRun {
   DemoMeasurement measured;
 };
 
-// Ensures the demo store exists, then traces, plans and runs it. `profile` is this machine's
+// Traces, plans and runs the demo store (written beforehand by ensure_demo_store). `profile` is this machine's
 // (its disk figures measured where the store lives).
 Result<DemoRun> run_demo_model(const DemoRunOptions& o, const planner::MachineProfile& profile);
 
