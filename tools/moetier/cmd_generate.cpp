@@ -4,6 +4,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/sampling/sampler.h"
 #include "tools/moetier/args.h"
+#include "tools/moetier/progress.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/expert_flags.h"
 
@@ -35,9 +36,6 @@ packed expert stores (moetier convert, make-model --packed):
   --pread            use pread instead of io_uring
 )";
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 }  // namespace
 
 int cmd_generate(int argc, char** argv) {

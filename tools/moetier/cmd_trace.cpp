@@ -128,9 +128,6 @@ void print_summary(const planner::ActivationStats& s) {
               static_cast<long long>(s.top_k));
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 }  // namespace
 
 int cmd_trace(int argc, char** argv) {

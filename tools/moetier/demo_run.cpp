@@ -25,10 +25,6 @@ constexpr const char* kTracePrompts[] = {
 };
 constexpr int64_t kTraceDecode = 16;
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
-
 int32_t argmax(const std::vector<float>& logits, int64_t V) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
 }

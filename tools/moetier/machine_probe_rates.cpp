@@ -30,7 +30,6 @@ constexpr int64_t kInter = 2048;   // routed expert width
 constexpr int64_t kGroup = 32;
 constexpr uint64_t kMinModelFile = uint64_t{64} << 20;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 std::string num(double v, int decimals = 1) {
   char buf[32];

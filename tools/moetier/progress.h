@@ -29,4 +29,7 @@ class ProgressBar {
 
 std::string format_bytes(double bytes);
 
+// Seconds elapsed since `t` on the steady clock (every timing the CLI prints).
+double seconds_since(std::chrono::steady_clock::time_point t);
+
 }  // namespace mt::cli
