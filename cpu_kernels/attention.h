@@ -4,14 +4,11 @@
 
 #include <cstdint>
 
+#include "runtime/backend/backend.h"
+
 namespace mt::cpu {
 
-struct MlaHeadDims {
-  int64_t nope = 0;     // qk_nope_head_dim
-  int64_t rope = 0;     // qk_rope_head_dim
-  int64_t v = 0;        // v_head_dim
-  int64_t latent = 0;   // kv_lora_rank
-};
+using mt::MlaHeadDims;  // runtime/backend/backend.h
 
 // One query head over the cached keys `keys[0..n_keys)` (positions into the caches):
 //   q~ = W_UK^T q_nope;  s_i = scale * (q~ . c_kv[k_i] + q_rope . k_rope[k_i]);  P = softmax(s)

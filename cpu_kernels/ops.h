@@ -6,7 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "cpu_kernels/weight_view.h"
+#include "runtime/backend/backend.h"
+#include "runtime/core/weight_view.h"
 
 namespace mt::cpu {
 
@@ -53,14 +54,7 @@ void topk(const float* x, int64_t n, int64_t k, int32_t* idx);
 void hadamard(float* x, int64_t n);
 
 // DeepSeek V3 group-limited sigmoid routing for one token (spec section 3.5).
-struct RouterParams {
-  int64_t n_experts = 0;
-  int64_t n_group = 1;
-  int64_t topk_group = 1;
-  int64_t top_k = 1;
-  float routed_scaling_factor = 1.0f;
-  bool norm_topk_prob = true;
-};
+using mt::RouterParams;  // runtime/backend/backend.h
 // logits[n_experts] -> experts[top_k], weights[top_k]. bias may be null (no correction).
 void route_sigmoid_grouped(const float* logits, const float* bias, const RouterParams& p,
                            int32_t* experts, float* weights);

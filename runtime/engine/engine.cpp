@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 
 namespace mt {
@@ -57,8 +58,8 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     return make_error("context of " + std::to_string(ctx) + " tokens exceeds the model's max_position_embeddings (" +
                       std::to_string(max_pos) + ")");
   e->packed_ = packed.get();
-  e->model_ = std::make_unique<DeepSeekModel>(std::move(w), std::move(packed));
-  e->cache_ = std::make_unique<KvCache>(e->model_->config(), ctx);
+  e->model_ = std::make_unique<DeepSeekModel>(std::move(w), cpu::make_reference_backend(), std::move(packed));
+  e->cache_ = e->model_->make_cache(ctx);
   if (opt.announce_device) {
     const gpu::GpuInfo g = gpu::probe_gpu();
     if (!g.available) std::fprintf(stderr, "moetier: no usable GPU (%s); running on the CPU\n", g.reason.c_str());

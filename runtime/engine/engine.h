@@ -13,7 +13,6 @@
 #include "runtime/core/status.h"
 #include "runtime/engine/packed_experts.h"
 #include "runtime/model/deepseek_model.h"
-#include "runtime/model/kv_cache.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace mt {
@@ -47,7 +46,7 @@ class Engine {
   std::filesystem::path dir_;
   std::unique_ptr<DeepSeekModel> model_;
   PackedExperts* packed_ = nullptr;  // owned by model_
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<backend::AttentionCache> cache_;
   std::optional<Tokenizer> tokenizer_;
 };
 

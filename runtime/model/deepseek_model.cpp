@@ -5,8 +5,7 @@
 #include <limits>
 #include <string>
 
-#include "cpu_kernels/attention.h"
-#include "cpu_kernels/ops.h"
+#include "cpu_kernels/ops.h"  // yarn_inv_freq: a constant of the config, not an op
 
 namespace mt {
 
@@ -14,25 +13,29 @@ namespace {
 constexpr float kIndexerNormEps = 1e-6f;  // hard-coded in the DeepSeek V3.2 reference
 }
 
-DeepSeekModel::DeepSeekModel(ModelWeights weights, std::unique_ptr<RoutedExperts> experts)
-    : w_(std::move(weights)), experts_(std::move(experts)) {
-  if (!experts_) experts_ = std::make_unique<CheckpointExperts>(w_);
+DeepSeekModel::DeepSeekModel(ModelWeights weights, std::unique_ptr<backend::Backend> backend,
+                             std::unique_ptr<RoutedExperts> experts)
+    : w_(std::move(weights)), backend_(std::move(backend)), experts_(std::move(experts)) {
+  if (!experts_) experts_ = std::make_unique<CheckpointExperts>(w_, *backend_);
   const ModelConfig& c = w_.config;
   const bool yarn = c.rope_scaling.type == "yarn";
   inv_freq_ = cpu::yarn_inv_freq(c.qk_rope_head_dim, c.rope_theta, yarn ? c.rope_scaling.factor : 1.0,
                                  c.rope_scaling.original_max_position_embeddings, c.rope_scaling.beta_fast,
                                  c.rope_scaling.beta_slow);
   softmax_scale_ = static_cast<float>(c.softmax_scale());
-  // The absorbed form multiplies queries by W_UK^T and latents by W_UV: decode kv_b once.
-  kv_b_f32_.resize(w_.layers.size());
-  for (size_t L = 0; L < w_.layers.size(); ++L) {
-    const Linear& kvb = w_.layers[L].kv_b;
-    kv_b_f32_[L].resize(static_cast<size_t>(kvb.rows * kvb.cols));
-    cpu::dequantize_rows(kvb.view(), 0, kvb.rows, kv_b_f32_[L].data());
-  }
+  const MlaHeadDims dims{c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
+  for (size_t L = 0; L < w_.layers.size(); ++L)
+    backend_->load_attention_weights(static_cast<int64_t>(L), w_.layers[L].kv_b.view(), dims);
 }
 
-Status DeepSeekModel::forward(std::span<const int32_t> ids, KvCache& cache, bool all_logits,
+std::unique_ptr<backend::AttentionCache> DeepSeekModel::make_cache(int64_t max_tokens) {
+  const ModelConfig& c = w_.config;
+  const backend::CacheShape shape{c.num_hidden_layers, c.kv_lora_rank, c.qk_rope_head_dim,
+                                  c.arch == ModelArch::V32 ? c.index_head_dim : 0};
+  return backend_->make_cache(shape, max_tokens);
+}
+
+Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCache& cache, bool all_logits,
                               std::vector<float>& logits) {
   const ModelConfig& c = w_.config;
   const auto n = static_cast<int64_t>(ids.size());
@@ -46,166 +49,155 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, KvCache& cache, bool
       return make_error("forward: token id " + std::to_string(ids[t]) + " at position " + std::to_string(pos0 + t) +
                         " is outside the model's vocabulary [0, " + std::to_string(c.vocab_size) + ")");
 
+  backend::Backend& be = *backend_;
   const int64_t D = c.hidden_size;
   std::vector<float> h(static_cast<size_t>(n * D)), xn(h.size()), delta(h.size());
-  for (int64_t t = 0; t < n; ++t) cpu::dequantize_rows(w_.embed.view(), ids[t], 1, &h[t * D]);
+  be.embed(w_.embed.view(), ids.data(), n, h.data());
+  name("embed", -1, h.data(), n, D);
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
     const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
-    cpu::rmsnorm(h.data(), lw.attn_norm.data(), xn.data(), n, D, eps);
-    attention(L, xn.data(), n, pos0, cache, delta.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += delta[i];
+    be.rmsnorm(h.data(), lw.attn_norm.data(), xn.data(), n, D, eps);
+    name("attn_norm", L, xn.data(), n, D);
+    build_attention(L, xn.data(), n, pos0, cache, delta.data());
+    name("attn_out", L, delta.data(), n, D);
+    be.add(h.data(), delta.data(), n * D);
 
-    cpu::rmsnorm(h.data(), lw.ffn_norm.data(), xn.data(), n, D, eps);
-    if (lw.is_moe) MT_TRY(moe(L, xn.data(), n, delta.data()));
-    else ffn(lw.dense, c.intermediate_size, xn.data(), n, delta.data());
-    for (size_t i = 0; i < h.size(); ++i) h[i] += delta[i];
+    be.rmsnorm(h.data(), lw.ffn_norm.data(), xn.data(), n, D, eps);
+    name("ffn_norm", L, xn.data(), n, D);
+    if (lw.is_moe) MT_TRY(build_moe(L, xn.data(), n, delta.data()));
+    else build_ffn(lw.dense, c.intermediate_size, xn.data(), n, delta.data());
+    name("ffn_out", L, delta.data(), n, D);
+    be.add(h.data(), delta.data(), n * D);
+    name("residual", L, h.data(), n, D);
   }
   cache.set_size(pos0 + n);
 
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-  cpu::rmsnorm(&h[first * D], w_.final_norm.data(), xn.data(), rows, D, eps);
+  be.rmsnorm(&h[first * D], w_.final_norm.data(), xn.data(), rows, D, eps);
+  name("final_norm", -1, xn.data(), rows, D);
   logits.resize(static_cast<size_t>(rows * c.vocab_size));
-  cpu::matmul(w_.lm_head.view(), xn.data(), rows, logits.data());
+  be.matmul(w_.lm_head.view(), xn.data(), rows, logits.data());
+  name("logits", -1, logits.data(), rows, c.vocab_size);
   return ok_status();
 }
 
-void DeepSeekModel::attention(int64_t L, const float* x, int64_t n, int64_t pos0, KvCache& cache,
-                              float* out) const {
+void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_t pos0, backend::AttentionCache& cache,
+                                    float* out) {
   const ModelConfig& c = w_.config;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
+  backend::Backend& be = *backend_;
   const int64_t H = c.num_attention_heads, nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim;
   const int64_t qk = c.qk_head_dim(), dv = c.v_head_dim, R = c.kv_lora_rank;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   // Query: c_q = RMSNorm(W_qa x); q = W_qb c_q, rope on the last `rope` dims of each head.
   std::vector<float> cq(static_cast<size_t>(n * c.q_lora_rank)), q(static_cast<size_t>(n * H * qk));
-  cpu::matmul(lw.q_a.view(), x, n, cq.data());
-  cpu::rmsnorm(cq.data(), lw.q_a_norm.data(), cq.data(), n, c.q_lora_rank, eps);
-  cpu::matmul(lw.q_b.view(), cq.data(), n, q.data());
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t hd = 0; hd < H; ++hd) cpu::rope_interleaved(&q[(t * H + hd) * qk + nope], rope, pos0 + t, inv_freq_.data());
+  be.matmul(lw.q_a.view(), x, n, cq.data());
+  be.rmsnorm(cq.data(), lw.q_a_norm.data(), cq.data(), n, c.q_lora_rank, eps);
+  name("q_latent", L, cq.data(), n, c.q_lora_rank);
+  be.matmul(lw.q_b.view(), cq.data(), n, q.data());
+  be.rope(backend::RopeLayout::Interleaved, q.data() + nope, n, H, qk, rope, pos0, inv_freq_.data());
+  name("q", L, q.data(), n, H * qk);
 
   // Key/value latent: a = W_kva x; c_kv = RMSNorm(a[:R]); k_rope = RoPE(a[R:]). Cached.
-  std::vector<float> kva(static_cast<size_t>(n * (R + rope)));
-  cpu::matmul(lw.kv_a.view(), x, n, kva.data());
+  std::vector<float> kva(static_cast<size_t>(n * (R + rope))), latent(static_cast<size_t>(n * R)),
+      k_rope(static_cast<size_t>(n * rope));
+  be.matmul(lw.kv_a.view(), x, n, kva.data());
   for (int64_t t = 0; t < n; ++t) {
-    float* a = &kva[t * (R + rope)];
-    cpu::rmsnorm(a, lw.kv_a_norm.data(), cache.latent(L, pos0 + t), 1, R, eps);
-    std::copy(a + R, a + R + rope, cache.k_rope(L, pos0 + t));
-    cpu::rope_interleaved(cache.k_rope(L, pos0 + t), rope, pos0 + t, inv_freq_.data());
+    const float* a = &kva[t * (R + rope)];
+    be.rmsnorm(a, lw.kv_a_norm.data(), &latent[t * R], 1, R, eps);
+    std::copy(a + R, a + R + rope, &k_rope[t * rope]);
   }
+  be.rope(backend::RopeLayout::Interleaved, k_rope.data(), n, 1, rope, rope, pos0, inv_freq_.data());
+  name("kv_latent", L, latent.data(), n, R);
+  name("k_rope", L, k_rope.data(), n, rope);
+  be.cache_store(cache, L, pos0, n, latent.data(), k_rope.data());
 
   std::vector<std::vector<int32_t>> selected;
-  if (lw.has_indexer) index_select(L, x, cq.data(), n, pos0, cache, selected);
+  if (lw.has_indexer) build_indexer(L, x, cq.data(), n, pos0, cache, selected);
 
-  // Absorbed attention per (token, head) over the latent cache.
-  const std::vector<float>& kvb = kv_b_f32_[static_cast<size_t>(L)];
+  // Absorbed attention over the latent cache.
   std::vector<float> o(static_cast<size_t>(n * H * dv));
-  const int64_t total = pos0 + n;
-  std::vector<int32_t> all_positions(static_cast<size_t>(total));
-  for (int64_t s = 0; s < total; ++s) all_positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
-  const cpu::MlaHeadDims dims{nope, rope, dv, R};
-  // Threads only pay off past a few hundred thousand multiply-adds (decode of a tiny model
-  // is far below that, and a barrier on a busy machine costs milliseconds).
-  const bool parallel = n * H * total * (R + nope * R / std::max<int64_t>(total, 1)) > (int64_t{1} << 18);
-#pragma omp parallel if (parallel)
-  {
-    std::vector<float> scratch(static_cast<size_t>(2 * R + total));
-#pragma omp for schedule(dynamic) collapse(2)
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t hd = 0; hd < H; ++hd) {
-        // Causal: keys [0, pos]; V3.2: the indexer's selection among them.
-        const std::vector<int32_t>* sel = lw.has_indexer ? &selected[static_cast<size_t>(t)] : nullptr;
-        const int32_t* keys = sel ? sel->data() : all_positions.data();
-        const int64_t n_keys = sel ? static_cast<int64_t>(sel->size()) : pos0 + t + 1;
-        const float* qh = &q[(t * H + hd) * qk];
-        const float* wuk = &kvb[static_cast<size_t>(hd * (nope + dv) * R)];
-        cpu::mla_attend_head(qh, qh + nope, wuk, wuk + nope * R, cache.latent(L, 0), cache.k_rope(L, 0), keys,
-                             n_keys, dims, softmax_scale_, &o[(t * H + hd) * dv], scratch.data());
-      }
-    }
-  }
-  cpu::matmul(lw.o.view(), o.data(), n, out);
+  backend::MlaArgs a;
+  a.layer = L;
+  a.n = n;
+  a.pos0 = pos0;
+  a.heads = H;
+  a.dims = MlaHeadDims{nope, rope, dv, R};
+  a.scale = softmax_scale_;
+  a.q = q.data();
+  a.selected = lw.has_indexer ? &selected : nullptr;
+  a.out = o.data();
+  be.mla_attention(cache, a);
+  name("attn_heads", L, o.data(), n, H * dv);
+  be.matmul(lw.o.view(), o.data(), n, out);
 }
 
-void DeepSeekModel::index_select(int64_t L, const float* x, const float* cq, int64_t n, int64_t pos0,
-                                 KvCache& cache, std::vector<std::vector<int32_t>>& selected) const {
+void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, int64_t n, int64_t pos0,
+                                  backend::AttentionCache& cache, std::vector<std::vector<int32_t>>& selected) {
   const ModelConfig& c = w_.config;
   const IndexerWeights& iw = w_.layers[static_cast<size_t>(L)].indexer;
+  backend::Backend& be = *backend_;
   const int64_t nh = c.index_n_heads, hd = c.index_head_dim, rope = c.qk_rope_head_dim;
 
   // Index queries: W_iq c_q, half-split RoPE on the first `rope` dims of each head.
   std::vector<float> iq(static_cast<size_t>(n * nh * hd));
-  cpu::matmul(iw.wq_b.view(), cq, n, iq.data());
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t h = 0; h < nh; ++h) cpu::rope_half_split(&iq[(t * nh + h) * hd], rope, pos0 + t, inv_freq_.data());
+  be.matmul(iw.wq_b.view(), cq, n, iq.data());
+  be.rope(backend::RopeLayout::HalfSplit, iq.data(), n, nh, hd, rope, pos0, inv_freq_.data());
+  name("index_q", L, iq.data(), n, nh * hd);
 
   // Index key: LayerNorm(W_ik x), half-split RoPE; cached.
   std::vector<float> ik(static_cast<size_t>(n * hd));
-  cpu::matmul(iw.wk.view(), x, n, ik.data());
-  cpu::layernorm(ik.data(), iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik.data(), n, hd, kIndexerNormEps);
-  for (int64_t t = 0; t < n; ++t) {
-    float* k = cache.index_key(L, pos0 + t);
-    std::copy(&ik[t * hd], &ik[(t + 1) * hd], k);
-    cpu::rope_half_split(k, rope, pos0 + t, inv_freq_.data());
-  }
+  be.matmul(iw.wk.view(), x, n, ik.data());
+  be.layernorm(ik.data(), iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik.data(), n, hd, kIndexerNormEps);
+  be.rope(backend::RopeLayout::HalfSplit, ik.data(), n, 1, hd, rope, pos0, inv_freq_.data());
+  name("index_k", L, ik.data(), n, hd);
+  be.cache_store_index_key(cache, L, pos0, n, ik.data());
 
   // Head weights w = W_w x / sqrt(n_heads). The Hadamard rotation of the reference is omitted:
   // it is orthonormal, so without FP8 quantisation it leaves every q.k unchanged.
   std::vector<float> hw(static_cast<size_t>(n * nh));
-  cpu::matmul(iw.weights_proj.view(), x, n, hw.data());
+  be.matmul(iw.weights_proj.view(), x, n, hw.data());
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(nh));
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(hd));
-
-  selected.assign(static_cast<size_t>(n), {});
-#pragma omp parallel if (n > 1 && n * (pos0 + n) * nh * hd > (int64_t{1} << 18))
-  {
-    std::vector<float> score;
-#pragma omp for schedule(dynamic)
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t visible = pos0 + t + 1;
-      std::vector<int32_t>& sel = selected[static_cast<size_t>(t)];
-      if (visible <= c.index_topk) {  // every visible key is selected: dense causal attention
-        sel.resize(static_cast<size_t>(visible));
-        for (int64_t s = 0; s < visible; ++s) sel[static_cast<size_t>(s)] = static_cast<int32_t>(s);
-        continue;
-      }
-      score.resize(static_cast<size_t>(visible));
-      cpu::indexer_scores(&iq[t * nh * hd], &hw[t * nh], cache.index_key(L, 0), nh, hd, visible,
-                          head_scale * dot_scale, score.data());
-      sel.resize(static_cast<size_t>(c.index_topk));
-      cpu::topk(score.data(), visible, c.index_topk, sel.data());
-      std::sort(sel.begin(), sel.end());  // attend in position order: deterministic sums
-    }
-  }
+  backend::IndexerArgs a;
+  a.layer = L;
+  a.n = n;
+  a.pos0 = pos0;
+  a.heads = nh;
+  a.dim = hd;
+  a.top_k = c.index_topk;
+  a.scale = head_scale * dot_scale;
+  a.q = iq.data();
+  a.head_weight = hw.data();
+  be.indexer_topk(cache, a, selected);
 }
 
-void DeepSeekModel::ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out) const {
+void DeepSeekModel::build_ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out) {
+  backend::Backend& be = *backend_;
   std::vector<float> g(static_cast<size_t>(n * width)), u(g.size());
-  cpu::matmul(f.gate.view(), x, n, g.data());
-  cpu::matmul(f.up.view(), x, n, u.data());
-  cpu::silu_mul(g.data(), u.data(), g.data(), n * width);
-  cpu::matmul(f.down.view(), g.data(), n, out);
+  be.matmul(f.gate.view(), x, n, g.data());
+  be.matmul(f.up.view(), x, n, u.data());
+  be.silu_mul(g.data(), u.data(), g.data(), n * width);
+  be.matmul(f.down.view(), g.data(), n, out);
 }
 
-void DeepSeekModel::route(int64_t L, const float* x, int64_t n, std::vector<int32_t>& experts,
-                          std::vector<float>& weights) const {
+void DeepSeekModel::build_router(int64_t L, const float* x, int64_t n, std::vector<int32_t>& experts,
+                                 std::vector<float>& weights) {
   const ModelConfig& c = w_.config;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
   std::vector<float> logits(static_cast<size_t>(n * E));
-  cpu::matmul(lw.router.view(), x, n, logits.data());
-  const cpu::RouterParams rp{E, c.n_group, c.topk_group, K, static_cast<float>(c.routed_scaling_factor),
-                             c.norm_topk_prob};
+  backend_->matmul(lw.router.view(), x, n, logits.data());
+  const RouterParams rp{E, c.n_group, c.topk_group, K, static_cast<float>(c.routed_scaling_factor), c.norm_topk_prob};
   experts.resize(static_cast<size_t>(n * K));
   weights.resize(static_cast<size_t>(n * K));
-  for (int64_t t = 0; t < n; ++t)
-    cpu::route_sigmoid_grouped(&logits[t * E], lw.router_bias.data(), rp, &experts[t * K], &weights[t * K]);
+  backend_->route(logits.data(), lw.router_bias.data(), rp, n, experts.data(), weights.data());
 }
 
-Status DeepSeekModel::moe(int64_t L, const float* x, int64_t n, float* out) {
+Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out) {
   const ModelConfig& c = w_.config;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
   const int64_t D = c.hidden_size, K = c.num_experts_per_tok;
@@ -215,20 +207,22 @@ Status DeepSeekModel::moe(int64_t L, const float* x, int64_t n, float* out) {
   if (experts_->wants_prefetch() && L + 1 < c.num_hidden_layers && c.is_moe_layer(L + 1)) {
     std::vector<int32_t> next;
     std::vector<float> unused;
-    route(L + 1, x, n, next, unused);
+    build_router(L + 1, x, n, next, unused);
     experts_->prefetch(L + 1, next);
   }
 
   std::vector<int32_t> chosen;
   std::vector<float> weight;
-  route(L, x, n, chosen, weight);
+  build_router(L, x, n, chosen, weight);
   if (observer_) observer_(L, chosen.data(), n, K);
   std::fill(out, out + n * D, 0.0f);
   MT_TRY(experts_->apply(L, x, n, chosen.data(), weight.data(), K, out));
+  name("routed_out", L, out, n, D);
   if (lw.has_shared) {
     std::vector<float> ys(static_cast<size_t>(n * D));
-    ffn(lw.shared, c.n_shared_experts * c.moe_intermediate_size, x, n, ys.data());
-    for (int64_t i = 0; i < n * D; ++i) out[i] += ys[i];
+    build_ffn(lw.shared, c.n_shared_experts * c.moe_intermediate_size, x, n, ys.data());
+    name("shared_out", L, ys.data(), n, D);
+    backend_->add(out, ys.data(), n * D);
   }
   return ok_status();
 }
@@ -253,10 +247,10 @@ Status CheckpointExperts::apply(int64_t L, const float* x, int64_t n, const int3
     g.resize(static_cast<size_t>(m * W));
     u.resize(g.size());
     ye.resize(static_cast<size_t>(m * D));
-    cpu::matmul(f.gate.view(), xe.data(), m, g.data());
-    cpu::matmul(f.up.view(), xe.data(), m, u.data());
-    cpu::silu_mul(g.data(), u.data(), g.data(), m * W);
-    cpu::matmul(f.down.view(), g.data(), m, ye.data());
+    be_.matmul(f.gate.view(), xe.data(), m, g.data());
+    be_.matmul(f.up.view(), xe.data(), m, u.data());
+    be_.silu_mul(g.data(), u.data(), g.data(), m * W);
+    be_.matmul(f.down.view(), g.data(), m, ye.data());
     for (int64_t i = 0; i < m; ++i) {
       float* o = out + us[i].first * D;
       const float w = us[i].second;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu_kernels/weight_view.h"
+#include "runtime/core/weight_view.h"
 #include "runtime/config/model_config.h"
 #include "runtime/core/status.h"
 #include "runtime/weights/safetensors.h"
@@ -24,8 +24,8 @@ struct Linear {
   std::vector<float> scale;  // FP8 only: [ceil(rows/block), ceil(cols/block)]
   int64_t block = 128;
 
-  cpu::WeightView view() const {
-    return cpu::WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block};
+  WeightView view() const {
+    return WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block};
   }
 };
 

@@ -7,6 +7,7 @@
 #include <span>
 #include <string>
 
+#include "runtime/backend/backend.h"
 #include "runtime/core/status.h"
 
 namespace mt {
@@ -26,15 +27,16 @@ class RoutedExperts {
   virtual bool wants_prefetch() const { return false; }
 };
 
-// The reference path: experts are the checkpoint's FFN tensors, run with cpu::matmul.
+// The reference path: experts are the checkpoint's FFN tensors, run through the model's backend.
 class CheckpointExperts final : public RoutedExperts {
  public:
-  explicit CheckpointExperts(const ModelWeights& w) : w_(w) {}
+  CheckpointExperts(const ModelWeights& w, backend::Backend& be) : w_(w), be_(be) {}
   Status apply(int64_t layer, const float* x, int64_t n, const int32_t* experts, const float* weights,
                int64_t top_k, float* out) override;
 
  private:
   const ModelWeights& w_;
+  backend::Backend& be_;
 };
 
 }  // namespace mt

@@ -11,6 +11,7 @@
 
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/reference_backend.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
 #include "runtime/model/deepseek_model.h"
@@ -108,8 +109,9 @@ TEST_CASE("forward rejects bad requests and leaves the cache untouched", "[runti
   const fs::path dir = make("reject", ModelArch::V3, true, 3);
   auto w = ModelWeights::load(dir);
   REQUIRE(w.ok());
-  DeepSeekModel model(std::move(*w));
-  KvCache cache(model.config(), 8);
+  DeepSeekModel model(std::move(*w), cpu::make_reference_backend());
+  auto cache_ptr = model.make_cache(8);
+  backend::AttentionCache& cache = *cache_ptr;
   std::vector<float> logits;
   std::vector<int32_t> none;
   auto st = model.forward(none, cache, false, logits);
@@ -134,9 +136,10 @@ TEST_CASE("synthetic models produce sane, position-dependent logits", "[runtime]
     const fs::path dir = make("sane", arch, true, 5);
     auto w = ModelWeights::load(dir);
     REQUIRE(w.ok());
-    DeepSeekModel model(std::move(*w));
+    DeepSeekModel model(std::move(*w), cpu::make_reference_backend());
     const int64_t n = 24, V = model.config().vocab_size;
-    KvCache cache(model.config(), n);
+    auto cache_ptr = model.make_cache(n);
+    backend::AttentionCache& cache = *cache_ptr;
     std::vector<int32_t> ids;
     for (int64_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((i * 7919 + 13) % 128000));
     std::vector<float> logits;

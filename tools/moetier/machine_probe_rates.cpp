@@ -305,7 +305,7 @@ void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& sa
   const int64_t rows = 18432, cols = kHidden;
   std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
   fill_floats(x, 6, 1.0f);
-  auto rate = [&](const cpu::WeightView& w, size_t bytes) {
+  auto rate = [&](const WeightView& w, size_t bytes) {
     cpu::matmul(w, x.data(), 1, y.data());  // warm-up
     int64_t calls = 0;
     const auto t0 = Clock::now();
@@ -321,7 +321,7 @@ void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& sa
     HugeBuffer buf(bytes);
     // bf16 with a small exponent: finite, non-zero values (|v| < 2^-3).
     fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>((b & 0x81) | 0x3c); });
-    cpu::WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
+    WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
     p.dense_bf16_gbs = rate(w, bytes);
   }
   {
@@ -329,7 +329,7 @@ void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& sa
     HugeBuffer buf(bytes);
     // e4m3 codes with the top exponent bit clear: never NaN.
     fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>(b & 0xb7); });
-    cpu::WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
+    WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
     std::vector<float> scale(static_cast<size_t>(((rows + 127) / 128) * w.scale_cols()), 0.01f);
     w.scale = scale.data();
     p.dense_fp8_gbs = rate(w, bytes + scale.size() * sizeof(float));

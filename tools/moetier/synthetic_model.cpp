@@ -180,7 +180,7 @@ void round_trip_as_stored(std::vector<float>& v, const TensorSpec& t, const Synt
     quantize_fp8(v, t.shape[0], t.shape[1], c.quant.block_rows, c.quant.scale_fmt == "ue8m0", q, sb);
     std::vector<float> scale(sb.size() / 4);
     std::memcpy(scale.data(), sb.data(), sb.size());
-    const cpu::WeightView wv{DType::F8_E4M3, q.data(), t.shape[0], t.shape[1], scale.data(), c.quant.block_rows};
+    const WeightView wv{DType::F8_E4M3, q.data(), t.shape[0], t.shape[1], scale.data(), c.quant.block_rows};
     cpu::dequantize_rows(wv, 0, t.shape[0], v.data());
   } else {
     for (float& x : v) x = bf16_to_f32(f32_to_bf16(x));

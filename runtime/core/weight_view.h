@@ -1,13 +1,14 @@
 // A non-owning view of a 2-D weight matrix [rows, cols] (PyTorch [out, in] order) as stored in a
 // checkpoint: F32, BF16, F16, or F8_E4M3 with one fp32 multiplier per block x block tile
-// (DeepSeek's weight_scale_inv, shape [ceil(rows/block), ceil(cols/block)]).
+// (DeepSeek's weight_scale_inv, shape [ceil(rows/block), ceil(cols/block)]). The currency of the
+// backend interface: backends read weights through it, whatever they were loaded from.
 #pragma once
 
 #include <cstdint>
 
 #include "runtime/core/dtype.h"
 
-namespace mt::cpu {
+namespace mt {
 
 struct WeightView {
   DType dtype = DType::F32;
@@ -20,4 +21,4 @@ struct WeightView {
   int64_t scale_cols() const { return (cols + block - 1) / block; }
 };
 
-}  // namespace mt::cpu
+}  // namespace mt

@@ -1,0 +1,138 @@
+// The backend seam: the narrow set of operations the DeepSeek graph (runtime/model) runs, and
+// nothing else. Modelled on ggml's backend vtable. A backend has a name, says what it supports,
+// owns the attention caches of the sequences it runs attention for, and keeps whatever it
+// derives from the weights (e.g. the reference backend's fp32 kv_b for absorbed attention)
+// counted in weight_bytes(). Backends: the reference backend (cpu_kernels/reference_backend.h,
+// exact fp32, the oracle of tests/unit/test_backend_ops.cpp); fast CPU and CUDA backends plug
+// in here.
+//
+// Activations are fp32, row-major [n_tokens, width]. Weights arrive as WeightView (any stored
+// format). Ops do not fail on well-formed arguments: the graph validates inputs first.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "runtime/core/weight_view.h"
+
+namespace mt {
+
+// DeepSeek V3 group-limited sigmoid routing (spec section 3.5).
+struct RouterParams {
+  int64_t n_experts = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  int64_t top_k = 1;
+  float routed_scaling_factor = 1.0f;
+  bool norm_topk_prob = true;
+};
+
+// Per-head dimensions of MLA in the absorbed form.
+struct MlaHeadDims {
+  int64_t nope = 0;     // qk_nope_head_dim
+  int64_t rope = 0;     // qk_rope_head_dim
+  int64_t v = 0;        // v_head_dim
+  int64_t latent = 0;   // kv_lora_rank
+};
+
+namespace backend {
+
+enum class Op {
+  Embed, Matmul, RmsNorm, LayerNorm, Rope, SiluMul, Add, Route, CacheStore, MlaAttention, IndexerTopk,
+};
+inline constexpr Op kAllOps[] = {Op::Embed,   Op::Matmul, Op::RmsNorm,    Op::LayerNorm,    Op::Rope,       Op::SiluMul,
+                                 Op::Add,     Op::Route,  Op::CacheStore, Op::MlaAttention, Op::IndexerTopk};
+const char* op_name(Op op);
+
+enum class RopeLayout { Interleaved, HalfSplit };
+
+// What one sequence's attention caches hold per layer and position.
+struct CacheShape {
+  int64_t layers = 0;
+  int64_t latent = 0;     // kv_lora_rank: the normalised KV latent
+  int64_t rope = 0;       // qk_rope_head_dim: the rotated shared key
+  int64_t index_key = 0;  // index_head_dim of the V3.2 indexer; 0: no indexer
+};
+
+// One sequence's MLA latent cache (and V3.2 index keys), in the layout of the backend that made
+// it; only that backend reads or writes it. size(): positions filled so far.
+class AttentionCache {
+ public:
+  virtual ~AttentionCache() = default;
+  int64_t max_tokens() const { return max_tokens_; }
+  int64_t size() const { return n_; }
+  void set_size(int64_t n) { n_ = n; }
+  virtual size_t bytes() const = 0;
+
+ protected:
+  explicit AttentionCache(int64_t max_tokens) : max_tokens_(max_tokens) {}
+
+ private:
+  int64_t max_tokens_ = 0, n_ = 0;
+};
+
+// Absorbed MLA for n queries at positions pos0.. of `layer` over the cache (already holding
+// those positions): per query and head, softmax(scale * (W_UK^T q_nope . c_kv + q_rope . k_rope))
+// over its keys, then W_UV of the weighted latent.
+struct MlaArgs {
+  int64_t layer = 0, n = 0, pos0 = 0, heads = 0;
+  MlaHeadDims dims;
+  float scale = 1.0f;
+  const float* q = nullptr;  // [n, heads, nope + rope], the rope part rotated
+  // Per query, the positions it attends to (V3.2 selection); null: causal, [0, pos0 + t].
+  const std::vector<std::vector<int32_t>>* selected = nullptr;
+  float* out = nullptr;      // [n, heads, v]
+};
+
+// V3.2 lightning indexer: per query t, the top_k of positions [0, pos0 + t] by
+// sum_h head_weight[t, h] * scale * ReLU(q[t, h] . key[s]), in ascending position order; every
+// visible position when there are no more than top_k.
+struct IndexerArgs {
+  int64_t layer = 0, n = 0, pos0 = 0, heads = 0, dim = 0, top_k = 0;
+  float scale = 1.0f;
+  const float* q = nullptr;            // [n, heads, dim], rotated
+  const float* head_weight = nullptr;  // [n, heads]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Whether `op` runs here with weights stored as `weight` (ops without weights: any dtype).
+  virtual bool supports(Op op, DType weight) const = 0;
+
+  // Prepares absorbed attention for `layer` from its kv_b_proj [heads * (nope + v), latent].
+  virtual void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims& dims) = 0;
+  // Bytes this backend holds beyond the mapped weights (derived weights), for memory budgets.
+  virtual uint64_t weight_bytes() const = 0;
+  virtual std::unique_ptr<AttentionCache> make_cache(const CacheShape& shape, int64_t max_tokens) = 0;
+
+  // out[t] = table[ids[t]] (a row of the embedding, decoded to fp32).
+  virtual void embed(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
+  // y[n, w.rows] = x[n, w.cols] W^T
+  virtual void matmul(const WeightView& w, const float* x, int64_t n, float* y) = 0;
+  virtual void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t dim, float eps) = 0;
+  virtual void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t dim, float eps) = 0;
+  // Rotates `rope_dim` dims of each of `heads` heads in each of n rows, in place: head h of row t
+  // starts at x + (t * heads + h) * stride and sits at position pos0 + t.
+  virtual void rope(RopeLayout layout, float* x, int64_t n, int64_t heads, int64_t stride, int64_t rope_dim, int64_t pos0,
+                    const float* inv_freq) = 0;
+  // out[i] = silu(gate[i]) * up[i]   (out may alias gate)
+  virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
+  // acc[i] += x[i]
+  virtual void add(float* acc, const float* x, int64_t n) = 0;
+  // Router logits [n, n_experts] -> experts and weights [n, top_k]; bias may be null.
+  virtual void route(const float* logits, const float* bias, const RouterParams& p, int64_t n, int32_t* experts,
+                     float* weights) = 0;
+  // Writes n positions from pos0 of `layer`: latent [n, latent], k_rope [n, rope] (rotated).
+  virtual void cache_store(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* latent,
+                           const float* k_rope) = 0;
+  // Writes n V3.2 index keys [n, index_key] (rotated) from pos0 of `layer`.
+  virtual void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) = 0;
+  virtual void mla_attention(AttentionCache& cache, const MlaArgs& a) = 0;
+  virtual void indexer_topk(AttentionCache& cache, const IndexerArgs& a, std::vector<std::vector<int32_t>>& selected) = 0;
+};
+
+}  // namespace backend
+}  // namespace mt

@@ -1,0 +1,387 @@
+// The op harness (after ggml's test-backend-ops): every op of every registered backend against
+// the reference backend on random data of odd sizes, for every weight format the backend says
+// it supports, with a normalised error bound per weight dtype and sentinels around every
+// output. A backend added later is tested by adding it to backends_under_test().
+//
+// The harness is itself tested: for each op, a backend that is the reference with that one op
+// broken must be caught, and named.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu_kernels/reference_backend.h"
+#include "runtime/core/dtype.h"
+
+using namespace mt;
+using namespace mt::backend;
+
+namespace {
+
+struct Registered {
+  const char* name;
+  std::function<std::unique_ptr<Backend>()> make;
+};
+
+// Every backend of this build. The reference against itself checks the harness's plumbing
+// (determinism, sentinels); faster backends register here.
+std::vector<Registered> backends_under_test() { return {{"reference", cpu::make_reference_backend}}; }
+
+constexpr float kSentinel = -7777.25f;
+constexpr int64_t kGuard = 16;
+
+// An output buffer with guard cells on both sides.
+struct Guarded {
+  std::vector<float> v;
+  explicit Guarded(int64_t n) : v(static_cast<size_t>(n + 2 * kGuard), kSentinel) {}
+  float* data() { return v.data() + kGuard; }
+  int64_t size() const { return static_cast<int64_t>(v.size()) - 2 * kGuard; }
+  bool guards_intact() const {
+    for (int64_t i = 0; i < kGuard; ++i)
+      if (v[static_cast<size_t>(i)] != kSentinel || v[v.size() - 1 - static_cast<size_t>(i)] != kSentinel) return false;
+    return true;
+  }
+  const float* begin() const { return v.data() + kGuard; }
+};
+
+double tolerance(DType weights) {
+  switch (weights) {
+    case DType::F32: return 1e-5;
+    case DType::BF16:
+    case DType::F16: return 4e-3;   // a backend may round activations to the weights' precision
+    case DType::F8_E4M3: return 3e-2;
+    default: return 1e-5;
+  }
+}
+
+// max |a - b| / max |a| (1 when a is all zero and b is not).
+double normalised_error(const float* a, const float* b, int64_t n) {
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(b[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::fabs(double(a[i])));
+  }
+  return scale > 0 ? diff / scale : (diff > 0 ? 1.0 : 0.0);
+}
+
+// A weight matrix stored as `dt`, from random values.
+struct StoredWeight {
+  std::vector<uint8_t> data;
+  std::vector<float> scale;
+  WeightView view;
+  StoredWeight(DType dt, int64_t rows, int64_t cols, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t block = 16;
+    const size_t n = static_cast<size_t>(rows * cols);
+    data.resize(n * static_cast<size_t>(dtype_size(dt)));
+    for (size_t i = 0; i < n; ++i) {
+      const float x = nd(rng);
+      switch (dt) {
+        case DType::F32: std::memcpy(&data[i * 4], &x, 4); break;
+        case DType::BF16: { const uint16_t b = f32_to_bf16(x); std::memcpy(&data[i * 2], &b, 2); break; }
+        case DType::F16: { const uint16_t h = f32_to_f16(x); std::memcpy(&data[i * 2], &h, 2); break; }
+        case DType::F8_E4M3: data[i] = f32_to_fp8e4m3(x * 100.0f); break;
+        default: break;
+      }
+    }
+    if (dt == DType::F8_E4M3) {
+      scale.resize(static_cast<size_t>(((rows + block - 1) / block) * ((cols + block - 1) / block)));
+      for (float& s : scale) s = 0.01f * (0.5f + std::uniform_real_distribution<float>(0.0f, 1.0f)(rng));
+    }
+    view = WeightView{dt, data.data(), rows, cols, scale.empty() ? nullptr : scale.data(), block};
+  }
+};
+
+std::vector<float> randn(int64_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> nd(0.0f, sd);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+struct Failures {
+  std::vector<std::string> list;
+  void check(const std::string& what, const float* ref, Guarded& got, int64_t n, double tol) {
+    if (!got.guards_intact()) list.push_back(what + ": wrote outside its output");
+    const double err = normalised_error(ref, got.begin(), n);
+    if (!(err <= tol)) list.push_back(what + ": normalised error " + std::to_string(err) + " > " + std::to_string(tol));
+  }
+  bool names(const std::string& op) const {
+    return std::any_of(list.begin(), list.end(), [&](const std::string& s) { return s.find(op) != std::string::npos; });
+  }
+};
+
+constexpr DType kWeightTypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
+
+// Runs every op the candidate supports on both backends; returns what differed.
+Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
+  Failures f;
+  std::mt19937 rng(seed);
+  const std::string who = std::string(cand.name()) + " ";
+
+  for (DType dt : kWeightTypes) {
+    const std::string tag = std::string(" [") + std::string(dtype_name(dt)) + "]";
+    if (cand.supports(Op::Matmul, dt)) {
+      const int64_t rows = 37, cols = 131, n = 5;
+      StoredWeight w(dt, rows, cols, rng);
+      auto x = randn(n * cols, rng);
+      Guarded a(n * rows), b(n * rows);
+      ref.matmul(w.view, x.data(), n, a.data());
+      cand.matmul(w.view, x.data(), n, b.data());
+      f.check(who + "matmul" + tag, a.begin(), b, n * rows, tolerance(dt));
+    }
+    if (cand.supports(Op::Embed, dt)) {
+      const int64_t V = 29, D = 45;
+      StoredWeight w(dt, V, D, rng);
+      const std::vector<int32_t> ids = {3, 28, 0, 3, 17};
+      const auto n = static_cast<int64_t>(ids.size());
+      Guarded a(n * D), b(n * D);
+      ref.embed(w.view, ids.data(), n, a.data());
+      cand.embed(w.view, ids.data(), n, b.data());
+      f.check(who + "embed" + tag, a.begin(), b, n * D, tolerance(dt));
+    }
+  }
+
+  const double tol = tolerance(DType::F32);
+  {
+    const int64_t n = 3, dim = 67;
+    auto x = randn(n * dim, rng), w = randn(dim, rng), bias = randn(dim, rng);
+    if (cand.supports(Op::RmsNorm, DType::F32)) {
+      Guarded a(n * dim), b(n * dim);
+      ref.rmsnorm(x.data(), w.data(), a.data(), n, dim, 1e-6f);
+      cand.rmsnorm(x.data(), w.data(), b.data(), n, dim, 1e-6f);
+      f.check(who + "rmsnorm", a.begin(), b, n * dim, tol);
+    }
+    if (cand.supports(Op::LayerNorm, DType::F32)) {
+      Guarded a(n * dim), b(n * dim);
+      ref.layernorm(x.data(), w.data(), bias.data(), a.data(), n, dim, 1e-6f);
+      cand.layernorm(x.data(), w.data(), bias.data(), b.data(), n, dim, 1e-6f);
+      f.check(who + "layernorm", a.begin(), b, n * dim, tol);
+    }
+  }
+  if (cand.supports(Op::Rope, DType::F32)) {
+    const int64_t n = 3, heads = 5, stride = 13, rope = 8, pos0 = 7;
+    std::vector<float> inv_freq(rope / 2);
+    for (int64_t i = 0; i < rope / 2; ++i) inv_freq[static_cast<size_t>(i)] = std::pow(10000.0f, -2.0f * float(i) / float(rope));
+    for (RopeLayout layout : {RopeLayout::Interleaved, RopeLayout::HalfSplit}) {
+      auto x = randn(n * heads * stride, rng);
+      Guarded a(n * heads * stride), b(n * heads * stride);
+      std::copy(x.begin(), x.end(), a.data());
+      std::copy(x.begin(), x.end(), b.data());
+      // Rotate dims [2, 2 + rope) of each head: the rest must stay as it was.
+      ref.rope(layout, a.data() + 2, n, heads, stride, rope, pos0, inv_freq.data());
+      cand.rope(layout, b.data() + 2, n, heads, stride, rope, pos0, inv_freq.data());
+      f.check(who + (layout == RopeLayout::Interleaved ? "rope interleaved" : "rope half-split"), a.begin(), b,
+              n * heads * stride, tol);
+    }
+  }
+  {
+    const int64_t n = 101;
+    auto g = randn(n, rng, 3.0f), u = randn(n, rng);
+    if (cand.supports(Op::SiluMul, DType::F32)) {
+      Guarded a(n), b(n);
+      ref.silu_mul(g.data(), u.data(), a.data(), n);
+      cand.silu_mul(g.data(), u.data(), b.data(), n);
+      f.check(who + "silu_mul", a.begin(), b, n, tol);
+    }
+    if (cand.supports(Op::Add, DType::F32)) {
+      Guarded a(n), b(n);
+      std::copy(g.begin(), g.end(), a.data());
+      std::copy(g.begin(), g.end(), b.data());
+      ref.add(a.data(), u.data(), n);
+      cand.add(b.data(), u.data(), n);
+      f.check(who + "add", a.begin(), b, n, tol);
+    }
+  }
+  if (cand.supports(Op::Route, DType::F32)) {
+    const RouterParams p{16, 4, 2, 4, 2.5f, true};
+    const int64_t n = 7;
+    auto logits = randn(n * p.n_experts, rng), bias = randn(p.n_experts, rng, 0.3f);
+    std::vector<int32_t> ea(static_cast<size_t>(n * p.top_k)), eb(ea.size());
+    Guarded wa(n * p.top_k), wb(n * p.top_k);
+    ref.route(logits.data(), bias.data(), p, n, ea.data(), wa.data());
+    cand.route(logits.data(), bias.data(), p, n, eb.data(), wb.data());
+    if (ea != eb) f.list.push_back(who + "route: different experts");
+    f.check(who + "route weights", wa.begin(), wb, n * p.top_k, tol);
+  }
+  if (cand.supports(Op::CacheStore, DType::F32) && cand.supports(Op::MlaAttention, DType::F32)) {
+    const int64_t H = 3, layers = 2, layer = 1, pos0 = 6, n = 3;
+    const MlaHeadDims d{5, 4, 7, 11};
+    const CacheShape shape{layers, d.latent, d.rope, 0};
+    for (DType dt : {DType::F32, DType::BF16}) {
+      StoredWeight kvb(dt, H * (d.nope + d.v), d.latent, rng);
+      ref.load_attention_weights(layer, kvb.view, d);
+      cand.load_attention_weights(layer, kvb.view, d);
+      auto ca = ref.make_cache(shape, 16), cb = cand.make_cache(shape, 16);
+      auto latent = randn((pos0 + n) * d.latent, rng), k_rope = randn((pos0 + n) * d.rope, rng);
+      // Written in two pieces, as prefill then decode would.
+      for (auto [be, c] : {std::pair{&ref, ca.get()}, std::pair{&cand, cb.get()}}) {
+        be->cache_store(*c, layer, 0, pos0, latent.data(), k_rope.data());
+        be->cache_store(*c, layer, pos0, n, latent.data() + pos0 * d.latent, k_rope.data() + pos0 * d.rope);
+      }
+      auto q = randn(n * H * (d.nope + d.rope), rng);
+      const std::vector<std::vector<int32_t>> sel = {{0, 2, 6}, {1, 7}, {0, 1, 2, 3, 4, 5, 6, 7, 8}};
+      for (bool sparse : {false, true}) {
+        Guarded a(n * H * d.v), b(n * H * d.v);
+        MlaArgs args;
+        args.layer = layer;
+        args.n = n;
+        args.pos0 = pos0;
+        args.heads = H;
+        args.dims = d;
+        args.scale = 0.3f;
+        args.q = q.data();
+        args.selected = sparse ? &sel : nullptr;
+        args.out = a.data();
+        ref.mla_attention(*ca, args);
+        args.out = b.data();
+        cand.mla_attention(*cb, args);
+        f.check(who + "cache_store+mla_attention" + (sparse ? " sparse" : " causal") + " [kv_b " + std::string(dtype_name(dt)) + "]",
+                a.begin(), b, n * H * d.v, tolerance(dt));
+      }
+    }
+  }
+  if (cand.supports(Op::CacheStore, DType::F32) && cand.supports(Op::IndexerTopk, DType::F32)) {
+    const int64_t heads = 3, dim = 9, pos0 = 10, n = 4, top_k = 5, layer = 0;
+    const CacheShape shape{1, 3, 2, dim};
+    auto ca = ref.make_cache(shape, 32), cb = cand.make_cache(shape, 32);
+    auto keys = randn((pos0 + n) * dim, rng);
+    ref.cache_store_index_key(*ca, layer, 0, pos0 + n, keys.data());
+    cand.cache_store_index_key(*cb, layer, 0, pos0, keys.data());
+    cand.cache_store_index_key(*cb, layer, pos0, n, keys.data() + pos0 * dim);
+    auto q = randn(n * heads * dim, rng), hw = randn(n * heads, rng);
+    IndexerArgs args;
+    args.layer = layer;
+    args.n = n;
+    args.pos0 = pos0;
+    args.heads = heads;
+    args.dim = dim;
+    args.top_k = top_k;
+    args.scale = 0.2f;
+    args.q = q.data();
+    args.head_weight = hw.data();
+    std::vector<std::vector<int32_t>> sa, sb;
+    ref.indexer_topk(*ca, args, sa);
+    cand.indexer_topk(*cb, args, sb);
+    if (sa != sb) f.list.push_back(who + "cache_store_index_key+indexer_topk: different selections");
+    // Few visible positions: every one is selected.
+    args.pos0 = 0;
+    args.n = 2;
+    ref.indexer_topk(*ca, args, sa);
+    cand.indexer_topk(*cb, args, sb);
+    if (sa != sb || sb.size() != 2 || sb[1].size() != 2) f.list.push_back(who + "indexer_topk: short contexts differ");
+  }
+  return f;
+}
+
+// The reference with one op broken, to show the harness catches it.
+class Broken final : public Backend {
+ public:
+  Broken(std::unique_ptr<Backend> ref, Op broken) : r_(std::move(ref)), op_(broken) {}
+  const char* name() const override { return "broken"; }
+  bool supports(Op op, DType dt) const override { return r_->supports(op, dt); }
+  void load_attention_weights(int64_t l, const WeightView& w, const MlaHeadDims& d) override { r_->load_attention_weights(l, w, d); }
+  uint64_t weight_bytes() const override { return r_->weight_bytes(); }
+  std::unique_ptr<AttentionCache> make_cache(const CacheShape& s, int64_t m) override { return r_->make_cache(s, m); }
+  void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override {
+    r_->embed(t, ids, n, out);
+    if (op_ == Op::Embed) out[n * t.cols - 1] += 0.5f;
+  }
+  void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
+    r_->matmul(w, x, n, y);
+    if (op_ == Op::Matmul) y[0] *= 1.1f;
+  }
+  void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) override {
+    r_->rmsnorm(x, w, y, n, d, op_ == Op::RmsNorm ? eps * 1e5f + 0.1f : eps);
+  }
+  void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t d, float eps) override {
+    r_->layernorm(x, w, b, y, n, op_ == Op::LayerNorm ? d - 1 : d, eps);  // skips the last column
+    if (op_ == Op::LayerNorm) y[n * d - 1] = 0.0f;
+  }
+  void rope(RopeLayout l, float* x, int64_t n, int64_t h, int64_t s, int64_t rd, int64_t p, const float* f) override {
+    r_->rope(l, x, n, h, s, rd, op_ == Op::Rope ? p + 1 : p, f);  // off by one position
+  }
+  void silu_mul(const float* g, const float* u, float* out, int64_t n) override {
+    r_->silu_mul(g, u, out, n);
+    if (op_ == Op::SiluMul) out[n] = 1.0f;  // one past the end
+  }
+  void add(float* acc, const float* x, int64_t n) override { r_->add(acc, x, op_ == Op::Add ? n - 1 : n); }
+  void route(const float* l, const float* b, const RouterParams& p, int64_t n, int32_t* e, float* w) override {
+    r_->route(l, op_ == Op::Route ? nullptr : b, p, n, e, w);  // ignores the correction bias
+  }
+  void cache_store(AttentionCache& c, int64_t l, int64_t p0, int64_t n, const float* lat, const float* kr) override {
+    if (op_ != Op::CacheStore) return r_->cache_store(c, l, p0, n, lat, kr);
+    std::vector<float> shifted(lat, lat + n * 11);
+    for (float& v : shifted) v += 0.25f;
+    r_->cache_store(c, l, p0, n, shifted.data(), kr);
+  }
+  void cache_store_index_key(AttentionCache& c, int64_t l, int64_t p0, int64_t n, const float* k) override {
+    r_->cache_store_index_key(c, l, p0, n, k);
+  }
+  void mla_attention(AttentionCache& c, const MlaArgs& a) override {
+    MlaArgs b = a;
+    if (op_ == Op::MlaAttention) b.scale *= 1.5f;
+    r_->mla_attention(c, b);
+  }
+  void indexer_topk(AttentionCache& c, const IndexerArgs& a, std::vector<std::vector<int32_t>>& s) override {
+    IndexerArgs b = a;
+    if (op_ == Op::IndexerTopk) b.top_k -= 1;
+    r_->indexer_topk(c, b, s);
+  }
+
+ private:
+  std::unique_ptr<Backend> r_;
+  Op op_;
+};
+
+}  // namespace
+
+TEST_CASE("op harness: every registered backend matches the reference on every op it supports", "[backend]") {
+  for (const Registered& r : backends_under_test()) {
+    auto ref = cpu::make_reference_backend();
+    auto cand = r.make();
+    CAPTURE(r.name);
+    for (uint32_t seed : {1u, 2u, 3u}) {
+      const Failures f = compare(*ref, *cand, seed);
+      for (const std::string& s : f.list) UNSCOPED_INFO(s);
+      CHECK(f.list.empty());
+    }
+  }
+}
+
+TEST_CASE("op harness: a backend with any one op broken is caught, and the op named", "[backend]") {
+  for (Op op : kAllOps) {
+    if (op == Op::CacheStore) continue;  // covered below: its breakage shows through attention
+    CAPTURE(op_name(op));
+    Broken broken(cpu::make_reference_backend(), op);
+    auto ref = cpu::make_reference_backend();
+    const Failures f = compare(*ref, broken, 7);
+    CHECK_FALSE(f.list.empty());
+    CHECK(f.names(op_name(op)));
+  }
+  Broken broken(cpu::make_reference_backend(), Op::CacheStore);
+  auto ref = cpu::make_reference_backend();
+  CHECK(compare(*ref, broken, 7).names("cache_store+mla_attention"));
+}
+
+TEST_CASE("reference backend: supports and counts what it derives", "[backend]") {
+  auto be = cpu::make_reference_backend();
+  CHECK(std::string(be->name()) == "reference");
+  for (DType dt : kWeightTypes) CHECK(be->supports(Op::Matmul, dt));
+  CHECK_FALSE(be->supports(Op::Matmul, DType::I32));
+  std::mt19937 rng(3);
+  StoredWeight kvb(DType::BF16, 3 * 12, 11, rng);
+  be->load_attention_weights(0, kvb.view, MlaHeadDims{5, 4, 7, 11});
+  be->load_attention_weights(2, kvb.view, MlaHeadDims{5, 4, 7, 11});
+  CHECK(be->weight_bytes() == 2u * 36u * 11u * sizeof(float));
+  auto cache = be->make_cache(CacheShape{4, 11, 4, 6}, 10);
+  CHECK(cache->bytes() == 4u * 10u * (11u + 4u + 6u) * sizeof(float));
+  CHECK(cache->max_tokens() == 10);
+  CHECK(cache->size() == 0);
+}
