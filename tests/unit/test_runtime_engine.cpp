@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <unistd.h>
 #include <sstream>
@@ -206,4 +207,51 @@ TEST_CASE("convert to a bf16 store round-trips a BF16 checkpoint's experts exact
   CHECK(checked == (c.num_hidden_layers - c.first_k_dense_replace) * c.n_routed_experts);
   fs::remove_all(hf);
   fs::remove_all(dst);
+}
+
+TEST_CASE("the graph names its intermediates, and the names carry the tensors it computes", "[runtime]") {
+  for (auto arch : {ModelArch::V3, ModelArch::V32}) {
+    const fs::path dir = make("named", arch, true, 9);
+    auto w = ModelWeights::load(dir);
+    REQUIRE(w.ok());
+    DeepSeekModel model(std::move(*w), cpu::make_reference_backend());
+    const ModelConfig& c = model.config();
+    const int64_t n = 12;  // more than the tiny V3.2's index_topk of 8
+    auto cache = model.make_cache(n);
+    std::map<std::string, int> count;
+    std::vector<float> named_logits, last_residual, last_attn_out, last_ffn_out, prev_residual;
+    model.set_tensor_callback([&](const char* name, int64_t layer, const float* d, int64_t rows, int64_t cols) {
+      ++count[name];
+      const std::vector<float> v(d, d + rows * cols);
+      const std::string s(name);
+      if (s == "logits") named_logits = v;
+      if (s == "residual") prev_residual = last_residual, last_residual = v;
+      if (s == "attn_out" && layer == c.num_hidden_layers - 1) last_attn_out = v;
+      if (s == "ffn_out" && layer == c.num_hidden_layers - 1) last_ffn_out = v;
+      CHECK(rows > 0);
+      CHECK(cols > 0);
+    });
+    std::vector<int32_t> ids;
+    for (int64_t i = 0; i < n; ++i) ids.push_back(static_cast<int32_t>((i * 7919 + 13) % 128000));
+    std::vector<float> logits;
+    REQUIRE(model.forward(ids, *cache, true, logits).ok());
+    const auto L = static_cast<int>(c.num_hidden_layers);
+    CHECK(count["embed"] == 1);
+    CHECK(count["logits"] == 1);
+    for (const char* per_layer : {"attn_norm", "q", "kv_latent", "attn_heads", "attn_out", "ffn_norm", "ffn_out", "residual"})
+      CHECK(count[per_layer] == L);
+    const int moe = static_cast<int>(c.num_hidden_layers - c.first_k_dense_replace);
+    CHECK(count["routed_out"] == moe);
+    CHECK(count["index_q"] == (arch == ModelArch::V32 ? L : 0));
+    // The named logits are the returned ones, and the last residual is the previous one plus
+    // the last layer's attention and FFN outputs (the graph's own sums, recomputed here).
+    CHECK(named_logits == logits);
+    REQUIRE(last_residual.size() == prev_residual.size());
+    double worst = 0;
+    for (size_t i = 0; i < last_residual.size(); ++i)
+      worst = std::max(worst, std::fabs(double(prev_residual[i]) + last_attn_out[i] + last_ffn_out[i] - last_residual[i]) /
+                                  (1.0 + std::fabs(double(last_residual[i]))));
+    CHECK(worst < 1e-5);
+    fs::remove_all(dir);
+  }
 }
