@@ -21,7 +21,7 @@
 
 namespace mt::cpu::expert_detail {
 
-inline constexpr int64_t kRowTile = 16;
+inline constexpr int64_t kRowTile = kExpertRowTile;  // the format's row tile
 inline constexpr int64_t kChunkBytes = 64;
 
 inline int64_t padded_rows(int64_t rows) { return (rows + kRowTile - 1) / kRowTile * kRowTile; }
@@ -44,9 +44,7 @@ struct PackedMat {
   }
 };
 
-// Bytes of one packed matrix (codes, then scales on a 64-byte boundary; total 64-aligned).
-size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group);
-// which: 0 gate, 1 up, 2 down.
+// One matrix of a blob (the format: runtime/core/expert_format.h). which: 0 gate, 1 up, 2 down.
 PackedMat packed_matrix(const ExpertGeometry& g, const uint8_t* blob, int which);
 
 // Activations of n tokens prepared for one matrix (K = cols of that matrix).

@@ -1,4 +1,4 @@
-// Packed expert blobs: geometry checks, layout, pack_expert / unpack_expert (the only writer and
+// Packed expert blobs: pack_expert / unpack_expert (the only writer and
 // reader of the in-row code order, described in expert_ffn_internal.h and docs/kernels.md).
 #include <algorithm>
 #include <cmath>
@@ -14,59 +14,7 @@ namespace mt::cpu {
 
 using namespace expert_detail;
 
-std::string_view expert_quant_name(ExpertQuant q) {
-  switch (q) {
-    case ExpertQuant::Q4: return "q4";
-    case ExpertQuant::Q8: return "q8";
-    case ExpertQuant::BF16: return "bf16";
-  }
-  return "?";
-}
-
-bool expert_quant_from_name(std::string_view name, ExpertQuant& out) {
-  for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16})
-    if (name == expert_quant_name(q)) {
-      out = q;
-      return true;
-    }
-  return false;
-}
-
-bool expert_geometry_valid(const ExpertGeometry& g, std::string* why) {
-  auto fail = [&](const std::string& m) {
-    if (why) *why = m;
-    return false;
-  };
-  if (g.quant != ExpertQuant::Q4 && g.quant != ExpertQuant::Q8 && g.quant != ExpertQuant::BF16)
-    return fail("unknown expert quantisation");
-  if (g.hidden <= 0 || g.inter <= 0) return fail("hidden and inter must be positive");
-  if (g.hidden > (int64_t{1} << 24) || g.inter > (int64_t{1} << 24)) return fail("hidden/inter too large");
-  if (g.quant == ExpertQuant::BF16) {
-    if (g.hidden % 8 || g.inter % 8) return fail("bf16 experts need hidden and inter multiples of 8");
-    return true;
-  }
-  if (g.group <= 0 || g.group % 8) return fail("group must be a positive multiple of 8");
-  if (g.hidden % g.group || g.inter % g.group)
-    return fail("group " + std::to_string(g.group) + " must divide hidden " + std::to_string(g.hidden) +
-                " and inter " + std::to_string(g.inter));
-  return true;
-}
-
 namespace expert_detail {
-
-size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group) {
-  const size_t rp = static_cast<size_t>(padded_rows(rows));
-  const size_t c = static_cast<size_t>(cols);
-  switch (q) {
-    case ExpertQuant::Q4:
-      return round_up(rp * c / 2, 64) + round_up(rp * (c / group) * 2, 64);
-    case ExpertQuant::Q8:
-      return round_up(rp * c, 64) + round_up(rp * (c / group) * 4, 64);
-    case ExpertQuant::BF16:
-      return round_up(rp * c * 2, 64);
-  }
-  return 0;
-}
 
 PackedMat packed_matrix(const ExpertGeometry& g, const uint8_t* blob, int which) {
   const ExpertBlobLayout L = expert_blob_layout(g);
@@ -82,20 +30,6 @@ PackedMat packed_matrix(const ExpertGeometry& g, const uint8_t* blob, int which)
 }
 
 }  // namespace expert_detail
-
-ExpertBlobLayout expert_blob_layout(const ExpertGeometry& g) {
-  std::string why;
-  if (!expert_geometry_valid(g, &why)) throw std::invalid_argument("expert_blob_layout: " + why);
-  ExpertBlobLayout L;
-  L.gate_bytes = packed_matrix_bytes(g.quant, g.inter, g.hidden, g.group);
-  L.up_bytes = L.gate_bytes;
-  L.down_bytes = packed_matrix_bytes(g.quant, g.hidden, g.inter, g.group);
-  L.gate_offset = 0;
-  L.up_offset = L.gate_offset + L.gate_bytes;
-  L.down_offset = L.up_offset + L.up_bytes;
-  L.total_bytes = round_up(L.down_offset + L.down_bytes, 4096);
-  return L;
-}
 
 namespace {
 

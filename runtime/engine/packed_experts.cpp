@@ -10,14 +10,14 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
   auto p = std::unique_ptr<PackedExperts>(new PackedExperts());
   p->store_ = std::move(store);
   const offload::StoreManifest& m = p->store_.manifest();
-  cpu::ExpertQuant q;
-  if (!cpu::expert_quant_from_name(m.expert_quant, q))
+  ExpertQuant q;
+  if (!expert_quant_from_name(m.expert_quant, q))
     return make_error(p->store_.dir().string() + "/manifest.json: unknown expert format '" + m.expert_quant + "'");
-  p->geom_ = cpu::ExpertGeometry{q, m.hidden, m.inter, m.group};
+  p->geom_ = ExpertGeometry{q, m.hidden, m.inter, m.group};
   std::string why;
-  if (!cpu::expert_geometry_valid(p->geom_, &why))
+  if (!expert_geometry_valid(p->geom_, &why))
     return make_error(p->store_.dir().string() + "/manifest.json: unusable expert geometry: " + why);
-  if (cpu::expert_blob_layout(p->geom_).total_bytes != m.blob_bytes)
+  if (expert_blob_layout(p->geom_).total_bytes != m.blob_bytes)
     return make_error(p->store_.dir().string() + "/manifest.json: blob_bytes " + std::to_string(m.blob_bytes) +
                       " does not match the " + m.expert_quant + " layout of this build; re-run moetier convert");
 

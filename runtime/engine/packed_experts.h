@@ -54,7 +54,7 @@ class PackedExperts final : public RoutedExperts {
 
   PackedExpertsStats stats() const;
   void reset_stats();
-  const cpu::ExpertGeometry& geometry() const { return geom_; }
+  const ExpertGeometry& geometry() const { return geom_; }
   const offload::ExpertStore& store() const { return store_; }
   const char* io_backend() const { return loader_->backend(); }
 
@@ -67,7 +67,7 @@ class PackedExperts final : public RoutedExperts {
   std::vector<std::vector<char>> is_resident_;       // [layer][expert], with a plan
   offload::ExpertCache& cache_for(int64_t layer, int32_t expert) const;
   Status load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress);
-  cpu::ExpertGeometry geom_;
+  ExpertGeometry geom_;
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;
   int64_t stats_resident_ = 0, stats_streamed_ = 0;

@@ -22,6 +22,7 @@
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/read_bandwidth.h"
 
+using namespace mt;
 using namespace mt::cpu;
 
 namespace {

@@ -174,7 +174,7 @@ TEST_CASE("convert to a bf16 store round-trips a BF16 checkpoint's experts exact
   ConvertOptions co;
   co.src = hf;
   co.dst = dst;
-  co.quant = cpu::ExpertQuant::BF16;
+  co.quant = ExpertQuant::BF16;
   Status st = convert_to_store(co, nullptr);
   INFO((st.ok() ? std::string() : st.error()));
   REQUIRE(st.ok());
@@ -183,7 +183,7 @@ TEST_CASE("convert to a bf16 store round-trips a BF16 checkpoint's experts exact
   REQUIRE(w.ok());
   REQUIRE(store.ok());
   const ModelConfig& c = w->config;
-  const cpu::ExpertGeometry g{cpu::ExpertQuant::BF16, c.hidden_size, c.moe_intermediate_size, 32};
+  const ExpertGeometry g{ExpertQuant::BF16, c.hidden_size, c.moe_intermediate_size, 32};
   const int64_t D = c.hidden_size, W = c.moe_intermediate_size;
   std::vector<float> gate(static_cast<size_t>(W * D)), up(gate.size()), down(gate.size());
   std::vector<float> rg(gate.size()), ru(gate.size()), rd(gate.size());

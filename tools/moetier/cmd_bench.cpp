@@ -99,12 +99,12 @@ int bench_moe(const Args& a, json& out) {
   for (auto* r : {&runs, &threads, &group, &n_experts, &tokens})
     if (!*r) return std::fprintf(stderr, "error: %s\n", r->error().c_str()), 2;
   if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
-  cpu::ExpertGeometry g{cpu::ExpertQuant::Q4, 7168, 2048, *group};
+  ExpertGeometry g{ExpertQuant::Q4, 7168, 2048, *group};
   const std::string q = a.get_or("quant", "q4");
-  if (!cpu::expert_quant_from_name(q, g.quant)) return std::fprintf(stderr, "error: --quant must be q4, q8 or bf16\n"), 2;
+  if (!expert_quant_from_name(q, g.quant)) return std::fprintf(stderr, "error: --quant must be q4, q8 or bf16\n"), 2;
   std::string why;
-  if (!cpu::expert_geometry_valid(g, &why)) return std::fprintf(stderr, "error: %s\n", why.c_str()), 2;
-  const size_t blob = cpu::expert_blob_layout(g).total_bytes;
+  if (!expert_geometry_valid(g, &why)) return std::fprintf(stderr, "error: %s\n", why.c_str()), 2;
+  const size_t blob = expert_blob_layout(g).total_bytes;
 
   // One expert packed from random weights, copied to N resident slots: every layer step
   // reads 8 distinct blobs from RAM (the working set is far larger than the caches).

@@ -34,7 +34,7 @@ int cmd_convert(int argc, char** argv) {
   o.src = a.positional()[0];
   o.dst = a.positional()[1];
   const std::string fmt = a.get_or("experts", "q4");
-  if (!cpu::expert_quant_from_name(fmt, o.quant)) return fail("--experts must be q4, q8 or bf16, got '" + fmt + "'");
+  if (!expert_quant_from_name(fmt, o.quant)) return fail("--experts must be q4, q8 or bf16, got '" + fmt + "'");
   auto group = a.get_int("group", 32, 1, 1 << 20);
   if (!group) return fail(group.error());
   o.group = *group;

@@ -77,7 +77,7 @@ int cmd_make_model(int argc, char** argv) {
   o.overwrite = a.has("force");
   if (auto p = a.get("packed")) {
     o.packed = true;
-    if (!cpu::expert_quant_from_name(*p, o.packed_quant)) return fail("--packed must be q4, q8 or bf16, got '" + *p + "'");
+    if (!expert_quant_from_name(*p, o.packed_quant)) return fail("--packed must be q4, q8 or bf16, got '" + *p + "'");
     auto group = a.get_int("group", 32, 1, 1 << 20);
     if (!group) return fail(group.error());
     o.packed_group = *group;

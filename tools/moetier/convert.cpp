@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
 #include "offload/expert_store.h"
 #include "runtime/model/deepseek_weights.h"
@@ -57,11 +58,11 @@ Status copy_tokenizer_files(const fs::path& from, const fs::path& to) {
 Result<ConvertPlan> plan_conversion(const ConvertOptions& o) {
   MT_ASSIGN(ModelWeights w, ModelWeights::load(o.src));
   const ModelConfig& c = w.config;
-  const cpu::ExpertGeometry g{o.quant, c.hidden_size, c.moe_intermediate_size, o.group};
+  const ExpertGeometry g{o.quant, c.hidden_size, c.moe_intermediate_size, o.group};
   std::string why;
-  if (!cpu::expert_geometry_valid(g, &why)) return make_error("convert: " + why);
+  if (!expert_geometry_valid(g, &why)) return make_error("convert: " + why);
   ConvertPlan p;
-  p.blob_bytes = cpu::expert_blob_layout(g).total_bytes;
+  p.blob_bytes = expert_blob_layout(g).total_bytes;
   for (const auto& [name, t] : w.store.tensors()) {
     if (layer_of(name) >= c.num_hidden_layers) continue;  // MTP module: not converted
     p.input_bytes += t.nbytes;
@@ -75,14 +76,14 @@ Result<ConvertPlan> plan_conversion(const ConvertOptions& o) {
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t)>& progress) {
   MT_ASSIGN(ModelWeights w, ModelWeights::load(o.src));
   const ModelConfig& c = w.config;
-  const cpu::ExpertGeometry g{o.quant, c.hidden_size, c.moe_intermediate_size, o.group};
+  const ExpertGeometry g{o.quant, c.hidden_size, c.moe_intermediate_size, o.group};
   std::string why;
-  if (!cpu::expert_geometry_valid(g, &why)) return make_error("convert: " + why);
-  const cpu::ExpertBlobLayout layout = cpu::expert_blob_layout(g);
+  if (!expert_geometry_valid(g, &why)) return make_error("convert: " + why);
+  const ExpertBlobLayout layout = expert_blob_layout(g);
 
   offload::StoreManifest header;
   MT_ASSIGN(header.config_json, read_text(fs::is_directory(o.src) ? o.src / "config.json" : o.src));
-  header.expert_quant = std::string(cpu::expert_quant_name(o.quant));
+  header.expert_quant = std::string(expert_quant_name(o.quant));
   header.group = o.group;
   header.hidden = c.hidden_size;
   header.inter = c.moe_intermediate_size;

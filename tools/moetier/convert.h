@@ -7,14 +7,14 @@
 #include <filesystem>
 #include <functional>
 
-#include "cpu_kernels/expert_ffn.h"
+#include "runtime/core/expert_format.h"
 #include "runtime/core/status.h"
 
 namespace mt {
 
 struct ConvertOptions {
   std::filesystem::path src, dst;
-  cpu::ExpertQuant quant = cpu::ExpertQuant::Q4;
+  ExpertQuant quant = ExpertQuant::Q4;
   int64_t group = 32;
   bool overwrite = false;
 };

@@ -117,7 +117,7 @@ Status ensure_demo_store(const std::filesystem::path& dir, bool quiet) {
   so.out = dir;
   so.overwrite = false;  // a "<dir>.partial" left by an interrupted run is replaced; nothing else
   so.packed = true;
-  so.packed_quant = cpu::ExpertQuant::Q4;
+  so.packed_quant = ExpertQuant::Q4;
   std::filesystem::create_directories(std::filesystem::absolute(dir, ec).parent_path(), ec);
   const int64_t total = synthetic_model_bytes(so);
   if (quiet) return write_synthetic_model(so, nullptr);

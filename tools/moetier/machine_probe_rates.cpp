@@ -164,7 +164,7 @@ std::filesystem::path largest_file(const std::filesystem::path& dir, uint64_t* s
 }  // namespace
 
 uint64_t expert_blob_bytes() {
-  return cpu::expert_blob_layout({cpu::ExpertQuant::Q4, kHidden, kInter, kGroup}).total_bytes;
+  return expert_blob_layout({ExpertQuant::Q4, kHidden, kInter, kGroup}).total_bytes;
 }
 
 void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say) {
@@ -247,10 +247,10 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
   const std::vector<float> weights(static_cast<size_t>(T), 0.125f);
 
   p.kernels.clear();
-  for (const auto q : {cpu::ExpertQuant::Q4, cpu::ExpertQuant::Q8, cpu::ExpertQuant::BF16}) {
+  for (const auto q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
     const auto t0 = Clock::now();
-    const cpu::ExpertGeometry g{q, kHidden, kInter, kGroup};
-    const size_t blob = cpu::expert_blob_layout(g).total_bytes;
+    const ExpertGeometry g{q, kHidden, kInter, kGroup};
+    const size_t blob = expert_blob_layout(g).total_bytes;
     // Enough distinct experts that the working set is far beyond the caches (8 at least: a
     // decode step reads 8 distinct ones).
     const size_t n = std::clamp<size_t>((d.expert_working_set() + blob - 1) / blob, 8, 32);
@@ -293,7 +293,7 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
       best = std::max(best, flops / seconds_since(c0) / 1e9);
     } while (seconds_since(r0) < d.prefill_seconds());
 
-    const std::string name(cpu::expert_quant_name(q));
+    const std::string name(expert_quant_name(q));
     p.kernels.push_back({name, median(decode), best});
     say("  " + name + ": decode " + num(median(decode)) + " GB/s, prefill " + num(best) + " GFLOP/s (" +
         std::to_string(n) + " experts of " + format_bytes(double(blob)) + ", " + num(seconds_since(t0)) + " s)");

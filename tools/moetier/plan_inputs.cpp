@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "cpu_kernels/expert_ffn.h"
+#include "runtime/core/expert_format.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
 #include "runtime/core/text_file.h"
@@ -25,13 +25,13 @@ Result<planner::MachineProfile> machine_from_args(const Args& a) {
 
 Result<uint64_t> expert_bytes_for(const std::string& format, const ModelConfig& c, int64_t group) {
   if (format == "fp8") return static_cast<uint64_t>(planner::compute_model_sizes(c).expert.fp8_bytes);
-  cpu::ExpertQuant q;
-  if (!cpu::expert_quant_from_name(format, q))
+  ExpertQuant q;
+  if (!expert_quant_from_name(format, q))
     return make_error("unknown expert format '" + format + "' (q4, q8, bf16, fp8)");
-  const cpu::ExpertGeometry g{q, c.hidden_size, c.moe_intermediate_size, group};
+  const ExpertGeometry g{q, c.hidden_size, c.moe_intermediate_size, group};
   std::string why;
-  if (!cpu::expert_geometry_valid(g, &why)) return make_error("expert format " + format + ": " + why);
-  return static_cast<uint64_t>(cpu::expert_blob_layout(g).total_bytes);
+  if (!expert_geometry_valid(g, &why)) return make_error("expert format " + format + ": " + why);
+  return static_cast<uint64_t>(expert_blob_layout(g).total_bytes);
 }
 
 Result<PlanSetup> plan_request_from_args(const Args& a) {

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 
+#include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
 #include "offload/expert_store.h"
 #include "runtime/model/deepseek_weights.h"
@@ -190,16 +191,16 @@ void round_trip_as_stored(std::vector<float>& v, const TensorSpec& t, const Synt
 Status write_packed(const SyntheticModelOptions& o, const ProgressFn& progress) {
   const ModelConfig& c = o.config;
   MT_ASSIGN(auto tok, tokenizer_files(o.tokenizer));
-  const cpu::ExpertGeometry g{o.packed_quant, c.hidden_size, c.moe_intermediate_size, o.packed_group};
+  const ExpertGeometry g{o.packed_quant, c.hidden_size, c.moe_intermediate_size, o.packed_group};
   std::string why;
-  if (!cpu::expert_geometry_valid(g, &why)) return make_error("make-model: " + why);
+  if (!expert_geometry_valid(g, &why)) return make_error("make-model: " + why);
   offload::StoreManifest header;
   header.config_json = config_to_json(c);
-  header.expert_quant = std::string(cpu::expert_quant_name(g.quant));
+  header.expert_quant = std::string(expert_quant_name(g.quant));
   header.group = g.group;
   header.hidden = g.hidden;
   header.inter = g.inter;
-  header.blob_bytes = cpu::expert_blob_layout(g).total_bytes;
+  header.blob_bytes = expert_blob_layout(g).total_bytes;
   MT_ASSIGN(offload::ExpertStoreWriter writer, offload::ExpertStoreWriter::create(o.out, header, o.overwrite));
 
   const std::vector<TensorSpec> layout = checkpoint_layout(c);

@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-#include "cpu_kernels/expert_ffn.h"
+#include "runtime/core/expert_format.h"
 #include "runtime/config/model_config.h"
 #include "runtime/core/status.h"
 
@@ -28,7 +28,7 @@ struct SyntheticModelOptions {
   // rounded to FP8/BF16 exactly as the checkpoint would hold them), packed as `packed_quant`.
   // Identical to make-model followed by moetier convert, without the checkpoint on disk.
   bool packed = false;
-  cpu::ExpertQuant packed_quant = cpu::ExpertQuant::Q4;
+  ExpertQuant packed_quant = ExpertQuant::Q4;
   int64_t packed_group = 32;
 };
 

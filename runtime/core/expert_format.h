@@ -1,0 +1,50 @@
+// The packed expert blob format of the store: one blob per (layer, routed expert) holding
+// [gate | up | down], so one O_DIRECT read brings a whole expert and nothing is repacked at run
+// time. Sizes and offsets only: the store (offload/), the planner's size figures, the tools and
+// the kernels all read them here. Each packed matrix [rows, cols] (cols = K, the reduction
+// dimension, a multiple of `group`) has its rows padded to kExpertRowTile, starts on a 64-byte
+// boundary, and holds
+//   Q4:   rows*cols/2 bytes of 4-bit codes, then rows*cols/group fp16 scales
+//   Q8:   rows*cols bytes of int8 codes, then rows*cols/group fp32 scales
+//   BF16: rows*cols bf16 values
+// each part rounded up to 64 bytes; the blob is zero-padded to a multiple of 4096 bytes. The code
+// order inside a row (interleaving for the SIMD kernels) belongs to the kernels
+// (cpu_kernels/expert_pack.cpp is its only writer and reader).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace mt {
+
+enum class ExpertQuant : uint8_t { Q4 = 1, Q8 = 2, BF16 = 3 };
+
+std::string_view expert_quant_name(ExpertQuant q);                // "q4", "q8", "bf16"
+bool expert_quant_from_name(std::string_view name, ExpertQuant& out);
+
+struct ExpertGeometry {
+  ExpertQuant quant = ExpertQuant::Q4;
+  int64_t hidden = 0;  // model hidden size (gate/up K, down N)
+  int64_t inter = 0;   // expert width (gate/up N, down K)
+  int64_t group = 32;  // quantisation group along K (Q4/Q8); must divide hidden and inter
+};
+
+struct ExpertBlobLayout {
+  size_t gate_offset = 0, up_offset = 0, down_offset = 0;
+  size_t gate_bytes = 0, up_bytes = 0, down_bytes = 0;
+  size_t total_bytes = 0;  // multiple of 4096
+};
+
+// Rows of a packed matrix are stored in tiles of this many (the last one zero-padded).
+inline constexpr int64_t kExpertRowTile = 16;
+
+// Returns false (and a reason) when the geometry is unusable (group not dividing K, ...).
+bool expert_geometry_valid(const ExpertGeometry& g, std::string* why);
+// Throws std::invalid_argument for a geometry expert_geometry_valid rejects.
+ExpertBlobLayout expert_blob_layout(const ExpertGeometry& g);
+// Bytes of one packed matrix [rows, cols] (codes then scales, each rounded up to 64 bytes).
+size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group);
+
+}  // namespace mt
