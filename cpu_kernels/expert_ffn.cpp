@@ -37,19 +37,6 @@ int detect_isa_level() {
   return 0;
 }
 
-int env_isa_level() {
-  const char* e = std::getenv("MOETIER_ISA");
-  if (!e || !*e) return 2;
-  const std::string s(e);
-  if (s == "scalar") return 0;
-  if (s == "avx2") return 1;
-  if (s == "avx512" || s == "avx512-vnni") return 2;
-  std::fprintf(stderr, "moetier: ignoring MOETIER_ISA=%s (expected scalar, avx2 or avx512)\n", e);
-  return 2;
-}
-
-std::atomic<int> g_isa_override{-1};
-
 const KernelSet& kernels_for(int level) {
   if (level >= 2) return kernels_avx512();
   if (level == 1) return kernels_avx2();
@@ -63,21 +50,14 @@ int cpu_isa_level() {
   return level;
 }
 
-void set_isa_level_override(int level) { g_isa_override.store(level); }
-
-const KernelSet& active_kernels() {
-  static const int env_level = std::min(cpu_isa_level(), env_isa_level());
-  const int o = g_isa_override.load(std::memory_order_relaxed);
-  return kernels_for(o >= 0 ? std::min(o, cpu_isa_level()) : env_level);
+const KernelSet& kernels_for(const ExpertKernelConfig& cfg) {
+  const int cpu = cpu_isa_level();
+  return kernels_for(cfg.isa_level < 0 ? cpu : std::min(cfg.isa_level, cpu));
 }
 
-int64_t prefill_min_tokens(ExpertQuant q) {
-  static const int64_t env = [] {
-    const char* e = std::getenv("MOETIER_PREFILL_MIN");
-    return e && *e ? std::max<int64_t>(std::atoll(e), 0) : int64_t{-1};
-  }();
-  if (env >= 0) return env;
-  const KernelSet& ks = active_kernels();
+int64_t prefill_min_tokens(ExpertQuant q, const ExpertKernelConfig& cfg) {
+  if (cfg.prefill_min >= 0) return cfg.prefill_min;
+  const KernelSet& ks = kernels_for(cfg);
   if (&ks == &kernels_scalar()) return 2;
   // AVX2 measured here; AVX-512 not measured (no such host), same policy until it is.
   return q == ExpertQuant::BF16 ? 16 : 0;
@@ -145,10 +125,11 @@ constexpr int64_t kDownTiles = 8;
 
 }  // namespace
 
-void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) {
+void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                  const ExpertKernelConfig& cfg) {
   const ExpertQuant quant = g.quant;
   const int64_t H = g.hidden, I = g.inter, Ip = padded_rows(I), Hp = padded_rows(H);
-  const KernelSet& ks = active_kernels();
+  const KernelSet& ks = kernels_for(cfg);
   const GemvFn gemv = ks.get(quant);
   const Gemv2Fn pair = ks.get_pair(quant);  // lockstep pairs for one-token work (see KernelSet)
 
@@ -295,46 +276,52 @@ std::vector<int32_t> iota_tokens(int64_t n) {
 }  // namespace
 
 void expert_ffn_decode(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                       const float* weight, float* y) {
+                       const float* weight, float* y, const ExpertKernelConfig& cfg) {
   check_geometry(g, "expert_ffn");
   if (n_tokens <= 0) return;
   const std::vector<int32_t> tok = iota_tokens(n_tokens);
   ExpertTask task{blob, tok.data(), weight, n_tokens};
-  decode_tasks(g, &task, 1, x, y);
+  decode_tasks(g, &task, 1, x, y, cfg);
 }
 
 void expert_ffn_prefill(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                        const float* weight, float* y) {
+                        const float* weight, float* y, const ExpertKernelConfig& cfg) {
   check_geometry(g, "expert_ffn");
   if (n_tokens <= 0) return;
   const std::vector<int32_t> tok = iota_tokens(n_tokens);
   ExpertTask task{blob, tok.data(), weight, n_tokens};
-  prefill_task(g, task, x, y);
+  prefill_task(g, task, x, y, cfg);
 }
 
 void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                const float* weight, float* y) {
-  const int64_t pmin = prefill_min_tokens(g.quant);
-  if (pmin > 0 && n_tokens >= pmin) expert_ffn_prefill(g, blob, x, n_tokens, weight, y);
-  else expert_ffn_decode(g, blob, x, n_tokens, weight, y);
+                const float* weight, float* y, const ExpertKernelConfig& cfg) {
+  const int64_t pmin = prefill_min_tokens(g.quant, cfg);
+  if (pmin > 0 && n_tokens >= pmin) expert_ffn_prefill(g, blob, x, n_tokens, weight, y, cfg);
+  else expert_ffn_decode(g, blob, x, n_tokens, weight, y, cfg);
 }
 
-void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) {
+void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                 const ExpertKernelConfig& cfg) {
   check_geometry(g, "experts_ffn");
-  const int64_t pmin = prefill_min_tokens(g.quant);
+  const int64_t pmin = prefill_min_tokens(g.quant, cfg);
   std::vector<ExpertTask> small;
   small.reserve(static_cast<size_t>(std::max<int64_t>(n_tasks, 0)));
   for (int64_t i = 0; i < n_tasks; ++i) {
     if (tasks[i].n <= 0) continue;
-    if (pmin > 0 && tasks[i].n >= pmin) prefill_task(g, tasks[i], x, y);
+    if (pmin > 0 && tasks[i].n >= pmin) prefill_task(g, tasks[i], x, y, cfg);
     else small.push_back(tasks[i]);
   }
-  if (!small.empty()) decode_tasks(g, small.data(), static_cast<int64_t>(small.size()), x, y);
+  if (!small.empty()) decode_tasks(g, small.data(), static_cast<int64_t>(small.size()), x, y, cfg);
 }
 
-std::string_view expert_kernel_isa() {
-  const std::string_view n = active_kernels().name;
-  return n;
+std::string_view expert_kernel_isa(const ExpertKernelConfig& cfg) { return kernels_for(cfg).name; }
+
+bool isa_level_from_name(std::string_view name, int& level) {
+  if (name == "scalar") level = 0;
+  else if (name == "avx2") level = 1;
+  else if (name == "avx512" || name == "avx512-vnni") level = 2;
+  else return false;
+  return true;
 }
 
 }  // namespace mt::cpu

@@ -18,10 +18,17 @@ void pack_expert(const ExpertGeometry& g, const float* gate, const float* up, co
 // Inverse of pack_expert up to quantisation (exact for BF16 inputs stored as BF16).
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down);
 
+// How the expert kernels run: chosen by the caller (the CLI reads --isa and MOETIER_ISA,
+// MOETIER_PREFILL_MIN into it), passed by value; no kernel reads the environment.
+struct ExpertKernelConfig {
+  int isa_level = -1;        // highest ISA to use: 0 scalar, 1 avx2, 2 avx512 (clamped to the CPU's); -1: the CPU's best
+  int64_t prefill_min = -1;  // tokens from which a task takes the oneDNN prefill path; 0: never; -1: by ISA and quant
+};
+
 // One expert applied to n_tokens rows of x ([n_tokens, hidden]); y[t] += weight[t] * FFN(x[t]).
 // Decode-sized batches (1..16) use the SIMD GEMV path; larger batches may use oneDNN.
 void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                const float* weight, float* y);
+                const float* weight, float* y, const ExpertKernelConfig& cfg = {});
 
 // Several experts in one call (threads spread over experts and rows): task i applies expert
 // blob[i] to the tokens tokens[i][0..n[i]) of x with weights weight[i][...], accumulating into y
@@ -32,9 +39,12 @@ struct ExpertTask {
   const float* weight = nullptr;
   int64_t n = 0;
 };
-void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y);
+void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                 const ExpertKernelConfig& cfg = {});
 
-// The instruction set the kernels dispatched to on this CPU ("avx512-vnni", "avx2", "scalar").
-std::string_view expert_kernel_isa();
+// The instruction set the kernels dispatch to with `cfg` on this CPU ("avx512-vnni", "avx2", "scalar").
+std::string_view expert_kernel_isa(const ExpertKernelConfig& cfg = {});
+// "scalar", "avx2", "avx512" (or "avx512-vnni") -> 0, 1, 2; false for anything else.
+bool isa_level_from_name(std::string_view name, int& level);
 
 }  // namespace mt::cpu

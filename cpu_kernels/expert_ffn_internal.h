@@ -104,31 +104,30 @@ const KernelSet& kernels_scalar();
 const KernelSet& kernels_avx2();    // only where the CPU has avx2+fma+f16c
 const KernelSet& kernels_avx512();  // only where the CPU has avx512f/bw/vl/vnni/bf16
 
-// The kernel set expert_ffn uses now (MOETIER_ISA may force a lower one; see expert_ffn.cpp).
-const KernelSet& active_kernels();
+// The kernel set `cfg` selects on this CPU.
+const KernelSet& kernels_for(const ExpertKernelConfig& cfg);
 // Highest ISA this CPU supports: 0 scalar, 1 avx2, 2 avx512.
 int cpu_isa_level();
-// Force a level for this process (tests/benchmarks); clamped to cpu_isa_level(). -1: back to
-// the default (MOETIER_ISA or the CPU's best).
-void set_isa_level_override(int level);
 
 // Decode path (GEMV kernels) and prefill path (oneDNN) for a set of tasks; expert_ffn and
 // experts_ffn choose between them by token count.
-void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y);
-void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y);
+void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                  const ExpertKernelConfig& cfg);
+void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y,
+                  const ExpertKernelConfig& cfg);
 // Token count from which a task goes to the prefill path, for the active ISA and quantisation;
 // 0: never. Measured with the `[.bench]` crossover test (docs/kernels.md): on AVX2 the int8 GEMV
 // kernels beat dequantise + oneDNN fp32 GEMM at every batch size for q4/q8 (0.5-0.7x its time at
 // 512 tokens), bf16 crosses at 16 tokens; the scalar kernels lose from 2 tokens on.
-// MOETIER_PREFILL_MIN=N overrides (N <= 0: never).
-int64_t prefill_min_tokens(ExpertQuant q);
+// cfg.prefill_min overrides (0: never).
+int64_t prefill_min_tokens(ExpertQuant q, const ExpertKernelConfig& cfg);
 
 }  // namespace mt::cpu::expert_detail
 
 namespace mt::cpu {
 // Extra entry points for tests and benchmarks (declared here, not in the public header).
 void expert_ffn_decode(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                       const float* weight, float* y);
+                       const float* weight, float* y, const ExpertKernelConfig& cfg = {});
 void expert_ffn_prefill(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                        const float* weight, float* y);
+                        const float* weight, float* y, const ExpertKernelConfig& cfg = {});
 }  // namespace mt::cpu

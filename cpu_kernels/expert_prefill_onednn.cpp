@@ -95,12 +95,12 @@ inline void store(uint16_t* p, float v) { *p = f32_to_bf16(v); }
 
 // Rows [r0, r0 + nr) (whole tiles) of m into out[(r - r0) * K + k].
 template <typename T>
-void dequant_rows(const PackedMat& m, int64_t r0, int64_t nr, T* out) {
-  const DequantTileFn dq = active_kernels().dequant_tile;
+void dequant_rows(const KernelSet& ks, const PackedMat& m, int64_t r0, int64_t nr, T* out) {
+  const DequantTileFn dq = ks.dequant_tile;
   const int64_t tile0 = r0 / kRowTile, ntiles = nr / kRowTile, K = m.cols;
 #pragma omp parallel
   {
-    thread_local std::vector<float> tmp;
+    std::vector<float> tmp;  // per thread and call: a slab is far larger than this tile
     if constexpr (sizeof(T) == 2) tmp.resize(static_cast<size_t>(kRowTile * K));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < ntiles; ++i) {
@@ -116,7 +116,8 @@ void dequant_rows(const PackedMat& m, int64_t r0, int64_t nr, T* out) {
 }
 
 template <typename T>
-void prefill_typed(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y, bool bf16) {
+void prefill_typed(const KernelSet& ks, const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y,
+                   bool bf16) {
   const int64_t n = task.n, H = g.hidden, I = g.inter, Hp = padded_rows(H), Ip = padded_rows(I);
   const PackedMat gate = packed_matrix(g, task.blob, 0), up = packed_matrix(g, task.blob, 1),
                   down = packed_matrix(g, task.blob, 2);
@@ -128,12 +129,12 @@ void prefill_typed(const ExpertGeometry& g, const ExpertTask& task, const float*
   std::vector<T> w1(static_cast<size_t>(kSlabRows * std::max(H, I))), w2(static_cast<size_t>(kSlabRows * H));
   for (int64_t r0 = 0; r0 < Ip; r0 += kSlabRows) {
     const int64_t nr = std::min(kSlabRows, Ip - r0);
-    dequant_rows(gate, r0, nr, w1.data());
-    dequant_rows(up, r0, nr, w2.data());
+    dequant_rows(ks, gate, r0, nr, w1.data());
+    dequant_rows(ks, up, r0, nr, w2.data());
     run_matmul({n, H, nr, Ip, bf16}, xa.data(), w1.data(), gbuf.data() + r0);
     run_matmul({n, H, nr, Ip, bf16}, xa.data(), w2.data(), ubuf.data() + r0);
   }
-  const SiluMulFn silu_mul = active_kernels().silu_mul;
+  const SiluMulFn silu_mul = ks.silu_mul;
   std::vector<float> hrow(static_cast<size_t>(I));
   for (int64_t t = 0; t < n; ++t) {
     silu_mul(gbuf.data() + t * Ip, ubuf.data() + t * Ip, hrow.data(), I);
@@ -141,7 +142,7 @@ void prefill_typed(const ExpertGeometry& g, const ExpertTask& task, const float*
   }
   for (int64_t r0 = 0; r0 < Hp; r0 += kSlabRows) {
     const int64_t nr = std::min(kSlabRows, Hp - r0);
-    dequant_rows(down, r0, nr, w1.data());
+    dequant_rows(ks, down, r0, nr, w1.data());
     run_matmul({n, I, nr, Hp, bf16}, ha.data(), w1.data(), obuf.data() + r0);
   }
   for (int64_t t = 0; t < n; ++t) {
@@ -154,10 +155,12 @@ void prefill_typed(const ExpertGeometry& g, const ExpertTask& task, const float*
 
 }  // namespace
 
-void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y) {
+void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y,
+                  const ExpertKernelConfig& cfg) {
   if (task.n <= 0) return;
-  if (bf16_supported()) prefill_typed<uint16_t>(g, task, x, y, true);
-  else prefill_typed<float>(g, task, x, y, false);
+  const KernelSet& ks = kernels_for(cfg);
+  if (bf16_supported()) prefill_typed<uint16_t>(ks, g, task, x, y, true);
+  else prefill_typed<float>(ks, g, task, x, y, false);
 }
 
 }  // namespace mt::cpu::expert_detail

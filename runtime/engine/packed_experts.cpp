@@ -14,6 +14,7 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
   if (!expert_quant_from_name(m.expert_quant, q))
     return make_error(p->store_.dir().string() + "/manifest.json: unknown expert format '" + m.expert_quant + "'");
   p->geom_ = ExpertGeometry{q, m.hidden, m.inter, m.group};
+  p->kernels_ = o.kernels;
   std::string why;
   if (!expert_geometry_valid(p->geom_, &why))
     return make_error(p->store_.dir().string() + "/manifest.json: unusable expert geometry: " + why);
@@ -169,7 +170,7 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
     }
     if (start_reads_after_pinning)
       for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
-    cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out);
+    cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out, kernels_);
     return ok_status();
   };
   size_t i = 0;

@@ -25,6 +25,7 @@ struct PackedExpertsOptions {
   bool prefetch = true;           // predict the next layer's experts and read them ahead
   offload::LoaderOptions io;
   bool show_progress = true;      // progress bar while loading every expert up front
+  cpu::ExpertKernelConfig kernels;  // ISA cap and prefill threshold (the CLI's --isa, MOETIER_*)
   // A placement from the planner: its VRAM and RAM experts are loaded at start-up and stay;
   // its NVMe experts stream through a cache of placement->nvme_cache_bytes (ram_budget and
   // policy then apply to that cache only). Without a GPU path, VRAM experts run from RAM.
@@ -68,6 +69,7 @@ class PackedExperts final : public RoutedExperts {
   offload::ExpertCache& cache_for(int64_t layer, int32_t expert) const;
   Status load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress);
   ExpertGeometry geom_;
+  cpu::ExpertKernelConfig kernels_;
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;
   int64_t stats_resident_ = 0, stats_streamed_ = 0;

@@ -64,6 +64,16 @@ def main():
                                                           f"error std" if flips else "no flips"))
             else:
                 ck.info(f"{arch} {quant}: argmax agrees at {agree}/{len(ids)} positions")
+            # Every expert-kernel ISA this CPU has gives the same logits within the kernels'
+            # activation rounding (the CLI passes --isa to the kernels as a value).
+            for isa in ("scalar", "avx2", "avx512"):
+                flags = open("/proc/cpuinfo").read()
+                if (isa == "avx2" and " avx2" not in flags) or (isa == "avx512" and "avx512_vnni" not in flags):
+                    continue
+                s = logits(ck, exe, store, ids, os.path.join(work, f"{tag}_{quant}_{isa}.npy"), "--isa", isa)
+                c = C.cosine_rows(got, s)
+                ck.check(f"{arch} {quant} --isa {isa} vs the default kernels: cosine > 0.999", np.all(c > 0.999),
+                         f"min {c.min():.7f}")
             if quant == "q4":
                 # Streaming through a cache of 3 experts gives the same numbers as all in RAM.
                 blob = json.load(open(os.path.join(store, "manifest.json")))["experts"]["blob_bytes"]
@@ -134,6 +144,8 @@ def main():
     p.wait()
     ck.check("interrupted conversion leaves no store at DST", not os.path.exists(dst),
              "killed mid-way" if killed else "finished before the kill (test inconclusive)")
+    C.expect_error(ck, "an unknown --isa is refused", [exe, "logits", "--model", store, "--ids", ids, "--out",
+                                                       os.path.join(work, "x.npy"), "--isa", "avx9"], "--isa")
     C.expect_error(ck, "the partial directory is not accepted as a model",
                  [exe, "logits", "--model", dst + ".partial", "--ids", "1,2", "--out", os.path.join(work, "y.npy")],
                  "partial")

@@ -179,11 +179,6 @@ double rel_err(const A& y, const B& ref) {
     }                        \
   } while (0)
 
-struct IsaGuard {
-  explicit IsaGuard(int level) { expert_detail::set_isa_level_override(level); }
-  ~IsaGuard() { expert_detail::set_isa_level_override(-1); }
-};
-
 std::vector<int> isa_levels() {
   std::vector<int> v;
   for (int l = 0; l <= expert_detail::cpu_isa_level(); ++l) v.push_back(l);
@@ -324,8 +319,8 @@ TEST_CASE("expert pack -> unpack: exact for bf16 values, within half a step for 
 TEST_CASE("expert_ffn decode matches the reference from the unpacked weights on every ISA path", "[kernels][expert]") {
   double max_act[3] = {0, 0, 0}, max_kernel = 0;
   for (int level : isa_levels()) {
-    IsaGuard guard(level);
-    REQUIRE(expert_kernel_isa() == std::string_view(level == 0 ? "scalar" : level == 1 ? "avx2" : "avx512-vnni"));
+    const ExpertKernelConfig cfg{level, -1};
+    REQUIRE(expert_kernel_isa(cfg) == std::string_view(level == 0 ? "scalar" : level == 1 ? "avx2" : "avx512-vnni"));
     for (auto q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16})
       for (const Shape& s : kShapes)
         for (int64_t n : {1, 3, 6}) {
@@ -335,7 +330,7 @@ TEST_CASE("expert_ffn decode matches the reference from the unpacked weights on 
           const std::vector<float> wt = random_vec(static_cast<size_t>(n), 9, 0.5f);
           std::vector<float> y0 = random_vec(x.size(), 3);  // accumulates into existing y
           std::vector<float> y = y0;
-          expert_ffn_decode(g, p.blob.p, x.data(), n, wt.data(), y.data());
+          expert_ffn_decode(g, p.blob.p, x.data(), n, wt.data(), y.data(), cfg);
           std::vector<double> ref(y0.begin(), y0.end()), ref_exact(y0.begin(), y0.end());
           reference_ffn(g, p.u, x.data(), n, wt.data(), ref.data(), ActMode::AsKernel);
           reference_ffn(g, p.u, x.data(), n, wt.data(), ref_exact.data(), ActMode::Exact);
@@ -372,9 +367,9 @@ TEST_CASE("expert_ffn at the real shape 7168 x 2048 (q4, group 32)", "[kernels][
   reference_ffn(g, p.u, x.data(), n, wt, ref.data(), ActMode::AsKernel);
   std::vector<float> yq;
   for (int level : isa_levels()) {
-    IsaGuard guard(level);
+    const ExpertKernelConfig cfg{level, -1};
     std::vector<float> y(x.size(), 0.0f);
-    expert_ffn_decode(g, p.blob.p, x.data(), n, wt, y.data());
+    expert_ffn_decode(g, p.blob.p, x.data(), n, wt, y.data(), cfg);
     const double e = rel_err(y, ref);
     INFO(isa_name(level) << " err " << e);
     REQUIRE(e < 1e-3);
@@ -430,9 +425,9 @@ TEST_CASE("expert ISA paths agree with the scalar path", "[kernels][expert]") {
       const std::vector<float> wt(n, 1.0f);
       std::vector<std::vector<float>> ys;
       for (int level : isa_levels()) {
-        IsaGuard guard(level);
+        const ExpertKernelConfig cfg{level, -1};
         std::vector<float> y(x.size(), 0.0f);
-        expert_ffn_decode(g, p.blob.p, x.data(), n, wt.data(), y.data());
+        expert_ffn_decode(g, p.blob.p, x.data(), n, wt.data(), y.data(), cfg);
         ys.push_back(y);
       }
       for (size_t l = 1; l < ys.size(); ++l) {
@@ -463,15 +458,15 @@ TEST_CASE("experts_ffn equals the sum of single expert_ffn calls", "[kernels][ex
     for (int e = 0; e < n_exp; ++e)
       tasks.push_back({ex[e]->blob.p, toks[e].data(), wts[e].data(), static_cast<int64_t>(toks[e].size())});
     for (int level : isa_levels()) {
-      IsaGuard guard(level);
+      const ExpertKernelConfig cfg{level, -1};
       std::vector<float> y(x.size(), 0.5f), ys(x.size(), 0.5f);
-      experts_ffn(g, tasks.data(), n_exp, x.data(), y.data());
+      experts_ffn(g, tasks.data(), n_exp, x.data(), y.data(), cfg);
       for (int e = 0; e < n_exp; ++e) {
         const int64_t n = static_cast<int64_t>(toks[e].size());
         std::vector<float> xe(static_cast<size_t>(n * g.hidden)), ye(xe.size(), 0.0f);
         for (int64_t i = 0; i < n; ++i)
           std::copy_n(x.data() + toks[e][i] * g.hidden, g.hidden, xe.data() + i * g.hidden);
-        expert_ffn(g, ex[e]->blob.p, xe.data(), n, wts[e].data(), ye.data());
+        expert_ffn(g, ex[e]->blob.p, xe.data(), n, wts[e].data(), ye.data(), cfg);
         for (int64_t i = 0; i < n; ++i)
           for (int64_t r = 0; r < g.hidden; ++r) ys[toks[e][i] * g.hidden + r] += ye[i * g.hidden + r];
       }
@@ -503,9 +498,9 @@ TEST_CASE("experts_ffn with one token per expert (decode: experts paired in lock
       std::vector<ExpertTask> tasks;
       for (int e = 0; e < 5; ++e) tasks.push_back({ex[e]->blob.p, &toks[e], &wts[e], 1});
       for (int level : isa_levels()) {
-        IsaGuard guard(level);
+        const ExpertKernelConfig cfg{level, -1};
         std::vector<float> y(x.size(), 0.0f);
-        experts_ffn(g, tasks.data(), 5, x.data(), y.data());
+        experts_ffn(g, tasks.data(), 5, x.data(), y.data(), cfg);
         std::vector<double> ref(x.size(), 0.0);
         for (int e = 0; e < 5; ++e) {
           std::vector<double> r1(static_cast<size_t>(g.hidden), 0.0);
@@ -537,8 +532,8 @@ TEST_CASE("expert prefill path (oneDNN) equals the decode path", "[kernels][expe
       REQUIRE(e_pd < 0.02);
       REQUIRE(e_pref < 0.02);
       // The dispatching entry point takes the prefill path from the threshold on.
-      if (expert_detail::prefill_min_tokens(q) > 0) {
-        const int64_t nt = expert_detail::prefill_min_tokens(q);
+      if (expert_detail::prefill_min_tokens(q, {}) > 0) {
+        const int64_t nt = expert_detail::prefill_min_tokens(q, {});
         const std::vector<float> xb = random_vec(static_cast<size_t>(nt * s.hidden), 54);
         const std::vector<float> wb(static_cast<size_t>(nt), 1.0f);
         std::vector<float> y1(xb.size(), 0.0f), y2(xb.size(), 0.0f);

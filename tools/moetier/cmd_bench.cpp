@@ -47,6 +47,8 @@ options:
   --threads N         OpenMP threads                                            [all cores]
   --quant q4|q8|bf16  expert format for `moe`                                          [q4]
   --group N           quantisation group for `moe`                                     [32]
+  --isa NAME          cap the kernels' ISA for `moe` and `decode`: scalar, avx2, avx512
+                                                        [MOETIER_ISA, else the CPU's best]
   --experts N         distinct resident experts for `moe` (working set >> caches)       [64]
   --tokens N          prefill tokens for `moe`                                        [256]
   --model DIR         packed store for `io` and `decode`
@@ -91,6 +93,8 @@ int bench_membw(const Args& a, json& out) {
 }
 
 int bench_moe(const Args& a, json& out) {
+  auto kcfg = expert_kernel_config(a);
+  if (!kcfg) return std::fprintf(stderr, "error: %s\n", kcfg.error().c_str()), 2;
   auto runs = a.get_int("runs", 7, 1, 1000);
   auto threads = a.get_int("threads", 0, 0, 4096);
   auto group = a.get_int("group", 32, 1, 1 << 20);
@@ -133,7 +137,7 @@ int bench_moe(const Args& a, json& out) {
     }
     cpu::ExpertTask tasks[8];
     for (int k = 0; k < 8; ++k) tasks[k] = cpu::ExpertTask{blobs + size_t(chosen[k]) * blob, &tok0, &w1, 1};
-    cpu::experts_ffn(g, tasks, 8, x.data(), y.data());
+    cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), *kcfg);
   };
   for (int i = 0; i < 3; ++i) layer_step();  // warm up threads and code
 
@@ -172,14 +176,14 @@ int bench_moe(const Args& a, json& out) {
   std::vector<double> prefill;
   for (int r = 0; r < std::max<int64_t>(3, *runs / 2); ++r) {
     const auto t0 = Clock::now();
-    cpu::experts_ffn(g, ptasks.data(), static_cast<int64_t>(ptasks.size()), xp.data(), yp.data());
+    cpu::experts_ffn(g, ptasks.data(), static_cast<int64_t>(ptasks.size()), xp.data(), yp.data(), *kcfg);
     prefill.push_back(double(T) / seconds(t0));
   }
   cpu::free_huge(blobs, total);
 
   std::printf("bench moe: %s experts (group %lld), hidden 7168, width 2048, top-8, %lld resident, %d threads, ISA %s\n",
               q.c_str(), static_cast<long long>(*group), static_cast<long long>(*n_experts), omp_get_max_threads(),
-              std::string(cpu::expert_kernel_isa()).c_str());
+              std::string(cpu::expert_kernel_isa(*kcfg)).c_str());
   std::printf("%-40s %10s\n", "measure (median of interleaved runs)", "value");
   std::printf("%-40s %10.1f\n", "RAM read bandwidth, GB/s", median(bw));
   std::printf("%-40s %10.1f\n", "MoE layer decode, GB/s of expert weights", median(moe_gbs));
@@ -189,7 +193,7 @@ int bench_moe(const Args& a, json& out) {
   out["quant"] = q;
   out["group"] = *group;
   out["threads"] = omp_get_max_threads();
-  out["isa"] = std::string(cpu::expert_kernel_isa());
+  out["isa"] = std::string(cpu::expert_kernel_isa(*kcfg));
   out["blob_bytes"] = blob;
   out["membw_gbs"] = median(bw);
   out["moe_decode_gbs"] = median(moe_gbs);

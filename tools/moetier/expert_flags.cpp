@@ -1,6 +1,7 @@
 #include "tools/moetier/expert_flags.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "planner/plan_report.h"
 #include "tools/moetier/plan_inputs.h"
@@ -13,6 +14,26 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"no-prefetch", false});
   flags.push_back({"pread", false});
   flags.push_back({"plan"});
+  flags.push_back({"isa"});
+}
+
+Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
+  cpu::ExpertKernelConfig k;
+  const char* env_isa = std::getenv("MOETIER_ISA");
+  if (auto isa = a.get("isa")) {
+    if (!cpu::isa_level_from_name(*isa, k.isa_level)) return make_error("--isa must be scalar, avx2 or avx512, got '" + *isa + "'");
+  } else if (env_isa && *env_isa) {
+    if (!cpu::isa_level_from_name(env_isa, k.isa_level))
+      return make_error(std::string("MOETIER_ISA must be scalar, avx2 or avx512, got '") + env_isa + "'");
+  }
+  if (const char* e = std::getenv("MOETIER_PREFILL_MIN"); e && *e) {
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    if (*end != '\0' || v < 0 || v > (1LL << 30))
+      return make_error(std::string("MOETIER_PREFILL_MIN must be a token count (0: never), got '") + e + "'");
+    k.prefill_min = v;
+  }
+  return k;
 }
 
 Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
@@ -25,6 +46,7 @@ Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
   o.policy = a.get_or("cache-policy", "lfru");
   o.prefetch = !a.has("no-prefetch");
   o.io.force_pread = a.has("pread");
+  MT_ASSIGN(o.kernels, expert_kernel_config(a));
   if (auto plan = a.get("plan")) {
     std::string from = *plan;
     if (*plan == "auto") {

@@ -1,5 +1,5 @@
 // The expert-streaming options shared by every command that runs a packed store
-// (--ram-budget, --cache-policy, --no-prefetch, --pread, --plan FILE|auto).
+// (--ram-budget, --cache-policy, --no-prefetch, --pread, --plan FILE|auto, --isa).
 #pragma once
 
 #include <memory>
@@ -16,6 +16,11 @@ namespace mt::cli {
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags);
 // Reads them into `o`; an error names the flag.
 Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o);
+
+// The expert kernels' configuration: --isa scalar|avx2|avx512, else the environment's
+// MOETIER_ISA; MOETIER_PREFILL_MIN=N (0: never use the oneDNN prefill path). Read here, in the
+// CLI, and passed to the kernels as values.
+Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a);
 
 // Opens --model with a KV cache of `context` tokens and the streaming flags above.
 Result<std::unique_ptr<Engine>> open_engine_from_flags(const Args& a, int64_t context, bool show_progress = true);
