@@ -63,8 +63,6 @@ int64_t prefill_min_tokens(ExpertQuant q, const ExpertKernelConfig& cfg) {
   return q == ExpertQuant::BF16 ? 16 : 0;
 }
 
-namespace {
-
 // Activations of n rows against a matrix with K columns, in one 64-byte aligned allocation.
 struct ActBuf {
   std::vector<uint8_t> store;
@@ -107,6 +105,31 @@ struct ActBuf {
   }
 };
 
+}  // namespace expert_detail
+
+struct ExpertWorkspace::Impl {
+  expert_detail::ActBuf xa;                  // the tasks' distinct tokens, quantised
+  std::vector<float> h;                      // intermediate rows [n_rows][Ip]
+  std::vector<std::vector<float>> local;     // per thread: gate and up tile outputs
+  std::vector<expert_detail::ActBuf> ha;     // per thread: h quantised for the down matrices
+};
+
+ExpertWorkspace::ExpertWorkspace() : impl_(std::make_unique<Impl>()) {}
+ExpertWorkspace::~ExpertWorkspace() = default;
+ExpertWorkspace::ExpertWorkspace(ExpertWorkspace&&) noexcept = default;
+ExpertWorkspace& ExpertWorkspace::operator=(ExpertWorkspace&&) noexcept = default;
+
+size_t ExpertWorkspace::bytes() const {
+  size_t b = impl_->xa.store.capacity() + impl_->h.capacity() * sizeof(float);
+  for (const auto& v : impl_->local) b += v.capacity() * sizeof(float);
+  for (const auto& a : impl_->ha) b += a.store.capacity();
+  return b;
+}
+
+namespace expert_detail {
+
+namespace {
+
 struct TaskState {
   PackedMat gate, up, down;
   const int32_t* tokens = nullptr;
@@ -126,7 +149,7 @@ constexpr int64_t kDownTiles = 8;
 }  // namespace
 
 void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
-                  const ExpertKernelConfig& cfg) {
+                  const ExpertKernelConfig& cfg, ExpertWorkspace& workspace) {
   const ExpertQuant quant = g.quant;
   const int64_t H = g.hidden, I = g.inter, Ip = padded_rows(I), Hp = padded_rows(H);
   const KernelSet& ks = kernels_for(cfg);
@@ -165,14 +188,15 @@ void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_ta
   }
   if (ts.empty()) return;
 
-  thread_local ActBuf xa_store;  // (thread_local: name it only on this thread, not in the region)
+  ExpertWorkspace::Impl& ws = workspace.impl();
+  ActBuf& xa_store = ws.xa;
   xa_store.prepare(quant, static_cast<int64_t>(uniq.size()), H, g.group);
   for (size_t u = 0; u < uniq.size(); ++u)
     xa_store.fill_row(ks, quant, static_cast<int64_t>(u), x + static_cast<int64_t>(uniq[u]) * H);
   const Act xact = xa_store.act;
 
   // Intermediate h of every (task, token) row: [n_rows][Ip].
-  thread_local std::vector<float> h_store;
+  std::vector<float>& h_store = ws.h;
   if (h_store.size() < static_cast<size_t>(n_rows * Ip)) h_store.resize(static_cast<size_t>(n_rows * Ip));
   float* h = h_store.data();
 
@@ -185,10 +209,14 @@ void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_ta
   const size_t wbytes = ts.size() * expert_blob_layout(g).total_bytes;
   const bool par = wbytes * static_cast<size_t>(n_max) > (size_t{1} << 18);
 
+  const auto max_threads = static_cast<size_t>(std::max(1, omp_get_max_threads()));
+  if (ws.local.size() < max_threads) ws.local.resize(max_threads);
+  if (ws.ha.size() < max_threads) ws.ha.resize(max_threads);
 #pragma omp parallel if (par)
   {
     const size_t tile_rows = static_cast<size_t>(std::max(kUpTiles, kDownTiles) * kRowTile);
-    thread_local std::vector<float> local_store;
+    const auto tid = static_cast<size_t>(omp_get_thread_num());
+    std::vector<float>& local_store = ws.local[tid];
     if (local_store.size() < 2 * tile_rows * static_cast<size_t>(n_max)) local_store.resize(2 * tile_rows * n_max);
     float* ga = local_store.data();
     float* ua = ga + tile_rows * n_max;
@@ -212,7 +240,7 @@ void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_ta
     }
     // (implicit barrier) Every thread prepares all of h for itself: a few microseconds, and no
     // second barrier.
-    thread_local ActBuf ha;
+    ActBuf& ha = ws.ha[tid];
     ha.prepare(quant, n_rows, I, g.group);
     for (int64_t r = 0; r < n_rows; ++r) ha.fill_row(ks, quant, r, h + r * Ip);
 
@@ -276,12 +304,13 @@ std::vector<int32_t> iota_tokens(int64_t n) {
 }  // namespace
 
 void expert_ffn_decode(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                       const float* weight, float* y, const ExpertKernelConfig& cfg) {
+                       const float* weight, float* y, const ExpertKernelConfig& cfg, ExpertWorkspace* ws) {
   check_geometry(g, "expert_ffn");
   if (n_tokens <= 0) return;
   const std::vector<int32_t> tok = iota_tokens(n_tokens);
   ExpertTask task{blob, tok.data(), weight, n_tokens};
-  decode_tasks(g, &task, 1, x, y, cfg);
+  ExpertWorkspace temporary;
+  decode_tasks(g, &task, 1, x, y, cfg, ws ? *ws : temporary);
 }
 
 void expert_ffn_prefill(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
@@ -294,14 +323,14 @@ void expert_ffn_prefill(const ExpertGeometry& g, const uint8_t* blob, const floa
 }
 
 void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                const float* weight, float* y, const ExpertKernelConfig& cfg) {
+                const float* weight, float* y, const ExpertKernelConfig& cfg, ExpertWorkspace* ws) {
   const int64_t pmin = prefill_min_tokens(g.quant, cfg);
   if (pmin > 0 && n_tokens >= pmin) expert_ffn_prefill(g, blob, x, n_tokens, weight, y, cfg);
-  else expert_ffn_decode(g, blob, x, n_tokens, weight, y, cfg);
+  else expert_ffn_decode(g, blob, x, n_tokens, weight, y, cfg, ws);
 }
 
 void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
-                 const ExpertKernelConfig& cfg) {
+                 const ExpertKernelConfig& cfg, ExpertWorkspace* ws) {
   check_geometry(g, "experts_ffn");
   const int64_t pmin = prefill_min_tokens(g.quant, cfg);
   std::vector<ExpertTask> small;
@@ -311,7 +340,13 @@ void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tas
     if (pmin > 0 && tasks[i].n >= pmin) prefill_task(g, tasks[i], x, y, cfg);
     else small.push_back(tasks[i]);
   }
-  if (!small.empty()) decode_tasks(g, small.data(), static_cast<int64_t>(small.size()), x, y, cfg);
+  if (small.empty()) return;
+  if (ws) {
+    decode_tasks(g, small.data(), static_cast<int64_t>(small.size()), x, y, cfg, *ws);
+  } else {
+    ExpertWorkspace temporary;
+    decode_tasks(g, small.data(), static_cast<int64_t>(small.size()), x, y, cfg, temporary);
+  }
 }
 
 std::string_view expert_kernel_isa(const ExpertKernelConfig& cfg) { return kernels_for(cfg).name; }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -25,10 +26,27 @@ struct ExpertKernelConfig {
   int64_t prefill_min = -1;  // tokens from which a task takes the oneDNN prefill path; 0: never; -1: by ISA and quant
 };
 
+// Scratch of the decode kernels (quantised activations, intermediates, per-thread tiles), owned
+// by the caller and reused from call to call, so that decode allocates nothing once warm.
+// bytes(): what it holds, for the owner's memory accounting. One call at a time.
+class ExpertWorkspace {
+ public:
+  ExpertWorkspace();
+  ~ExpertWorkspace();
+  ExpertWorkspace(ExpertWorkspace&&) noexcept;
+  ExpertWorkspace& operator=(ExpertWorkspace&&) noexcept;
+  size_t bytes() const;
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
 // One expert applied to n_tokens rows of x ([n_tokens, hidden]); y[t] += weight[t] * FFN(x[t]).
 // Decode-sized batches (1..16) use the SIMD GEMV path; larger batches may use oneDNN.
 void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                const float* weight, float* y, const ExpertKernelConfig& cfg = {});
+                const float* weight, float* y, const ExpertKernelConfig& cfg = {}, ExpertWorkspace* ws = nullptr);
 
 // Several experts in one call (threads spread over experts and rows): task i applies expert
 // blob[i] to the tokens tokens[i][0..n[i]) of x with weights weight[i][...], accumulating into y
@@ -39,8 +57,9 @@ struct ExpertTask {
   const float* weight = nullptr;
   int64_t n = 0;
 };
+// ws: scratch to reuse (null: a temporary one for this call).
 void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
-                 const ExpertKernelConfig& cfg = {});
+                 const ExpertKernelConfig& cfg = {}, ExpertWorkspace* ws = nullptr);
 
 // The instruction set the kernels dispatch to with `cfg` on this CPU ("avx512-vnni", "avx2", "scalar").
 std::string_view expert_kernel_isa(const ExpertKernelConfig& cfg = {});

@@ -112,7 +112,7 @@ int cpu_isa_level();
 // Decode path (GEMV kernels) and prefill path (oneDNN) for a set of tasks; expert_ffn and
 // experts_ffn choose between them by token count.
 void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
-                  const ExpertKernelConfig& cfg);
+                  const ExpertKernelConfig& cfg, ExpertWorkspace& ws);
 void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* x, float* y,
                   const ExpertKernelConfig& cfg);
 // Token count from which a task goes to the prefill path, for the active ISA and quantisation;
@@ -127,7 +127,7 @@ int64_t prefill_min_tokens(ExpertQuant q, const ExpertKernelConfig& cfg);
 namespace mt::cpu {
 // Extra entry points for tests and benchmarks (declared here, not in the public header).
 void expert_ffn_decode(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
-                       const float* weight, float* y, const ExpertKernelConfig& cfg = {});
+                       const float* weight, float* y, const ExpertKernelConfig& cfg = {}, ExpertWorkspace* ws = nullptr);
 void expert_ffn_prefill(const ExpertGeometry& g, const uint8_t* blob, const float* x, int64_t n_tokens,
                         const float* weight, float* y, const ExpertKernelConfig& cfg = {});
 }  // namespace mt::cpu

@@ -29,10 +29,9 @@ void route_sigmoid_grouped(const float* logits, const float* bias, const RouterP
       throw std::invalid_argument("route_sigmoid_grouped: top_k exceeds experts in kept groups");
   }
 
-  thread_local std::vector<float> s, b, gscore;
-  thread_local std::vector<int32_t> gidx;
-  s.resize(static_cast<size_t>(E));
-  b.resize(static_cast<size_t>(E));
+  // Plain locals: the reference router runs once per token and MoE layer, far from any hot loop.
+  std::vector<float> s(static_cast<size_t>(E)), b(static_cast<size_t>(E)), gscore;
+  std::vector<int32_t> gidx;
   for (int64_t e = 0; e < E; ++e) {
     s[e] = 1.0f / (1.0f + std::exp(-logits[e]));
     b[e] = s[e] + (bias ? bias[e] : 0.0f);

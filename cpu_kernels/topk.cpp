@@ -22,8 +22,7 @@ void topk(const float* x, int64_t n, int64_t k, int32_t* idx) {
     if (va != vb) return va > vb;
     return a < b;
   };
-  thread_local std::vector<int32_t> order;
-  order.resize(static_cast<size_t>(n));
+  std::vector<int32_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   if (k < n) std::nth_element(order.begin(), order.begin() + k, order.end(), before);
   std::sort(order.begin(), order.begin() + k, before);

@@ -170,7 +170,7 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
     }
     if (start_reads_after_pinning)
       for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
-    cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out, kernels_);
+    cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out, kernels_, &workspace_);
     return ok_status();
   };
   size_t i = 0;

@@ -70,6 +70,7 @@ class PackedExperts final : public RoutedExperts {
   Status load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress);
   ExpertGeometry geom_;
   cpu::ExpertKernelConfig kernels_;
+  cpu::ExpertWorkspace workspace_;  // the kernels' scratch, reused so decode allocates nothing
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;
   int64_t stats_resident_ = 0, stats_streamed_ = 0;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -615,5 +616,35 @@ TEST_CASE("expert helper kernels agree across ISA paths: dequantisation, activat
       const double want = silu_d(gv[i]) * uv[i];
       REQUIRE_Q(std::fabs(hv[i] - want) <= 1e-6 * std::fabs(want) + 1e-30, isa_name(level) << " i=" << i);
     }
+  }
+}
+
+TEST_CASE("a reused workspace gives the same results as a fresh one, and stops growing once warm", "[kernels][expert]") {
+  const ExpertGeometry g{ExpertQuant::Q4, 96, 160, 32};
+  std::vector<std::unique_ptr<Packed>> ex;
+  for (int e = 0; e < 3; ++e) ex.push_back(std::make_unique<Packed>(g, random_weights(96, 160, 300 + e)));
+  for (int level : isa_levels()) {
+    const ExpertKernelConfig cfg{level, 0};  // decode path only: the workspace is its scratch
+    ExpertWorkspace ws;
+    size_t warm = 0;
+    // Calls of different sizes through one workspace, each checked against a fresh workspace.
+    for (int64_t T : {1, 7, 3, 7, 1, 7}) {
+      const std::vector<float> x = random_vec(static_cast<size_t>(T * g.hidden), 50 + static_cast<uint32_t>(T));
+      std::vector<int32_t> tok(static_cast<size_t>(T));
+      std::iota(tok.begin(), tok.end(), 0);
+      std::vector<float> w(static_cast<size_t>(T), 0.7f);
+      std::vector<ExpertTask> tasks;
+      for (auto& e : ex) tasks.push_back({e->blob.p, tok.data(), w.data(), T});
+      std::vector<float> y1(x.size(), 0.0f), y2(x.size(), 0.0f);
+      experts_ffn(g, tasks.data(), 3, x.data(), y1.data(), cfg, &ws);
+      experts_ffn(g, tasks.data(), 3, x.data(), y2.data(), cfg, nullptr);
+      INFO(isa_name(level) << " T=" << T);
+      REQUIRE(y1 == y2);
+      if (T == 7) {
+        if (warm == 0) warm = ws.bytes();
+        CHECK(ws.bytes() == warm);  // the largest call seen so far: nothing more allocated
+      }
+    }
+    CHECK(warm > 0);
   }
 }

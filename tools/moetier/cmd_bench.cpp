@@ -95,6 +95,7 @@ int bench_membw(const Args& a, json& out) {
 int bench_moe(const Args& a, json& out) {
   auto kcfg = expert_kernel_config(a);
   if (!kcfg) return std::fprintf(stderr, "error: %s\n", kcfg.error().c_str()), 2;
+  cpu::ExpertWorkspace ws;  // reused, as the runtime does
   auto runs = a.get_int("runs", 7, 1, 1000);
   auto threads = a.get_int("threads", 0, 0, 4096);
   auto group = a.get_int("group", 32, 1, 1 << 20);
@@ -137,7 +138,7 @@ int bench_moe(const Args& a, json& out) {
     }
     cpu::ExpertTask tasks[8];
     for (int k = 0; k < 8; ++k) tasks[k] = cpu::ExpertTask{blobs + size_t(chosen[k]) * blob, &tok0, &w1, 1};
-    cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), *kcfg);
+    cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), *kcfg, &ws);
   };
   for (int i = 0; i < 3; ++i) layer_step();  // warm up threads and code
 
@@ -176,7 +177,7 @@ int bench_moe(const Args& a, json& out) {
   std::vector<double> prefill;
   for (int r = 0; r < std::max<int64_t>(3, *runs / 2); ++r) {
     const auto t0 = Clock::now();
-    cpu::experts_ffn(g, ptasks.data(), static_cast<int64_t>(ptasks.size()), xp.data(), yp.data(), *kcfg);
+    cpu::experts_ffn(g, ptasks.data(), static_cast<int64_t>(ptasks.size()), xp.data(), yp.data(), *kcfg, &ws);
     prefill.push_back(double(T) / seconds(t0));
   }
   cpu::free_huge(blobs, total);

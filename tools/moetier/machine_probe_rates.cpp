@@ -250,6 +250,7 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
   for (const auto q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
     const auto t0 = Clock::now();
     const ExpertGeometry g{q, kHidden, kInter, kGroup};
+    cpu::ExpertWorkspace ws;  // reused across calls, as the runtime does
     const size_t blob = expert_blob_layout(g).total_bytes;
     // Enough distinct experts that the working set is far beyond the caches (8 at least: a
     // decode step reads 8 distinct ones).
@@ -266,7 +267,7 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
       cpu::ExpertTask tasks[8];
       for (size_t k = 0; k < 8; ++k) tasks[k] = {blobs.data() + ((next + k) % n) * blob, &tok0, &w, 1};
       next = (next + 8) % n;
-      cpu::experts_ffn(g, tasks, 8, x.data(), y.data());
+      cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), {}, &ws);
     };
     for (int i = 0; i < 2; ++i) step();
     std::vector<double> decode;
@@ -284,12 +285,12 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
     cpu::ExpertTask ptasks[8];
     for (size_t k = 0; k < 8; ++k) ptasks[k] = {blobs.data() + k * blob, tokens.data(), weights.data(), T};
     const double flops = 8.0 * T * 6.0 * double(kHidden) * double(kInter);
-    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data());  // warm-up (primitive creation)
+    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), {}, &ws);  // warm-up (primitive creation)
     double best = 0;
     const auto r0 = Clock::now();
     do {
       const auto c0 = Clock::now();
-      cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data());
+      cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), {}, &ws);
       best = std::max(best, flops / seconds_since(c0) / 1e9);
     } while (seconds_since(r0) < d.prefill_seconds());
 
