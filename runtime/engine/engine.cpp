@@ -13,8 +13,8 @@ namespace {
 
 // A packed store: config from the manifest, dense tensors from dense.safetensors, routed
 // experts through the RAM cache.
-Result<std::pair<ModelWeights, std::unique_ptr<PackedExperts>>> open_packed(const std::filesystem::path& dir,
-                                                                             const PackedExpertsOptions& o) {
+Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(const std::filesystem::path& dir,
+                                                                             const ExpertSchedulerOptions& o) {
   MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(dir));
   const std::string label = (dir / "manifest.json").string();
   MT_ASSIGN(ModelConfig cfg, parse_config_json(store.manifest().config_json, label));
@@ -27,7 +27,7 @@ Result<std::pair<ModelWeights, std::unique_ptr<PackedExperts>>> open_packed(cons
                           " is missing from the store; re-run moetier convert");
   MT_ASSIGN(TensorStore dense, TensorStore::open(dir / store.manifest().dense_file));
   MT_ASSIGN(ModelWeights w, ModelWeights::bind(std::move(cfg), std::move(dense), dir.string(), true));
-  MT_ASSIGN(std::unique_ptr<PackedExperts> experts, PackedExperts::open(std::move(store), o));
+  MT_ASSIGN(std::unique_ptr<ExpertScheduler> experts, ExpertScheduler::open(std::move(store), o));
   return std::make_pair(std::move(w), std::move(experts));
 }
 
@@ -39,7 +39,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   auto e = std::unique_ptr<Engine>(new Engine());
   e->dir_ = model_dir;
   std::optional<ModelWeights> weights;
-  std::unique_ptr<PackedExperts> packed;
+  std::unique_ptr<ExpertScheduler> packed;
   if (offload::ExpertStore::looks_like_store(model_dir)) {
     MT_ASSIGN(auto wp, open_packed(model_dir, opt.packed));
     weights.emplace(std::move(wp.first));

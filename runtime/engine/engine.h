@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "runtime/core/status.h"
-#include "runtime/engine/packed_experts.h"
+#include "runtime/engine/expert_scheduler.h"
 #include "runtime/model/deepseek_model.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -20,7 +20,7 @@ namespace mt {
 struct EngineOptions {
   int64_t context = 0;  // KV cache length in tokens; 0: min(4096, max_position_embeddings)
   bool announce_device = true;
-  PackedExpertsOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
+  ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
 };
 
 class Engine {
@@ -38,14 +38,14 @@ class Engine {
   int64_t position() const { return cache_->size(); }
   int64_t context() const { return cache_->max_tokens(); }
   // The packed-store expert runner, or null for a Hugging Face checkpoint.
-  PackedExperts* packed_experts() const { return packed_; }
+  ExpertScheduler* expert_scheduler() const { return packed_; }
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
   void set_routing_observer(DeepSeekModel::RoutingObserver f) { model_->set_routing_observer(std::move(f)); }
 
  private:
   std::filesystem::path dir_;
   std::unique_ptr<DeepSeekModel> model_;
-  PackedExperts* packed_ = nullptr;  // owned by model_
+  ExpertScheduler* packed_ = nullptr;  // owned by model_
   std::unique_ptr<backend::AttentionCache> cache_;
   std::optional<Tokenizer> tokenizer_;
 };

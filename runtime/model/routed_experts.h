@@ -1,6 +1,6 @@
 // Where a model's routed experts come from and how they run: from the checkpoint's own
 // tensors (the fp32 reference path), or from the packed expert store through the RAM cache
-// (runtime/engine/packed_experts.h). The model routes; this applies the chosen experts.
+// (runtime/engine/expert_scheduler.h). The model routes; this applies the chosen experts.
 #pragma once
 
 #include <cstdint>

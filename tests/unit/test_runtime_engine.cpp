@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <unistd.h>
 #include <sstream>
@@ -15,6 +16,7 @@
 #include "cpu_kernels/reference_backend.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
+#include "runtime/engine/expert_scheduler.h"
 #include "runtime/model/deepseek_model.h"
 #include "tools/moetier/convert.h"
 #include "tools/moetier/synthetic_model.h"
@@ -254,4 +256,100 @@ TEST_CASE("the graph names its intermediates, and the names carry the tensors it
     CHECK(worst < 1e-5);
     fs::remove_all(dir);
   }
+}
+
+namespace {
+
+// A stand-in for a GPU runner: computes on the CPU, but records what it was given and when.
+struct RecordingRunner final : ExpertRunner {
+  CpuExpertRunner cpu{cpu::ExpertKernelConfig{}};
+  std::vector<std::vector<int32_t>> token_sets;  // per task, the tokens it ran
+  std::vector<std::string>* events = nullptr;
+  const char* name() const override { return "recording"; }
+  Status launch(const ExpertGeometry& g, const cpu::ExpertTask* tasks, int64_t n, const float* x, float* y) override {
+    events->push_back("vram launch");
+    for (int64_t i = 0; i < n; ++i) token_sets.emplace_back(tasks[i].tokens, tasks[i].tokens + tasks[i].n);
+    return cpu.launch(g, tasks, n, x, y);
+  }
+  Status wait() override {
+    events->push_back("vram wait");
+    return ok_status();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the expert scheduler sends each expert to its tier's runner and overlaps the VRAM tier", "[runtime]") {
+  SyntheticModelOptions o;
+  o.config = *preset_config("tiny", ModelArch::V3);
+  o.seed = 4;
+  o.tokenizer = fs::path(MOETIER_TEST_DATA) / "tokenizer-deepseek-v3";
+  o.out = temp_dir("scheduler");
+  o.packed = true;
+  o.packed_quant = ExpertQuant::Q8;
+  REQUIRE(write_synthetic_model(o, nullptr).ok());
+  const ModelConfig& c = o.config;
+  const int64_t L = c.first_k_dense_replace, E = c.n_routed_experts, D = c.hidden_size;
+  auto store = offload::ExpertStore::open(o.out);
+  REQUIRE(store.ok());
+  const uint64_t blob = store->manifest().blob_bytes;
+
+  // Layer L: experts 0, 1 in VRAM, 2, 3 in RAM, the rest on NVMe behind a 4-expert cache.
+  planner::Placement pl = planner::uniform_placement(c.num_hidden_layers, c.first_k_dense_replace, E, "q8", blob,
+                                                     planner::Tier::Nvme);
+  for (int64_t e : {0, 1}) pl.set(L, e, planner::Tier::Vram);
+  for (int64_t e : {2, 3}) pl.set(L, e, planner::Tier::Ram);
+  pl.nvme_cache_bytes = 4 * blob;
+
+  // Four tokens, two experts each; every expert's token set is distinct.
+  const int64_t n = 4, K = 2;
+  const std::vector<int32_t> chosen = {0, 2, 1, 5, 0, 7, 3, 9};
+  const std::vector<float> weight = {0.5f, 0.25f, 0.75f, 0.5f, 1.0f, 0.125f, 0.5f, 0.5f};
+  std::vector<float> x(static_cast<size_t>(n * D));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& v : x) v = nd(rng);
+
+  std::vector<std::string> events;
+  RecordingRunner gpu;
+  gpu.events = &events;
+  ExpertSchedulerOptions so;
+  so.placement = pl;
+  so.vram_runner = &gpu;
+  so.show_progress = false;
+  auto sched = ExpertScheduler::open(std::move(*store), so);
+  REQUIRE(sched.ok());
+  CHECK(std::string((*sched)->vram_runner_name()) == "recording");
+  std::vector<float> y(x.size(), 0.0f);
+  REQUIRE((*sched)->apply(L, x.data(), n, chosen.data(), weight.data(), K, y.data()).ok());
+
+  // Only experts 0 (tokens 0, 2) and 1 (token 1) ran on the VRAM runner, launched once and
+  // waited for once.
+  std::set<std::vector<int32_t>> vram_sets(gpu.token_sets.begin(), gpu.token_sets.end());
+  CHECK(vram_sets == std::set<std::vector<int32_t>>{{0, 2}, {1}});
+  CHECK(events == std::vector<std::string>{"vram launch", "vram wait"});
+  const ExpertSchedulerStats st = (*sched)->stats();
+  CHECK(st.uses_vram == 2);
+  CHECK(st.uses_ram == 2);
+  CHECK(st.uses_nvme_hit + st.uses_nvme_miss == 3);
+  CHECK(st.resident_experts == 4);
+
+  // The same experts with no placement (all through the CPU): the same sums up to rounding.
+  auto store2 = offload::ExpertStore::open(o.out);
+  REQUIRE(store2.ok());
+  ExpertSchedulerOptions plain;
+  plain.show_progress = false;
+  auto all_cpu = ExpertScheduler::open(std::move(*store2), plain);
+  REQUIRE(all_cpu.ok());
+  CHECK(std::string((*all_cpu)->vram_runner_name()) == "cpu");
+  std::vector<float> y2(x.size(), 0.0f);
+  REQUIRE((*all_cpu)->apply(L, x.data(), n, chosen.data(), weight.data(), K, y2.data()).ok());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    worst = std::max(worst, std::fabs(double(y[i]) - double(y2[i])));
+    scale = std::max(scale, std::fabs(double(y2[i])));
+  }
+  CHECK(scale > 0);
+  CHECK(worst <= 1e-5 * scale);
+  fs::remove_all(o.out);
 }

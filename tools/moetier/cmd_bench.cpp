@@ -312,7 +312,7 @@ int bench_decode(const Args& a, json& out) {
   auto t0 = Clock::now();
   if (Status s = e.eval(prompt, false, logits); !s) return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
   const double prefill_s = seconds(t0);
-  if (e.packed_experts()) e.packed_experts()->reset_stats();
+  if (e.expert_scheduler()) e.expert_scheduler()->reset_stats();
   const int64_t V = e.config().vocab_size;
   t0 = Clock::now();
   for (int64_t i = 0; i < *n; ++i) {
@@ -326,8 +326,8 @@ int bench_decode(const Args& a, json& out) {
   std::printf("%-36s %10.2f\n", "decode tokens/s", double(*n) / decode_s);
   out["prefill_tokens_per_s"] = 16.0 / prefill_s;
   out["decode_tokens_per_s"] = double(*n) / decode_s;
-  if (const PackedExperts* pe = e.packed_experts()) {
-    const PackedExpertsStats s = pe->stats();
+  if (const ExpertScheduler* pe = e.expert_scheduler()) {
+    const ExpertSchedulerStats s = pe->stats();
     std::printf("%-36s %9.1f%%\n", "expert cache hit rate", 100.0 * s.cache.hit_rate());
     std::printf("%-36s %10.2f\n", "GB read from disk per token", double(s.cache.bytes_read) / 1e9 / double(*n));
     std::printf("%-36s %9.1f%%\n", "prefetch precision", 100.0 * s.prefetch_precision());
@@ -338,6 +338,10 @@ int bench_decode(const Args& a, json& out) {
     out["prefetch_precision"] = s.prefetch_precision();
     out["prefetch_recall"] = s.prefetch_recall();
     out["all_resident"] = s.all_resident;
+    std::printf("%-36s %llu / %llu / %llu / %llu\n", "expert uses: VRAM / RAM / NVMe hit / miss",
+                static_cast<unsigned long long>(s.uses_vram), static_cast<unsigned long long>(s.uses_ram),
+                static_cast<unsigned long long>(s.uses_nvme_hit), static_cast<unsigned long long>(s.uses_nvme_miss));
+    out["uses"] = {{"vram", s.uses_vram}, {"ram", s.uses_ram}, {"nvme_hit", s.uses_nvme_hit}, {"nvme_miss", s.uses_nvme_miss}};
   }
   return 0;
 }

@@ -127,8 +127,8 @@ int cmd_generate(int argc, char** argv) {
   std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tokens/s); decode: %lld tokens in %.3f s (%.1f tokens/s)\n",
                static_cast<long long>(n_prompt), prefill_s, n_prompt / std::max(prefill_s, 1e-9),
                static_cast<long long>(decode_steps), decode_s, decode_steps / std::max(decode_s, 1e-9));
-  if (const PackedExperts* pe = e.packed_experts()) {
-    const PackedExpertsStats s = pe->stats();
+  if (const ExpertScheduler* pe = e.expert_scheduler()) {
+    const ExpertSchedulerStats s = pe->stats();
     std::fprintf(stderr,
                  "experts: %s, %s; cache hit rate %.1f%% (%llu hits, %llu misses), %.2f GB read from disk, "
                  "prefetch precision %.1f%% recall %.1f%%\n",

@@ -78,7 +78,7 @@ Result<DemoMeasurement> measure(const std::filesystem::path& store, const planne
   auto t0 = std::chrono::steady_clock::now();
   MT_TRY(e->eval(ids, false, logits));
   m.prefill_tokens_per_s = double(m.prompt_tokens) / std::max(seconds_since(t0), 1e-9);
-  PackedExperts* pe = e->packed_experts();
+  ExpertScheduler* pe = e->expert_scheduler();
   if (!pe) return make_error(store.string() + " is not a packed store");
   pe->reset_stats();  // the figures below are decode's, as the planner predicts them
 
@@ -96,7 +96,7 @@ Result<DemoMeasurement> measure(const std::filesystem::path& store, const planne
   const double decode_s = seconds_since(t0);
   m.text += stream.flush();
   m.decode_tokens_per_s = double(m.decode_tokens) / std::max(decode_s, 1e-9);
-  const PackedExpertsStats s = pe->stats();
+  const ExpertSchedulerStats s = pe->stats();
   m.hit_rate = s.cache.hit_rate();
   m.disk_bytes_per_token = double(s.cache.bytes_read) / double(std::max<int64_t>(1, m.decode_tokens));
   return m;

@@ -36,7 +36,7 @@ Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
   return k;
 }
 
-Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o) {
+Status read_expert_streaming_flags(const Args& a, ExpertSchedulerOptions& o) {
   if (auto b = a.get("ram-budget")) {
     auto bytes = parse_bytes(*b);
     if (!bytes) return make_error("--ram-budget: " + bytes.error());

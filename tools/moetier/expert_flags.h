@@ -7,7 +7,7 @@
 
 #include "runtime/core/status.h"
 #include "runtime/engine/engine.h"
-#include "runtime/engine/packed_experts.h"
+#include "runtime/engine/expert_scheduler.h"
 #include "tools/moetier/args.h"
 
 namespace mt::cli {
@@ -15,7 +15,7 @@ namespace mt::cli {
 // Appends the flags to a command's flag list.
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags);
 // Reads them into `o`; an error names the flag.
-Status read_expert_streaming_flags(const Args& a, PackedExpertsOptions& o);
+Status read_expert_streaming_flags(const Args& a, ExpertSchedulerOptions& o);
 
 // The expert kernels' configuration: --isa scalar|avx2|avx512, else the environment's
 // MOETIER_ISA; MOETIER_PREFILL_MIN=N (0: never use the oneDNN prefill path). Read here, in the

@@ -1,4 +1,4 @@
-#include "runtime/engine/packed_experts.h"
+#include "runtime/engine/expert_scheduler.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -6,15 +6,16 @@
 
 namespace mt {
 
-Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore store, const PackedExpertsOptions& o) {
-  auto p = std::unique_ptr<PackedExperts>(new PackedExperts());
+Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertStore store, const ExpertSchedulerOptions& o) {
+  auto p = std::unique_ptr<ExpertScheduler>(new ExpertScheduler());
   p->store_ = std::move(store);
   const offload::StoreManifest& m = p->store_.manifest();
   ExpertQuant q;
   if (!expert_quant_from_name(m.expert_quant, q))
     return make_error(p->store_.dir().string() + "/manifest.json: unknown expert format '" + m.expert_quant + "'");
   p->geom_ = ExpertGeometry{q, m.hidden, m.inter, m.group};
-  p->kernels_ = o.kernels;
+  p->cpu_runner_ = std::make_unique<CpuExpertRunner>(o.kernels);
+  p->vram_runner_ = o.vram_runner ? o.vram_runner : p->cpu_runner_.get();
   std::string why;
   if (!expert_geometry_valid(p->geom_, &why))
     return make_error(p->store_.dir().string() + "/manifest.json: unusable expert geometry: " + why);
@@ -27,8 +28,10 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
   p->predicted_.resize(static_cast<size_t>(max_layer + 1));
   MT_ASSIGN(p->loader_, offload::make_blob_loader(p->store_, o.io));
 
-  // Which blobs stay resident for the whole run, and which stream through the cache.
-  std::vector<offload::BlobInfo> resident, streamed;
+  // Each blob's tier: resident in the VRAM or RAM tier for the whole run, or streamed.
+  std::vector<offload::BlobInfo> in_vram, in_ram, streamed;
+  p->tier_.assign(static_cast<size_t>(max_layer + 1),
+                  std::vector<planner::Tier>(static_cast<size_t>(max_expert + 1), planner::Tier::Nvme));
   if (o.placement) {
     const planner::Placement& pl = *o.placement;
     const std::string label = "placement";
@@ -40,13 +43,12 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
       return make_error(label + " is for " + std::to_string(pl.num_hidden_layers) + " layers x " +
                         std::to_string(pl.n_routed_experts) + " experts, but the store has " + std::to_string(max_layer + 1) +
                         " x " + std::to_string(max_expert + 1) + "; re-run moetier plan --model on this store");
-    p->is_resident_.assign(static_cast<size_t>(max_layer + 1), std::vector<char>(static_cast<size_t>(max_expert + 1), 0));
     for (const auto& b : m.blobs) {
       if (b.layer < pl.first_moe_layer)
         return make_error(label + ": layer " + std::to_string(b.layer) + " has experts in the store but is dense in the plan");
-      const bool stay = pl.at(b.layer, b.expert) != planner::Tier::Nvme;
-      p->is_resident_[static_cast<size_t>(b.layer)][static_cast<size_t>(b.expert)] = stay;
-      (stay ? resident : streamed).push_back(b);
+      const planner::Tier t = pl.at(b.layer, b.expert);
+      p->tier_[static_cast<size_t>(b.layer)][static_cast<size_t>(b.expert)] = t;
+      (t == planner::Tier::Vram ? in_vram : t == planner::Tier::Ram ? in_ram : streamed).push_back(b);
     }
   } else {
     streamed = m.blobs;
@@ -68,25 +70,34 @@ Result<std::unique_ptr<PackedExperts>> PackedExperts::open(offload::ExpertStore 
     MT_ASSIGN(p->cache_, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
     p->slots_ = static_cast<size_t>(budget / m.blob_bytes);
   }
-  if (!resident.empty()) {
+  // The resident tiers: exactly their blobs, loaded once, never evicted.
+  auto make_resident = [&](const std::vector<offload::BlobInfo>& blobs) -> Result<std::unique_ptr<offload::ExpertCache>> {
     offload::CacheOptions co;
-    co.budget_bytes = m.blob_bytes * resident.size();
+    co.budget_bytes = m.blob_bytes * blobs.size();
     co.policy = "lru";  // never evicts: the budget holds exactly these blobs
     co.preallocate = true;
     co.register_io_buffers = false;  // read once; the streaming cache keeps the registration
-    MT_ASSIGN(p->resident_, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
-    MT_TRY(p->load_all(*p->resident_, resident, o.show_progress));
+    MT_ASSIGN(std::unique_ptr<offload::ExpertCache> c, offload::ExpertCache::create(m.blob_bytes, *p->loader_, co));
+    MT_TRY(p->load_all(*c, blobs, o.show_progress));
+    return c;
+  };
+  if (!in_vram.empty()) {
+    MT_ASSIGN(p->vram_, make_resident(in_vram));
   }
+  if (!in_ram.empty()) {
+    MT_ASSIGN(p->ram_, make_resident(in_ram));
+  }
+  const size_t resident_count = in_vram.size() + in_ram.size();
   p->all_resident_ = streamed.empty() || (!o.placement && budget >= all_bytes);
   if (p->all_resident_ && p->cache_) MT_TRY(p->load_all(*p->cache_, streamed, o.show_progress));
-  p->stats_resident_ = static_cast<int64_t>(resident.size()) + (p->all_resident_ ? static_cast<int64_t>(streamed.size()) : 0);
+  p->stats_resident_ = static_cast<int64_t>(resident_count) + (p->all_resident_ ? static_cast<int64_t>(streamed.size()) : 0);
   p->stats_streamed_ = p->all_resident_ ? 0 : static_cast<int64_t>(streamed.size());
   p->prefetch_enabled_ = o.prefetch && !p->all_resident_;
-  if (!p->slots_) p->slots_ = resident.size();
+  if (!p->slots_) p->slots_ = resident_count;
   return p;
 }
 
-Status PackedExperts::load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress) {
+Status ExpertScheduler::load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress) {
   uint64_t total = 0, done = 0;
   for (const auto& b : blobs) total += b.bytes;
   for (const auto& b : blobs) c.prefetch(b.layer, b.expert);
@@ -101,12 +112,16 @@ Status PackedExperts::load_all(offload::ExpertCache& c, const std::vector<offloa
   return ok_status();
 }
 
-offload::ExpertCache& PackedExperts::cache_for(int64_t layer, int32_t expert) const {
-  if (resident_ && is_resident_[static_cast<size_t>(layer)][static_cast<size_t>(expert)]) return *resident_;
+offload::ExpertCache& ExpertScheduler::cache_for(int64_t layer, int32_t expert) const {
+  switch (tier_[static_cast<size_t>(layer)][static_cast<size_t>(expert)]) {
+    case planner::Tier::Vram: return *vram_;
+    case planner::Tier::Ram: return *ram_;
+    case planner::Tier::Nvme: break;
+  }
   return *cache_;
 }
 
-void PackedExperts::prefetch(int64_t layer, std::span<const int32_t> experts) {
+void ExpertScheduler::prefetch(int64_t layer, std::span<const int32_t> experts) {
   // Most frequent first; at most half the slots so a prediction never evicts what it needs.
   // Resident experts need no read.
   std::map<int32_t, int> count;
@@ -126,7 +141,7 @@ void PackedExperts::prefetch(int64_t layer, std::span<const int32_t> experts) {
   n_predicted_ += pred.size();
 }
 
-Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int32_t* experts, const float* weights,
+Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const int32_t* experts, const float* weights,
                             int64_t top_k, float* out) {
   // Tokens per expert, in expert order.
   std::map<int32_t, std::pair<std::vector<int32_t>, std::vector<float>>> users;
@@ -144,14 +159,42 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
     for (int32_t e : pred) n_hit_ += users.count(e);
     pred.clear();
   }
-  // Resident blobs first, pinned before any read starts (so a read cannot evict them); then
-  // every missing read is started at once, so the disk works while the resident ones compute.
+  // With a VRAM runner of its own, the VRAM tier's experts go to it: pinned and launched first,
+  // waited for last, into a separate output (a GPU must not race the CPU on `out`).
   using Item = std::pair<const int32_t, std::pair<std::vector<int32_t>, std::vector<float>>>;
-  std::vector<Item*> ready, missing;
-  for (auto& it : users)
-    (cache_for(layer, it.first).resident(static_cast<int32_t>(layer), it.first) ? ready : missing).push_back(&it);
-  ready_ += ready.size();
+  const bool separate_vram = vram_runner_ != cpu_runner_.get();
+  std::vector<Item*> on_vram, ready, missing;
+  for (auto& it : users) {
+    const planner::Tier t = tier_[static_cast<size_t>(layer)][static_cast<size_t>(it.first)];
+    if (t == planner::Tier::Vram) ++uses_vram_;
+    else if (t == planner::Tier::Ram) ++uses_ram_;
+    if (separate_vram && t == planner::Tier::Vram) {
+      on_vram.push_back(&it);
+      continue;
+    }
+    const bool resident = cache_for(layer, it.first).resident(static_cast<int32_t>(layer), it.first);
+    if (t == planner::Tier::Nvme) ++(resident ? uses_nvme_hit_ : uses_nvme_miss_);
+    (resident ? ready : missing).push_back(&it);
+  }
+  ready_ += ready.size() + on_vram.size();
   waited_ += missing.size();
+
+  std::vector<offload::ExpertHandle> vram_pins;
+  std::vector<cpu::ExpertTask> vram_tasks;
+  if (!on_vram.empty()) {
+    for (Item* it : on_vram) {
+      auto h = vram_->get(static_cast<int32_t>(layer), it->first);
+      if (!h.ok()) return make_error(h.error());
+      vram_tasks.push_back(cpu::ExpertTask{h->data(), it->second.first.data(), it->second.second.data(),
+                                           static_cast<int64_t>(it->second.first.size())});
+      vram_pins.push_back(std::move(*h));
+    }
+    vram_out_.assign(static_cast<size_t>(n * geom_.hidden), 0.0f);
+    MT_TRY(vram_runner_->launch(geom_, vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x, vram_out_.data()));
+  }
+
+  // Resident blobs next, pinned before any read starts (so a read cannot evict them); then
+  // every missing read is started at once, so the disk works while the resident ones compute.
   // At most half the streaming slots are pinned at once, so a prefill that touches every
   // expert streams them through the cache in batches.
   const size_t batch = std::max<size_t>(1, slots_ / 2);
@@ -170,8 +213,7 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
     }
     if (start_reads_after_pinning)
       for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
-    cpu::experts_ffn(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out, kernels_, &workspace_);
-    return ok_status();
+    return cpu_runner_->launch(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out);
   };
   size_t i = 0;
   bool started = ready.empty();
@@ -183,18 +225,24 @@ Status PackedExperts::apply(int64_t layer, const float* x, int64_t n, const int3
   }
   i = 0;
   while (i < missing.size()) MT_TRY(run(missing, i, false));
+
+  if (!on_vram.empty()) {
+    MT_TRY(vram_runner_->wait());
+    for (int64_t k = 0; k < n * geom_.hidden; ++k) out[k] += vram_out_[static_cast<size_t>(k)];
+  }
   return ok_status();
 }
 
-PackedExpertsStats PackedExperts::stats() const {
-  PackedExpertsStats s;
+ExpertSchedulerStats ExpertScheduler::stats() const {
+  ExpertSchedulerStats s;
   if (cache_) s.cache = cache_->stats();
-  if (resident_) {  // resident experts count as hits
-    const offload::CacheStats r = resident_->stats();
-    s.cache.hits += r.hits;
-    s.cache.resident_bytes += r.resident_bytes;
-    s.cache.budget_bytes += r.budget_bytes;
-    s.cache.allocated_bytes += r.allocated_bytes;
+  for (const offload::ExpertCache* r : {vram_.get(), ram_.get()}) {  // resident experts count as hits
+    if (!r) continue;
+    const offload::CacheStats rs = r->stats();
+    s.cache.hits += rs.hits;
+    s.cache.resident_bytes += rs.resident_bytes;
+    s.cache.budget_bytes += rs.budget_bytes;
+    s.cache.allocated_bytes += rs.allocated_bytes;
   }
   // Every needed read is started before the first get(), so the cache's own hit count
   // (a get() that found its blob resident or in flight) says little; count what was resident
@@ -207,12 +255,18 @@ PackedExpertsStats PackedExperts::stats() const {
   s.used = n_used_;
   s.predicted_and_used = n_hit_;
   s.all_resident = all_resident_;
+  s.uses_vram = uses_vram_;
+  s.uses_ram = uses_ram_;
+  s.uses_nvme_hit = uses_nvme_hit_;
+  s.uses_nvme_miss = uses_nvme_miss_;
   return s;
 }
 
-void PackedExperts::reset_stats() {
+void ExpertScheduler::reset_stats() {
   if (cache_) cache_->reset_stats();
-  if (resident_) resident_->reset_stats();
+  if (vram_) vram_->reset_stats();
+  if (ram_) ram_->reset_stats();
+  uses_vram_ = uses_ram_ = uses_nvme_hit_ = uses_nvme_miss_ = 0;
   n_predicted_ = n_used_ = n_hit_ = 0;
   ready_ = waited_ = 0;
 }
