@@ -6,6 +6,8 @@
 
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/gpu_probe.h"
+#include "planner/plan_report.h"
+#include "planner/solver.h"
 
 namespace mt {
 
@@ -13,8 +15,28 @@ namespace {
 
 // A packed store: config from the manifest, dense tensors from dense.safetensors, routed
 // experts through the RAM cache.
-Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(const std::filesystem::path& dir,
-                                                                             const ExpertSchedulerOptions& o) {
+// The placement `--plan auto` uses: the store's model and blob size, a uniform prior, the
+// runtime's default context, no GPU path; `expert_ram` (0: what the machine has) bounds RAM
+// for experts.
+Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, const ModelConfig& cfg,
+                                           const planner::MachineProfile& machine, uint64_t expert_ram) {
+  planner::PlanRequest req;
+  planner::CostInputs& in = req.cost;
+  in.model = cfg;
+  in.expert_format = m.expert_quant;
+  in.expert_bytes = m.blob_bytes;
+  in.context = std::min<int64_t>(4096, cfg.max_position_embeddings);
+  in.machine = machine;
+  in.use_gpu = false;  // no GPU expert runner in this build
+  in.stats = planner::uniform_activations(cfg);
+  req.expert_ram_budget = expert_ram;
+  MT_ASSIGN(planner::Plan plan, planner::make_plan(req));
+  return plan.placement;
+}
+
+Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
+    const std::filesystem::path& dir, ExpertSchedulerOptions o,
+    const std::function<Result<planner::MachineProfile>()>& plan_auto_profile) {
   MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(dir));
   const std::string label = (dir / "manifest.json").string();
   MT_ASSIGN(ModelConfig cfg, parse_config_json(store.manifest().config_json, label));
@@ -26,6 +48,12 @@ Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(co
         return make_error(label + ": layer " + std::to_string(L) + " expert " + std::to_string(e) +
                           " is missing from the store; re-run moetier convert");
   MT_ASSIGN(TensorStore dense, TensorStore::open(dir / store.manifest().dense_file));
+  if (plan_auto_profile) {
+    MT_ASSIGN(planner::MachineProfile machine, plan_auto_profile());
+    MT_ASSIGN(o.placement, plan_at_startup(store.manifest(), cfg, machine, o.ram_budget));
+    std::fprintf(stderr, "moetier: expert placement from this machine's profile:\n%s",
+                 planner::format_placement_summary(*o.placement).c_str());
+  }
   MT_ASSIGN(ModelWeights w, ModelWeights::bind(std::move(cfg), std::move(dense), dir.string(), true));
   MT_ASSIGN(std::unique_ptr<ExpertScheduler> experts, ExpertScheduler::open(std::move(store), o));
   return std::make_pair(std::move(w), std::move(experts));
@@ -41,11 +69,11 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   std::optional<ModelWeights> weights;
   std::unique_ptr<ExpertScheduler> packed;
   if (offload::ExpertStore::looks_like_store(model_dir)) {
-    MT_ASSIGN(auto wp, open_packed(model_dir, opt.packed));
+    MT_ASSIGN(auto wp, open_packed(model_dir, opt.packed, opt.plan_auto_profile));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
   } else {
-    if (opt.packed.placement)
+    if (opt.packed.placement || opt.plan_auto_profile)
       return make_error(model_dir.string() + " is a Hugging Face checkpoint; a placement needs the packed store "
                         "(moetier convert " + model_dir.string() + " DST --experts q4)");
     MT_ASSIGN(ModelWeights w, ModelWeights::load(model_dir));

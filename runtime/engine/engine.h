@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "runtime/core/status.h"
+#include "planner/machine_profile.h"
 #include "runtime/engine/expert_scheduler.h"
 #include "runtime/model/deepseek_model.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -21,6 +23,11 @@ struct EngineOptions {
   int64_t context = 0;  // KV cache length in tokens; 0: min(4096, max_position_embeddings)
   bool announce_device = true;
   ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
+  // Plan at start-up (`--plan auto`): when set, the engine asks the planner for the placement of
+  // the store it opens, from the manifest it has already read and the machine profile this
+  // returns (the caller measures; the engine runs no probe), with packed.ram_budget as the
+  // expert RAM budget (0: what the machine has). Replaces packed.placement. Packed stores only.
+  std::function<Result<planner::MachineProfile>()> plan_auto_profile;
 };
 
 class Engine {

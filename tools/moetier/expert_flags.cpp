@@ -4,7 +4,7 @@
 #include <cstdlib>
 
 #include "planner/plan_report.h"
-#include "tools/moetier/plan_inputs.h"
+#include "tools/moetier/machine_probe.h"
 
 namespace mt::cli {
 
@@ -36,7 +36,8 @@ Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
   return k;
 }
 
-Status read_expert_streaming_flags(const Args& a, ExpertSchedulerOptions& o) {
+Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
+  ExpertSchedulerOptions& o = eo.packed;
   if (auto b = a.get("ram-budget")) {
     auto bytes = parse_bytes(*b);
     if (!bytes) return make_error("--ram-budget: " + bytes.error());
@@ -48,15 +49,18 @@ Status read_expert_streaming_flags(const Args& a, ExpertSchedulerOptions& o) {
   o.io.force_pread = a.has("pread");
   MT_ASSIGN(o.kernels, expert_kernel_config(a));
   if (auto plan = a.get("plan")) {
-    std::string from = *plan;
     if (*plan == "auto") {
       if (!a.has("model")) return make_error("--plan auto needs --model DIR (a packed store)");
-      MT_ASSIGN(o.placement, plan_at_startup(*a.get("model"), o.ram_budget));
-      from = "this machine's profile";
-    } else {
-      MT_ASSIGN(o.placement, planner::load_placement(*plan));
+      // The engine plans from the manifest it reads anyway; the machine comes from our probe.
+      eo.plan_auto_profile = [dir = *a.get("model")]() {
+        ProbeOptions po;
+        po.model_dir = dir;
+        return load_or_measure_profile(po, /*force=*/false, /*quiet=*/false);
+      };
+      return ok_status();
     }
-    std::fprintf(stderr, "moetier: expert placement from %s:\n%s", from.c_str(),
+    MT_ASSIGN(o.placement, planner::load_placement(*plan));
+    std::fprintf(stderr, "moetier: expert placement from %s:\n%s", plan->c_str(),
                  planner::format_placement_summary(*o.placement).c_str());
     if (o.placement->count(planner::Tier::Vram) > 0)
       std::fprintf(stderr, "moetier: this build has no GPU expert path yet: the %lld VRAM-tier experts run from RAM\n",
@@ -69,7 +73,7 @@ Result<std::unique_ptr<Engine>> open_engine_from_flags(const Args& a, int64_t co
   if (!a.has("model")) return make_error("--model DIR is required");
   EngineOptions eo;
   eo.context = context;
-  MT_TRY(read_expert_streaming_flags(a, eo.packed));
+  MT_TRY(read_expert_streaming_flags(a, eo));
   eo.packed.show_progress = show_progress;
   return Engine::open(*a.get("model"), eo);
 }

@@ -14,8 +14,9 @@ namespace mt::cli {
 
 // Appends the flags to a command's flag list.
 void add_expert_streaming_flags(std::vector<FlagSpec>& flags);
-// Reads them into `o`; an error names the flag.
-Status read_expert_streaming_flags(const Args& a, ExpertSchedulerOptions& o);
+// Reads them into `eo` (its expert-scheduler options; --plan auto: its start-up planning);
+// an error names the flag.
+Status read_expert_streaming_flags(const Args& a, EngineOptions& eo);
 
 // The expert kernels' configuration: --isa scalar|avx2|avx512, else the environment's
 // MOETIER_ISA; MOETIER_PREFILL_MIN=N (0: never use the oneDNN prefill path). Read here, in the

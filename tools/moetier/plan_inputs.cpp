@@ -112,26 +112,4 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   return s;
 }
 
-Result<planner::Placement> plan_at_startup(const std::filesystem::path& store_dir, uint64_t expert_ram) {
-  const std::filesystem::path manifest = store_dir / "manifest.json";
-  if (!std::filesystem::exists(manifest))
-    return make_error("--plan auto: " + store_dir.string() + " is not a packed store (no manifest.json)");
-  MT_ASSIGN(std::string text, read_text_file(manifest));
-  MT_ASSIGN(offload::StoreManifest m, offload::parse_manifest(text, manifest.string()));
-  planner::PlanRequest req;
-  planner::CostInputs& in = req.cost;
-  MT_ASSIGN(in.model, parse_config_json(m.config_json, manifest.string()));
-  in.expert_format = m.expert_quant;
-  in.expert_bytes = m.blob_bytes;
-  in.context = std::min<int64_t>(4096, in.model.max_position_embeddings);
-  ProbeOptions po;
-  po.model_dir = store_dir;
-  MT_ASSIGN(in.machine, load_or_measure_profile(po, /*force=*/false, /*quiet=*/false));
-  in.use_gpu = false;  // no GPU expert path in this build
-  in.stats = planner::uniform_activations(in.model);
-  req.expert_ram_budget = expert_ram;
-  MT_ASSIGN(planner::Plan plan, planner::make_plan(req));
-  return plan.placement;
-}
-
 }  // namespace mt::cli

@@ -25,8 +25,4 @@ Result<uint64_t> expert_bytes_for(const std::string& format, const ModelConfig& 
 // --hardware, --no-gpu, --vram-budget, --ram-budget, --nvme-cache, --trace, --pin.
 Result<PlanSetup> plan_request_from_args(const Args& a);
 
-// The placement `--plan auto` uses: this machine's cached (or freshly measured) profile, a
-// uniform prior, no GPU path; `expert_ram` (0: what the machine has) bounds RAM for experts.
-Result<planner::Placement> plan_at_startup(const std::filesystem::path& store_dir, uint64_t expert_ram);
-
 }  // namespace mt::cli
