@@ -96,6 +96,16 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   return e;
 }
 
+Result<TierBudget> Engine::ram_accounting() const {
+  TierBudget ram("RAM");
+  backend::Backend& be = model_->backend();
+  MT_TRY(ram.charge(std::string("derived weights of the ") + be.name() + " backend (fp32 kv_b for absorbed attention)",
+                    be.weight_bytes()));
+  MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
+  if (packed_) MT_TRY(packed_->charge_memory(ram));
+  return ram;
+}
+
 Result<const Tokenizer*> Engine::tokenizer() {
   if (!tokenizer_) {
     MT_ASSIGN(Tokenizer t, Tokenizer::load(dir_));

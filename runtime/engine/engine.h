@@ -46,6 +46,9 @@ class Engine {
   int64_t context() const { return cache_->max_tokens(); }
   // The packed-store expert runner, or null for a Hugging Face checkpoint.
   ExpertScheduler* expert_scheduler() const { return packed_; }
+  // What the runtime holds in RAM now, item by item (derived weights, attention cache, expert
+  // caches, kernel scratch; mapped checkpoint weights excluded).
+  Result<TierBudget> ram_accounting() const;
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
   void set_routing_observer(DeepSeekModel::RoutingObserver f) { model_->set_routing_observer(std::move(f)); }
 

@@ -262,6 +262,15 @@ ExpertSchedulerStats ExpertScheduler::stats() const {
   return s;
 }
 
+Status ExpertScheduler::charge_memory(TierBudget& ram) const {
+  if (vram_) MT_TRY(ram.charge("routed experts of the VRAM tier (held in RAM: no GPU runner)", vram_->stats().allocated_bytes));
+  if (ram_) MT_TRY(ram.charge("routed experts of the RAM tier", ram_->stats().allocated_bytes));
+  if (cache_)
+    MT_TRY(ram.charge(all_resident_ ? "routed experts (all resident)" : "RAM cache of the streamed experts",
+                      cache_->stats().allocated_bytes));
+  return ram.charge("expert kernels' workspace", cpu_runner_->workspace_bytes());
+}
+
 void ExpertScheduler::reset_stats() {
   if (cache_) cache_->reset_stats();
   if (vram_) vram_->reset_stats();

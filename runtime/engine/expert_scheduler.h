@@ -21,6 +21,7 @@
 #include "offload/expert_cache.h"
 #include "offload/expert_store.h"
 #include "planner/placement.h"
+#include "runtime/core/memory_budget.h"
 #include "runtime/model/routed_experts.h"
 
 namespace mt {
@@ -65,6 +66,8 @@ class ExpertScheduler final : public RoutedExperts {
   bool wants_prefetch() const override { return prefetch_enabled_; }
 
   ExpertSchedulerStats stats() const;
+  // Charges what it holds now to `ram`: each tier's cache memory and the kernels' workspace.
+  Status charge_memory(TierBudget& ram) const;
   void reset_stats();
   const ExpertGeometry& geometry() const { return geom_; }
   const offload::ExpertStore& store() const { return store_; }

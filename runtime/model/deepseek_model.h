@@ -33,7 +33,7 @@ class DeepSeekModel {
 
   const ModelConfig& config() const { return w_.config; }
   const ModelWeights& weights() const { return w_; }
-  backend::Backend& backend() { return *backend_; }
+  backend::Backend& backend() const { return *backend_; }
 
   // A sequence's attention caches, made by the backend that runs attention.
   std::unique_ptr<backend::AttentionCache> make_cache(int64_t max_tokens);

@@ -16,6 +16,7 @@
 #include "cpu_kernels/reference_backend.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
+#include "runtime/engine/engine.h"
 #include "runtime/engine/expert_scheduler.h"
 #include "runtime/model/deepseek_model.h"
 #include "tools/moetier/convert.h"
@@ -352,4 +353,27 @@ TEST_CASE("the expert scheduler sends each expert to its tier's runner and overl
   CHECK(scale > 0);
   CHECK(worst <= 1e-5 * scale);
   fs::remove_all(o.out);
+}
+
+TEST_CASE("the engine charges the reference backend's fp32 kv_b and the attention cache to RAM", "[runtime]") {
+  const fs::path dir = make("accounting", ModelArch::V32, true, 8);
+  EngineOptions eo;
+  eo.context = 16;
+  eo.announce_device = false;
+  auto e = Engine::open(dir, eo);
+  REQUIRE(e.ok());
+  const ModelConfig& c = (*e)->config();
+  auto ram = (*e)->ram_accounting();
+  REQUIRE(ram.ok());
+  // Worked out from the config: kv_b is [heads * (nope + v), kv_lora_rank] per layer, in fp32;
+  // the cache holds latent, k_rope and the indexer key per layer and position, in fp32.
+  const uint64_t kv_b = uint64_t(c.num_hidden_layers) * uint64_t(c.num_attention_heads) *
+                        uint64_t(c.qk_nope_head_dim + c.v_head_dim) * uint64_t(c.kv_lora_rank) * 4u;
+  const uint64_t cache = uint64_t(c.num_hidden_layers) * 16u *
+                         uint64_t(c.kv_lora_rank + c.qk_rope_head_dim + c.index_head_dim) * 4u;
+  REQUIRE(ram->items().size() == 2);
+  CHECK(ram->items()[0].second == kv_b);
+  CHECK(ram->items()[1].second == cache);
+  CHECK(ram->used() == kv_b + cache);
+  fs::remove_all(dir);
 }

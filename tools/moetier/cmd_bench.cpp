@@ -343,6 +343,10 @@ int bench_decode(const Args& a, json& out) {
                 static_cast<unsigned long long>(s.uses_nvme_hit), static_cast<unsigned long long>(s.uses_nvme_miss));
     out["uses"] = {{"vram", s.uses_vram}, {"ram", s.uses_ram}, {"nvme_hit", s.uses_nvme_hit}, {"nvme_miss", s.uses_nvme_miss}};
   }
+  auto ram = e.ram_accounting();
+  if (!ram) return std::fprintf(stderr, "error: %s\n", ram.error().c_str()), 1;
+  std::printf("RAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
+  out["ram_accounted_bytes"] = ram->used();
   return 0;
 }
 
