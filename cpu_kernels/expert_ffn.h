@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/backend/backend.h"
 #include "runtime/core/expert_format.h"
 
 namespace mt::cpu {
@@ -51,12 +52,7 @@ void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, in
 // Several experts in one call (threads spread over experts and rows): task i applies expert
 // blob[i] to the tokens tokens[i][0..n[i]) of x with weights weight[i][...], accumulating into y
 // rows of the same token index. x, y: [T, hidden].
-struct ExpertTask {
-  const uint8_t* blob = nullptr;
-  const int32_t* tokens = nullptr;
-  const float* weight = nullptr;
-  int64_t n = 0;
-};
+using mt::ExpertTask;  // runtime/backend/backend.h
 // ws: scratch to reuse (null: a temporary one for this call).
 void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
                  const ExpertKernelConfig& cfg = {}, ExpertWorkspace* ws = nullptr);

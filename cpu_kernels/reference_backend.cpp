@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "cpu_kernels/attention.h"
+#include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
 
 namespace mt::cpu {
@@ -44,6 +45,10 @@ class ReferenceCache final : public AttentionCache {
 class ReferenceBackend final : public backend::Backend {
  public:
   const char* name() const override { return "reference"; }
+
+  bool supports_experts(ExpertQuant q) const override {
+    return q == ExpertQuant::Q4 || q == ExpertQuant::Q8 || q == ExpertQuant::BF16;
+  }
 
   bool supports(backend::Op op, DType weight) const override {
     if (op != backend::Op::Matmul && op != backend::Op::Embed) return true;
@@ -162,6 +167,36 @@ class ReferenceBackend final : public backend::Backend {
         sel.resize(static_cast<size_t>(a.top_k));
         topk(score.data(), visible, a.top_k, sel.data());
         std::sort(sel.begin(), sel.end());  // attend in position order: deterministic sums
+      }
+    }
+  }
+
+  // The packed weights decoded exactly (unpack_expert) and applied in fp32 with the plain
+  // matmul: the independent reference for every packed-expert kernel.
+  void expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) override {
+    const int64_t H = g.hidden, I = g.inter;
+    std::vector<float> gate(static_cast<size_t>(I * H)), up(gate.size()), down(gate.size());
+    std::vector<float> xe, gv, uv, ye;
+    for (int64_t i = 0; i < n_tasks; ++i) {
+      const ExpertTask& t = tasks[i];
+      if (t.n <= 0) continue;
+      unpack_expert(g, t.blob, gate.data(), up.data(), down.data());
+      xe.resize(static_cast<size_t>(t.n * H));
+      for (int64_t r = 0; r < t.n; ++r) std::copy_n(x + static_cast<int64_t>(t.tokens[r]) * H, H, &xe[r * H]);
+      gv.resize(static_cast<size_t>(t.n * I));
+      uv.resize(gv.size());
+      ye.resize(xe.size());
+      auto f32 = [](const std::vector<float>& w, int64_t rows, int64_t cols) {
+        return WeightView{DType::F32, reinterpret_cast<const uint8_t*>(w.data()), rows, cols, nullptr, 128};
+      };
+      cpu::matmul(f32(gate, I, H), xe.data(), t.n, gv.data());
+      cpu::matmul(f32(up, I, H), xe.data(), t.n, uv.data());
+      cpu::silu_mul(gv.data(), uv.data(), gv.data(), t.n * I);
+      cpu::matmul(f32(down, H, I), gv.data(), t.n, ye.data());
+      for (int64_t r = 0; r < t.n; ++r) {
+        const float w = t.weight ? t.weight[r] : 1.0f;
+        float* yr = y + static_cast<int64_t>(t.tokens[r]) * H;
+        for (int64_t d = 0; d < H; ++d) yr[d] += w * ye[r * H + d];
       }
     }
   }

@@ -15,6 +15,7 @@ const char* op_name(Op op) {
     case Op::CacheStore: return "cache_store";
     case Op::MlaAttention: return "mla_attention";
     case Op::IndexerTopk: return "indexer_topk";
+    case Op::ExpertFfn: return "expert_ffn";
   }
   return "?";
 }

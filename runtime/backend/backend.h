@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/core/expert_format.h"
 #include "runtime/core/weight_view.h"
 
 namespace mt {
@@ -36,13 +37,23 @@ struct MlaHeadDims {
   int64_t latent = 0;   // kv_lora_rank
 };
 
+// One routed expert applied to some tokens: y[tokens[i]] += weight[i] * Expert(x[tokens[i]]),
+// i < n, with the expert as a packed blob (runtime/core/expert_format.h). weight may be null (1).
+struct ExpertTask {
+  const uint8_t* blob = nullptr;
+  const int32_t* tokens = nullptr;
+  const float* weight = nullptr;
+  int64_t n = 0;
+};
+
 namespace backend {
 
 enum class Op {
-  Embed, Matmul, RmsNorm, LayerNorm, Rope, SiluMul, Add, Route, CacheStore, MlaAttention, IndexerTopk,
+  Embed, Matmul, RmsNorm, LayerNorm, Rope, SiluMul, Add, Route, CacheStore, MlaAttention, IndexerTopk, ExpertFfn,
 };
-inline constexpr Op kAllOps[] = {Op::Embed,   Op::Matmul, Op::RmsNorm,    Op::LayerNorm,    Op::Rope,       Op::SiluMul,
-                                 Op::Add,     Op::Route,  Op::CacheStore, Op::MlaAttention, Op::IndexerTopk};
+inline constexpr Op kAllOps[] = {Op::Embed,       Op::Matmul, Op::RmsNorm, Op::LayerNorm,  Op::Rope,
+                                 Op::SiluMul,     Op::Add,    Op::Route,   Op::CacheStore, Op::MlaAttention,
+                                 Op::IndexerTopk, Op::ExpertFfn};
 const char* op_name(Op op);
 
 enum class RopeLayout { Interleaved, HalfSplit };
@@ -101,6 +112,8 @@ class Backend {
   virtual const char* name() const = 0;
   // Whether `op` runs here with weights stored as `weight` (ops without weights: any dtype).
   virtual bool supports(Op op, DType weight) const = 0;
+  // Whether expert_ffn runs here on packed blobs of `quant`.
+  virtual bool supports_experts(ExpertQuant quant) const = 0;
 
   // Prepares absorbed attention for `layer` from its kv_b_proj [heads * (nope + v), latent].
   virtual void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims& dims) = 0;
@@ -132,6 +145,9 @@ class Backend {
   virtual void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) = 0;
   virtual void mla_attention(AttentionCache& cache, const MlaArgs& a) = 0;
   virtual void indexer_topk(AttentionCache& cache, const IndexerArgs& a, std::vector<std::vector<int32_t>>& selected) = 0;
+  // Routed experts over a task list: every task's tokens through its packed expert, into y
+  // ([T, hidden], accumulated); x is [T, hidden].
+  virtual void expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) = 0;
 };
 
 }  // namespace backend

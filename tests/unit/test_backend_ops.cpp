@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/reference_backend.h"
 #include "runtime/core/dtype.h"
 
@@ -114,6 +115,33 @@ struct Failures {
   }
   bool names(const std::string& op) const {
     return std::any_of(list.begin(), list.end(), [&](const std::string& s) { return s.find(op) != std::string::npos; });
+  }
+};
+
+// Three packed experts of an odd-ish shape over 5 tokens, one with no tokens, one with all.
+struct ExpertProblem {
+  ExpertGeometry g;
+  int64_t T = 5;
+  std::vector<std::vector<uint8_t>> blobs;
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::vector<float>> weights;
+  std::vector<ExpertTask> tasks;
+  std::vector<float> x;
+  ExpertProblem(ExpertQuant q, std::mt19937& rng) : g{q, 72, 40, 8} {
+    const size_t bytes = expert_blob_layout(g).total_bytes;
+    tokens = {{0, 2, 3}, {}, {0, 1, 2, 3, 4}};
+    for (size_t e = 0; e < tokens.size(); ++e) {
+      auto gate = randn(g.inter * g.hidden, rng, 0.1f), up = randn(g.inter * g.hidden, rng, 0.1f),
+           down = randn(g.hidden * g.inter, rng, 0.1f);
+      blobs.emplace_back(bytes);
+      cpu::pack_expert(g, gate.data(), up.data(), down.data(), blobs.back().data());
+      std::vector<float> w;
+      for (size_t i = 0; i < tokens[e].size(); ++i) w.push_back(0.25f + 0.5f * float(i));
+      weights.push_back(w);
+    }
+    for (size_t e = 0; e < tokens.size(); ++e)
+      tasks.push_back({blobs[e].data(), tokens[e].data(), weights[e].data(), static_cast<int64_t>(tokens[e].size())});
+    x = randn(T * g.hidden, rng);
   }
 };
 
@@ -277,6 +305,16 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     cand.indexer_topk(*cb, args, sb);
     if (sa != sb || sb.size() != 2 || sb[1].size() != 2) f.list.push_back(who + "indexer_topk: short contexts differ");
   }
+  for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
+    if (!cand.supports_experts(q)) continue;
+    ExpertProblem p(q, rng);
+    Guarded a(p.T * p.g.hidden), b(p.T * p.g.hidden);
+    std::fill(a.data(), a.data() + a.size(), 0.25f);
+    std::fill(b.data(), b.data() + b.size(), 0.25f);
+    ref.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), a.data());
+    cand.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), b.data());
+    f.check(who + "expert_ffn [" + std::string(expert_quant_name(q)) + "]", a.begin(), b, p.T * p.g.hidden, 1e-5);
+  }
   return f;
 }
 
@@ -334,6 +372,10 @@ class Broken final : public Backend {
     if (op_ == Op::IndexerTopk) b.top_k -= 1;
     r_->indexer_topk(c, b, s);
   }
+  bool supports_experts(ExpertQuant q) const override { return r_->supports_experts(q); }
+  void expert_ffn(const ExpertGeometry& g, const ExpertTask* t, int64_t n, const float* x, float* y) override {
+    r_->expert_ffn(g, t, op_ == Op::ExpertFfn ? n - 1 : n, x, y);  // drops the last task
+  }
 
  private:
   std::unique_ptr<Backend> r_;
@@ -384,4 +426,29 @@ TEST_CASE("reference backend: supports and counts what it derives", "[backend]")
   CHECK(cache->bytes() == 4u * 10u * (11u + 4u + 6u) * sizeof(float));
   CHECK(cache->max_tokens() == 10);
   CHECK(cache->size() == 0);
+}
+
+TEST_CASE("the packed-expert kernels, on every ISA, match the reference backend's expert_ffn", "[backend]") {
+  auto ref = cpu::make_reference_backend();
+  std::mt19937 rng(11);
+  for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
+    ExpertProblem p(q, rng);
+    std::vector<float> a(static_cast<size_t>(p.T * p.g.hidden), 0.0f);
+    ref->expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), a.data());
+    for (const char* isa : {"scalar", "avx2", "avx512"}) {
+      cpu::ExpertKernelConfig cfg;
+      REQUIRE(cpu::isa_level_from_name(isa, cfg.isa_level));
+      for (int64_t prefill_min : {int64_t{0}, int64_t{2}}) {  // the GEMV path, then oneDNN for 2+ tokens
+        cfg.prefill_min = prefill_min;
+        Guarded b(p.T * p.g.hidden);
+        std::fill(b.data(), b.data() + b.size(), 0.0f);
+        cpu::experts_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), b.data(), cfg);
+        INFO(expert_quant_name(q) << " " << cpu::expert_kernel_isa(cfg) << " prefill_min " << prefill_min);
+        CHECK(b.guards_intact());
+        // The kernels round activations (int8 for q4/q8, bf16 for bf16): a normalised bound.
+        const double err = normalised_error(a.data(), b.begin(), p.T * p.g.hidden);
+        CHECK(err < (q == ExpertQuant::BF16 ? 1e-2 : 3e-2));
+      }
+    }
+  }
 }
