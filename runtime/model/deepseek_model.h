@@ -17,6 +17,7 @@
 
 #include "runtime/backend/backend.h"
 #include "runtime/core/status.h"
+#include "runtime/core/tensor_view.h"
 #include "runtime/model/deepseek_weights.h"
 #include "runtime/model/routed_experts.h"
 
@@ -52,9 +53,8 @@ class DeepSeekModel {
 
   // Sees every named intermediate of the graph as it is produced: `name` (e.g. "attn_norm",
   // "q", "kv_latent", "attn_out", "ffn_out", "logits"), its layer (-1 outside layers) and its
-  // fp32 rows [rows, cols]. For tests, tracing and debugging; null: none.
-  using TensorCallback =
-      std::function<void(const char* name, int64_t layer, const float* data, int64_t rows, int64_t cols)>;
+  // fp32 rows. For tests, tracing and debugging; null: none.
+  using TensorCallback = std::function<void(const char* name, int64_t layer, TensorView t)>;
   void set_tensor_callback(TensorCallback f) { on_tensor_ = std::move(f); }
 
  private:
@@ -67,7 +67,7 @@ class DeepSeekModel {
   // Routes n tokens of layer L: top_k experts and weights per token.
   void build_router(int64_t layer, const float* x, int64_t n, std::vector<int32_t>& experts, std::vector<float>& weights);
   void name(const char* what, int64_t layer, const float* data, int64_t rows, int64_t cols) const {
-    if (on_tensor_) on_tensor_(what, layer, data, rows, cols);
+    if (on_tensor_) on_tensor_(what, layer, TensorView{data, rows, cols});
   }
 
   ModelWeights w_;

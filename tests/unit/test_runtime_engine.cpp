@@ -223,9 +223,10 @@ TEST_CASE("the graph names its intermediates, and the names carry the tensors it
     auto cache = model.make_cache(n);
     std::map<std::string, int> count;
     std::vector<float> named_logits, last_residual, last_attn_out, last_ffn_out, prev_residual;
-    model.set_tensor_callback([&](const char* name, int64_t layer, const float* d, int64_t rows, int64_t cols) {
+    model.set_tensor_callback([&](const char* name, int64_t layer, TensorView t) {
       ++count[name];
-      const std::vector<float> v(d, d + rows * cols);
+      const std::vector<float> v(t.all().begin(), t.all().end());
+      const int64_t rows = t.rows, cols = t.cols;
       const std::string s(name);
       if (s == "logits") named_logits = v;
       if (s == "residual") prev_residual = last_residual, last_residual = v;
