@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "planner/plan_report.h"
@@ -86,7 +87,11 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     return make_error("context of " + std::to_string(ctx) + " tokens exceeds the model's max_position_embeddings (" +
                       std::to_string(max_pos) + ")");
   e->packed_ = packed.get();
-  e->model_ = std::make_unique<DeepSeekModel>(std::move(w), cpu::make_reference_backend(), std::move(packed));
+  std::unique_ptr<backend::Backend> be;
+  if (opt.backend == "cpu") be = cpu::make_cpu_backend(opt.packed.kernels);
+  else if (opt.backend == "reference") be = cpu::make_reference_backend();
+  else return make_error("unknown backend '" + opt.backend + "' (cpu or reference)");
+  e->model_ = std::make_unique<DeepSeekModel>(std::move(w), std::move(be), std::move(packed));
   e->cache_ = e->model_->make_cache(ctx);
   if (opt.announce_device) {
     const gpu::GpuInfo g = gpu::probe_gpu();

@@ -22,6 +22,9 @@ namespace mt {
 struct EngineOptions {
   int64_t context = 0;  // KV cache length in tokens; 0: min(4096, max_position_embeddings)
   bool announce_device = true;
+  // The backend that runs the graph: "cpu" (fast kernels where it has them, the reference's
+  // operators elsewhere) or "reference" (the exact fp32 path, the oracle of the tests).
+  std::string backend = "cpu";
   ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
   // Plan at start-up (`--plan auto`): when set, the engine asks the planner for the placement of
   // the store it opens, from the manifest it has already read and the machine profile this
@@ -36,6 +39,7 @@ class Engine {
   static Result<std::unique_ptr<Engine>> open(const std::filesystem::path& model_dir, const EngineOptions& opt);
 
   const ModelConfig& config() const { return model_->config(); }
+  const char* backend_name() const { return model_->backend().name(); }
   // The model directory's tokenizer, loaded on first use.
   Result<const Tokenizer*> tokenizer();
 

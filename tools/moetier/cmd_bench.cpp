@@ -56,6 +56,7 @@ options:
   --chunk-kb N        size of each read for `io` (blobs are split)        [the loader's, 1024]
   --ram-budget SIZE   expert RAM budget for `decode` (also --cache-policy, --no-prefetch,
                       --pread, as for generate)                                [all in RAM]
+  --backend NAME      backend for `decode`: cpu or reference                          [cpu]
   -n N                decode tokens for `decode`                                       [32]
   --json FILE         also write the results as JSON
 )";
@@ -321,7 +322,7 @@ int bench_decode(const Args& a, json& out) {
       return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
   }
   const double decode_s = seconds(t0);
-  std::printf("bench decode: %s\n", a.get("model")->c_str());
+  std::printf("bench decode: %s (backend %s)\n", a.get("model")->c_str(), e.backend_name());
   std::printf("%-36s %10.2f\n", "prefill tokens/s (16 tokens)", 16.0 / prefill_s);
   std::printf("%-36s %10.2f\n", "decode tokens/s", double(*n) / decode_s);
   out["prefill_tokens_per_s"] = 16.0 / prefill_s;

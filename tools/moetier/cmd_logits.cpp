@@ -20,7 +20,7 @@ the prediction after token i. Use it to compare engines and quantisations on the
   --out FILE       output .npy (written to FILE.tmp, then renamed)
   --chunk N        feed the tokens N at a time through the KV cache; 1 runs every token
                    through the decode path                             [all at once]
-  --ram-budget SIZE, --cache-policy P, --no-prefetch, --pread, --isa NAME
+  --ram-budget SIZE, --cache-policy P, --no-prefetch, --pread, --isa NAME, --backend cpu|reference
                    expert streaming options for packed stores (as for generate)
 )";
 }  // namespace

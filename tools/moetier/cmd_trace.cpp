@@ -44,7 +44,8 @@ packed expert stores (moetier convert, make-model --packed):
   --cache-policy P   lfru, lfu or lru                                           [lfru]
   --no-prefetch      do not read the next layer's predicted experts ahead
   --pread            use pread instead of io_uring
-  --isa NAME         cap the expert kernels' ISA: scalar, avx2, avx512   [MOETIER_ISA, else the CPU's best]
+  --isa NAME         cap the kernels' ISA: scalar, avx2, avx512   [MOETIER_ISA, else the CPU's best]
+  --backend NAME     cpu (fast kernels) or reference (the exact fp32 path)             [cpu]
 
 A prompt longer than the context (after --max-tokens-per-prompt) is an error; decoding stops
 early when the context is full or (without --ignore-eos) at the end-of-sentence token.

@@ -15,6 +15,7 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"pread", false});
   flags.push_back({"plan"});
   flags.push_back({"isa"});
+  flags.push_back({"backend"});
 }
 
 Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
@@ -48,6 +49,9 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
   o.prefetch = !a.has("no-prefetch");
   o.io.force_pread = a.has("pread");
   MT_ASSIGN(o.kernels, expert_kernel_config(a));
+  eo.backend = a.get_or("backend", "cpu");
+  if (eo.backend != "cpu" && eo.backend != "reference")
+    return make_error("--backend must be cpu or reference, got '" + eo.backend + "'");
   if (auto plan = a.get("plan")) {
     if (*plan == "auto") {
       if (!a.has("model")) return make_error("--plan auto needs --model DIR (a packed store)");

@@ -1,0 +1,22 @@
+#include "cpu_kernels/dense_gemv.h"
+
+#include <algorithm>
+
+namespace mt::cpu {
+
+bool dense_gemv(const WeightView& w, const float* x, int64_t n_tokens, float* y, int isa_level) {
+  if (isa_level < 1 || n_tokens < 1 || n_tokens > kGemvMaxTokens || w.rows <= 0 || w.cols <= 0 || !w.data) return false;
+  if (w.dtype == DType::F8_E4M3 && (!w.scale || w.block <= 0 || w.block % 16)) return false;
+  const gemv_detail::RowsFn f = isa_level >= 2 ? gemv_detail::avx512_rows(w.dtype) : gemv_detail::avx2_rows(w.dtype);
+  if (!f) return false;
+  // Row blocks of 64 (a multiple of every kernel's row group, and of the FP8 scale tiles'
+  // 16-row granularity), spread over threads when the matrix is worth it.
+  constexpr int64_t kRows = 64;
+  const int64_t blocks = (w.rows + kRows - 1) / kRows;
+  const bool par = blocks > 1 && w.rows * w.cols > (int64_t{1} << 16);
+#pragma omp parallel for schedule(static) if (par)
+  for (int64_t b = 0; b < blocks; ++b) f(w, b * kRows, std::min(w.rows, (b + 1) * kRows), x, n_tokens, y, w.rows);
+  return true;
+}
+
+}  // namespace mt::cpu

@@ -1,0 +1,28 @@
+// Decode-sized products with dense weights as stored (F32, BF16, F16, F8_E4M3 with block
+// scales): y[t, r] = sum_k W[r, k] x[t, k] for a few tokens, streaming each weight row once for
+// all of them, by runtime ISA dispatch (AVX-512, AVX2). The fast CPU backend's matmul for
+// decode; the reference (cpu::matmul) stays the oracle (tests/unit/test_backend_ops.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/core/weight_view.h"
+
+namespace mt::cpu {
+
+// Most tokens one dense_gemv call takes; more go to the caller's GEMM path.
+inline constexpr int64_t kGemvMaxTokens = 4;
+
+// False (and nothing written) when this ISA level has no kernel for the view (dtype, a scale
+// block that is not a multiple of 16, more than kGemvMaxTokens tokens, or level 0): the caller
+// falls back to cpu::matmul. isa_level: 1 AVX2, 2 AVX-512, already clamped to the CPU's.
+bool dense_gemv(const WeightView& w, const float* x, int64_t n_tokens, float* y, int isa_level);
+
+namespace gemv_detail {
+// Rows [r0, r1) of w for n tokens (n <= kGemvMaxTokens): y[t * ldy + r] for r in [r0, r1).
+using RowsFn = void (*)(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy);
+RowsFn avx512_rows(DType dt);  // null where the dtype has no kernel
+RowsFn avx2_rows(DType dt);
+}  // namespace gemv_detail
+
+}  // namespace mt::cpu

@@ -1,0 +1,128 @@
+// AVX2 dense GEMV rows (compiled with -mavx2 -mfma -mf16c; entered only after the CPU check).
+// The AVX-512 file's scheme at 8 lanes: four rows at a time, each 8-wide column chunk decoded
+// once for every token; the last cols % 8 columns in scalar code.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "cpu_kernels/dense_gemv.h"
+#include "runtime/core/dtype.h"
+
+namespace mt::cpu::gemv_detail {
+
+namespace {
+
+template <DType D>
+inline float scale_at(const WeightView& w, int64_t r, int64_t j) {
+  if constexpr (D == DType::F8_E4M3) {
+    float s;
+    std::memcpy(&s, w.scale + (r / w.block) * w.scale_cols() + j / w.block, 4);
+    return s;
+  } else {
+    return 1.0f;
+  }
+}
+
+template <DType D>
+inline __m256 load8(const WeightView& w, int64_t r, int64_t j) {
+  if constexpr (D == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(w.data) + r * w.cols + j);
+  } else if constexpr (D == DType::BF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else if constexpr (D == DType::F16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j));
+    return _mm256_cvtph_ps(h);
+  } else {  // F8_E4M3 as in the AVX-512 file: magnitude bits into an fp16 (value * 2^-8), then * 256 * scale
+    uint64_t b8;
+    std::memcpy(&b8, w.data + r * w.cols + j, 8);
+    const __m128i v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(b8)));
+    const __m128i mag = _mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x7f)), 7);
+    const __m128i sign = _mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x80)), 8);
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_or_si128(mag, sign)), _mm256_set1_ps(scale_at<D>(w, r, j) * 256.0f));
+  }
+}
+
+template <DType D>
+inline float load1(const WeightView& w, int64_t r, int64_t j) {
+  const int64_t i = r * w.cols + j;
+  if constexpr (D == DType::F32) {
+    float f;
+    std::memcpy(&f, w.data + i * 4, 4);
+    return f;
+  } else if constexpr (D == DType::BF16 || D == DType::F16) {
+    uint16_t h;
+    std::memcpy(&h, w.data + i * 2, 2);
+    return D == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+  } else {
+    return fp8e4m3_to_f32(w.data[i]) * scale_at<D>(w, r, j);
+  }
+}
+
+inline float hsum(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+template <DType D, int N>
+void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+  const int64_t K = w.cols, K8 = K / 8 * 8;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    __m256 acc[4][N] = {};  // value-initialised: all lanes zero
+    for (int64_t j = 0; j < K8; j += 8) {
+      const __m256 w0 = load8<D>(w, r, j), w1 = load8<D>(w, r + 1, j), w2 = load8<D>(w, r + 2, j),
+                   w3 = load8<D>(w, r + 3, j);
+      for (int t = 0; t < N; ++t) {
+        const __m256 xv = _mm256_loadu_ps(x + t * K + j);
+        acc[0][t] = _mm256_fmadd_ps(w0, xv, acc[0][t]);
+        acc[1][t] = _mm256_fmadd_ps(w1, xv, acc[1][t]);
+        acc[2][t] = _mm256_fmadd_ps(w2, xv, acc[2][t]);
+        acc[3][t] = _mm256_fmadd_ps(w3, xv, acc[3][t]);
+      }
+    }
+    for (int t = 0; t < N; ++t)
+      for (int i = 0; i < 4; ++i) {
+        float s = hsum(acc[i][t]);
+        for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r + i, j) * x[t * K + j];
+        y[t * ldy + r + i] = s;
+      }
+  }
+  for (; r < r1; ++r) {
+    __m256 acc[N] = {};
+    for (int64_t j = 0; j < K8; j += 8) {
+      const __m256 wv = load8<D>(w, r, j);
+      for (int t = 0; t < N; ++t) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[t]);
+    }
+    for (int t = 0; t < N; ++t) {
+      float s = hsum(acc[t]);
+      for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r, j) * x[t * K + j];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+template <DType D>
+void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy) {
+  switch (n) {
+    case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);
+    case 2: return rows_n<D, 2>(w, r0, r1, x, y, ldy);
+    case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
+    default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+  }
+}
+
+}  // namespace
+
+RowsFn avx2_rows(DType dt) {
+  switch (dt) {
+    case DType::F32: return rows<DType::F32>;
+    case DType::BF16: return rows<DType::BF16>;
+    case DType::F16: return rows<DType::F16>;
+    case DType::F8_E4M3: return rows<DType::F8_E4M3>;
+    default: return nullptr;
+  }
+}
+
+}  // namespace mt::cpu::gemv_detail
