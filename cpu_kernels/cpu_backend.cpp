@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cpu_kernels/dense_gemm.h"
 #include "cpu_kernels/dense_gemv.h"
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/ops.h"
@@ -34,8 +35,13 @@ class CpuBackend final : public backend::Backend {
 
   void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override { ref_->embed(t, ids, n, out); }
   void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
-    if (n <= kGemvMaxTokens && dense_gemv(w, x, n, y, isa_)) return;
-    ref_->matmul(w, x, n, y);
+    if (n <= kGemvMaxTokens) {
+      if (!dense_gemv(w, x, n, y, isa_)) ref_->matmul(w, x, n, y);
+      return;
+    }
+    // Prefill: oneDNN pays off once the product is more than a few hundred thousand MACs.
+    if (w.cols > 0 && n * w.rows * w.cols >= (int64_t{1} << 20)) dense_gemm(w, x, n, y);
+    else ref_->matmul(w, x, n, y);
   }
   void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) override {
     ref_->rmsnorm(x, w, y, n, d, eps);

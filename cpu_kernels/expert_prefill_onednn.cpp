@@ -3,17 +3,13 @@
 // cores), else to fp32, and the three GEMMs run through oneDNN matmul with primitives cached per
 // shape. Numerics: exact dequantisation in fp32 mode (activations stay fp32, more accurate than
 // the decode path); in bf16 mode weights, x and h are rounded to bf16.
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
-#include <mutex>
-#include <tuple>
 #include <vector>
 
 #include "cpu_kernels/expert_ffn_internal.h"
+#include "cpu_kernels/onednn_gemm.h"
 #include "runtime/core/dtype.h"
 
 namespace mt::cpu::expert_detail {
@@ -21,74 +17,6 @@ namespace mt::cpu::expert_detail {
 namespace {
 
 constexpr int64_t kSlabRows = 256;  // multiple of the 16-row tile
-
-using dt = dnnl::memory::data_type;
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-struct MatmulKey {
-  int64_t M, K, N, ldc;
-  bool bf16;
-  bool operator<(const MatmulKey& o) const {
-    return std::tie(M, K, N, ldc, bf16) < std::tie(o.M, o.K, o.N, o.ldc, o.bf16);
-  }
-};
-
-// C[M, N] (row stride ldc, fp32) = A[M, K] (row-major) x W[N, K]^T (row-major).
-dnnl::matmul::primitive_desc make_pd(const MatmulKey& k) {
-  const dt wdt = k.bf16 ? dt::bf16 : dt::f32;
-  dnnl::memory::desc a({k.M, k.K}, wdt, dnnl::memory::dims{k.K, 1});
-  dnnl::memory::desc b({k.K, k.N}, wdt, dnnl::memory::dims{1, k.K});
-  dnnl::memory::desc c({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
-  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), engine());
-}
-
-bool bf16_supported() {
-  static const bool ok = [] {
-    try {
-      make_pd({16, 64, 64, 64, true});
-      return true;
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return ok;
-}
-
-struct Cached {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-};
-
-std::mutex g_cache_mu;
-std::map<MatmulKey, Cached>& cache() {
-  static std::map<MatmulKey, Cached> c;
-  return c;
-}
-
-void run_matmul(const MatmulKey& k, const void* A, const void* W, float* C) {
-  Cached cm;
-  {
-    std::lock_guard<std::mutex> lk(g_cache_mu);
-    auto& c = cache();
-    auto it = c.find(k);
-    if (it == c.end()) {
-      if (c.size() > 512) c.clear();
-      auto pd = make_pd(k);
-      it = c.emplace(k, Cached{pd, dnnl::matmul(pd)}).first;
-    }
-    cm = it->second;
-  }
-  dnnl::stream s(engine());
-  dnnl::memory am(cm.pd.src_desc(), engine(), const_cast<void*>(A));
-  dnnl::memory bm(cm.pd.weights_desc(), engine(), const_cast<void*>(W));
-  dnnl::memory cmem(cm.pd.dst_desc(), engine(), C);
-  cm.prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cmem}});
-  s.wait();
-}
 
 inline void store(float* p, float v) { *p = v; }
 inline void store(uint16_t* p, float v) { *p = f32_to_bf16(v); }
@@ -131,8 +59,8 @@ void prefill_typed(const KernelSet& ks, const ExpertGeometry& g, const ExpertTas
     const int64_t nr = std::min(kSlabRows, Ip - r0);
     dequant_rows(ks, gate, r0, nr, w1.data());
     dequant_rows(ks, up, r0, nr, w2.data());
-    run_matmul({n, H, nr, Ip, bf16}, xa.data(), w1.data(), gbuf.data() + r0);
-    run_matmul({n, H, nr, Ip, bf16}, xa.data(), w2.data(), ubuf.data() + r0);
+    onednn_gemm({n, H, nr, Ip, bf16}, xa.data(), w1.data(), gbuf.data() + r0);
+    onednn_gemm({n, H, nr, Ip, bf16}, xa.data(), w2.data(), ubuf.data() + r0);
   }
   const SiluMulFn silu_mul = ks.silu_mul;
   std::vector<float> hrow(static_cast<size_t>(I));
@@ -143,7 +71,7 @@ void prefill_typed(const KernelSet& ks, const ExpertGeometry& g, const ExpertTas
   for (int64_t r0 = 0; r0 < Hp; r0 += kSlabRows) {
     const int64_t nr = std::min(kSlabRows, Hp - r0);
     dequant_rows(ks, down, r0, nr, w1.data());
-    run_matmul({n, I, nr, Hp, bf16}, ha.data(), w1.data(), obuf.data() + r0);
+    onednn_gemm({n, I, nr, Hp, bf16}, ha.data(), w1.data(), obuf.data() + r0);
   }
   for (int64_t t = 0; t < n; ++t) {
     const float w = task.weight ? task.weight[t] : 1.0f;
@@ -159,7 +87,7 @@ void prefill_task(const ExpertGeometry& g, const ExpertTask& task, const float* 
                   const ExpertKernelConfig& cfg) {
   if (task.n <= 0) return;
   const KernelSet& ks = kernels_for(cfg);
-  if (bf16_supported()) prefill_typed<uint16_t>(ks, g, task, x, y, true);
+  if (onednn_bf16_supported()) prefill_typed<uint16_t>(ks, g, task, x, y, true);
   else prefill_typed<float>(ks, g, task, x, y, false);
 }
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # Whole-token decode, the fast CPU backend against the reference backend, on a packed store:
-# RUNS interleaved rounds of `bench decode` (a 16-token prompt, then N tokens) with each backend,
+# RUNS interleaved rounds of `bench decode` (a PROMPT-token prompt, then N tokens) with each backend,
 # medians, their ratio, and this machine's RAM read bandwidth from `bench membw` in the same run.
-# Usage: scripts/bench_backends.sh STORE [RUNS] [N]      (docs/benchmarks.md)
+# Usage: scripts/bench_backends.sh STORE [RUNS] [N] [PROMPT]  (default 5 rounds, 16 decoded tokens
+# after a 128-token prompt whose prefill is timed too; docs/benchmarks.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${1:?usage: scripts/bench_backends.sh STORE [RUNS] [N]}
 RUNS=${2:-5}
 N=${3:-16}
+P=${4:-128}
 [ -x build/moetier ] || bash scripts/build.sh
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 ./build/moetier bench membw --json "$OUT/membw.json" >/dev/null
 for i in $(seq 1 "$RUNS"); do
   for b in reference cpu; do
-    ./build/moetier bench decode --model "$STORE" --backend "$b" -n "$N" --json "$OUT/$b-$i.json" >/dev/null 2>&1
+    ./build/moetier bench decode --model "$STORE" --backend "$b" -n "$N" --prompt-tokens "$P" --json "$OUT/$b-$i.json" >/dev/null 2>&1
   done
 done
 python3 - "$OUT" "$RUNS" "$STORE" <<'PY'
@@ -39,7 +41,9 @@ for b in ("reference", "cpu"):
     v = [json.load(open(f"{out}/{b}-{i}.json"))["decode_tokens_per_s"] for i in range(1, runs + 1)]
     med[b] = statistics.median(v)
     gbs = med[b] * per_token / 1e9
-    print(f"{b:>10}: decode {med[b]:6.2f} tokens/s, {gbs:5.1f} GB/s = {gbs / bw:.2f} of RAM bandwidth "
-          f"(median of {runs}; runs " + " ".join(f"{x:.2f}" for x in v) + ")")
-print(f"cpu / reference: {med['cpu'] / med['reference']:.2f}x; RAM read bandwidth (bench membw, same run): {bw:.1f} GB/s")
+    pf = statistics.median(json.load(open(f"{out}/{b}-{i}.json"))["prefill_tokens_per_s"] for i in range(1, runs + 1))
+    med[b + " prefill"] = pf
+    print(f"{b:>10}: decode {med[b]:6.2f} tokens/s, {gbs:5.1f} GB/s = {gbs / bw:.2f} of RAM bandwidth; "
+          f"prefill {pf:6.1f} tokens/s (medians of {runs}; decode runs " + " ".join(f"{x:.2f}" for x in v) + ")")
+print(f"cpu / reference: decode {med['cpu'] / med['reference']:.2f}x, prefill {med['cpu prefill'] / med['reference prefill']:.2f}x; RAM read bandwidth (bench membw, same run): {bw:.1f} GB/s")
 PY

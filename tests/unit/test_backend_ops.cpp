@@ -177,6 +177,16 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
         f.check(who + "matmul" + tag + " n=" + std::to_string(n), a.begin(), b, n * rows, tolerance(dt));
       }
     }
+    if (cand.supports(Op::Matmul, dt)) {
+      // A prefill-sized product (a backend's GEMM): 300 rows leave a partial 256-row slab.
+      const int64_t rows = 300, cols = 520, n = 9;
+      StoredWeight w(dt, rows, cols, rng);
+      auto x = randn(n * cols, rng);
+      Guarded a(n * rows), b(n * rows);
+      ref.matmul(w.view, x.data(), n, a.data());
+      cand.matmul(w.view, x.data(), n, b.data());
+      f.check(who + "matmul" + tag + " n=9 (prefill)", a.begin(), b, n * rows, tolerance(dt));
+    }
     if (cand.supports(Op::Embed, dt)) {
       const int64_t V = 29, D = 45;
       StoredWeight w(dt, V, D, rng);

@@ -58,6 +58,7 @@ options:
                       --pread, as for generate)                                [all in RAM]
   --backend NAME      backend for `decode`: cpu or reference                          [cpu]
   -n N                decode tokens for `decode`                                       [32]
+  --prompt-tokens N   prompt length for `decode` (its prefill is timed too)           [16]
   --json FILE         also write the results as JSON
 )";
 
@@ -303,12 +304,14 @@ int bench_io(const Args& a, json& out) {
 int bench_decode(const Args& a, json& out) {
   auto n = a.get_int("n-predict", 32, 1, 1 << 20);
   if (!n) return std::fprintf(stderr, "error: %s\n", n.error().c_str()), 2;
+  auto np = a.get_int("prompt-tokens", 16, 1, 1 << 16);
+  if (!np) return std::fprintf(stderr, "error: %s\n", np.error().c_str()), 2;
   if (!a.has("model")) return std::fprintf(stderr, "error: bench decode needs --model DIR\n"), 2;
-  auto engine = open_engine_from_flags(a, *n + 64);
+  auto engine = open_engine_from_flags(a, *n + *np + 48);
   if (!engine) return std::fprintf(stderr, "error: %s\n", engine.error().c_str()), 1;
   Engine& e = **engine;
   std::vector<int32_t> prompt;
-  for (int i = 0; i < 16; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 11) % 128000));
+  for (int64_t i = 0; i < *np; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 11) % 128000));
   std::vector<float> logits;
   auto t0 = Clock::now();
   if (Status s = e.eval(prompt, false, logits); !s) return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
@@ -323,9 +326,9 @@ int bench_decode(const Args& a, json& out) {
   }
   const double decode_s = seconds(t0);
   std::printf("bench decode: %s (backend %s)\n", a.get("model")->c_str(), e.backend_name());
-  std::printf("%-36s %10.2f\n", "prefill tokens/s (16 tokens)", 16.0 / prefill_s);
+  std::printf("%-36s %10.2f\n", ("prefill tokens/s (" + std::to_string(*np) + " tokens)").c_str(), double(*np) / prefill_s);
   std::printf("%-36s %10.2f\n", "decode tokens/s", double(*n) / decode_s);
-  out["prefill_tokens_per_s"] = 16.0 / prefill_s;
+  out["prefill_tokens_per_s"] = double(*np) / prefill_s;
   out["decode_tokens_per_s"] = double(*n) / decode_s;
   if (const ExpertScheduler* pe = e.expert_scheduler()) {
     const ExpertSchedulerStats s = pe->stats();
@@ -356,7 +359,7 @@ int bench_decode(const Args& a, json& out) {
 int cmd_bench(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"runs"},        {"threads"},  {"quant"}, {"group"},
                                  {"experts"},     {"tokens"},   {"model"}, {"queue-depth"},
-                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"json"}, {"help", false}};
+                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"json"}, {"help", false}};
   add_expert_streaming_flags(flags);
   auto parsed = Args::parse(argc, argv, flags, "bench");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
