@@ -53,8 +53,9 @@ Reserved gpu_reservations(const CostInputs& in) {
 }
 
 // What the host needs besides routed experts. Without a GPU that is the whole non-expert
-// model as the CPU engine holds it (mapped FP8 weights, fp32 caches, the fp32 copy of kv_b it
-// absorbs attention with); with one, staging buffers and workspace.
+// model as the CPU engine holds it (mapped FP8 weights, fp32 caches); its default backend reads
+// kv_b as stored for absorbed attention (only `--backend reference` keeps an fp32 copy); with a
+// GPU, staging buffers and workspace.
 Reserved ram_reservations(const CostInputs& in, bool gpu) {
   const ModelConfig& c = in.model;
   const ModelSizes s = compute_model_sizes(c);
@@ -68,8 +69,6 @@ Reserved ram_reservations(const CostInputs& in, bool gpu) {
     r.add("latent KV cache (fp32, " + std::to_string(in.context) + " tokens x " + std::to_string(in.batch) + ")",
           ctx * layers * double(c.kv_lora_rank + c.qk_rope_head_dim) * 4.0 * B);
     if (c.arch == ModelArch::V32) r.add("indexer key cache (fp32)", ctx * layers * double(c.index_head_dim) * 4.0 * B);
-    r.add("dequantised kv_b for absorbed attention (fp32)",
-          layers * double(c.num_attention_heads) * double(c.qk_nope_head_dim + c.v_head_dim) * double(c.kv_lora_rank) * 4.0);
   }
   r.add("workspace (activations, logits)",
         double(512u << 20) + B * double(c.vocab_size) * 4.0 + double(in.prefill_chunk) * double(c.hidden_size) * 4.0 * 16.0);

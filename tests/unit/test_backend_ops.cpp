@@ -265,7 +265,7 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     const int64_t H = 3, layers = 2, layer = 1, pos0 = 6, n = 3;
     const MlaHeadDims d{5, 4, 7, 11};
     const CacheShape shape{layers, d.latent, d.rope, 0};
-    for (DType dt : {DType::F32, DType::BF16}) {
+    for (DType dt : {DType::F32, DType::BF16, DType::F8_E4M3}) {
       StoredWeight kvb(dt, H * (d.nope + d.v), d.latent, rng);
       ref.load_attention_weights(layer, kvb.view, d);
       cand.load_attention_weights(layer, kvb.view, d);

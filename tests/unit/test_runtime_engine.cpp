@@ -358,23 +358,30 @@ TEST_CASE("the expert scheduler sends each expert to its tier's runner and overl
 
 TEST_CASE("the engine charges the reference backend's fp32 kv_b and the attention cache to RAM", "[runtime]") {
   const fs::path dir = make("accounting", ModelArch::V32, true, 8);
-  EngineOptions eo;
-  eo.context = 16;
-  eo.announce_device = false;
-  auto e = Engine::open(dir, eo);
-  REQUIRE(e.ok());
-  const ModelConfig& c = (*e)->config();
-  auto ram = (*e)->ram_accounting();
-  REQUIRE(ram.ok());
-  // Worked out from the config: kv_b is [heads * (nope + v), kv_lora_rank] per layer, in fp32;
-  // the cache holds latent, k_rope and the indexer key per layer and position, in fp32.
-  const uint64_t kv_b = uint64_t(c.num_hidden_layers) * uint64_t(c.num_attention_heads) *
-                        uint64_t(c.qk_nope_head_dim + c.v_head_dim) * uint64_t(c.kv_lora_rank) * 4u;
-  const uint64_t cache = uint64_t(c.num_hidden_layers) * 16u *
-                         uint64_t(c.kv_lora_rank + c.qk_rope_head_dim + c.index_head_dim) * 4u;
-  REQUIRE(ram->items().size() == 2);
-  CHECK(ram->items()[0].second == kv_b);
-  CHECK(ram->items()[1].second == cache);
-  CHECK(ram->used() == kv_b + cache);
+  for (const char* backend : {"reference", "cpu"}) {
+    EngineOptions eo;
+    eo.context = 16;
+    eo.announce_device = false;
+    eo.backend = backend;
+    auto e = Engine::open(dir, eo);
+    REQUIRE(e.ok());
+    const ModelConfig& c = (*e)->config();
+    auto ram = (*e)->ram_accounting();
+    REQUIRE(ram.ok());
+    // Worked out from the config: kv_b is [heads * (nope + v), kv_lora_rank] per layer, in fp32
+    // for the reference backend (the cpu backend reads it as stored: nothing derived); the cache
+    // holds latent, k_rope and the indexer key per layer and position, in fp32.
+    const bool ref = std::string(backend) == "reference";
+    const uint64_t kv_b = ref ? uint64_t(c.num_hidden_layers) * uint64_t(c.num_attention_heads) *
+                                    uint64_t(c.qk_nope_head_dim + c.v_head_dim) * uint64_t(c.kv_lora_rank) * 4u
+                              : 0u;
+    const uint64_t cache = uint64_t(c.num_hidden_layers) * 16u *
+                           uint64_t(c.kv_lora_rank + c.qk_rope_head_dim + c.index_head_dim) * 4u;
+    INFO(backend);
+    REQUIRE(ram->items().size() == 2);
+    CHECK(ram->items()[0].second == kv_b);
+    CHECK(ram->items()[1].second == cache);
+    CHECK(ram->used() == kv_b + cache);
+  }
   fs::remove_all(dir);
 }
