@@ -108,11 +108,15 @@ HostFacts host_facts() {
   return f;
 }
 
+// Bumped when what the probe measures changes (the kernels it times), so cached profiles of
+// the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV.
+constexpr int kProbeRevision = 2;
+
 std::string fingerprint_of(const HostFacts& f) {
   const uint64_t gib = (f.mem_total + (uint64_t{1} << 29)) >> 30;
   const std::string id = f.cpu_model + "|" + std::to_string(f.logical_cpus) + "|" + std::to_string(gib) + "|" +
                          std::to_string(f.nodes.size()) + "|" + (f.gpu.available ? f.gpu.name : "no gpu") + "|v" +
-                         std::to_string(MachineProfile{}.version);
+                         std::to_string(MachineProfile{}.version) + "|probe" + std::to_string(kProbeRevision);
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: stable across builds and platforms
   for (unsigned char c : id) h = (h ^ c) * 0x100000001b3ull;
   char buf[40];
