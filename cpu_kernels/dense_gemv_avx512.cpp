@@ -7,6 +7,7 @@
 // *_avx512.cpp files).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
+#include <algorithm>
 #include <cstring>
 
 #include "cpu_kernels/dense_gemv.h"
@@ -23,19 +24,9 @@ inline __m512 load16(const WeightView& w, int64_t r, int64_t j, __mmask16 m) {
   } else if constexpr (D == DType::BF16) {
     const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else if constexpr (D == DType::F16) {
+  } else {  // F16
     const __m256i h = _mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j);
     return _mm512_cvtph_ps(h);
-  } else {  // F8_E4M3: the 7 magnitude bits shifted into an fp16 are the value * 2^-8, exactly
-    // (normals and subnormals alike); the sign goes to the fp16 sign bit. Then * 256 * scale.
-    const __m128i b = _mm_maskz_loadu_epi8(m, w.data + r * w.cols + j);
-    const __m256i v = _mm256_cvtepu8_epi16(b);
-    const __m256i mag = _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x7f)), 7);
-    const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x80)), 8);
-    const __m512 f = _mm512_cvtph_ps(_mm256_or_si256(mag, sign));
-    float s;
-    std::memcpy(&s, w.scale + (r / w.block) * w.scale_cols() + j / w.block, 4);
-    return _mm512_mul_ps(f, _mm512_set1_ps(s * 256.0f));
   }
 }
 
@@ -71,13 +62,83 @@ void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* 
   }
 }
 
+// FP8 e4m3 codes as fp32 * 2^-8: the byte moved to the top of a 16-bit lane and shifted back
+// one arithmetic step gives s,s,eeee,mmm; clearing the second bit leaves the fp16 s,0eeee,mmm.
+inline __m512 fp8_unscaled(const uint8_t* p, __mmask16 m) {
+  const __m256i v = _mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, p));
+  const __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 1), _mm256_set1_epi16(int16_t(0xBFFF)));
+  return _mm512_cvtph_ps(h);
+}
+
+// FP8 with block scales: products summed per column block without the scale, then scaled once
+// per block (a 4-row group never straddles a scale row: blocks are multiples of 16 rows).
+template <int N>
+void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+  const int64_t K = w.cols, B = w.block, SC = w.scale_cols();
+  int64_t r = r0;
+  auto scale = [&](int64_t row, int64_t jb) {
+    float s;
+    std::memcpy(&s, w.scale + (row / B) * SC + jb / B, 4);
+    return _mm512_set1_ps(s * 256.0f);
+  };
+  for (; r + 4 <= r1; r += 4) {
+    __m512 acc[4][N] = {};
+    const uint8_t* row0 = w.data + r * K;
+    for (int64_t jb = 0; jb < K; jb += B) {
+      __m512 part[4][N] = {};
+      const int64_t je = std::min(K, jb + B);
+      for (int64_t j = jb; j < je; j += 16) {
+        const __mmask16 m = je - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (je - j)) - 1);
+        const __m512 w0 = fp8_unscaled(row0 + j, m), w1 = fp8_unscaled(row0 + K + j, m),
+                     w2 = fp8_unscaled(row0 + 2 * K + j, m), w3 = fp8_unscaled(row0 + 3 * K + j, m);
+        for (int t = 0; t < N; ++t) {
+          const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + j);
+          part[0][t] = _mm512_fmadd_ps(w0, xv, part[0][t]);
+          part[1][t] = _mm512_fmadd_ps(w1, xv, part[1][t]);
+          part[2][t] = _mm512_fmadd_ps(w2, xv, part[2][t]);
+          part[3][t] = _mm512_fmadd_ps(w3, xv, part[3][t]);
+        }
+      }
+      const __m512 sv = scale(r, jb);
+      for (int i = 0; i < 4; ++i)
+        for (int t = 0; t < N; ++t) acc[i][t] = _mm512_fmadd_ps(part[i][t], sv, acc[i][t]);
+    }
+    for (int t = 0; t < N; ++t)
+      for (int i = 0; i < 4; ++i) y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+  }
+  for (; r < r1; ++r) {
+    __m512 acc[N] = {};
+    for (int64_t jb = 0; jb < K; jb += B) {
+      __m512 part[N] = {};
+      const int64_t je = std::min(K, jb + B);
+      for (int64_t j = jb; j < je; j += 16) {
+        const __mmask16 m = je - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (je - j)) - 1);
+        const __m512 wv = fp8_unscaled(w.data + r * K + j, m);
+        for (int t = 0; t < N; ++t) part[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * K + j), part[t]);
+      }
+      const __m512 sv = scale(r, jb);
+      for (int t = 0; t < N; ++t) acc[t] = _mm512_fmadd_ps(part[t], sv, acc[t]);
+    }
+    for (int t = 0; t < N; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[t]);
+  }
+}
+
 template <DType D>
 void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy) {
-  switch (n) {
-    case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);
-    case 2: return rows_n<D, 2>(w, r0, r1, x, y, ldy);
-    case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
-    default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+  if constexpr (D == DType::F8_E4M3) {
+    switch (n) {
+      case 1: return rows_fp8_n<1>(w, r0, r1, x, y, ldy);
+      case 2: return rows_fp8_n<2>(w, r0, r1, x, y, ldy);
+      case 3: return rows_fp8_n<3>(w, r0, r1, x, y, ldy);
+      default: return rows_fp8_n<4>(w, r0, r1, x, y, ldy);
+    }
+  } else {
+    switch (n) {
+      case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);
+      case 2: return rows_n<D, 2>(w, r0, r1, x, y, ldy);
+      case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
+      default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+    }
   }
 }
 
