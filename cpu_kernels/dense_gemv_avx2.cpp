@@ -3,6 +3,7 @@
 // once for every token; the last cols % 8 columns in scalar code.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cpu_kernels/dense_gemv.h"
@@ -13,33 +14,15 @@ namespace mt::cpu::gemv_detail {
 namespace {
 
 template <DType D>
-inline float scale_at(const WeightView& w, int64_t r, int64_t j) {
-  if constexpr (D == DType::F8_E4M3) {
-    float s;
-    std::memcpy(&s, w.scale + (r / w.block) * w.scale_cols() + j / w.block, 4);
-    return s;
-  } else {
-    return 1.0f;
-  }
-}
-
-template <DType D>
 inline __m256 load8(const WeightView& w, int64_t r, int64_t j) {
   if constexpr (D == DType::F32) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(w.data) + r * w.cols + j);
   } else if constexpr (D == DType::BF16) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  } else if constexpr (D == DType::F16) {
+  } else {  // F16
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j));
     return _mm256_cvtph_ps(h);
-  } else {  // F8_E4M3 as in the AVX-512 file: magnitude bits into an fp16 (value * 2^-8), then * 256 * scale
-    uint64_t b8;
-    std::memcpy(&b8, w.data + r * w.cols + j, 8);
-    const __m128i v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(b8)));
-    const __m128i mag = _mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x7f)), 7);
-    const __m128i sign = _mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x80)), 8);
-    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_or_si128(mag, sign)), _mm256_set1_ps(scale_at<D>(w, r, j) * 256.0f));
   }
 }
 
@@ -50,12 +33,10 @@ inline float load1(const WeightView& w, int64_t r, int64_t j) {
     float f;
     std::memcpy(&f, w.data + i * 4, 4);
     return f;
-  } else if constexpr (D == DType::BF16 || D == DType::F16) {
+  } else {  // BF16, F16
     uint16_t h;
     std::memcpy(&h, w.data + i * 2, 2);
     return D == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-  } else {
-    return fp8e4m3_to_f32(w.data[i]) * scale_at<D>(w, r, j);
   }
 }
 
@@ -103,13 +84,89 @@ void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* 
   }
 }
 
+// FP8 e4m3 codes as fp32 * 2^-8 (as in the AVX-512 file: shift left 8, arithmetic right 1, clear
+// bit 14 gives the fp16 s,0eeee,mmm).
+inline __m256 fp8_unscaled(const uint8_t* p) {
+  uint64_t b8;
+  std::memcpy(&b8, p, 8);
+  const __m128i v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(b8)));
+  const __m128i h = _mm_and_si128(_mm_srai_epi16(_mm_slli_epi16(v, 8), 1), _mm_set1_epi16(int16_t(0xBFFF)));
+  return _mm256_cvtph_ps(h);
+}
+
+// FP8 with block scales: products summed per column block without the scale, then scaled once
+// per block (a 4-row group never straddles a scale row); the last K % 8 columns in scalar code.
+template <int N>
+void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+  const int64_t K = w.cols, B = w.block, SC = w.scale_cols();
+  auto scale = [&](int64_t row, int64_t jb) {
+    float s;
+    std::memcpy(&s, w.scale + (row / B) * SC + jb / B, 4);
+    return s;
+  };
+  auto tail = [&](int64_t row, int t, int64_t jb, int64_t je) {  // scalar columns [jb, je)
+    float s = 0.0f;
+    for (int64_t j = jb; j < je; ++j) s += fp8e4m3_to_f32(w.data[row * K + j]) * scale(row, j) * x[t * K + j];
+    return s;
+  };
+  const int64_t K8 = K / 8 * 8;
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    __m256 acc[4][N] = {};
+    const uint8_t* row0 = w.data + r * K;
+    for (int64_t jb = 0; jb < K8; jb += B) {
+      __m256 part[4][N] = {};
+      const int64_t je = std::min(K8, jb + B);
+      for (int64_t j = jb; j < je; j += 8) {
+        const __m256 w0 = fp8_unscaled(row0 + j), w1 = fp8_unscaled(row0 + K + j), w2 = fp8_unscaled(row0 + 2 * K + j),
+                     w3 = fp8_unscaled(row0 + 3 * K + j);
+        for (int t = 0; t < N; ++t) {
+          const __m256 xv = _mm256_loadu_ps(x + t * K + j);
+          part[0][t] = _mm256_fmadd_ps(w0, xv, part[0][t]);
+          part[1][t] = _mm256_fmadd_ps(w1, xv, part[1][t]);
+          part[2][t] = _mm256_fmadd_ps(w2, xv, part[2][t]);
+          part[3][t] = _mm256_fmadd_ps(w3, xv, part[3][t]);
+        }
+      }
+      const __m256 sv = _mm256_set1_ps(scale(r, jb) * 256.0f);
+      for (int i = 0; i < 4; ++i)
+        for (int t = 0; t < N; ++t) acc[i][t] = _mm256_fmadd_ps(part[i][t], sv, acc[i][t]);
+    }
+    for (int t = 0; t < N; ++t)
+      for (int i = 0; i < 4; ++i) y[t * ldy + r + i] = hsum(acc[i][t]) + tail(r + i, t, K8, K);
+  }
+  for (; r < r1; ++r) {
+    __m256 acc[N] = {};
+    for (int64_t jb = 0; jb < K8; jb += B) {
+      __m256 part[N] = {};
+      const int64_t je = std::min(K8, jb + B);
+      for (int64_t j = jb; j < je; j += 8) {
+        const __m256 wv = fp8_unscaled(w.data + r * K + j);
+        for (int t = 0; t < N; ++t) part[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), part[t]);
+      }
+      const __m256 sv = _mm256_set1_ps(scale(r, jb) * 256.0f);
+      for (int t = 0; t < N; ++t) acc[t] = _mm256_fmadd_ps(part[t], sv, acc[t]);
+    }
+    for (int t = 0; t < N; ++t) y[t * ldy + r] = hsum(acc[t]) + tail(r, t, K8, K);
+  }
+}
+
 template <DType D>
 void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy) {
-  switch (n) {
-    case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);
-    case 2: return rows_n<D, 2>(w, r0, r1, x, y, ldy);
-    case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
-    default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+  if constexpr (D == DType::F8_E4M3) {
+    switch (n) {
+      case 1: return rows_fp8_n<1>(w, r0, r1, x, y, ldy);
+      case 2: return rows_fp8_n<2>(w, r0, r1, x, y, ldy);
+      case 3: return rows_fp8_n<3>(w, r0, r1, x, y, ldy);
+      default: return rows_fp8_n<4>(w, r0, r1, x, y, ldy);
+    }
+  } else {
+    switch (n) {
+      case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);
+      case 2: return rows_n<D, 2>(w, r0, r1, x, y, ldy);
+      case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
+      default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+    }
   }
 }
 
