@@ -124,10 +124,12 @@ def make_model(binary, out_dir, arch="v3", seed=None, layers=None, experts=None,
     return load_config(out_dir)
 
 
-def engine_logits(binary, model_dir, ids, out_path, chunk=None):
+def engine_logits(binary, model_dir, ids, out_path, chunk=None, extra=()):
+    """`moetier logits` of ids (float64 [n, vocab]); extra: more flags (--plan, --backend, ...)."""
     args = ["logits", "--model", model_dir, "--ids", ",".join(str(int(i)) for i in ids), "--out", out_path]
     if chunk is not None:
         args += ["--chunk", chunk]
+    args += list(extra)
     run_cli(binary, args)
     a = np.load(out_path)
     if a.shape[0] != len(ids):

@@ -16,8 +16,7 @@ import e2e_common as C  # noqa: E402
 
 
 def logits(exe, model, ids, out, *extra):
-    C.run_cli(exe, ["logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", out] + list(extra))
-    return np.load(out).astype(np.float64)
+    return C.engine_logits(exe, model, ids, out, extra=extra)
 
 
 def main():

@@ -29,8 +29,7 @@ def expect_error(ck, name, argv, *needles):
 
 
 def logits(exe, model, ids, out, *extra):
-    C.run_cli(exe, ["logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", out] + list(extra))
-    return np.load(out).astype(np.float64)
+    return C.engine_logits(exe, model, ids, out, extra=extra)
 
 
 def main():
