@@ -7,6 +7,7 @@
 #include "cpu_kernels/dense_gemv.h"
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/packed_matmul.h"
 #include "cpu_kernels/attention.h"
 #include "cpu_kernels/reference_backend.h"
 #include "cpu_kernels/reference_cache.h"
@@ -39,6 +40,10 @@ class CpuBackend final : public backend::Backend {
 
   void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override { ref_->embed(t, ids, n, out); }
   void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
+    if (is_packed(w.dtype)) {  // convert --dense q4|q8: the routed-expert kernels, any token count
+      packed_matmul(w, x, n, y, kernels_, packed_scratch_);
+      return;
+    }
     if (n <= kGemvMaxTokens) {
       if (!dense_gemv(w, x, n, y, isa_)) ref_->matmul(w, x, n, y);
       return;
@@ -111,6 +116,7 @@ class CpuBackend final : public backend::Backend {
   int isa_ = 0;
   std::string name_;
   ExpertWorkspace workspace_;
+  PackedMatmulScratch packed_scratch_;
 };
 
 }  // namespace

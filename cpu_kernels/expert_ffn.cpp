@@ -63,47 +63,6 @@ int64_t prefill_min_tokens(ExpertQuant q, const ExpertKernelConfig& cfg) {
   return q == ExpertQuant::BF16 ? 16 : 0;
 }
 
-// Activations of n rows against a matrix with K columns, in one 64-byte aligned allocation.
-struct ActBuf {
-  std::vector<uint8_t> store;
-  Act act;
-
-  void prepare(ExpertQuant quant, int64_t n, int64_t K, int64_t group) {
-    const size_t nk = static_cast<size_t>(n * K);
-    const size_t ng = quant == ExpertQuant::BF16 ? 0 : static_cast<size_t>(n * (K / group));
-    const size_t bytes = quant == ExpertQuant::BF16 ? round_up(nk * 2, 64) + round_up(nk * 4, 64)
-                                                    : round_up(nk, 64) + 2 * round_up(ng * 4, 64);
-    if (store.size() < bytes + 64) store.resize(bytes + 64);
-    uint8_t* p = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(store.data()), 64));
-    act = Act{};
-    act.n = n;
-    act.K = K;
-    act.group = quant == ExpertQuant::BF16 ? K : group;
-    if (quant == ExpertQuant::BF16) {
-      act.b = reinterpret_cast<uint16_t*>(p);
-      act.bf = reinterpret_cast<float*>(p + round_up(nk * 2, 64));
-    } else {
-      act.q = reinterpret_cast<int8_t*>(p);
-      act.d = reinterpret_cast<float*>(p + round_up(nk, 64));
-      act.off = reinterpret_cast<int32_t*>(p + round_up(nk, 64) + round_up(ng * 4, 64));
-    }
-  }
-  void fill_row(const KernelSet& ks, ExpertQuant quant, int64_t r, const float* x) {
-    const int64_t K = act.K;
-    if (quant == ExpertQuant::BF16) {
-      auto* b = const_cast<uint16_t*>(act.b) + r * K;
-      auto* bf = const_cast<float*>(act.bf) + r * K;
-      for (int64_t k = 0; k < K; ++k) {
-        b[k] = f32_to_bf16(x[k]);
-        bf[k] = bf16_to_f32(b[k]);
-      }
-    } else {
-      const int64_t G = K / act.group;
-      ks.quant_act(x, K, act.group, quant == ExpertQuant::Q4 ? 8 : 128, const_cast<int8_t*>(act.q) + r * K,
-                   const_cast<float*>(act.d) + r * G, const_cast<int32_t*>(act.off) + r * G);
-    }
-  }
-};
 
 }  // namespace expert_detail
 

@@ -16,8 +16,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "cpu_kernels/expert_ffn.h"
+#include "runtime/core/dtype.h"
 
 namespace mt::cpu::expert_detail {
 
@@ -46,6 +48,8 @@ struct PackedMat {
 
 // One matrix of a blob (the format: runtime/core/expert_format.h). which: 0 gate, 1 up, 2 down.
 PackedMat packed_matrix(const ExpertGeometry& g, const uint8_t* blob, int which);
+// w [rows, cols] fp32 -> the packed layout at dst (packed_matrix_bytes; padding bytes untouched).
+void pack_matrix(ExpertQuant quant, const float* w, int64_t rows, int64_t cols, int64_t group, uint8_t* dst);
 
 // Activations of n tokens prepared for one matrix (K = cols of that matrix).
 //   Q4/Q8: q[t*K + k] int8 in -127..127 with per-group scale d[t*G + g] (x ~= q*d) and
@@ -97,6 +101,48 @@ struct KernelSet {
   GemvFn get(ExpertQuant q) const { return q == ExpertQuant::Q4 ? q4 : q == ExpertQuant::Q8 ? q8 : bf16; }
   Gemv2Fn get_pair(ExpertQuant q) const {
     return q == ExpertQuant::Q4 ? q4_pair : q == ExpertQuant::Q8 ? q8_pair : bf16_pair;
+  }
+};
+
+// Activations of n rows against a matrix with K columns, in one 64-byte aligned allocation.
+struct ActBuf {
+  std::vector<uint8_t> store;
+  Act act;
+
+  void prepare(ExpertQuant quant, int64_t n, int64_t K, int64_t group) {
+    const size_t nk = static_cast<size_t>(n * K);
+    const size_t ng = quant == ExpertQuant::BF16 ? 0 : static_cast<size_t>(n * (K / group));
+    const size_t bytes = quant == ExpertQuant::BF16 ? round_up(nk * 2, 64) + round_up(nk * 4, 64)
+                                                    : round_up(nk, 64) + 2 * round_up(ng * 4, 64);
+    if (store.size() < bytes + 64) store.resize(bytes + 64);
+    uint8_t* p = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(store.data()), 64));
+    act = Act{};
+    act.n = n;
+    act.K = K;
+    act.group = quant == ExpertQuant::BF16 ? K : group;
+    if (quant == ExpertQuant::BF16) {
+      act.b = reinterpret_cast<uint16_t*>(p);
+      act.bf = reinterpret_cast<float*>(p + round_up(nk * 2, 64));
+    } else {
+      act.q = reinterpret_cast<int8_t*>(p);
+      act.d = reinterpret_cast<float*>(p + round_up(nk, 64));
+      act.off = reinterpret_cast<int32_t*>(p + round_up(nk, 64) + round_up(ng * 4, 64));
+    }
+  }
+  void fill_row(const KernelSet& ks, ExpertQuant quant, int64_t r, const float* x) {
+    const int64_t K = act.K;
+    if (quant == ExpertQuant::BF16) {
+      auto* b = const_cast<uint16_t*>(act.b) + r * K;
+      auto* bf = const_cast<float*>(act.bf) + r * K;
+      for (int64_t k = 0; k < K; ++k) {
+        b[k] = f32_to_bf16(x[k]);
+        bf[k] = bf16_to_f32(b[k]);
+      }
+    } else {
+      const int64_t G = K / act.group;
+      ks.quant_act(x, K, act.group, quant == ExpertQuant::Q4 ? 8 : 128, const_cast<int8_t*>(act.q) + r * K,
+                   const_cast<float*>(act.d) + r * G, const_cast<int32_t*>(act.off) + r * G);
+    }
   }
 };
 

@@ -63,7 +63,10 @@ void quantize_group_q8(const float* w, int64_t n, float& scale, uint8_t* codes) 
   }
 }
 
-void pack_matrix(ExpertQuant quant, const float* w, int64_t rows, int64_t cols, int64_t group, uint8_t* dst) {
+}  // namespace
+
+void expert_detail::pack_matrix(ExpertQuant quant, const float* w, int64_t rows, int64_t cols, int64_t group,
+                                uint8_t* dst) {
   PackedMat m;
   m.quant = quant;
   m.rows = rows;
@@ -111,6 +114,8 @@ void pack_matrix(ExpertQuant quant, const float* w, int64_t rows, int64_t cols, 
    }
   }
 }
+
+namespace {
 
 void unpack_matrix(const PackedMat& m, float* w) {
   const int64_t ck = chunk_k(m.quant), G = m.groups();

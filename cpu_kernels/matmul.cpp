@@ -42,11 +42,52 @@ void check_view(const WeightView& w) {
       if (w.rows > 0 && w.cols > 0 && w.scale == nullptr)
         throw std::invalid_argument("WeightView: F8_E4M3 needs a scale tensor");
       return;
+    case DType::Q4_PACKED:
+    case DType::Q8_PACKED: {
+      const int64_t ck = w.dtype == DType::Q4_PACKED ? 8 : 4;
+      if (w.block <= 0 || w.block % ck || w.cols % w.block)
+        throw std::invalid_argument("WeightView: packed weights need a group that divides cols and is a multiple of " +
+                                    std::to_string(ck));
+      return;
+    }
     default:
       break;
   }
   throw std::invalid_argument("WeightView: unsupported weight dtype " +
                               std::string(dtype_name(w.dtype)));
+}
+
+// Row r of a packed matrix (runtime/core/expert_format.h; the in-tile code order is documented in
+// cpu_kernels/expert_ffn_internal.h and docs/kernels.md), decoded element by element from the
+// format's description: row tiles of 16, each a run of 64-byte chunks in k order, the row's four
+// bytes of a chunk at 4*(r % 16); then the scales [tile][group][16 rows] (fp16 for Q4, fp32 for Q8).
+void decode_packed_row(const WeightView& w, int64_t r, float* out) {
+  const bool q4 = w.dtype == DType::Q4_PACKED;
+  const int64_t cols = w.cols, ck = q4 ? 8 : 4, groups = cols / w.block;
+  const int64_t tiles = (w.rows + 15) / 16, tile = r / 16, lane = r % 16;
+  const int64_t tile_code_bytes = cols / ck * 64;
+  const int64_t scale_start = (tile_code_bytes * tiles + 63) / 64 * 64;
+  const uint8_t* codes = w.data + tile * tile_code_bytes;
+  for (int64_t k = 0; k < cols; ++k) {
+    const int64_t c = k / ck, j = k % ck;
+    int q;
+    if (q4) {
+      const uint8_t b = codes[c * 64 + 4 * lane + (j & 3)];
+      q = (j < 4 ? (b & 15) : (b >> 4)) - 8;
+    } else {
+      q = static_cast<int>(codes[c * 64 + 4 * lane + j]) - 128;
+    }
+    const int64_t si = (tile * groups + k / w.block) * 16 + lane;
+    float d;
+    if (q4) {
+      uint16_t h;
+      std::memcpy(&h, w.data + scale_start + 2 * si, 2);
+      d = half_bits_to_f32(h);
+    } else {
+      std::memcpy(&d, w.data + scale_start + 4 * si, 4);
+    }
+    out[k] = static_cast<float>(q) * d;
+  }
 }
 
 // Decode row r of w into out[0, cols). Unaligned data is read with memcpy.
@@ -89,6 +130,10 @@ void decode_row(const WeightView& w, int64_t r, float* out) {
       }
       return;
     }
+    case DType::Q4_PACKED:
+    case DType::Q8_PACKED:
+      decode_packed_row(w, r, out);
+      return;
     default:
       return;  // rejected by check_view
   }

@@ -25,7 +25,8 @@ class ReferenceBackend final : public backend::Backend {
 
   bool supports(backend::Op op, DType weight) const override {
     if (op != backend::Op::Matmul && op != backend::Op::Embed) return true;
-    return weight == DType::F32 || weight == DType::BF16 || weight == DType::F16 || weight == DType::F8_E4M3;
+    return weight == DType::F32 || weight == DType::BF16 || weight == DType::F16 || weight == DType::F8_E4M3 ||
+           is_packed(weight);
   }
 
   void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims&) override {

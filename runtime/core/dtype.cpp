@@ -14,6 +14,8 @@ std::string_view dtype_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::U8: return "U8";
+    case DType::Q4_PACKED: return "Q4_PACKED";
+    case DType::Q8_PACKED: return "Q8_PACKED";
   }
   return "?";
 }
@@ -35,6 +37,7 @@ size_t dtype_size(DType t) {
     case DType::F16: case DType::BF16: return 2;
     case DType::F8_E4M3: case DType::U8: return 1;
     case DType::I64: return 8;
+    case DType::Q4_PACKED: case DType::Q8_PACKED: return 0;
   }
   return 0;
 }

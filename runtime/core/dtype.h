@@ -9,7 +9,13 @@
 
 namespace mt {
 
-enum class DType : uint8_t { F32, F16, BF16, F8_E4M3, I32, I64, U8 };
+// Q4_PACKED / Q8_PACKED: a whole matrix in the routed-expert kernels' packed layout
+// (runtime/core/expert_format.h: row tiles of 16, codes then per-group scales), written by
+// `moetier convert --dense q4|q8`. Never a safetensors dtype: dtype_from_name does not return them,
+// and they have no per-element size (dtype_size is 0; see packed_matrix_bytes).
+enum class DType : uint8_t { F32, F16, BF16, F8_E4M3, I32, I64, U8, Q4_PACKED, Q8_PACKED };
+
+inline bool is_packed(DType t) { return t == DType::Q4_PACKED || t == DType::Q8_PACKED; }
 
 // Safetensors spelling ("F32", "BF16", "F8_E4M3", ...).
 std::string_view dtype_name(DType t);

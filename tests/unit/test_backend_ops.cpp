@@ -19,6 +19,7 @@
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/reference_backend.h"
+#include "cpu_kernels/packed_matmul.h"
 #include "runtime/core/dtype.h"
 
 using namespace mt;
@@ -65,6 +66,8 @@ double tolerance(DType weights) {
     case DType::BF16:
     case DType::F16: return 4e-3;   // a backend may round activations to the weights' precision
     case DType::F8_E4M3: return 3e-2;
+    case DType::Q4_PACKED:
+    case DType::Q8_PACKED: return 1e-2;  // a backend may quantise activations to int8 per group (seen: 6.6e-3)
     default: return 1e-5;
   }
 }
@@ -89,6 +92,14 @@ struct StoredWeight {
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const int64_t block = 16;
     const size_t n = static_cast<size_t>(rows * cols);
+    if (is_packed(dt)) {  // the packed layout, group 32, from random fp32 values
+      std::vector<float> w(n);
+      for (float& v : w) v = nd(rng);
+      data.resize(cpu::packed_weight_bytes(dt, rows, cols, 32));
+      cpu::pack_weight(dt, w.data(), rows, cols, 32, data.data());
+      view = WeightView{dt, data.data(), rows, cols, nullptr, 32};
+      return;
+    }
     data.resize(n * static_cast<size_t>(dtype_size(dt)));
     for (size_t i = 0; i < n; ++i) {
       const float x = nd(rng);
@@ -154,7 +165,11 @@ struct ExpertProblem {
   }
 };
 
-constexpr DType kWeightTypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3};
+constexpr DType kWeightTypes[] = {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3, DType::Q4_PACKED,
+                                  DType::Q8_PACKED};
+
+// Packed weights need cols to be a multiple of their group (32): the next one up.
+int64_t cols_for(DType dt, int64_t cols) { return is_packed(dt) ? (cols + 31) / 32 * 32 : cols; }
 
 // Runs every op the candidate supports on both backends; returns what differed.
 Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
@@ -167,7 +182,7 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     if (cand.supports(Op::Matmul, dt)) {
       // Decode sizes (1..4 tokens: a backend's GEMV) and a prefill size; 131 columns leave a
       // partial SIMD chunk and a partial scale block, 133 rows a partial row group.
-      const int64_t rows = 133, cols = 131;
+      const int64_t rows = 133, cols = cols_for(dt, 131);
       StoredWeight w(dt, rows, cols, rng);
       for (int64_t n : {1, 2, 3, 4, 5}) {
         auto x = randn(n * cols, rng);
@@ -179,7 +194,7 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     }
     if (cand.supports(Op::Matmul, dt)) {
       // A prefill-sized product (a backend's GEMM): 300 rows leave a partial 256-row slab.
-      const int64_t rows = 300, cols = 520, n = 9;
+      const int64_t rows = 300, cols = cols_for(dt, 520), n = 9;
       StoredWeight w(dt, rows, cols, rng);
       auto x = randn(n * cols, rng);
       Guarded a(n * rows), b(n * rows);
@@ -188,7 +203,7 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       f.check(who + "matmul" + tag + " n=9 (prefill)", a.begin(), b, n * rows, tolerance(dt));
     }
     if (cand.supports(Op::Embed, dt)) {
-      const int64_t V = 29, D = 45;
+      const int64_t V = 29, D = cols_for(dt, 45);
       StoredWeight w(dt, V, D, rng);
       const std::vector<int32_t> ids = {3, 28, 0, 3, 17};
       const auto n = static_cast<int64_t>(ids.size());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/packed_matmul.h"
 
 // Cheap in hot loops: Catch's machinery (and the context message) only runs on failure.
 #define REQUIRE_Q(cond, ctx)   \
@@ -263,4 +264,41 @@ TEST_CASE("matmul result does not depend on the thread count", "[kernels][matmul
   matmul(w.view, x.data(), 5, y4.data());
   omp_set_num_threads(saved);
   CHECK(y1 == y4);
+}
+
+// The packed dense layout (convert --dense q4|q8): the reference decoder must give back every
+// weight to within its group's quantisation step, on an odd row count (a partial row tile).
+TEST_CASE("dequantize_rows decodes packed Q4/Q8 weights to within the quantisation step", "[kernels][matmul]") {
+  const int64_t rows = 37, cols = 96, group = 32;
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = nd(rng);
+  for (DType dt : {DType::Q4_PACKED, DType::Q8_PACKED}) {
+    std::vector<uint8_t> packed(packed_weight_bytes(dt, rows, cols, group));
+    pack_weight(dt, w.data(), rows, cols, group, packed.data());
+    const WeightView v{dt, packed.data(), rows, cols, nullptr, group};
+    std::vector<float> out(w.size());
+    dequantize_rows(v, 0, rows, out.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t g = 0; g < cols / group; ++g) {
+        double amax = 0;
+        for (int64_t k = 0; k < group; ++k) amax = std::max(amax, std::fabs(double(w[r * cols + g * group + k])));
+        // Q8: half of the step amax/127. Q4 maps the extreme value to -8 exactly, so a value of
+        // the other sign and the same size clamps at +7: up to one step amax/8 (fp16-rounded scale).
+        const double tol = (dt == DType::Q8_PACKED ? amax / 127 * 0.51 : amax / 8 * 1.01) + 1e-6;
+        for (int64_t k = 0; k < group; ++k) {
+          const int64_t i = r * cols + g * group + k;
+          REQUIRE_Q(std::fabs(double(out[i]) - double(w[i])) <= tol, "row " << r << " col " << g * group + k);
+        }
+      }
+    // A single row decodes the same as within the whole matrix.
+    std::vector<float> one(static_cast<size_t>(cols));
+    dequantize_rows(v, 33, 1, one.data());
+    for (int64_t k = 0; k < cols; ++k) REQUIRE(one[k] == out[33 * cols + k]);
+  }
+  std::vector<uint8_t> packed(packed_weight_bytes(DType::Q8_PACKED, rows, cols, group));
+  const WeightView bad{DType::Q8_PACKED, packed.data(), rows, cols, nullptr, 30};  // 30 neither divides 96 nor is a multiple of 4
+  std::vector<float> out(static_cast<size_t>(cols));
+  CHECK_THROWS(dequantize_rows(bad, 0, 1, out.data()));
 }
