@@ -13,10 +13,12 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
 
+#include "runtime/core/expert_format.h"
 #include "runtime/core/text_file.h"
 
 namespace mt::offload {
@@ -106,6 +108,18 @@ Result<std::string> get_string(const ojson& obj, const char* key, const std::str
   return it->get<std::string>();
 }
 
+// The dtypes a dense tensor may have: safetensors' float types and the packed layouts.
+std::optional<DType> dense_dtype_from_name(std::string_view n) {
+  if (n == "Q4_PACKED") return DType::Q4_PACKED;
+  if (n == "Q8_PACKED") return DType::Q8_PACKED;
+  auto t = dtype_from_name(n);
+  if (t && (*t == DType::F32 || *t == DType::F16 || *t == DType::BF16 || *t == DType::F8_E4M3)) return t;
+  return std::nullopt;
+}
+
+constexpr int64_t kMaxDim = int64_t{1} << 31;
+constexpr size_t kMaxTensorName = 1024;
+
 // Checks shared by the writer's header and the parsed manifest.
 Status check_expert_fields(const StoreManifest& m, const std::string& where) {
   if (m.expert_quant.empty()) return make_error(where + ": expert quantisation (\"quant\") is empty");
@@ -119,6 +133,10 @@ Status check_expert_fields(const StoreManifest& m, const std::string& where) {
                       std::to_string(kBlobAlign));
   if (!plain_name(m.dense_file))
     return make_error(where + ": dense_file \"" + m.dense_file + "\" is not a plain file name inside the store");
+  if (m.dense_quant.empty()) return make_error(where + ": dense quantisation (\"quant\") is empty");
+  if (m.dense_group <= 0 || m.dense_group > 4096 || m.dense_group % 8)
+    return make_error(where + ": dense \"group\" is " + std::to_string(m.dense_group) +
+                      ", must be a multiple of 8 in 8..4096");
   return ok_status();
 }
 
@@ -203,6 +221,31 @@ std::string blob_file_name(int32_t layer) {
   return buf;
 }
 
+uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why) {
+  auto fail = [&](const std::string& w) {
+    if (why) *why = w;
+    return uint64_t{0};
+  };
+  if (shape.empty() || shape.size() > 2) return fail("shape must have 1 or 2 dimensions");
+  for (int64_t d : shape)
+    if (d <= 0 || d > kMaxDim) return fail("dimension " + std::to_string(d) + " is out of range 1..2^31");
+  if (is_packed(dtype)) {
+    const int64_t ck = dtype == DType::Q4_PACKED ? 8 : 4;
+    if (shape.size() != 2) return fail("a packed tensor must be a matrix");
+    if (group <= 0 || group % ck || shape[1] % group)
+      return fail("the dense group " + std::to_string(group) + " does not divide the " + std::to_string(shape[1]) +
+                  " columns of a packed tensor");
+    return packed_matrix_bytes(dtype == DType::Q4_PACKED ? ExpertQuant::Q4 : ExpertQuant::Q8, shape[0], shape[1],
+                               group);
+  }
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F8_E4M3)
+    return fail("dtype " + std::string(dtype_name(dtype)) + " cannot be a dense tensor");
+  const size_t es = dtype_size(dtype);
+  uint64_t n = es;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);  // < 2^66 cannot happen: each dim <= 2^31, es <= 4, two dims
+  return n;
+}
+
 // ---------------------------------------------------------------------------------------------
 // manifest.json
 
@@ -227,6 +270,20 @@ Result<std::string> manifest_to_json(const StoreManifest& m) {
     out += " \"config\": " + config.dump() + ",\n";
     out += " \"experts\": " + experts.dump() + ",\n";
     out += " \"dense_file\": " + ojson(m.dense_file).dump() + ",\n";
+    out += " \"dense\": {\"quant\": " + ojson(m.dense_quant).dump() + ", \"group\": " + std::to_string(m.dense_group) +
+           ", \"tensors\": [";
+    for (size_t i = 0; i < m.dense.size(); ++i) {
+      const DenseTensorInfo& t = m.dense[i];
+      ojson e = ojson::object();
+      e["name"] = t.name;
+      e["dtype"] = std::string(dtype_name(t.dtype));
+      e["shape"] = t.shape;
+      e["offset"] = t.offset;
+      e["bytes"] = t.bytes;
+      e["crc32c"] = t.crc;
+      out += (i ? ",\n  " : "\n  ") + e.dump();
+    }
+    out += m.dense.empty() ? "]},\n" : "\n ]},\n";
     out += " \"files\": " + files.dump() + ",\n";
     out += " \"blobs\": [";
     for (size_t i = 0; i < m.blobs.size(); ++i) {
@@ -268,6 +325,10 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       return make_error(label + ": store format version " + std::to_string(version) +
                         " is newer than this moetier supports (" + std::to_string(kStoreFormatVersion) +
                         "); upgrade moetier or re-run moetier convert");
+    if (version == 1)
+      return make_error(label + ": this store has format version 1 (dense tensors as in the checkpoint, no "
+                        "checksums); this moetier reads version " + std::to_string(kStoreFormatVersion) +
+                        ": re-run moetier convert from the checkpoint");
     if (version != kStoreFormatVersion)
       return make_error(label + ": unsupported store format version " + std::to_string(version) +
                         " (this moetier reads version " + std::to_string(kStoreFormatVersion) + ")");
@@ -291,7 +352,65 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       return make_error(ew + ": \"blob_bytes\" " + std::to_string(m.blob_bytes) + " is implausibly large");
 
     MT_ASSIGN(m.dense_file, get_string(j, "dense_file", label));
+    auto dn = j.find("dense");
+    if (dn == j.end()) return make_error(label + ": missing \"dense\"");
+    if (!dn->is_object()) return make_error(label + ": \"dense\" must be an object, not " + std::string(type_name(*dn)));
+    const std::string dw = label + ": dense";
+    MT_ASSIGN(m.dense_quant, get_string(*dn, "quant", dw));
+    MT_ASSIGN(m.dense_group, get_int(*dn, "group", 1, 4096, dw));
     MT_TRY(check_expert_fields(m, label));
+    auto dts = dn->find("tensors");
+    if (dts == dn->end()) return make_error(dw + ": missing \"tensors\"");
+    if (!dts->is_array()) return make_error(dw + ": \"tensors\" must be an array, not " + std::string(type_name(*dts)));
+    std::set<std::string> tensor_names;
+    for (size_t i = 0; i < dts->size(); ++i) {
+      const ojson& e = (*dts)[i];
+      std::string w = dw + ".tensors[" + std::to_string(i) + "]";
+      if (!e.is_object()) return make_error(w + " must be an object, not " + std::string(type_name(e)));
+      DenseTensorInfo t;
+      MT_ASSIGN(t.name, get_string(e, "name", w));
+      if (t.name.empty() || t.name.size() > kMaxTensorName) return make_error(w + ": \"name\" is empty or too long");
+      w += " ('" + t.name + "')";
+      if (!tensor_names.insert(t.name).second) return make_error(dw + ": tensor '" + t.name + "' is listed twice");
+      MT_ASSIGN(std::string dt, get_string(e, "dtype", w));
+      auto dtype = dense_dtype_from_name(dt);
+      if (!dtype) return make_error(w + ": unknown dtype \"" + dt + "\"");
+      t.dtype = *dtype;
+      auto sh = e.find("shape");
+      if (sh == e.end() || !sh->is_array() || sh->empty() || sh->size() > 2)
+        return make_error(w + ": \"shape\" must be an array of 1 or 2 integers");
+      for (const ojson& d : *sh) {
+        if (!d.is_number_integer()) return make_error(w + ": \"shape\" must hold integers, not " + std::string(type_name(d)));
+        const int64_t v = d.is_number_unsigned() ? (d.get<uint64_t>() > uint64_t(kMaxDim) ? -1 : int64_t(d.get<uint64_t>()))
+                                                 : d.get<int64_t>();
+        if (v <= 0 || v > kMaxDim) return make_error(w + ": a dimension of \"shape\" is out of range 1..2^31");
+        t.shape.push_back(v);
+      }
+      MT_ASSIGN(t.offset, get_u64(e, "offset", w));
+      MT_ASSIGN(t.bytes, get_u64(e, "bytes", w));
+      MT_ASSIGN(int64_t crc, get_int(e, "crc32c", 0, std::numeric_limits<uint32_t>::max(), w));
+      t.crc = static_cast<uint32_t>(crc);
+      std::string why;
+      const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why);
+      if (want == 0) return make_error(w + ": " + why);
+      if (t.bytes != want)
+        return make_error(w + ": " + std::to_string(t.bytes) + " bytes, but its dtype and shape need " +
+                          std::to_string(want));
+      if (t.offset % kBlobAlign != 0)
+        return make_error(w + ": offset " + std::to_string(t.offset) + " is not a multiple of " + std::to_string(kBlobAlign));
+      if (t.offset > (uint64_t{1} << 62) || t.bytes > (uint64_t{1} << 62))
+        return make_error(w + ": offset " + std::to_string(t.offset) + " is out of range");
+      m.dense.push_back(std::move(t));
+    }
+    {
+      std::vector<const DenseTensorInfo*> by_pos;
+      for (const auto& t : m.dense) by_pos.push_back(&t);
+      std::sort(by_pos.begin(), by_pos.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+      for (size_t i = 1; i < by_pos.size(); ++i)
+        if (by_pos[i - 1]->offset + by_pos[i - 1]->bytes > by_pos[i]->offset)
+          return make_error(dw + ": tensors '" + by_pos[i - 1]->name + "' and '" + by_pos[i]->name + "' overlap in " +
+                            m.dense_file);
+    }
 
     auto files = j.find("files");
     if (files == j.end()) return make_error(label + ": missing \"files\"");
@@ -411,6 +530,11 @@ Result<ExpertStore> ExpertStore::open(const fs::path& dir_in) {
     return make_error(dense.string() + ": cannot stat: " + errno_text(errno));
   }
   if (!S_ISREG(st.st_mode)) return make_error(dense.string() + " is not a regular file");
+  for (const auto& t : m.dense)
+    if (t.offset + t.bytes > static_cast<uint64_t>(st.st_size))
+      return make_error(dense.string() + " is truncated: tensor '" + t.name + "' needs bytes [" +
+                        std::to_string(t.offset) + ", " + std::to_string(t.offset + t.bytes) + ") but the file has " +
+                        std::to_string(st.st_size) + " bytes; re-run moetier convert");
 
   // Every blob file, with the size its blobs need.
   std::vector<uint64_t> sizes(m.files.size(), 0);
@@ -458,6 +582,9 @@ struct ExpertStoreWriter::Impl {
   bool overwrite = false;
   std::map<int32_t, LayerFile> layers;
   std::set<std::pair<int32_t, int32_t>> seen;
+  int dense_fd = -1;
+  uint64_t dense_size = 0;
+  std::set<std::string> dense_names;
   bool finished = false;
   std::string broken;  // the first write error; the store cannot be finished after it
 
@@ -466,6 +593,8 @@ struct ExpertStoreWriter::Impl {
       if (lf.fd >= 0) ::close(lf.fd);
       lf.fd = -1;
     }
+    if (dense_fd >= 0) ::close(dense_fd);
+    dense_fd = -1;
   }
   ~Impl() {
     close_all();
@@ -488,6 +617,7 @@ Result<ExpertStoreWriter> ExpertStoreWriter::create(const fs::path& dir_in, Stor
   header.version = kStoreFormatVersion;
   header.files.clear();
   header.blobs.clear();
+  header.dense.clear();
 
   std::error_code ec;
   if (fs::exists(dir, ec) || fs::is_symlink(dir, ec)) {
@@ -587,18 +717,78 @@ Status ExpertStoreWriter::add_blob(int32_t layer, int32_t expert, const uint8_t*
   return ok_status();
 }
 
+Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                    const uint8_t* data, size_t bytes) {
+  if (!impl_) return make_error("expert store writer: used after being moved from");
+  Impl& w = *impl_;
+  const std::string who = "dense tensor '" + name + "'";
+  if (w.finished) return make_error("expert store " + w.final_dir.string() + ": add_dense(" + name + ") after finish()");
+  if (!w.broken.empty()) return make_error("expert store " + w.staging.string() + ": an earlier write failed: " + w.broken);
+  if (name.empty() || name.size() > kMaxTensorName) return make_error("expert store: a dense tensor name is empty or too long");
+  if (w.dense_names.count(name)) return make_error("expert store: " + who + " was already added");
+  std::string why;
+  const uint64_t want = dense_tensor_bytes(dtype, shape, w.m.dense_group, &why);
+  if (want == 0) return make_error("expert store: " + who + ": " + why);
+  if (bytes != want)
+    return make_error("expert store: " + who + " is " + std::to_string(bytes) + " bytes; its dtype and shape need " +
+                      std::to_string(want));
+  if (data == nullptr && bytes) return make_error("expert store: " + who + ": no data");
+  const fs::path path = w.staging / w.m.dense_file;
+  if (w.dense_fd < 0) {
+    w.dense_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w.dense_fd < 0) return make_error("creating " + path.string() + ": " + errno_text(errno));
+  }
+  const uint64_t offset = (w.dense_size + kBlobAlign - 1) / kBlobAlign * kBlobAlign;
+  if (offset > w.dense_size) {
+    const std::vector<uint8_t> zeros(offset - w.dense_size, 0);
+    Status s = write_all(w.dense_fd, zeros.data(), zeros.size(), w.dense_size, path);
+    if (!s.ok()) {
+      w.broken = s.error();
+      return s;
+    }
+  }
+  Status s = write_all(w.dense_fd, data, bytes, offset, path);
+  if (!s.ok()) {
+    w.broken = s.error();
+    return make_error(s.error() + " (" + who + ")");
+  }
+  w.dense_size = offset + bytes;
+  DenseTensorInfo t;
+  t.name = name;
+  t.dtype = dtype;
+  t.shape = shape;
+  t.offset = offset;
+  t.bytes = bytes;
+  t.crc = crc32c(data, bytes);
+  w.m.dense.push_back(std::move(t));
+  w.dense_names.insert(name);
+  return ok_status();
+}
+
 Status ExpertStoreWriter::finish() {
   if (!impl_) return make_error("expert store writer: used after being moved from");
   Impl& w = *impl_;
   if (w.finished) return make_error("expert store " + w.final_dir.string() + ": finish() called twice");
   if (!w.broken.empty()) return make_error("expert store " + w.staging.string() + ": an earlier write failed: " + w.broken);
 
-  // The dense tensors must have been written into the staging directory.
+  // The dense file: written by add_dense, or empty (a store of routed experts only, in tests).
   const fs::path dense = w.staging / w.m.dense_file;
-  struct stat st {};
-  if (::stat(dense.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    return make_error("expert store: " + dense.string() + " was not written (write the dense tensors before finish())");
-  MT_TRY(fsync_path(dense, false));
+  if (w.dense_fd >= 0) {
+    Status s = fsync_fd(w.dense_fd, dense);
+    if (s.ok()) s = close_fd(w.dense_fd, dense);
+    if (!s.ok()) {
+      w.broken = s.error();
+      return s;
+    }
+  } else {
+    struct stat st {};
+    if (::stat(dense.c_str(), &st) != 0) {
+      const int fd = ::open(dense.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) return make_error("creating " + dense.string() + ": " + errno_text(errno));
+      ::close(fd);
+    }
+    MT_TRY(fsync_path(dense, false));
+  }
 
   // Flush and close the blob files.
   for (auto& [layer, lf] : w.layers) {

@@ -1,9 +1,12 @@
-// The packed expert store: a directory holding
+// The packed expert store (format version 2): a directory holding
 //   manifest.json          format version, the model's config.json, expert quantisation, the
-//                          list of blob files and, per (layer, expert), file/offset/bytes/crc32c
-//   dense.safetensors      every tensor that is not a routed expert, as in the HF checkpoint
+//                          list of blob files and, per (layer, expert), file/offset/bytes/crc32c;
+//                          per dense tensor its dtype, shape, offset, bytes and crc32c
+//   dense.bin              every tensor that is not a routed expert, each 4096-aligned, in the
+//                          layout its kernel streams (packed Q4/Q8, BF16, or as in the checkpoint)
 //   experts-LNNN.bin       the routed experts of layer NNN, one 4096-aligned blob each
-// The store knows nothing of the math: a blob is opaque bytes of `blob_bytes`.
+// The store knows nothing of the math: a blob is opaque bytes of `blob_bytes`, a dense tensor
+// bytes whose size its dtype and shape fix.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +16,12 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/core/dtype.h"
 #include "runtime/core/status.h"
 
 namespace mt::offload {
 
-inline constexpr int kStoreFormatVersion = 1;
+inline constexpr int kStoreFormatVersion = 2;
 inline constexpr uint64_t kBlobAlign = 4096;
 
 // CRC-32C (Castagnoli), hardware-accelerated where available. `crc` continues a running
@@ -38,6 +42,20 @@ struct BlobInfo {
   uint32_t crc = 0;      // crc32c of the blob's bytes
 };
 
+// One non-expert tensor in the dense file.
+struct DenseTensorInfo {
+  std::string name;
+  DType dtype = DType::F32;      // a safetensors dtype, or Q4_PACKED / Q8_PACKED
+  std::vector<int64_t> shape;    // 1 or 2 dims (packed: 2)
+  uint64_t offset = 0;           // multiple of kBlobAlign
+  uint64_t bytes = 0;            // fixed by dtype, shape and (packed) dense_group
+  uint32_t crc = 0;              // crc32c of the bytes
+};
+
+// Bytes a dense tensor of this dtype and shape must have (packed: with `group`); 0 when the
+// combination is invalid (and `why` says why).
+uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why);
+
 struct StoreManifest {
   int version = kStoreFormatVersion;
   std::string config_json;            // the model's HF config.json text
@@ -45,7 +63,10 @@ struct StoreManifest {
   int64_t group = 0;
   int64_t hidden = 0, inter = 0;      // expert geometry, for checking
   uint64_t blob_bytes = 0;
-  std::string dense_file = "dense.safetensors";
+  std::string dense_file = "dense.bin";
+  std::string dense_quant = "bf16";          // how convert stored the dense weights: "q8" | "q4" | "bf16"
+  int64_t dense_group = 32;                  // quantisation group of the packed dense tensors
+  std::vector<DenseTensorInfo> dense;        // in file order
   std::vector<std::string> files;     // blob files, relative to the store directory
   std::vector<BlobInfo> blobs;        // sorted by (layer, expert)
 };
@@ -69,8 +90,11 @@ class ExpertStoreWriter {
   ExpertStoreWriter& operator=(ExpertStoreWriter&&) noexcept;
   ~ExpertStoreWriter();  // without finish(): removes the partial directory
 
-  // The directory files are written into now (for dense.safetensors).
+  // The directory files are written into now (config.json, the tokenizer).
   const std::filesystem::path& staging_dir() const;
+  // Appends one dense tensor (bytes.size() == dense_tensor_bytes) to the dense file, 4096-aligned.
+  Status add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const uint8_t* data,
+                   size_t bytes);
   // Appends one blob (bytes.size() == blob_bytes) to experts-L<layer>.bin.
   Status add_blob(int32_t layer, int32_t expert, const uint8_t* data, size_t bytes);
   // Writes manifest.json, fsyncs, renames the staging directory to the final one.
@@ -85,8 +109,9 @@ class ExpertStoreWriter {
 class ExpertStore {
  public:
   // Reads and validates the manifest: version, every listed file present with the size the
-  // blobs need, offsets aligned and in range, no duplicate (layer, expert). Errors name the
-  // file and the layer/expert.
+  // blobs and dense tensors need, offsets aligned and in range, no duplicate (layer, expert) or
+  // tensor name. Errors name the file and the layer/expert or tensor. Contents (crc32c) are
+  // checked where they are first loaded: blobs by the blob loader, dense tensors by the engine.
   static Result<ExpertStore> open(const std::filesystem::path& dir);
   static bool looks_like_store(const std::filesystem::path& dir);  // manifest.json exists
 
@@ -94,6 +119,7 @@ class ExpertStore {
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path file_path(uint32_t file) const { return dir_ / m_.files[file]; }
   const BlobInfo* find(int32_t layer, int32_t expert) const;
+  std::filesystem::path dense_path() const { return dir_ / m_.dense_file; }
 
  private:
   std::filesystem::path dir_;

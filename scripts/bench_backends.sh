@@ -27,11 +27,7 @@ bw = json.load(open(f"{out}/membw.json"))["membw_gbs"]
 # top_k experts in each MoE layer (all resident: no disk).
 man = json.load(open(os.path.join(store, "manifest.json")))
 cfg = man["config"]
-with open(os.path.join(store, man["dense_file"]), "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    hdr = json.loads(f.read(n))
-dense = sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in hdr.items()
-            if k != "__metadata__" and k != "model.embed_tokens.weight")
+dense = sum(t["bytes"] for t in man["dense"]["tensors"] if t["name"] != "model.embed_tokens.weight")
 moe_layers = cfg["num_hidden_layers"] - cfg["first_k_dense_replace"]
 experts = moe_layers * cfg["num_experts_per_tok"] * man["experts"]["blob_bytes"]
 per_token = dense + experts

@@ -9,12 +9,13 @@
 #include "gpu_kernels/gpu_probe.h"
 #include "planner/plan_report.h"
 #include "planner/solver.h"
+#include "runtime/engine/store_dense.h"
 
 namespace mt {
 
 namespace {
 
-// A packed store: config from the manifest, dense tensors from dense.safetensors, routed
+// A packed store: config from the manifest, dense tensors from its dense file (checksummed), routed
 // experts through the RAM cache.
 // The placement `--plan auto` uses: the store's model and blob size, a uniform prior, the
 // runtime's default context, no GPU path; `expert_ram` (0: what the machine has) bounds RAM
@@ -48,7 +49,7 @@ Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
       if (!store.find(static_cast<int32_t>(L), static_cast<int32_t>(e)))
         return make_error(label + ": layer " + std::to_string(L) + " expert " + std::to_string(e) +
                           " is missing from the store; re-run moetier convert");
-  MT_ASSIGN(TensorStore dense, TensorStore::open(dir / store.manifest().dense_file));
+  MT_ASSIGN(TensorStore dense, open_store_dense(store));
   if (plan_auto_profile) {
     MT_ASSIGN(planner::MachineProfile machine, plan_auto_profile());
     MT_ASSIGN(o.placement, plan_at_startup(store.manifest(), cfg, machine, o.ram_budget));

@@ -80,6 +80,12 @@ class Binder {
         if (!(v > 0.0f) || !std::isfinite(v))
           return make_error(label_ + "/" + s->file + ": tensor '" + sname +
                             "' holds a non-positive or non-finite scale; the file is corrupt");
+    } else if (is_packed(t->dtype)) {  // a packed store's dense weights (convert --dense q4|q8)
+      const int64_t ck = t->dtype == DType::Q4_PACKED ? 8 : 4;
+      if (t->group <= 0 || t->group % ck || cols % t->group)
+        return make_error(where + " is " + std::string(dtype_name(t->dtype)) + " with group " +
+                          std::to_string(t->group) + ", which does not divide its " + std::to_string(cols) + " columns");
+      l.block = t->group;
     } else if (t->dtype != DType::BF16 && t->dtype != DType::F16 && t->dtype != DType::F32) {
       return make_error(where + " has dtype " + std::string(dtype_name(t->dtype)) +
                         "; expected F8_E4M3, BF16, F16 or F32");

@@ -425,6 +425,16 @@ Status TensorStore::add_file(const std::filesystem::path& file,
   return ok_status();
 }
 
+TensorStore TensorStore::from_mapping(std::shared_ptr<MappedFile> file, std::vector<TensorInfo> tensors) {
+  TensorStore store;
+  store.files_.push_back(std::move(file));
+  for (auto& t : tensors) {
+    std::string name = t.name;
+    store.tensors_.emplace(std::move(name), std::move(t));
+  }
+  return store;
+}
+
 Result<TensorStore> TensorStore::open_single(const std::filesystem::path& file) {
   TensorStore store;
   std::vector<TensorInfo> infos;

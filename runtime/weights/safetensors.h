@@ -46,6 +46,7 @@ struct TensorInfo {
   const uint8_t* data = nullptr;  // points into the mapping; not necessarily aligned
   size_t nbytes = 0;
   std::string file;  // file name (no directory), for error messages
+  int64_t group = 0; // Q4_PACKED / Q8_PACKED: the quantisation group along the columns
 
   int64_t numel() const;
 };
@@ -57,6 +58,10 @@ class TensorStore {
   // opened as an index). Errors name the full path of the file at fault; TensorInfo::file
   // holds the bare file name.
   static Result<TensorStore> open(const std::filesystem::path& path);
+
+  // Tensors of some other container (a packed store's dense file) already located in `file`:
+  // every TensorInfo's data must point into the mapping, which the store keeps alive.
+  static TensorStore from_mapping(std::shared_ptr<MappedFile> file, std::vector<TensorInfo> tensors);
 
   const TensorInfo* find(std::string_view name) const;
   const std::map<std::string, TensorInfo, std::less<>>& tensors() const { return tensors_; }

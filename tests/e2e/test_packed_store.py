@@ -3,11 +3,15 @@
 - convert HF -> store, for q8/q4/bf16; the packed engine's logits vs the checkpoint engine's
   (bf16: equal up to fp32 summation order; q8: same argmax everywhere, cosine > 0.999;
   q4: cosine > 0.93 — 4-bit group-32 costs ~13% relative error per expert, docs/kernels.md);
-- make-model --packed writes exactly what make-model + convert writes;
+- make-model --packed writes exactly what make-model + convert writes (dense weights as stored
+  and packed q8);
 - streaming through a RAM cache far smaller than the experts gives the same logits as all
   experts in RAM (and pread = io_uring);
-- a flipped byte in a blob, a truncated blob file, an interrupted conversion: one clear error,
-  no store that looks valid.
+- a flipped byte or a truncated file, in a blob file and in the dense file, a format-1 store,
+  an interrupted conversion: one clear error naming the file (and tensor or expert), no store
+  that looks valid.
+The dense weights stay as stored here (--dense bf16), so that the experts' formats are what is
+compared; packed dense weights are compared in test_backends.py.
 """
 import json
 import os
@@ -44,7 +48,7 @@ def main():
         for quant, cos_min, same_argmax in (("bf16", 0.99999, True), ("q8", 0.999, True), ("q4", 0.93, False)):
             store = os.path.join(work, f"store_{tag}_{quant}")
             shutil.rmtree(store, ignore_errors=True)
-            C.run_cli(exe, ["convert", hf, store, "--experts", quant])
+            C.run_cli(exe, ["convert", hf, store, "--experts", quant, "--dense", "bf16"])
             ck.check(f"{arch} {quant}: store has a manifest and no .partial left",
                      os.path.exists(os.path.join(store, "manifest.json")) and not os.path.exists(store + ".partial"))
             got = logits(ck, exe, store, ids, os.path.join(work, f"{tag}_{quant}.npy"))
@@ -89,17 +93,24 @@ def main():
                          np.all(C.cosine_rows(s1, got) > 0.9999), f"min {C.cosine_rows(s1, got).min():.7f}")
 
         # make-model --packed equals make-model + convert, byte for byte.
-        direct = os.path.join(work, f"direct_{tag}")
-        shutil.rmtree(direct, ignore_errors=True)
-        C.run_cli(exe, ["make-model", "--preset", "tiny", "--arch", arch, "--seed", seed, "--dtype", "fp8",
-                        "--packed", "q4", "--out", direct])
-        m1 = json.load(open(os.path.join(direct, "manifest.json")))
-        m2 = json.load(open(os.path.join(work, f"store_{tag}_q4", "manifest.json")))
-        ck.check(f"{arch}: make-model --packed blobs equal convert's (crc32c of every blob)",
-                 [b["crc32c"] for b in m1["blobs"]] == [b["crc32c"] for b in m2["blobs"]] and len(m1["blobs"]) > 0)
-        same_dense = open(os.path.join(direct, "dense.safetensors"), "rb").read() == \
-            open(os.path.join(work, f"store_{tag}_q4", "dense.safetensors"), "rb").read()
-        ck.check(f"{arch}: make-model --packed dense.safetensors equals convert's", same_dense)
+        conv_q8 = os.path.join(work, f"store_{tag}_q4_dense_q8")
+        shutil.rmtree(conv_q8, ignore_errors=True)
+        C.run_cli(exe, ["convert", hf, conv_q8, "--experts", "q4", "--dense", "q8"])
+        for dense, conv in (("bf16", os.path.join(work, f"store_{tag}_q4")), ("q8", conv_q8)):
+            direct = os.path.join(work, f"direct_{tag}_{dense}")
+            shutil.rmtree(direct, ignore_errors=True)
+            C.run_cli(exe, ["make-model", "--preset", "tiny", "--arch", arch, "--seed", seed, "--dtype", "fp8",
+                            "--packed", "q4", "--dense", dense, "--out", direct])
+            m1 = json.load(open(os.path.join(direct, "manifest.json")))
+            m2 = json.load(open(os.path.join(conv, "manifest.json")))
+            ck.check(f"{arch}: make-model --packed blobs equal convert's (crc32c of every blob)",
+                     [b["crc32c"] for b in m1["blobs"]] == [b["crc32c"] for b in m2["blobs"]] and len(m1["blobs"]) > 0)
+            same_dense = open(os.path.join(direct, "dense.bin"), "rb").read() == \
+                open(os.path.join(conv, "dense.bin"), "rb").read()
+            ck.check(f"{arch}: make-model --packed --dense {dense}: dense.bin equals convert's", same_dense)
+            ck.check(f"{arch}: --dense {dense} manifest lists every dense tensor with its dtype",
+                     m1["dense"] == m2["dense"] and m1["dense"]["quant"] == dense and
+                     any(t["dtype"] == ("Q8_PACKED" if dense == "q8" else "F8_E4M3") for t in m1["dense"]["tensors"]))
 
     # Damage: a flipped byte is named; a truncated blob file is refused.
     store = os.path.join(work, "store_v3_q4")
@@ -126,6 +137,38 @@ def main():
     os.truncate(path, os.path.getsize(path) // 2)
     C.expect_error(ck, "truncated blob file is refused", [exe, "logits", "--model", trunc, "--ids", ids, "--out",
                                                         os.path.join(work, "x.npy")], m["files"][-1])
+
+    # The dense file: a flipped byte names the file and the tensor; truncation is refused.
+    for dense_store in (store, os.path.join(work, "store_v3_q4_dense_q8")):
+        m = json.load(open(os.path.join(dense_store, "manifest.json")))
+        t = max(m["dense"]["tensors"], key=lambda t: t["bytes"])  # lm_head or the embedding
+        bad = os.path.join(work, "flipped_dense")
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(dense_store, bad)
+        with open(os.path.join(bad, "dense.bin"), "r+b") as f:
+            f.seek(t["offset"] + t["bytes"] // 2)
+            byte = f.read(1)
+            f.seek(t["offset"] + t["bytes"] // 2)
+            f.write(bytes([byte[0] ^ 0x01]))
+        C.expect_error(ck, f"flipped byte in dense.bin ({m['dense']['quant']}) is detected and named",
+                       [exe, "logits", "--model", bad, "--ids", ids, "--out", os.path.join(work, "x.npy")],
+                       "dense.bin", f"'{t['name']}'", "corrupt", "re-run moetier convert")
+        os.truncate(os.path.join(bad, "dense.bin"), t["offset"] + 8)
+        C.expect_error(ck, f"truncated dense.bin ({m['dense']['quant']}) is refused",
+                       [exe, "logits", "--model", bad, "--ids", ids, "--out", os.path.join(work, "x.npy")],
+                       "dense.bin is truncated", "re-run moetier convert")
+    # A format-1 store (dense tensors unchecked) is refused with what to do.
+    old = os.path.join(work, "format1")
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(store, old)
+    m = json.load(open(os.path.join(old, "manifest.json")))
+    m["version"] = 1
+    m.pop("dense")
+    m["dense_file"] = "dense.safetensors"
+    json.dump(m, open(os.path.join(old, "manifest.json"), "w"))
+    C.expect_error(ck, "a format-1 store is refused with 're-run moetier convert'",
+                   [exe, "logits", "--model", old, "--ids", ids, "--out", os.path.join(work, "x.npy")],
+                   "format version 1", "re-run moetier convert")
 
     # Interrupted conversion: kill it mid-way; no store at DST, and re-running succeeds.
     big = os.path.join(work, "hf_demo")

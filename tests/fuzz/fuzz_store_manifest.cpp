@@ -10,8 +10,12 @@
 #include <vector>
 
 #include "offload/expert_store.h"
+#include "runtime/core/expert_format.h"
 
 using namespace mt::offload;
+using mt::DType;
+using mt::ExpertQuant;
+using mt::packed_matrix_bytes;
 
 namespace {
 
@@ -93,6 +97,11 @@ std::vector<std::vector<uint8_t>> fuzz_seed_corpus() {
       b.crc = 0x9e3779b9u * static_cast<uint32_t>(l * 256 + e + 1);
       m.blobs.push_back(b);
     }
+  m.dense_quant = "q8";
+  m.dense.push_back({"model.norm.weight", DType::BF16, {7168}, 0, 14336, 5});
+  m.dense.push_back({"lm_head.weight", DType::Q8_PACKED, {129280, 7168}, 16384,
+                     packed_matrix_bytes(ExpertQuant::Q8, 129280, 7168, 32), 6});
+  m.dense.push_back({"kv_b.weight", DType::F8_E4M3, {32768, 512}, 16384 + 1048576000ull, 32768ull * 512, 7});
   add(*manifest_to_json(m));
   // An empty store, and one blob.
   StoreManifest e = m;
@@ -106,7 +115,9 @@ std::vector<std::vector<uint8_t>> fuzz_seed_corpus() {
   add(*manifest_to_json(one));
   // Compact, hand-written, with fields out of order and extra keys.
   add(R"({"blobs":[{"crc32c":1,"bytes":4096,"offset":0,"file":0,"expert":1,"layer":2}],"files":["a.bin"],)"
-      R"("dense_file":"dense.safetensors","experts":{"blob_bytes":4096,"inter":1,"hidden":1,"group":0,"quant":"bf16"},)"
-      R"("config":{},"version":1,"format":"moetier-expert-store","extra":[null,true,1.5]})");
+      R"("dense_file":"dense.bin","experts":{"blob_bytes":4096,"inter":1,"hidden":1,"group":0,"quant":"bf16"},)"
+      R"("dense":{"tensors":[{"crc32c":3,"bytes":1088,"offset":4096,"shape":[16,32],"dtype":"Q4_PACKED","name":"w"},)"
+      R"({"name":"n","dtype":"BF16","shape":[7],"offset":0,"bytes":14,"crc32c":0}],"group":32,"quant":"q4"},)"
+      R"("config":{},"version":2,"format":"moetier-expert-store","extra":[null,true,1.5]})");
   return seeds;
 }

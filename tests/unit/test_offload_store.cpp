@@ -23,9 +23,13 @@
 #include <vector>
 
 #include "offload/expert_store.h"
+#include "runtime/core/expert_format.h"
 
 namespace fs = std::filesystem;
 using namespace mt::offload;
+using mt::DType;
+using mt::ExpertQuant;
+using mt::packed_matrix_bytes;
 using Bytes = std::vector<uint8_t>;
 using ojson = nlohmann::ordered_json;
 
@@ -78,12 +82,20 @@ StoreManifest header(uint64_t blob_bytes = 8192) {
 
 using BlobMap = std::map<std::pair<int32_t, int32_t>, Bytes>;
 
+// Two dense tensors: an F32 vector (5 values) and a packed Q8 matrix [20, 64] (group 32).
+const Bytes kDenseVec = random_bytes(20, 11);
+const Bytes kDenseMat = random_bytes(packed_matrix_bytes(ExpertQuant::Q8, 20, 64, 32), 12);
+void add_dense_tensors(ExpertStoreWriter& w) {
+  REQUIRE(w.add_dense("norm.weight", DType::F32, {5}, kDenseVec.data(), kDenseVec.size()).ok());
+  REQUIRE(w.add_dense("proj.weight", DType::Q8_PACKED, {20, 64}, kDenseMat.data(), kDenseMat.size()).ok());
+}
+
 // Writes a store of `layers` × `experts` random blobs (added in shuffled order) into dir.
 BlobMap write_store(const fs::path& dir, const std::vector<int32_t>& layers, int experts, uint64_t blob_bytes,
                     uint64_t seed = 1) {
   auto w = ExpertStoreWriter::create(dir, header(blob_bytes), false);
   REQUIRE(w.ok());
-  write_file(w->staging_dir() / "dense.safetensors", "dense tensors");
+  add_dense_tensors(*w);
   BlobMap blobs;
   std::vector<std::pair<int32_t, int32_t>> order;
   for (int32_t l : layers)
@@ -106,10 +118,15 @@ BlobMap write_store(const fs::path& dir, const std::vector<int32_t>& layers, int
 ojson valid_manifest() {
   ojson j;
   j["format"] = "moetier-expert-store";
-  j["version"] = 1;
+  j["version"] = 2;
   j["config"] = ojson::parse(kConfig);
   j["experts"] = {{"quant", "q4"}, {"group", 32}, {"hidden", 64}, {"inter", 32}, {"blob_bytes", 4096}};
-  j["dense_file"] = "dense.safetensors";
+  j["dense_file"] = "dense.bin";
+  j["dense"] = {{"quant", "q8"}, {"group", 32}, {"tensors", ojson::array()}};
+  j["dense"]["tensors"].push_back({{"name", "a"}, {"dtype", "BF16"}, {"shape", {3, 5}}, {"offset", 0}, {"bytes", 30},
+                                   {"crc32c", 7}});
+  j["dense"]["tensors"].push_back({{"name", "b"}, {"dtype", "Q4_PACKED"}, {"shape", {20, 64}}, {"offset", 4096},
+                                   {"bytes", packed_matrix_bytes(ExpertQuant::Q4, 20, 64, 32)}, {"crc32c", 8}});
   j["files"] = {"experts-L001.bin", "experts-L002.bin"};
   j["blobs"] = ojson::array();
   for (int l = 1; l <= 2; ++l)
@@ -208,7 +225,23 @@ TEST_CASE("store: writer -> open round trip over several layers", "[store]") {
   CHECK(m.hidden == 64);
   CHECK(m.inter == 32);
   CHECK(m.blob_bytes == bb);
-  CHECK(m.dense_file == "dense.safetensors");
+  CHECK(m.dense_file == "dense.bin");
+  REQUIRE(m.dense.size() == 2);
+  {
+    const Bytes dense = read_file(dir / "dense.bin");
+    const std::vector<const Bytes*> want = {&kDenseVec, &kDenseMat};
+    for (size_t i = 0; i < 2; ++i) {
+      const DenseTensorInfo& t = m.dense[i];
+      CHECK(t.offset % kBlobAlign == 0);
+      CHECK(t.bytes == want[i]->size());
+      REQUIRE(t.offset + t.bytes <= dense.size());
+      CHECK(std::equal(want[i]->begin(), want[i]->end(), dense.begin() + static_cast<std::ptrdiff_t>(t.offset)));
+      CHECK(t.crc == crc32c(want[i]->data(), want[i]->size()));
+    }
+    CHECK(m.dense[0].name == "norm.weight");
+    CHECK(m.dense[1].dtype == DType::Q8_PACKED);
+    CHECK(m.dense[1].shape == std::vector<int64_t>{20, 64});
+  }
   CHECK(ojson::parse(m.config_json) == ojson::parse(kConfig));
   REQUIRE(m.files == std::vector<std::string>{"experts-L003.bin", "experts-L005.bin", "experts-L007.bin",
                                                "experts-L061.bin"});
@@ -244,7 +277,7 @@ TEST_CASE("store: writer -> open round trip over several layers", "[store]") {
   const ojson j = ojson::parse(text.begin(), text.end());
   std::vector<std::string> keys;
   for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-  CHECK(keys == std::vector<std::string>{"format", "version", "config", "experts", "dense_file", "files", "blobs"});
+  CHECK(keys == std::vector<std::string>{"format", "version", "config", "experts", "dense_file", "dense", "files", "blobs"});
   CHECK(j["experts"]["blob_bytes"] == bb);
   CHECK(j["blobs"][0].contains("crc32c"));
 }
@@ -416,13 +449,16 @@ TEST_CASE("store: writer errors", "[store]") {
     CHECK_THAT(s.error(), Catch::Contains("layer 1 expert 2") && Catch::Contains("already"));
     CHECK_FALSE(w->add_blob(-1, 0, b.data(), 4096).ok());
     CHECK_FALSE(w->add_blob(1, 3, nullptr, 4096).ok());
-    // finish() without the dense tensors.
-    s = w->finish();
+    // Dense tensors whose size does not match their dtype and shape, twice, or of no dense dtype.
+    s = w->add_dense("t", DType::F32, {5}, b.data(), 16);
     REQUIRE_FALSE(s.ok());
-    CHECK_THAT(s.error(), Catch::Contains("dense.safetensors"));
-    CHECK_FALSE(fs::exists(dir));
-    // Writing them fixes it; a second finish() is refused.
-    write_file(w->staging_dir() / "dense.safetensors", "x");
+    CHECK_THAT(s.error(), Catch::Contains("'t'") && Catch::Contains("20"));
+    REQUIRE(w->add_dense("t", DType::F32, {5}, b.data(), 20).ok());
+    CHECK_THAT(w->add_dense("t", DType::F32, {5}, b.data(), 20).error(), Catch::Contains("already"));
+    CHECK_FALSE(w->add_dense("i", DType::I32, {5}, b.data(), 20).ok());
+    CHECK_THAT(w->add_dense("p", DType::Q8_PACKED, {16, 40}, b.data(), 4096).error(), Catch::Contains("group"));
+    CHECK_FALSE(w->add_dense("v", DType::Q4_PACKED, {64}, b.data(), 32).ok());
+    // A second finish() is refused.
     REQUIRE(w->finish().ok());
     CHECK_FALSE(w->finish().ok());
     CHECK_FALSE(w->add_blob(1, 4, b.data(), 4096).ok());
@@ -451,7 +487,6 @@ TEST_CASE("store: open refuses missing, truncated and foreign stores with one cl
     fs::remove_all(dir);
     auto w = ExpertStoreWriter::create(dir, header(8192), false);
     REQUIRE(w.ok());
-    write_file(w->staging_dir() / "dense.safetensors", "x");
     Bytes b = random_bytes(8192, 1);
     for (int e = 0; e < 16; ++e) REQUIRE(w->add_blob(7, e, b.data(), b.size()).ok());
     REQUIRE(w->finish().ok());
@@ -468,10 +503,17 @@ TEST_CASE("store: open refuses missing, truncated and foreign stores with one cl
     CHECK_THAT(st.error(), Catch::Contains("experts-L005.bin is missing") && Catch::Contains("layer 5 expert"));
   }
   SECTION("missing dense file") {
-    fs::remove(dir / "dense.safetensors");
+    fs::remove(dir / "dense.bin");
     auto st = ExpertStore::open(dir);
     REQUIRE_FALSE(st.ok());
-    CHECK_THAT(st.error(), Catch::Contains("dense.safetensors is missing"));
+    CHECK_THAT(st.error(), Catch::Contains("dense.bin is missing"));
+  }
+  SECTION("truncated dense file") {
+    fs::resize_file(dir / "dense.bin", 4096 + 100);
+    auto st = ExpertStore::open(dir);
+    REQUIRE_FALSE(st.ok());
+    CHECK_THAT(st.error(), Catch::Contains("dense.bin is truncated: tensor 'proj.weight' needs bytes [4096, ") &&
+                               Catch::Contains("re-run moetier convert"));
   }
   SECTION("no manifest") {
     fs::remove(dir / "manifest.json");
@@ -507,7 +549,20 @@ TEST_CASE("store: every manifest problem is one error naming the field, layer an
   const std::vector<Case> cases = {
       {"not an object", [](ojson& j) { j = ojson::array(); }, {"must be a JSON object"}},
       {"format", [](ojson& j) { j["format"] = "safetensors"; }, {"not a moetier expert store"}},
-      {"newer version", [](ojson& j) { j["version"] = 2; }, {"version 2 is newer", "upgrade moetier"}},
+      {"newer version", [](ojson& j) { j["version"] = 3; }, {"version 3 is newer", "upgrade moetier"}},
+      {"version 1", [](ojson& j) { j["version"] = 1; }, {"format version 1", "re-run moetier convert"}},
+      {"no dense", [](ojson& j) { j.erase("dense"); }, {"missing \"dense\""}},
+      {"dense quant", [](ojson& j) { j["dense"]["quant"] = ""; }, {"dense quantisation"}},
+      {"dense group", [](ojson& j) { j["dense"]["group"] = 12; }, {"dense \"group\" is 12"}},
+      {"dense dtype", [](ojson& j) { j["dense"]["tensors"][0]["dtype"] = "I32"; }, {"('a')", "unknown dtype \"I32\""}},
+      {"dense shape", [](ojson& j) { j["dense"]["tensors"][0]["shape"] = {3, 0}; }, {"('a')", "out of range"}},
+      {"dense shape 3d", [](ojson& j) { j["dense"]["tensors"][0]["shape"] = {1, 3, 5}; }, {"('a')", "1 or 2"}},
+      {"dense bytes", [](ojson& j) { j["dense"]["tensors"][0]["bytes"] = 31; }, {"('a')", "need 30"}},
+      {"dense packed cols", [](ojson& j) { j["dense"]["tensors"][1]["shape"] = {20, 48}; }, {"('b')", "group 32"}},
+      {"dense offset", [](ojson& j) { j["dense"]["tensors"][1]["offset"] = 100; }, {"('b')", "multiple of 4096"}},
+      {"dense overlap", [](ojson& j) { j["dense"]["tensors"][1]["offset"] = 0; }, {"'a' and 'b' overlap"}},
+      {"dense twice", [](ojson& j) { j["dense"]["tensors"][1]["name"] = "a"; }, {"'a' is listed twice"}},
+      {"dense crc", [](ojson& j) { j["dense"]["tensors"][1].erase("crc32c"); }, {"('b')", "missing \"crc32c\""}},
       {"old version", [](ojson& j) { j["version"] = 0; }, {"unsupported store format version 0"}},
       {"version type", [](ojson& j) { j["version"] = "1"; }, {"\"version\" must be an integer"}},
       {"no config", [](ojson& j) { j.erase("config"); }, {"missing \"config\""}},

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <cstdio>
 
 #include "tools/moetier/args.h"
@@ -8,23 +10,29 @@
 namespace mt::cli {
 
 namespace {
-const char* kUsage = R"(usage: moetier convert SRC DST [--experts q4|q8|bf16] [--group N] [--force]
+const char* kUsage = R"(usage: moetier convert SRC DST [--experts q4|q8|bf16] [--dense auto|q8|q4|bf16] [--group N] [--force]
 
-Turns a Hugging Face DeepSeek checkpoint (FP8 block-scaled or BF16) into the packed expert
-store that moetier streams from: manifest.json (config, format, per-blob crc32c), the
-non-expert tensors in dense.safetensors, and one 4 KiB-aligned blob per (layer, expert) in the
-CPU kernels' layout, so one O_DIRECT read brings a whole expert and nothing is repacked at run
-time. Memory stays bounded (one expert at a time); DST is written as DST.partial and renamed at
-the end, so an interrupted conversion never leaves a store that looks valid.
+Turns a Hugging Face DeepSeek checkpoint (FP8 block-scaled or BF16) into the packed store that
+moetier runs from (format 2): manifest.json (config, formats, a crc32c per blob and per tensor),
+every non-expert weight in dense.bin in the layout its kernel streams, and one 4 KiB-aligned blob
+per (layer, expert) in the CPU kernels' layout, so one O_DIRECT read brings a whole expert and
+nothing is repacked at run time. Memory stays bounded (one expert, one slab of a dense matrix);
+DST is written as DST.partial and renamed at the end, so an interrupted conversion never leaves
+a store that looks valid.
 
-  --experts FMT   q4 (4-bit, group-wise fp16 scales), q8 (int8, fp32 group scales), bf16  [q4]
-  --group N       quantisation group size along the reduction dimension                   [32]
+  --experts FMT   routed experts: q4 (4-bit, fp16 group scales), q8 (int8, fp32 group
+                  scales), bf16                                                          [q4]
+  --dense FMT     attention, indexer, shared experts, dense FFN, embedding and lm_head:
+                  q8 or q4 (packed like the experts), bf16. kv_b, routers and norms stay as
+                  stored. auto: q8, or q4 when the q8 weights would fill more than half of
+                  this machine's RAM (the 671B model below ~40 GB)                      [auto]
+  --group N       quantisation group size along the reduction dimension                  [32]
   --force         replace DST if it exists
 )";
 }  // namespace
 
 int cmd_convert(int argc, char** argv) {
-  auto parsed = Args::parse(argc, argv, {{"experts"}, {"group"}, {"force", false}, {"help", false}}, "convert");
+  auto parsed = Args::parse(argc, argv, {{"experts"}, {"dense"}, {"group"}, {"force", false}, {"help", false}}, "convert");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
   const Args& a = *parsed;
   if (a.has("help")) return std::fputs(kUsage, stdout), 0;
@@ -39,11 +47,22 @@ int cmd_convert(int argc, char** argv) {
   if (!group) return fail(group.error());
   o.group = *group;
   o.overwrite = a.has("force");
+  const std::string dense = a.get_or("dense", "auto");
+  if (dense != "auto" && dense != "q8" && dense != "q4" && dense != "bf16")
+    return fail("--dense must be auto, q8, q4 or bf16, got '" + dense + "'");
   auto plan = plan_conversion(o);
   if (!plan) return fail(plan.error());
-  std::fprintf(stderr, "convert: %llu experts of %s as %s (group %lld), %s dense\n",
+  o.dense = dense;
+  if (dense == "auto") {
+    std::string why;
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    o.dense = default_dense_quant(plan->dense_params, pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0, &why);
+    std::fprintf(stderr, "convert: --dense auto chose %s\n", why.c_str());
+  }
+  std::fprintf(stderr, "convert: %llu experts of %s as %s (group %lld), %s dense (as stored) as %s\n",
                static_cast<unsigned long long>(plan->n_blobs), format_bytes(double(plan->blob_bytes)).c_str(),
-               fmt.c_str(), static_cast<long long>(o.group), format_bytes(double(plan->dense_bytes)).c_str());
+               fmt.c_str(), static_cast<long long>(o.group), format_bytes(double(plan->dense_bytes)).c_str(),
+               o.dense.c_str());
   ProgressBar bar("converting", static_cast<int64_t>(plan->input_bytes));
   Status st = convert_to_store(o, [&](uint64_t b) { bar.advance(static_cast<int64_t>(b)); });
   bar.finish();

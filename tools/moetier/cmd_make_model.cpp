@@ -30,6 +30,7 @@ deterministic by seed, scaled so activations stay sane through every layer.
                     checkpoint: the same weights as make-model + moetier convert, without
                     the checkpoint on disk (for benchmarks at the real expert shape)
   --group N         quantisation group of --packed q4/q8                          [32]
+  --dense FMT       with --packed: the dense weights as q8, q4 or bf16 (convert --dense) [q8]
   --force           replace DIR if it exists
 )";
 }  // namespace
@@ -37,7 +38,7 @@ deterministic by seed, scaled so activations stay sane through every layer.
 int cmd_make_model(int argc, char** argv) {
   auto parsed = Args::parse(argc, argv,
                             {{"preset"}, {"arch"}, {"out"}, {"seed"}, {"layers"}, {"experts"}, {"dtype"},
-                             {"shard-mb"}, {"tokenizer"}, {"packed"}, {"group"}, {"force", false}, {"help", false}},
+                             {"shard-mb"}, {"tokenizer"}, {"packed"}, {"group"}, {"dense"}, {"force", false}, {"help", false}},
                             "make-model");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
   const Args& a = *parsed;
@@ -81,6 +82,11 @@ int cmd_make_model(int argc, char** argv) {
     auto group = a.get_int("group", 32, 1, 1 << 20);
     if (!group) return fail(group.error());
     o.packed_group = *group;
+    o.packed_dense = a.get_or("dense", "q8");
+    if (o.packed_dense != "q8" && o.packed_dense != "q4" && o.packed_dense != "bf16")
+      return fail("--dense must be q8, q4 or bf16, got '" + o.packed_dense + "'");
+  } else if (a.has("dense")) {
+    return fail("--dense goes with --packed (a HF checkpoint keeps its tensors as the --dtype says)");
   }
 
   const int64_t total = synthetic_model_bytes(o);

@@ -7,7 +7,7 @@
 #include "cpu_kernels/ops.h"
 #include "offload/expert_store.h"
 #include "runtime/model/deepseek_weights.h"
-#include "runtime/weights/safetensors_stream.h"
+#include "tools/moetier/dense_writer.h"
 
 namespace mt {
 
@@ -67,10 +67,23 @@ Result<ConvertPlan> plan_conversion(const ConvertOptions& o) {
     if (layer_of(name) >= c.num_hidden_layers) continue;  // MTP module: not converted
     p.input_bytes += t.nbytes;
     if (!is_routed_expert(name)) p.dense_bytes += t.nbytes;
+    if (!is_routed_expert(name) && !name.ends_with("_scale_inv")) p.dense_params += static_cast<uint64_t>(t.numel());
   }
   for (int64_t L = 0; L < c.num_hidden_layers; ++L)
     if (c.is_moe_layer(L)) p.n_blobs += static_cast<uint64_t>(c.n_routed_experts);
   return p;
+}
+
+std::string default_dense_quant(uint64_t dense_params, uint64_t ram_bytes, std::string* why) {
+  const double q8 = double(dense_params) * (1.0 + 4.0 / 32.0);  // int8 + an fp32 scale per 32
+  const bool small = ram_bytes > 0 && q8 > 0.5 * double(ram_bytes);
+  if (why) {
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s: the dense weights take %.1f GB as q8, %s half of this machine's %.1f GB of RAM",
+                  small ? "q4" : "q8", q8 / 1e9, small ? "more than" : "at most", double(ram_bytes) / 1e9);
+    *why = buf;
+  }
+  return small ? "q4" : "q8";
 }
 
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t)>& progress) {
@@ -80,8 +93,12 @@ Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64
   std::string why;
   if (!expert_geometry_valid(g, &why)) return make_error("convert: " + why);
   const ExpertBlobLayout layout = expert_blob_layout(g);
+  if (o.dense != "q8" && o.dense != "q4" && o.dense != "bf16")
+    return make_error("convert: --dense must be q8, q4 or bf16, got '" + o.dense + "'");
 
   offload::StoreManifest header;
+  header.dense_quant = o.dense;
+  header.dense_group = o.group;
   MT_ASSIGN(header.config_json, read_text(fs::is_directory(o.src) ? o.src / "config.json" : o.src));
   header.expert_quant = std::string(expert_quant_name(o.quant));
   header.group = o.group;
@@ -90,27 +107,20 @@ Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64
   header.blob_bytes = layout.total_bytes;
   MT_ASSIGN(offload::ExpertStoreWriter writer, offload::ExpertStoreWriter::create(o.dst, header, o.overwrite));
 
-  // Dense part: every tensor but the routed experts (and the unused MTP module), bytes as
-  // stored, in checkpoint_layout order (the order make-model --packed writes).
-  std::vector<SafetensorsStreamWriter::Decl> decls;
-  std::vector<const TensorInfo*> dense;
+  // Dense part: every tensor but the routed experts (and the unused MTP module), in
+  // checkpoint_layout order (the order make-model --packed writes): matrices packed or as BF16
+  // (dense_class), everything else with the bytes as stored.
   for (const TensorSpec& spec : checkpoint_layout(c)) {
     if (is_routed_expert(spec.name)) continue;
-    for (const std::string& name : {spec.name, spec.name + "_scale_inv"}) {
-      const TensorInfo* t = w.store.find(name);
-      if (!t) continue;  // no scale: not FP8 (bind() has checked everything that must exist)
-      decls.push_back({name, t->dtype, t->shape});
-      dense.push_back(t);
-    }
-  }
-  MT_ASSIGN(SafetensorsStreamWriter dw,
-            SafetensorsStreamWriter::create(writer.staging_dir() / header.dense_file, std::move(decls)));
-  for (const TensorInfo* t : dense) {
-    MT_TRY(dw.write_next(t->name, t->data, t->nbytes));
+    const TensorInfo* t = w.store.find(spec.name);
+    const TensorInfo* sc = w.store.find(spec.name + "_scale_inv");
+    StoredTensor st{t->name, t->dtype, t->shape, t->data, t->nbytes};
+    if (sc) st.scale = sc;
+    MT_TRY(write_dense_tensor(writer, spec, st, o.dense, o.group, c.quant.block_rows));
     w.store.release(*t);
-    if (progress) progress(t->nbytes);
+    if (progress) progress(t->nbytes + (sc ? sc->nbytes : 0));
+    if (sc) w.store.release(*sc);
   }
-  MT_TRY(dw.finish());
 
   // Routed experts: decode exactly to fp32, pack in the kernel layout, one blob each.
   const int64_t D = c.hidden_size, W = c.moe_intermediate_size;

@@ -1,6 +1,8 @@
-// HF checkpoint (FP8 block-scaled or BF16) -> packed expert store. Streams tensor by tensor
-// and expert by expert, so peak memory is one expert in fp32 plus one dense tensor, whatever
-// the model size. The store is written to "<dst>.partial" and renamed when complete.
+// HF checkpoint (FP8 block-scaled or BF16) -> packed store (format 2): routed experts as
+// packed blobs, every other weight in the layout its kernel streams (--dense q8|q4 packed, or
+// bf16). Streams tensor by tensor and expert by expert, so peak memory is one expert in fp32 plus
+// a slab of one dense tensor and its packed form, whatever the model size. The store is written
+// to "<dst>.partial" and renamed when complete.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +18,10 @@ struct ConvertOptions {
   std::filesystem::path src, dst;
   ExpertQuant quant = ExpertQuant::Q4;
   int64_t group = 32;
+  // Dense weights (attention, indexer, shared experts, dense FFN, embedding, lm_head): "q8",
+  // "q4" (packed, `group`), "bf16". kv_b (read per head by MLA), routers, norms and biases stay
+  // as stored, and so does a matrix whose columns `group` does not divide.
+  std::string dense = "q8";
   bool overwrite = false;
 };
 
@@ -23,10 +29,16 @@ struct ConvertPlan {
   uint64_t input_bytes = 0;   // what will be read (for progress)
   uint64_t blob_bytes = 0;    // one packed expert
   uint64_t n_blobs = 0;
-  uint64_t dense_bytes = 0;
+  uint64_t dense_bytes = 0;   // as stored in the checkpoint
+  uint64_t dense_params = 0;  // values in the non-expert tensors
 };
 
 Result<ConvertPlan> plan_conversion(const ConvertOptions& o);
+
+// The default dense quantisation for a model whose dense weights hold `dense_params` values, on a
+// machine with `ram_bytes` of RAM: q8 unless the q8 weights would take more than half the RAM
+// (the 671B model on a 24-64 GiB machine), then q4. `why` says which and why.
+std::string default_dense_quant(uint64_t dense_params, uint64_t ram_bytes, std::string* why);
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t bytes)>& progress);
 
 // config.json and friends: a small text file, written whole or not at all reported.

@@ -1,5 +1,7 @@
 #include "tools/moetier/synthetic_model.h"
 
+#include "tools/moetier/dense_writer.h"
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include "runtime/weights/safetensors.h"
 #include "runtime/weights/safetensors_stream.h"
 #include "tools/moetier/convert.h"
+#include "tools/moetier/dense_writer.h"
 
 namespace mt {
 
@@ -201,20 +204,11 @@ Status write_packed(const SyntheticModelOptions& o, const ProgressFn& progress) 
   header.hidden = g.hidden;
   header.inter = g.inter;
   header.blob_bytes = expert_blob_layout(g).total_bytes;
+  header.dense_quant = o.packed_dense;
+  header.dense_group = o.packed_group;
   MT_ASSIGN(offload::ExpertStoreWriter writer, offload::ExpertStoreWriter::create(o.out, header, o.overwrite));
 
   const std::vector<TensorSpec> layout = checkpoint_layout(c);
-  std::vector<SafetensorsStreamWriter::Decl> decls;
-  for (const auto& t : layout) {
-    if (is_routed_expert(t)) continue;
-    const DType dt = stored_dtype(t, o.fp8);
-    decls.push_back({t.name, dt, t.shape});
-    if (dt == DType::F8_E4M3) {
-      const int64_t blk = c.quant.block_rows;
-      decls.push_back({t.name + "_scale_inv", DType::F32, {(t.shape[0] + blk - 1) / blk, (t.shape[1] + blk - 1) / blk}});
-    }
-  }
-  MT_ASSIGN(SafetensorsStreamWriter dw, SafetensorsStreamWriter::create(writer.staging_dir() / header.dense_file, decls));
   std::vector<float> gate, up;
   std::vector<uint8_t> blob(header.blob_bytes);
   const bool ue8m0 = c.quant.scale_fmt == "ue8m0";
@@ -222,16 +216,23 @@ Status write_packed(const SyntheticModelOptions& o, const ProgressFn& progress) 
     std::vector<float> v = fill(t, c, o.seed);
     if (progress) progress(stored_bytes(t, o));
     if (!is_routed_expert(t)) {
+      // The tensor as the checkpoint would store it, then into the store as convert writes it.
       const DType dt = stored_dtype(t, o.fp8);
+      std::vector<uint8_t> bytes, sb;
+      TensorInfo scale;
+      StoredTensor st{t.name, dt, t.shape, nullptr, 0};
       if (dt == DType::F8_E4M3) {
-        std::vector<uint8_t> q, sb;
-        quantize_fp8(v, t.shape[0], t.shape[1], c.quant.block_rows, ue8m0, q, sb);
-        MT_TRY(dw.write_next(t.name, q.data(), q.size()));
-        MT_TRY(dw.write_next(t.name + "_scale_inv", sb.data(), sb.size()));
+        quantize_fp8(v, t.shape[0], t.shape[1], c.quant.block_rows, ue8m0, bytes, sb);
+        const int64_t blk = c.quant.block_rows;
+        scale = TensorInfo{t.name + "_scale_inv", DType::F32,
+                           {(t.shape[0] + blk - 1) / blk, (t.shape[1] + blk - 1) / blk}, sb.data(), sb.size(), "", 0};
+        st.scale = &scale;
       } else {
-        const std::vector<uint8_t> bytes = encode(v, dt);
-        MT_TRY(dw.write_next(t.name, bytes.data(), bytes.size()));
+        bytes = encode(v, dt);
       }
+      st.data = bytes.data();
+      st.nbytes = bytes.size();
+      MT_TRY(write_dense_tensor(writer, t, st, o.packed_dense, o.packed_group, c.quant.block_rows));
       continue;
     }
     round_trip_as_stored(v, t, o);
@@ -245,7 +246,6 @@ Status write_packed(const SyntheticModelOptions& o, const ProgressFn& progress) 
       MT_TRY(writer.add_blob(static_cast<int32_t>(t.layer), expert, blob.data(), blob.size()));
     }
   }
-  MT_TRY(dw.finish());
   MT_TRY(copy_tokenizer(tok, writer.staging_dir()));
   MT_TRY(write_text_file(writer.staging_dir() / "config.json", header.config_json));
   return writer.finish();

@@ -30,6 +30,7 @@ struct SyntheticModelOptions {
   bool packed = false;
   ExpertQuant packed_quant = ExpertQuant::Q4;
   int64_t packed_group = 32;
+  std::string packed_dense = "q8";  // the dense weights' form, as convert --dense
 };
 
 // Called with the bytes just written.
