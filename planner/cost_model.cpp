@@ -1,5 +1,7 @@
 #include "planner/cost_model.h"
 
+#include "planner/dense_format.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -117,6 +119,7 @@ double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<do
 Prediction predict(const CostInputs& in, const Placement& pl) {
   const ModelConfig& c = in.model;
   const ModelSizes s = compute_model_sizes(c);
+  const DenseBytes db = dense_bytes(c, dense_format_valid(in.dense_format) ? in.dense_format : "fp8");
   const CostRates r = cost_rates(in);
   const double eb = double(in.expert_bytes);
   const double B = double(std::max<int64_t>(1, in.batch));
@@ -181,9 +184,14 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       d.gpu_dense += d_attn + d_shared;
       pf.gpu_dense += p_attn + p_shared;
     } else {
-      d_attn = (lb.fp8 - shared_fp8) / (r.cpu_dense_fp8_gbs * 1e9) + lb.bf16 / (r.cpu_dense_bf16_gbs * 1e9) +
+      // Packed dense weights run on the routed-expert kernels (their measured rate), FP8 as
+      // shipped on the FP8 GEMV, routers and norms on the BF16/F32 one.
+      const double pk = moe ? db.moe_attention_packed : db.dense_layer_packed;
+      const double f8 = moe ? db.moe_attention_fp8 : db.dense_layer_fp8;
+      const double b16 = moe ? db.moe_bf16 : db.dense_bf16;
+      d_attn = pk / (r.cpu_expert_gbs * 1e9) + f8 / (r.cpu_dense_fp8_gbs * 1e9) + b16 / (r.cpu_dense_bf16_gbs * 1e9) +
                B * attention_flops(c, attended) / (r.cpu_attention_gflops * 1e9);
-      d_shared = shared_fp8 / (r.cpu_dense_fp8_gbs * 1e9);
+      d_shared = moe ? db.moe_shared_packed / (r.cpu_expert_gbs * 1e9) + db.moe_shared_fp8 / (r.cpu_dense_fp8_gbs * 1e9) : 0.0;
       p_attn = (2.0 * (lb.params - shared_params) * P) / (r.cpu_gemm_gflops * 1e9) +
                P * attention_flops(c, prefill_ctx) / (r.cpu_attention_gflops * 1e9);
       p_shared = 2.0 * shared_params * P / (r.cpu_gemm_gflops * 1e9);
@@ -269,10 +277,11 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     pf.gpu_dense += ph;
     pf.total += ph;
   } else {
-    d.cpu_dense += head / (r.cpu_dense_bf16_gbs * 1e9);
-    d.total += head / (r.cpu_dense_bf16_gbs * 1e9);
-    pf.cpu_dense += head / (r.cpu_dense_bf16_gbs * 1e9);
-    pf.total += head / (r.cpu_dense_bf16_gbs * 1e9);
+    const double t = db.lm_head_packed / (r.cpu_expert_gbs * 1e9) + db.lm_head_bf16 / (r.cpu_dense_bf16_gbs * 1e9);
+    d.cpu_dense += t;
+    d.total += t;
+    pf.cpu_dense += t;
+    pf.total += t;
   }
   // The disk is one resource: however the reads overlap with compute, a step cannot take less
   // than the time to read its missed bytes (per-layer overlap alone would let it).

@@ -25,6 +25,9 @@ struct CostInputs {
   ModelConfig model;
   std::string expert_format = "q4";   // q4, q8, bf16, fp8
   uint64_t expert_bytes = 0;          // one routed expert in that format (blob size)
+  // The non-expert weights on the CPU path: "fp8" (as shipped, = convert --dense bf16), "q8",
+  // "q4" (planner/dense_format.h). The GPU path holds them as shipped.
+  std::string dense_format = "fp8";
   int64_t context = 4096;             // KV cache length (sized for; reserves memory)
   int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
   int64_t batch = 1;                  // sequences decoded together

@@ -58,7 +58,11 @@ std::string format_plan_report(const Plan& plan, const CostInputs& in, const Rep
   add(s, "moetier plan: %s, experts %s (%s each), context %lld, batch %lld\n", ctx.model_name.c_str(),
       p.expert_format.c_str(), gb(double(p.expert_bytes)).c_str(), static_cast<long long>(in.context),
       static_cast<long long>(in.batch));
-  add(s, "machine: %s%s\n\n", ctx.machine_name.c_str(), plan.gpu ? "" : " (no GPU in this plan)");
+  add(s, "machine: %s%s\n", ctx.machine_name.c_str(), plan.gpu ? "" : " (no GPU in this plan)");
+  if (!plan.gpu)
+    add(s, "dense weights: %s%s%s%s\n", in.dense_format == "q8" || in.dense_format == "q4" ? in.dense_format.c_str() : "as shipped (FP8)",
+        ctx.dense_note.empty() ? "" : " (", ctx.dense_note.c_str(), ctx.dense_note.empty() ? "" : ")");
+  s += "\n";
 
   auto reservations = [&](const char* tier, uint64_t budget, const std::vector<Reservation>& items, uint64_t total) {
     add(s, "%s budget %s, reserved before experts %s:\n", tier, gb(double(budget)).c_str(), gb(double(total)).c_str());

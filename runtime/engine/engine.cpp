@@ -7,6 +7,7 @@
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/gpu_probe.h"
+#include "planner/dense_format.h"
 #include "planner/plan_report.h"
 #include "planner/solver.h"
 #include "runtime/engine/store_dense.h"
@@ -27,6 +28,7 @@ Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, cons
   in.model = cfg;
   in.expert_format = m.expert_quant;
   in.expert_bytes = m.blob_bytes;
+  in.dense_format = planner::dense_format_of_store(m.dense_quant);
   in.context = std::min<int64_t>(4096, cfg.max_position_embeddings);
   in.machine = machine;
   in.use_gpu = false;  // no GPU expert runner in this build

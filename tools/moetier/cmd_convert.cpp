@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "planner/dense_format.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/convert.h"
@@ -56,7 +57,7 @@ int cmd_convert(int argc, char** argv) {
   if (dense == "auto") {
     std::string why;
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    o.dense = default_dense_quant(plan->dense_params, pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0, &why);
+    o.dense = planner::default_dense_format(plan->config, pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0, &why);
     std::fprintf(stderr, "convert: --dense auto chose %s\n", why.c_str());
   }
   std::fprintf(stderr, "convert: %llu experts of %s as %s (group %lld), %s dense (as stored) as %s\n",

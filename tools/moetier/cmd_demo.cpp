@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "planner/dense_format.h"
 #include "planner/fit_advice.h"
 #include "planner/plan_report.h"
 #include "runtime/core/text_file.h"
@@ -141,6 +142,7 @@ Result<nlohmann::json> big_model_section(const planner::MachineProfile& m, const
   MT_ASSIGN(in.expert_bytes, expert_bytes_for("q4", in.model, 32));
   in.context = 4096;
   in.machine = m;
+  in.dense_format = planner::default_dense_format(in.model, m.ram_total_bytes, nullptr);  // as plan / convert
   in.stats = planner::uniform_activations(in.model);
 
   Result<planner::Plan> here = planner::make_plan(req);

@@ -23,6 +23,10 @@ model:
   --model DIR           a Hugging Face checkpoint or a packed store (its format and blob size are used)
   --preset NAME         deepseek-v3, deepseek-r1, deepseek-v3.1, deepseek-v3.2, tiny, demo, wide
   --experts FORMAT      q4, q8, bf16 or fp8 (as shipped)            [the store's format, else q4]
+  --dense FORMAT        the non-expert weights without a GPU: q8, q4 (convert --dense), fp8
+                        (as shipped, = convert --dense bf16), auto: what convert would choose
+                        on this machine (q8, or q4 when q8 fills over half the RAM)
+                                                                   [the store's form, else auto]
   --context N           KV cache length the plan reserves                                [4096]
   --fill N              context tokens when decode speed is predicted              [context / 2]
   --batch N             sequences decoded together                                          [1]
@@ -55,7 +59,7 @@ output:
 }  // namespace
 
 int cmd_plan(int argc, char** argv) {
-  std::vector<FlagSpec> flags = {{"model"},      {"preset"},        {"experts"},     {"context"},
+  std::vector<FlagSpec> flags = {{"model"},      {"preset"},        {"experts"},     {"dense"},       {"context"},
                                  {"fill"},       {"batch"},         {"prefill-chunk"}, {"prefetch-recall"}, {"profile"},
                                  {"hardware"},   {"no-gpu", false}, {"vram-budget"}, {"ram-budget"}, {"expert-ram"},
                                  {"nvme-cache"}, {"trace"},         {"pin"},         {"json"},

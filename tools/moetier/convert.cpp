@@ -62,6 +62,7 @@ Result<ConvertPlan> plan_conversion(const ConvertOptions& o) {
   std::string why;
   if (!expert_geometry_valid(g, &why)) return make_error("convert: " + why);
   ConvertPlan p;
+  p.config = c;
   p.blob_bytes = expert_blob_layout(g).total_bytes;
   for (const auto& [name, t] : w.store.tensors()) {
     if (layer_of(name) >= c.num_hidden_layers) continue;  // MTP module: not converted
@@ -72,18 +73,6 @@ Result<ConvertPlan> plan_conversion(const ConvertOptions& o) {
   for (int64_t L = 0; L < c.num_hidden_layers; ++L)
     if (c.is_moe_layer(L)) p.n_blobs += static_cast<uint64_t>(c.n_routed_experts);
   return p;
-}
-
-std::string default_dense_quant(uint64_t dense_params, uint64_t ram_bytes, std::string* why) {
-  const double q8 = double(dense_params) * (1.0 + 4.0 / 32.0);  // int8 + an fp32 scale per 32
-  const bool small = ram_bytes > 0 && q8 > 0.5 * double(ram_bytes);
-  if (why) {
-    char buf[200];
-    std::snprintf(buf, sizeof buf, "%s: the dense weights take %.1f GB as q8, %s half of this machine's %.1f GB of RAM",
-                  small ? "q4" : "q8", q8 / 1e9, small ? "more than" : "at most", double(ram_bytes) / 1e9);
-    *why = buf;
-  }
-  return small ? "q4" : "q8";
 }
 
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t)>& progress) {

@@ -10,6 +10,7 @@
 #include <functional>
 
 #include "runtime/core/expert_format.h"
+#include "runtime/config/model_config.h"
 #include "runtime/core/status.h"
 
 namespace mt {
@@ -31,14 +32,11 @@ struct ConvertPlan {
   uint64_t n_blobs = 0;
   uint64_t dense_bytes = 0;   // as stored in the checkpoint
   uint64_t dense_params = 0;  // values in the non-expert tensors
+  ModelConfig config;         // the checkpoint's
 };
 
 Result<ConvertPlan> plan_conversion(const ConvertOptions& o);
 
-// The default dense quantisation for a model whose dense weights hold `dense_params` values, on a
-// machine with `ram_bytes` of RAM: q8 unless the q8 weights would take more than half the RAM
-// (the 671B model on a 24-64 GiB machine), then q4. `why` says which and why.
-std::string default_dense_quant(uint64_t dense_params, uint64_t ram_bytes, std::string* why);
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t bytes)>& progress);
 
 // config.json and friends: a small text file, written whole or not at all reported.

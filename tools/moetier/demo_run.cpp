@@ -1,5 +1,7 @@
 #include "tools/moetier/demo_run.h"
 
+#include "planner/dense_format.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -138,6 +140,7 @@ Result<DemoRun> run_demo_model(const DemoRunOptions& o, const planner::MachinePr
   MT_ASSIGN(in.model, parse_config_json(sm.config_json, manifest.string()));
   in.expert_format = sm.expert_quant;
   in.expert_bytes = sm.blob_bytes;
+  in.dense_format = planner::dense_format_of_store(sm.dense_quant);
   in.machine = profile;
   in.use_gpu = false;  // the demo runs on the CPU whatever the machine has
   int64_t prompt_tokens = 0;

@@ -4,6 +4,7 @@
 
 #include "runtime/core/expert_format.h"
 #include "offload/expert_store.h"
+#include "planner/dense_format.h"
 #include "planner/model_size.h"
 #include "runtime/core/text_file.h"
 #include "tools/moetier/machine_probe.h"
@@ -38,7 +39,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   PlanSetup s;
   planner::CostInputs& in = s.request.cost;
   if (a.has("model") == a.has("preset")) return make_error("plan needs exactly one of --model DIR or --preset NAME");
-  std::string store_format;
+  std::string store_format, store_dense;
   uint64_t store_blob = 0;
   if (auto dir = a.get("model")) {
     const std::filesystem::path manifest = std::filesystem::path(*dir) / "manifest.json";
@@ -48,6 +49,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
       MT_ASSIGN(in.model, parse_config_json(m.config_json, manifest.string()));
       store_format = m.expert_quant;
       store_blob = m.blob_bytes;
+      store_dense = planner::dense_format_of_store(m.dense_quant);
     } else {
       MT_ASSIGN(in.model, load_config(*dir));
     }
@@ -78,6 +80,21 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   in.use_gpu = !a.has("no-gpu");
   s.context.machine_name = in.machine.cpu_model.empty() ? in.machine.source : in.machine.cpu_model;
   if (in.machine.gpu.present && in.use_gpu) s.context.machine_name += " + " + in.machine.gpu.name;
+
+  // The dense weights' form: the store's, or what convert --dense would write (auto).
+  std::string dense = a.get_or("dense", store_dense.empty() ? "auto" : store_dense);
+  if (dense == "bf16") dense = "fp8";
+  if (dense != "auto" && !planner::dense_format_valid(dense))
+    return make_error("--dense must be auto, q8, q4 or fp8 (as shipped), got '" + dense + "'");
+  if (!store_dense.empty() && dense != store_dense)
+    return make_error("--dense " + dense + ": the store at " + *a.get("model") + " holds " + store_dense +
+                      " dense weights (convert it again to plan another form)");
+  if (dense == "auto") {
+    const uint64_t ram = in.machine.ram_total_bytes;
+    dense = planner::default_dense_format(in.model, ram, &s.context.dense_note);
+    s.context.dense_note = "--dense auto, as convert would choose; " + s.context.dense_note;
+  }
+  in.dense_format = dense;
 
   if (auto t = a.get("trace")) {
     MT_ASSIGN(in.stats, planner::load_activations(*t, &in.model));

@@ -21,7 +21,7 @@ struct PlanSetup {
 // Bytes of one routed expert of `c` in `format` (q4/q8/bf16: the packed blob; fp8: as shipped).
 Result<uint64_t> expert_bytes_for(const std::string& format, const ModelConfig& c, int64_t group);
 
-// Reads --model/--preset, --experts, --context, --fill, --batch, --prefill-chunk, --profile,
+// Reads --model/--preset, --experts, --dense, --context, --fill, --batch, --prefill-chunk, --profile,
 // --hardware, --no-gpu, --vram-budget, --ram-budget, --nvme-cache, --trace, --pin.
 Result<PlanSetup> plan_request_from_args(const Args& a);
 
