@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "runtime/core/dtype.h"
+#include "runtime/core/expert_format.h"
 
 namespace mt {
 
@@ -21,6 +22,14 @@ struct WeightView {
   int64_t block = 128;            // tile edge of `scale`; packed: the quantisation group
 
   int64_t scale_cols() const { return (cols + block - 1) / block; }
+  // Bytes a full pass over the weights reads (data and scales).
+  uint64_t stored_bytes() const {
+    if (is_packed(dtype))
+      return packed_matrix_bytes(dtype == DType::Q4_PACKED ? ExpertQuant::Q4 : ExpertQuant::Q8, rows, cols, block);
+    uint64_t b = uint64_t(rows) * uint64_t(cols) * dtype_size(dtype);
+    if (dtype == DType::F8_E4M3) b += uint64_t((rows + block - 1) / block) * uint64_t(scale_cols()) * 4;
+    return b;
+  }
 };
 
 }  // namespace mt

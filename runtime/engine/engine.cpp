@@ -104,6 +104,12 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   return e;
 }
 
+uint64_t Engine::mapped_weight_bytes() const {
+  uint64_t b = 0;
+  for (const auto& [name, t] : model_->weights().store.tensors()) b += t.nbytes;
+  return b;
+}
+
 Result<TierBudget> Engine::ram_accounting() const {
   TierBudget ram("RAM");
   backend::Backend& be = model_->backend();

@@ -53,6 +53,11 @@ class Engine {
   // What the runtime holds in RAM now, item by item (derived weights, attention cache, expert
   // caches, kernel scratch; mapped checkpoint weights excluded).
   Result<TierBudget> ram_accounting() const;
+  // Bytes of the memory-mapped weight files (the dense file of a packed store; the whole
+  // checkpoint otherwise): resident once read.
+  uint64_t mapped_weight_bytes() const;
+  // Time and weight bytes of later eval() calls by part of the model (null: stop); bench decode.
+  void set_profile(StepProfile* p) { model_->set_profile(p); }
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
   void set_routing_observer(DeepSeekModel::RoutingObserver f) { model_->set_routing_observer(std::move(f)); }
 

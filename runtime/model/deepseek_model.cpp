@@ -35,6 +35,21 @@ std::unique_ptr<backend::AttentionCache> DeepSeekModel::make_cache(int64_t max_t
   return backend_->make_cache(shape, max_tokens);
 }
 
+void DeepSeekModel::switch_part(ModelPart p) {
+  if (!prof_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (mark_ != std::chrono::steady_clock::time_point{})
+    prof_->seconds[static_cast<size_t>(part_)] += std::chrono::duration<double>(now - mark_).count();
+  mark_ = now;
+  part_ = p;
+}
+
+void DeepSeekModel::matmul(const Linear& w, const float* x, int64_t n, float* y) {
+  const WeightView v = w.view();
+  if (prof_) prof_->weight_bytes[static_cast<size_t>(part_)] += v.stored_bytes();
+  backend_->matmul(v, x, n, y);
+}
+
 Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCache& cache, bool all_logits,
                               std::vector<float>& logits) {
   const ModelConfig& c = w_.config;
@@ -51,8 +66,15 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
 
   backend::Backend& be = *backend_;
   const int64_t D = c.hidden_size;
+  mark_ = {};
+  part_ = ModelPart::Other;
+  switch_part(ModelPart::Other);
   std::vector<float> h(static_cast<size_t>(n * D)), xn(h.size()), delta(h.size());
-  be.embed(w_.embed.view(), ids.data(), n, h.data());
+  {
+    PartScope ps(*this, ModelPart::Embedding);
+    be.embed(w_.embed.view(), ids.data(), n, h.data());
+    if (prof_) prof_->weight_bytes[static_cast<size_t>(ModelPart::Embedding)] += uint64_t(n) * w_.embed.view().stored_bytes() / uint64_t(c.vocab_size);
+  }
   name("embed", -1, h.data(), n, D);
 
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -60,14 +82,21 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
     const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
     be.rmsnorm(h.data(), lw.attn_norm.data(), xn.data(), n, D, eps);
     name("attn_norm", L, xn.data(), n, D);
-    build_attention(L, xn.data(), n, pos0, cache, delta.data());
+    {
+      PartScope ps(*this, ModelPart::Attention);
+      build_attention(L, xn.data(), n, pos0, cache, delta.data());
+    }
     name("attn_out", L, delta.data(), n, D);
     be.add(h.data(), delta.data(), n * D);
 
     be.rmsnorm(h.data(), lw.ffn_norm.data(), xn.data(), n, D, eps);
     name("ffn_norm", L, xn.data(), n, D);
-    if (lw.is_moe) MT_TRY(build_moe(L, xn.data(), n, delta.data()));
-    else build_ffn(lw.dense, c.intermediate_size, xn.data(), n, delta.data());
+    if (lw.is_moe) {
+      MT_TRY(build_moe(L, xn.data(), n, delta.data()));
+    } else {
+      PartScope ps(*this, ModelPart::DenseFfn);
+      build_ffn(lw.dense, c.intermediate_size, xn.data(), n, delta.data());
+    }
     name("ffn_out", L, delta.data(), n, D);
     be.add(h.data(), delta.data(), n * D);
     name("residual", L, h.data(), n, D);
@@ -75,11 +104,15 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
   cache.set_size(pos0 + n);
 
   const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
-  be.rmsnorm(&h[first * D], w_.final_norm.data(), xn.data(), rows, D, eps);
-  name("final_norm", -1, xn.data(), rows, D);
-  logits.resize(static_cast<size_t>(rows * c.vocab_size));
-  be.matmul(w_.lm_head.view(), xn.data(), rows, logits.data());
+  {
+    PartScope ps(*this, ModelPart::LmHead);
+    be.rmsnorm(&h[first * D], w_.final_norm.data(), xn.data(), rows, D, eps);
+    name("final_norm", -1, xn.data(), rows, D);
+    logits.resize(static_cast<size_t>(rows * c.vocab_size));
+    matmul(w_.lm_head, xn.data(), rows, logits.data());
+  }
   name("logits", -1, logits.data(), rows, c.vocab_size);
+  switch_part(ModelPart::Other);
   return ok_status();
 }
 
@@ -94,17 +127,17 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_
 
   // Query: c_q = RMSNorm(W_qa x); q = W_qb c_q, rope on the last `rope` dims of each head.
   std::vector<float> cq(static_cast<size_t>(n * c.q_lora_rank)), q(static_cast<size_t>(n * H * qk));
-  be.matmul(lw.q_a.view(), x, n, cq.data());
+  matmul(lw.q_a, x, n, cq.data());
   be.rmsnorm(cq.data(), lw.q_a_norm.data(), cq.data(), n, c.q_lora_rank, eps);
   name("q_latent", L, cq.data(), n, c.q_lora_rank);
-  be.matmul(lw.q_b.view(), cq.data(), n, q.data());
+  matmul(lw.q_b, cq.data(), n, q.data());
   be.rope(backend::RopeLayout::Interleaved, q.data() + nope, n, H, qk, rope, pos0, inv_freq_.data());
   name("q", L, q.data(), n, H * qk);
 
   // Key/value latent: a = W_kva x; c_kv = RMSNorm(a[:R]); k_rope = RoPE(a[R:]). Cached.
   std::vector<float> kva(static_cast<size_t>(n * (R + rope))), latent(static_cast<size_t>(n * R)),
       k_rope(static_cast<size_t>(n * rope));
-  be.matmul(lw.kv_a.view(), x, n, kva.data());
+  matmul(lw.kv_a, x, n, kva.data());
   for (int64_t t = 0; t < n; ++t) {
     const float* a = &kva[t * (R + rope)];
     be.rmsnorm(a, lw.kv_a_norm.data(), &latent[t * R], 1, R, eps);
@@ -116,7 +149,10 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_
   be.cache_store(cache, L, pos0, n, latent.data(), k_rope.data());
 
   std::vector<std::vector<int32_t>> selected;
-  if (lw.has_indexer) build_indexer(L, x, cq.data(), n, pos0, cache, selected);
+  if (lw.has_indexer) {
+    PartScope ps(*this, ModelPart::Indexer);
+    build_indexer(L, x, cq.data(), n, pos0, cache, selected);
+  }
 
   // Absorbed attention over the latent cache.
   std::vector<float> o(static_cast<size_t>(n * H * dv));
@@ -130,9 +166,10 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_
   a.q = q.data();
   a.selected = lw.has_indexer ? &selected : nullptr;
   a.out = o.data();
+  if (prof_) prof_->weight_bytes[static_cast<size_t>(part_)] += lw.kv_b.view().stored_bytes();  // read per head
   be.mla_attention(cache, a);
   name("attn_heads", L, o.data(), n, H * dv);
-  be.matmul(lw.o.view(), o.data(), n, out);
+  matmul(lw.o, o.data(), n, out);
 }
 
 void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, int64_t n, int64_t pos0,
@@ -144,13 +181,13 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
 
   // Index queries: W_iq c_q, half-split RoPE on the first `rope` dims of each head.
   std::vector<float> iq(static_cast<size_t>(n * nh * hd));
-  be.matmul(iw.wq_b.view(), cq, n, iq.data());
+  matmul(iw.wq_b, cq, n, iq.data());
   be.rope(backend::RopeLayout::HalfSplit, iq.data(), n, nh, hd, rope, pos0, inv_freq_.data());
   name("index_q", L, iq.data(), n, nh * hd);
 
   // Index key: LayerNorm(W_ik x), half-split RoPE; cached.
   std::vector<float> ik(static_cast<size_t>(n * hd));
-  be.matmul(iw.wk.view(), x, n, ik.data());
+  matmul(iw.wk, x, n, ik.data());
   be.layernorm(ik.data(), iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik.data(), n, hd, kIndexerNormEps);
   be.rope(backend::RopeLayout::HalfSplit, ik.data(), n, 1, hd, rope, pos0, inv_freq_.data());
   name("index_k", L, ik.data(), n, hd);
@@ -159,7 +196,7 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
   // Head weights w = W_w x / sqrt(n_heads). The Hadamard rotation of the reference is omitted:
   // it is orthonormal, so without FP8 quantisation it leaves every q.k unchanged.
   std::vector<float> hw(static_cast<size_t>(n * nh));
-  be.matmul(iw.weights_proj.view(), x, n, hw.data());
+  matmul(iw.weights_proj, x, n, hw.data());
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(nh));
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(hd));
   backend::IndexerArgs a;
@@ -178,10 +215,10 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
 void DeepSeekModel::build_ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out) {
   backend::Backend& be = *backend_;
   std::vector<float> g(static_cast<size_t>(n * width)), u(g.size());
-  be.matmul(f.gate.view(), x, n, g.data());
-  be.matmul(f.up.view(), x, n, u.data());
+  matmul(f.gate, x, n, g.data());
+  matmul(f.up, x, n, u.data());
   be.silu_mul(g.data(), u.data(), g.data(), n * width);
-  be.matmul(f.down.view(), g.data(), n, out);
+  matmul(f.down, g.data(), n, out);
 }
 
 void DeepSeekModel::build_router(int64_t L, const float* x, int64_t n, std::vector<int32_t>& experts,
@@ -190,7 +227,7 @@ void DeepSeekModel::build_router(int64_t L, const float* x, int64_t n, std::vect
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
   std::vector<float> logits(static_cast<size_t>(n * E));
-  backend_->matmul(lw.router.view(), x, n, logits.data());
+  matmul(lw.router, x, n, logits.data());
   const RouterParams rp{E, c.n_group, c.topk_group, K, static_cast<float>(c.routed_scaling_factor), c.norm_topk_prob};
   experts.resize(static_cast<size_t>(n * K));
   weights.resize(static_cast<size_t>(n * K));
@@ -205,6 +242,7 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
   // Predict the next MoE layer's experts from this layer's input (the residual stream changes
   // little from one layer to the next) so their reads overlap this layer's compute.
   if (experts_->wants_prefetch() && L + 1 < c.num_hidden_layers && c.is_moe_layer(L + 1)) {
+    PartScope ps(*this, ModelPart::Router);
     std::vector<int32_t> next;
     std::vector<float> unused;
     build_router(L + 1, x, n, next, unused);
@@ -213,12 +251,19 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
 
   std::vector<int32_t> chosen;
   std::vector<float> weight;
-  build_router(L, x, n, chosen, weight);
+  {
+    PartScope ps(*this, ModelPart::Router);
+    build_router(L, x, n, chosen, weight);
+  }
   if (observer_) observer_(L, chosen.data(), n, K);
   std::fill(out, out + n * D, 0.0f);
-  MT_TRY(experts_->apply(L, x, n, chosen.data(), weight.data(), K, out));
+  {
+    PartScope ps(*this, ModelPart::RoutedExperts);
+    MT_TRY(experts_->apply(L, x, n, chosen.data(), weight.data(), K, out));
+  }
   name("routed_out", L, out, n, D);
   if (lw.has_shared) {
+    PartScope ps(*this, ModelPart::SharedExpert);
     std::vector<float> ys(static_cast<size_t>(n * D));
     build_ffn(lw.shared, c.n_shared_experts * c.moe_intermediate_size, x, n, ys.data());
     name("shared_out", L, ys.data(), n, D);

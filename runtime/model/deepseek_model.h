@@ -9,6 +9,7 @@
 // cached so far, using the absorbed (latent-space) MLA form.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "runtime/core/tensor_view.h"
 #include "runtime/model/deepseek_weights.h"
 #include "runtime/model/routed_experts.h"
+#include "runtime/model/step_profile.h"
 
 namespace mt {
 
@@ -57,7 +59,20 @@ class DeepSeekModel {
   using TensorCallback = std::function<void(const char* name, int64_t layer, TensorView t)>;
   void set_tensor_callback(TensorCallback f) { on_tensor_ = std::move(f); }
 
+  // Accumulates the time and weight bytes of later forward() calls by part into `p` (null: stop).
+  void set_profile(StepProfile* p) { prof_ = p; }
+
  private:
+  // Charges time since the last switch to the current part and makes `p` current (profiling only).
+  void switch_part(ModelPart p);
+  struct PartScope {  // a part for the scope's duration, the enclosing one restored after
+    DeepSeekModel& m;
+    ModelPart prev;
+    PartScope(DeepSeekModel& model, ModelPart p) : m(model), prev(model.part_) { m.switch_part(p); }
+    ~PartScope() { m.switch_part(prev); }
+  };
+  // backend matmul with the weight's bytes charged to the current part.
+  void matmul(const Linear& w, const float* x, int64_t n, float* y);
   void build_attention(int64_t layer, const float* x, int64_t n, int64_t pos0, backend::AttentionCache& cache, float* out);
   // For each of the n queries, the cached positions it may attend to (V3.2 top-k selection).
   void build_indexer(int64_t layer, const float* x, const float* cq, int64_t n, int64_t pos0,
@@ -77,6 +92,9 @@ class DeepSeekModel {
   float softmax_scale_ = 1.0f;
   RoutingObserver observer_;
   TensorCallback on_tensor_;
+  StepProfile* prof_ = nullptr;
+  ModelPart part_ = ModelPart::Other;
+  std::chrono::steady_clock::time_point mark_{};
 };
 
 }  // namespace mt

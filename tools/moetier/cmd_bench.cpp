@@ -20,6 +20,8 @@
 #include "offload/disk_bandwidth.h"
 #include "offload/expert_store.h"
 #include "runtime/engine/engine.h"
+#include "runtime/core/process_memory.h"
+#include "runtime/model/step_profile.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/expert_flags.h"
@@ -318,18 +320,64 @@ int bench_decode(const Args& a, json& out) {
   const double prefill_s = seconds(t0);
   if (e.expert_scheduler()) e.expert_scheduler()->reset_stats();
   const int64_t V = e.config().vocab_size;
+  StepProfile prof;
+  e.set_profile(&prof);
+  double sampling_s = 0;
   t0 = Clock::now();
   for (int64_t i = 0; i < *n; ++i) {
+    const auto ts = Clock::now();
     const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
+    sampling_s += seconds(ts);
     if (Status s = e.eval(std::span<const int32_t>(&next, 1), false, logits); !s)
       return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
   }
   const double decode_s = seconds(t0);
+  e.set_profile(nullptr);
+  const double tps = double(*n) / decode_s;
   std::printf("bench decode: %s (backend %s)\n", a.get("model")->c_str(), e.backend_name());
   std::printf("%-36s %10.2f\n", ("prefill tokens/s (" + std::to_string(*np) + " tokens)").c_str(), double(*np) / prefill_s);
-  std::printf("%-36s %10.2f\n", "decode tokens/s", double(*n) / decode_s);
+  std::printf("%-36s %10.2f\n", "decode tokens/s", tps);
   out["prefill_tokens_per_s"] = double(*np) / prefill_s;
-  out["decode_tokens_per_s"] = double(*n) / decode_s;
+  out["decode_tokens_per_s"] = tps;
+
+  // Routed-expert bytes: every use reads one blob (from RAM, or the disk and then RAM).
+  uint64_t expert_bytes = 0;
+  if (const ExpertScheduler* pe = e.expert_scheduler()) {
+    const ExpertSchedulerStats st = pe->stats();
+    expert_bytes = (st.uses_vram + st.uses_ram + st.uses_nvme_hit + st.uses_nvme_miss) * pe->store().manifest().blob_bytes;
+  }
+  prof.weight_bytes[static_cast<size_t>(ModelPart::RoutedExperts)] += expert_bytes;
+  const double per_tok = double(prof.total_weight_bytes()) / double(*n);
+  std::printf("\n%-24s %10s %7s %12s %8s\n", "part (per decoded token)", "ms", "share", "weights MB", "GB/s");
+  json parts = json::object();
+  const double total_s = prof.total_seconds() + sampling_s;
+  auto row = [&](const char* name, double sec, double bytes) {
+    const double ms = 1e3 * sec / double(*n), mb = bytes / 1e6 / double(*n);
+    char gbs[32] = "-";
+    if (bytes > 0 && sec > 0) std::snprintf(gbs, sizeof gbs, "%.1f", bytes / sec / 1e9);
+    std::printf("%-24s %10.3f %6.1f%% %12.1f %8s\n", name, ms, 100.0 * sec / total_s, mb, gbs);
+    parts[name] = {{"ms_per_token", ms}, {"weight_mb_per_token", mb}};
+  };
+  for (int p = 0; p < kModelParts; ++p)
+    if (prof.seconds[size_t(p)] > 0 || prof.weight_bytes[size_t(p)] > 0)
+      row(model_part_name(ModelPart(p)), prof.seconds[size_t(p)], double(prof.weight_bytes[size_t(p)]));
+  row("sampling (argmax)", sampling_s, 0);
+  out["parts"] = parts;
+  const double rss = double(process_rss_bytes());
+  // RAM bandwidth of this machine measured now, in the same run (after decode, so that its
+  // buffer is not in the RSS above).
+  MembwSampler mb(0);
+  std::vector<double> bw;
+  for (int r = 0; r < 3; ++r) bw.push_back(mb.sample(0.5));
+  const double membw = median(bw), achieved = per_tok * tps / 1e9;
+  std::printf("\n%-36s %10.3f\n", "GB of weights read per token", per_tok / 1e9);
+  std::printf("%-36s %10.1f\n", "achieved GB/s (whole token)", achieved);
+  std::printf("%-36s %10.1f\n", "RAM read bandwidth now, GB/s", membw);
+  std::printf("%-36s %9.1f%%\n", "achieved / RAM bandwidth", 100.0 * achieved / membw);
+  out["gb_per_token"] = per_tok / 1e9;
+  out["achieved_gbs"] = achieved;
+  out["membw_gbs"] = membw;
+  out["bandwidth_fraction"] = achieved / membw;
   if (const ExpertScheduler* pe = e.expert_scheduler()) {
     const ExpertSchedulerStats s = pe->stats();
     std::printf("%-36s %9.1f%%\n", "expert cache hit rate", 100.0 * s.cache.hit_rate());
@@ -347,10 +395,17 @@ int bench_decode(const Args& a, json& out) {
                 static_cast<unsigned long long>(s.uses_nvme_hit), static_cast<unsigned long long>(s.uses_nvme_miss));
     out["uses"] = {{"vram", s.uses_vram}, {"ram", s.uses_ram}, {"nvme_hit", s.uses_nvme_hit}, {"nvme_miss", s.uses_nvme_miss}};
   }
+  out["rss_bytes"] = rss;
   auto ram = e.ram_accounting();
   if (!ram) return std::fprintf(stderr, "error: %s\n", ram.error().c_str()), 1;
-  std::printf("RAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
+  std::printf("\nRAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
+  const double accounted = double(ram->used() + e.mapped_weight_bytes());
+  std::printf("%-36s %10s\n", "mapped weight files", format_bytes(double(e.mapped_weight_bytes())).c_str());
+  std::printf("%-36s %10s  (%.1f%% of accounted: runtime + mapped weights)\n", "process RSS after decode",
+              format_bytes(rss).c_str(), 100.0 * rss / accounted);
   out["ram_accounted_bytes"] = ram->used();
+  out["mapped_weight_bytes"] = e.mapped_weight_bytes();
+  out["rss_over_accounted"] = rss / accounted;
   return 0;
 }
 
