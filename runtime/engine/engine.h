@@ -46,6 +46,16 @@ class Engine {
   // Appends `ids` at the next positions; see DeepSeekModel::forward.
   Status eval(std::span<const int32_t> ids, bool all_logits, std::vector<float>& logits);
   void reset() { cache_->set_size(0); }
+  // Batched decode over several sequences (DeepSeekModel::forward_batch): each cache from
+  // new_sequence() (or the engine's own, sequence()), one token each, one step.
+  std::unique_ptr<backend::AttentionCache> new_sequence(int64_t context = 0) const {
+    return model_->make_cache(context > 0 ? context : cache_->max_tokens());
+  }
+  backend::AttentionCache& sequence() { return *cache_; }
+  Status eval_batch(std::span<const int32_t> ids, std::span<backend::AttentionCache* const> caches,
+                    std::vector<float>& logits) {
+    return model_->forward_batch(ids, caches, logits);
+  }
   int64_t position() const { return cache_->size(); }
   int64_t context() const { return cache_->max_tokens(); }
   // The packed-store expert runner, or null for a Hugging Face checkpoint.

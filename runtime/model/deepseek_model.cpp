@@ -52,17 +52,43 @@ void DeepSeekModel::matmul(const Linear& w, const float* x, int64_t n, float* y)
 
 Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCache& cache, bool all_logits,
                               std::vector<float>& logits) {
+  const Segment seg{&cache, cache.size(), static_cast<int64_t>(ids.size()), 0};
+  return forward_segments(ids, std::span<const Segment>(&seg, 1), all_logits, logits);
+}
+
+Status DeepSeekModel::forward_batch(std::span<const int32_t> ids, std::span<backend::AttentionCache* const> caches,
+                                    std::vector<float>& logits) {
+  if (ids.size() != caches.size())
+    return make_error("forward_batch: " + std::to_string(ids.size()) + " tokens for " + std::to_string(caches.size()) +
+                      " sequences (one token each)");
+  std::vector<Segment> segs;
+  segs.reserve(caches.size());
+  for (size_t i = 0; i < caches.size(); ++i) {
+    if (!caches[i]) return make_error("forward_batch: sequence " + std::to_string(i) + " has no cache");
+    for (size_t j = 0; j < i; ++j)
+      if (caches[j] == caches[i])
+        return make_error("forward_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
+                          " share one cache (one token per sequence per step)");
+    segs.push_back(Segment{caches[i], caches[i]->size(), 1, static_cast<int64_t>(i)});
+  }
+  return forward_segments(ids, segs, false, logits);
+}
+
+Status DeepSeekModel::forward_segments(std::span<const int32_t> ids, std::span<const Segment> segs, bool all_logits,
+                                       std::vector<float>& logits) {
   const ModelConfig& c = w_.config;
   const auto n = static_cast<int64_t>(ids.size());
-  const int64_t pos0 = cache.size();
-  if (n == 0) return make_error("forward: no tokens to process (empty prompt?)");
-  if (pos0 + n > cache.max_tokens())
-    return make_error("forward: " + std::to_string(pos0 + n) + " tokens exceed the context of " +
-                      std::to_string(cache.max_tokens()) + " tokens (raise --ctx, or shorten the prompt)");
-  for (int64_t t = 0; t < n; ++t)
-    if (ids[t] < 0 || ids[t] >= c.vocab_size)
-      return make_error("forward: token id " + std::to_string(ids[t]) + " at position " + std::to_string(pos0 + t) +
-                        " is outside the model's vocabulary [0, " + std::to_string(c.vocab_size) + ")");
+  if (n == 0 || segs.empty()) return make_error("forward: no tokens to process (empty prompt?)");
+  for (const Segment& sg : segs) {
+    if (sg.pos0 + sg.n > sg.cache->max_tokens())
+      return make_error("forward: " + std::to_string(sg.pos0 + sg.n) + " tokens exceed the context of " +
+                        std::to_string(sg.cache->max_tokens()) + " tokens (raise --ctx, or shorten the prompt)");
+    for (int64_t t = 0; t < sg.n; ++t)
+      if (ids[sg.row0 + t] < 0 || ids[sg.row0 + t] >= c.vocab_size)
+        return make_error("forward: token id " + std::to_string(ids[sg.row0 + t]) + " at position " +
+                          std::to_string(sg.pos0 + t) + " is outside the model's vocabulary [0, " +
+                          std::to_string(c.vocab_size) + ")");
+  }
 
   backend::Backend& be = *backend_;
   const int64_t D = c.hidden_size;
@@ -84,7 +110,7 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
     name("attn_norm", L, xn.data(), n, D);
     {
       PartScope ps(*this, ModelPart::Attention);
-      build_attention(L, xn.data(), n, pos0, cache, delta.data());
+      build_attention(L, xn.data(), n, segs, delta.data());
     }
     name("attn_out", L, delta.data(), n, D);
     be.add(h.data(), delta.data(), n * D);
@@ -101,12 +127,17 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
     be.add(h.data(), delta.data(), n * D);
     name("residual", L, h.data(), n, D);
   }
-  cache.set_size(pos0 + n);
+  for (const Segment& sg : segs) sg.cache->set_size(sg.pos0 + sg.n);
 
-  const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+  // Logits of every row, or of each segment's last row.
+  std::vector<int64_t> rows_out;
+  for (const Segment& sg : segs)
+    for (int64_t t = all_logits ? 0 : sg.n - 1; t < sg.n; ++t) rows_out.push_back(sg.row0 + t);
+  const auto rows = static_cast<int64_t>(rows_out.size());
   {
     PartScope ps(*this, ModelPart::LmHead);
-    be.rmsnorm(&h[first * D], w_.final_norm.data(), xn.data(), rows, D, eps);
+    for (int64_t r = 0; r < rows; ++r)
+      be.rmsnorm(&h[rows_out[r] * D], w_.final_norm.data(), &xn[r * D], 1, D, eps);
     name("final_norm", -1, xn.data(), rows, D);
     logits.resize(static_cast<size_t>(rows * c.vocab_size));
     matmul(w_.lm_head, xn.data(), rows, logits.data());
@@ -116,8 +147,7 @@ Status DeepSeekModel::forward(std::span<const int32_t> ids, backend::AttentionCa
   return ok_status();
 }
 
-void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_t pos0, backend::AttentionCache& cache,
-                                    float* out) {
+void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, std::span<const Segment> segs, float* out) {
   const ModelConfig& c = w_.config;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
   backend::Backend& be = *backend_;
@@ -126,12 +156,15 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   // Query: c_q = RMSNorm(W_qa x); q = W_qb c_q, rope on the last `rope` dims of each head.
+  // The projections run over every row of every segment at once (each weight read once).
   std::vector<float> cq(static_cast<size_t>(n * c.q_lora_rank)), q(static_cast<size_t>(n * H * qk));
   matmul(lw.q_a, x, n, cq.data());
   be.rmsnorm(cq.data(), lw.q_a_norm.data(), cq.data(), n, c.q_lora_rank, eps);
   name("q_latent", L, cq.data(), n, c.q_lora_rank);
   matmul(lw.q_b, cq.data(), n, q.data());
-  be.rope(backend::RopeLayout::Interleaved, q.data() + nope, n, H, qk, rope, pos0, inv_freq_.data());
+  for (const Segment& sg : segs)
+    be.rope(backend::RopeLayout::Interleaved, q.data() + sg.row0 * H * qk + nope, sg.n, H, qk, rope, sg.pos0,
+            inv_freq_.data());
   name("q", L, q.data(), n, H * qk);
 
   // Key/value latent: a = W_kva x; c_kv = RMSNorm(a[:R]); k_rope = RoPE(a[R:]). Cached.
@@ -143,37 +176,43 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, int64_
     be.rmsnorm(a, lw.kv_a_norm.data(), &latent[t * R], 1, R, eps);
     std::copy(a + R, a + R + rope, &k_rope[t * rope]);
   }
-  be.rope(backend::RopeLayout::Interleaved, k_rope.data(), n, 1, rope, rope, pos0, inv_freq_.data());
+  for (const Segment& sg : segs) {
+    be.rope(backend::RopeLayout::Interleaved, k_rope.data() + sg.row0 * rope, sg.n, 1, rope, rope, sg.pos0,
+            inv_freq_.data());
+    be.cache_store(*sg.cache, L, sg.pos0, sg.n, latent.data() + sg.row0 * R, k_rope.data() + sg.row0 * rope);
+  }
   name("kv_latent", L, latent.data(), n, R);
   name("k_rope", L, k_rope.data(), n, rope);
-  be.cache_store(cache, L, pos0, n, latent.data(), k_rope.data());
 
-  std::vector<std::vector<int32_t>> selected;
+  std::vector<std::vector<std::vector<int32_t>>> selected(segs.size());
   if (lw.has_indexer) {
     PartScope ps(*this, ModelPart::Indexer);
-    build_indexer(L, x, cq.data(), n, pos0, cache, selected);
+    build_indexer(L, x, cq.data(), n, segs, selected);
   }
 
-  // Absorbed attention over the latent cache.
+  // Absorbed attention over each sequence's latent cache.
   std::vector<float> o(static_cast<size_t>(n * H * dv));
-  backend::MlaArgs a;
-  a.layer = L;
-  a.n = n;
-  a.pos0 = pos0;
-  a.heads = H;
-  a.dims = MlaHeadDims{nope, rope, dv, R};
-  a.scale = softmax_scale_;
-  a.q = q.data();
-  a.selected = lw.has_indexer ? &selected : nullptr;
-  a.out = o.data();
   if (prof_) prof_->weight_bytes[static_cast<size_t>(part_)] += lw.kv_b.view().stored_bytes();  // read per head
-  be.mla_attention(cache, a);
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const Segment& sg = segs[i];
+    backend::MlaArgs a;
+    a.layer = L;
+    a.n = sg.n;
+    a.pos0 = sg.pos0;
+    a.heads = H;
+    a.dims = MlaHeadDims{nope, rope, dv, R};
+    a.scale = softmax_scale_;
+    a.q = q.data() + sg.row0 * H * qk;
+    a.selected = lw.has_indexer ? &selected[i] : nullptr;
+    a.out = o.data() + sg.row0 * H * dv;
+    be.mla_attention(*sg.cache, a);
+  }
   name("attn_heads", L, o.data(), n, H * dv);
   matmul(lw.o, o.data(), n, out);
 }
 
-void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, int64_t n, int64_t pos0,
-                                  backend::AttentionCache& cache, std::vector<std::vector<int32_t>>& selected) {
+void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, int64_t n, std::span<const Segment> segs,
+                                  std::vector<std::vector<std::vector<int32_t>>>& selected) {
   const ModelConfig& c = w_.config;
   const IndexerWeights& iw = w_.layers[static_cast<size_t>(L)].indexer;
   backend::Backend& be = *backend_;
@@ -182,16 +221,19 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
   // Index queries: W_iq c_q, half-split RoPE on the first `rope` dims of each head.
   std::vector<float> iq(static_cast<size_t>(n * nh * hd));
   matmul(iw.wq_b, cq, n, iq.data());
-  be.rope(backend::RopeLayout::HalfSplit, iq.data(), n, nh, hd, rope, pos0, inv_freq_.data());
+  for (const Segment& sg : segs)
+    be.rope(backend::RopeLayout::HalfSplit, iq.data() + sg.row0 * nh * hd, sg.n, nh, hd, rope, sg.pos0, inv_freq_.data());
   name("index_q", L, iq.data(), n, nh * hd);
 
   // Index key: LayerNorm(W_ik x), half-split RoPE; cached.
   std::vector<float> ik(static_cast<size_t>(n * hd));
   matmul(iw.wk, x, n, ik.data());
   be.layernorm(ik.data(), iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik.data(), n, hd, kIndexerNormEps);
-  be.rope(backend::RopeLayout::HalfSplit, ik.data(), n, 1, hd, rope, pos0, inv_freq_.data());
+  for (const Segment& sg : segs) {
+    be.rope(backend::RopeLayout::HalfSplit, ik.data() + sg.row0 * hd, sg.n, 1, hd, rope, sg.pos0, inv_freq_.data());
+    be.cache_store_index_key(*sg.cache, L, sg.pos0, sg.n, ik.data() + sg.row0 * hd);
+  }
   name("index_k", L, ik.data(), n, hd);
-  be.cache_store_index_key(cache, L, pos0, n, ik.data());
 
   // Head weights w = W_w x / sqrt(n_heads). The Hadamard rotation of the reference is omitted:
   // it is orthonormal, so without FP8 quantisation it leaves every q.k unchanged.
@@ -199,17 +241,20 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
   matmul(iw.weights_proj, x, n, hw.data());
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(nh));
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  backend::IndexerArgs a;
-  a.layer = L;
-  a.n = n;
-  a.pos0 = pos0;
-  a.heads = nh;
-  a.dim = hd;
-  a.top_k = c.index_topk;
-  a.scale = head_scale * dot_scale;
-  a.q = iq.data();
-  a.head_weight = hw.data();
-  be.indexer_topk(cache, a, selected);
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const Segment& sg = segs[i];
+    backend::IndexerArgs a;
+    a.layer = L;
+    a.n = sg.n;
+    a.pos0 = sg.pos0;
+    a.heads = nh;
+    a.dim = hd;
+    a.top_k = c.index_topk;
+    a.scale = head_scale * dot_scale;
+    a.q = iq.data() + sg.row0 * nh * hd;
+    a.head_weight = hw.data() + sg.row0 * nh;
+    be.indexer_topk(*sg.cache, a, selected[i]);
+  }
 }
 
 void DeepSeekModel::build_ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out) {

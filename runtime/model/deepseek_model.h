@@ -48,6 +48,13 @@ class DeepSeekModel {
   // the cache's size unchanged.
   Status forward(std::span<const int32_t> ids, backend::AttentionCache& cache, bool all_logits, std::vector<float>& logits);
 
+  // Batched decode: one token per sequence, ids[i] appended to caches[i] (all distinct), in one
+  // step: every projection, expert and the lm_head run over all B rows at once (each weight read
+  // once per step); RoPE, the caches and attention per sequence. logits: [B, vocab]. Errors
+  // (and leaves every cache unchanged) as forward does.
+  Status forward_batch(std::span<const int32_t> ids, std::span<backend::AttentionCache* const> caches,
+                       std::vector<float>& logits);
+
   // Sees every routing decision: the experts chosen for the n tokens of a chunk in MoE layer
   // `layer` ([n, top_k], row-major), in layer order, before they run (moetier trace).
   using RoutingObserver = std::function<void(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k)>;
@@ -73,10 +80,17 @@ class DeepSeekModel {
   };
   // backend matmul with the weight's bytes charged to the current part.
   void matmul(const Linear& w, const float* x, int64_t n, float* y);
-  void build_attention(int64_t layer, const float* x, int64_t n, int64_t pos0, backend::AttentionCache& cache, float* out);
-  // For each of the n queries, the cached positions it may attend to (V3.2 top-k selection).
-  void build_indexer(int64_t layer, const float* x, const float* cq, int64_t n, int64_t pos0,
-                     backend::AttentionCache& cache, std::vector<std::vector<int32_t>>& selected);
+  // Rows [row0, row0 + n) of a step belong to one sequence: its cache, from position pos0.
+  struct Segment {
+    backend::AttentionCache* cache;
+    int64_t pos0, n, row0;
+  };
+  Status forward_segments(std::span<const int32_t> ids, std::span<const Segment> segs, bool all_logits,
+                          std::vector<float>& logits);
+  void build_attention(int64_t layer, const float* x, int64_t n, std::span<const Segment> segs, float* out);
+  // For each query of each segment, the cached positions it may attend to (V3.2 top-k selection).
+  void build_indexer(int64_t layer, const float* x, const float* cq, int64_t n, std::span<const Segment> segs,
+                     std::vector<std::vector<std::vector<int32_t>>>& selected);
   void build_ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out);
   Status build_moe(int64_t layer, const float* x, int64_t n, float* out);
   // Routes n tokens of layer L: top_k experts and weights per token.

@@ -13,6 +13,7 @@
 
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/reference_backend.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
@@ -384,4 +385,74 @@ TEST_CASE("the engine charges the reference backend's fp32 kv_b and the attentio
     CHECK(ram->used() == kv_b + cache);
   }
   fs::remove_all(dir);
+}
+
+// Batched decode (several sequences, one token each, one step) gives each sequence the logits it
+// gets decoding alone: V3 and V3.2 (prompts longer than index_topk, so the sparse selection
+// drops keys), reference and CPU backends.
+TEST_CASE("forward_batch equals decoding each sequence alone", "[runtime][batch]") {
+  for (ModelArch arch : {ModelArch::V3, ModelArch::V32}) {
+    const fs::path dir = make(arch == ModelArch::V3 ? "batch3" : "batch32", arch, true, 17);
+    for (int be = 0; be < 2; ++be) {
+      auto w = ModelWeights::load(dir);
+      REQUIRE(w.ok());
+      DeepSeekModel model(std::move(*w), be == 0 ? cpu::make_reference_backend() : cpu::make_cpu_backend({}));
+      const int64_t V = model.config().vocab_size, topk = std::max<int64_t>(model.config().index_topk, 4);
+      const std::vector<int64_t> prompt_len = {3, topk + 5, 1};
+      std::vector<std::unique_ptr<backend::AttentionCache>> solo, batch;
+      std::vector<float> logits;
+      for (size_t s = 0; s < prompt_len.size(); ++s) {
+        std::vector<int32_t> p;
+        for (int64_t i = 0; i < prompt_len[s]; ++i) p.push_back(static_cast<int32_t>((i * 977 + 31 * s + 5) % V));
+        for (auto* set : {&solo, &batch}) {
+          set->push_back(model.make_cache(64));
+          REQUIRE(model.forward(p, *set->back(), false, logits).ok());
+        }
+      }
+      std::vector<int32_t> next = {11, 22, 33};
+      for (int step = 0; step < 4; ++step) {
+        std::vector<backend::AttentionCache*> caches = {batch[0].get(), batch[1].get(), batch[2].get()};
+        std::vector<float> lb;
+        REQUIRE(model.forward_batch(next, caches, lb).ok());
+        REQUIRE(lb.size() == static_cast<size_t>(3 * V));
+        for (size_t s = 0; s < 3; ++s) {
+          std::vector<float> ls;
+          REQUIRE(model.forward(std::span<const int32_t>(&next[s], 1), *solo[s], false, ls).ok());
+          CHECK(batch[s]->size() == solo[s]->size());
+          double dot = 0, na = 0, nb = 0;
+          for (int64_t v = 0; v < V; ++v) {
+            const double a = ls[size_t(v)], b = lb[s * V + size_t(v)];
+            dot += a * b, na += a * a, nb += b * b;
+          }
+          INFO("arch " << int(arch) << " backend " << be << " step " << step << " sequence " << s);
+          CHECK(dot / std::sqrt(na * nb) > 0.99999);
+          CHECK(std::max_element(ls.begin(), ls.end()) - ls.begin() ==
+                std::max_element(lb.begin() + s * V, lb.begin() + (s + 1) * V) - (lb.begin() + s * V));
+          next[s] = static_cast<int32_t>(std::max_element(ls.begin(), ls.end()) - ls.begin());
+        }
+      }
+      // Bad batches change no cache.
+      std::vector<int64_t> sizes;
+      for (auto& c : batch) sizes.push_back(c->size());
+      std::vector<backend::AttentionCache*> dup = {batch[0].get(), batch[0].get()};
+      std::vector<int32_t> two = {1, 2};
+      auto st = model.forward_batch(two, dup, logits);
+      REQUIRE_FALSE(st.ok());
+      CHECK_THAT(st.error(), Catch::Contains("share one cache"));
+      std::vector<backend::AttentionCache*> one = {batch[1].get()};
+      CHECK_FALSE(model.forward_batch(two, one, logits).ok());
+      auto full = model.make_cache(1);
+      std::vector<int32_t> x = {5};
+      REQUIRE(model.forward(x, *full, false, logits).ok());
+      std::vector<backend::AttentionCache*> with_full = {batch[2].get(), full.get()};
+      st = model.forward_batch(two, with_full, logits);
+      REQUIRE_FALSE(st.ok());
+      CHECK_THAT(st.error(), Catch::Contains("exceed the context"));
+      std::vector<int32_t> bad = {1, static_cast<int32_t>(V)};
+      std::vector<backend::AttentionCache*> pair = {batch[0].get(), batch[1].get()};
+      CHECK_FALSE(model.forward_batch(bad, pair, logits).ok());
+      for (size_t i = 0; i < batch.size(); ++i) CHECK(batch[i]->size() == sizes[i]);
+    }
+    fs::remove_all(dir);
+  }
 }
