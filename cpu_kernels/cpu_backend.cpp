@@ -73,9 +73,10 @@ class CpuBackend final : public backend::Backend {
   void cache_store_index_key(AttentionCache& c, int64_t l, int64_t p0, int64_t n, const float* k) override {
     ref_->cache_store_index_key(c, l, p0, n, k);
   }
-  // Head by head: the head's W_UK and W_UV rows of kv_b decoded to fp32 once (per call, not per
-  // token), then the reference's per-head kernel for every query: the same numbers as the
-  // reference backend, from a quarter of the bytes for FP8 weights and no resident fp32 copy.
+  // Head by head, threads over heads, from kv_b as stored (no resident fp32 copy; a quarter of
+  // the bytes for FP8 weights): a single query decodes each row into L1 as it uses it; several
+  // share the head's rows decoded to fp32 once per call. The reference's per-head arithmetic,
+  // compiled for this CPU's ISA (cpu_kernels/mla_head_body.h).
   void mla_attention(AttentionCache& cache, const backend::MlaArgs& a) override {
     auto& c = static_cast<ReferenceCache&>(cache);
     const MlaHeadDims& d = a.dims;
@@ -85,19 +86,35 @@ class CpuBackend final : public backend::Backend {
     for (int64_t s = 0; s < total; ++s) all_positions[static_cast<size_t>(s)] = static_cast<int32_t>(s);
     const float* latent = c.latent(a.layer, 0);
     const float* k_rope = c.k_rope(a.layer, 0);
+    const MlaHeadFn attend = mla_head_for(isa_);
+    // One query: each head straight from the stored rows (read once, never widened in memory).
+    // Several: the head's rows decoded to fp32 once and shared by the queries.
+    const bool stored_ok = isa_ >= 1 && n == 1 && kvb.dtype != DType::Q4_PACKED && kvb.dtype != DType::Q8_PACKED &&
+                           (kvb.dtype != DType::F8_E4M3 || (kvb.scale && kvb.block > 0 && kvb.block % 16 == 0));
+    const auto stored = isa_ >= 2 ? mla_attend_head_stored_avx512 : mla_attend_head_stored_avx2;
 #pragma omp parallel if (H > 1)
     {
-      std::vector<float> w(static_cast<size_t>((d.nope + d.v) * R)), scratch(static_cast<size_t>(2 * R + total));
+      std::vector<float> w(stored_ok ? 0 : static_cast<size_t>((d.nope + d.v) * R)),
+          scratch(static_cast<size_t>(3 * R + total));
 #pragma omp for schedule(dynamic)
       for (int64_t hd = 0; hd < H; ++hd) {
-        dequantize_rows(kvb, hd * (d.nope + d.v), d.nope + d.v, w.data());
+        const int64_t row0 = hd * (d.nope + d.v);
+        if (stored_ok) {
+          const std::vector<int32_t>* sel = a.selected ? &(*a.selected)[0] : nullptr;
+          const int32_t* keys = sel ? sel->data() : all_positions.data();
+          const int64_t n_keys = sel ? static_cast<int64_t>(sel->size()) : pos0 + 1;
+          const float* qh = a.q + hd * qk;
+          stored(qh, qh + d.nope, kvb, row0, latent, k_rope, keys, n_keys, d, a.scale, a.out + hd * d.v, scratch.data());
+          continue;
+        }
+        if (!dense_decode_rows(kvb, row0, d.nope + d.v, w.data(), isa_)) dequantize_rows(kvb, row0, d.nope + d.v, w.data());
         for (int64_t t = 0; t < n; ++t) {
           const std::vector<int32_t>* sel = a.selected ? &(*a.selected)[static_cast<size_t>(t)] : nullptr;
           const int32_t* keys = sel ? sel->data() : all_positions.data();
           const int64_t n_keys = sel ? static_cast<int64_t>(sel->size()) : pos0 + t + 1;
           const float* qh = a.q + (t * H + hd) * qk;
-          mla_attend_head(qh, qh + d.nope, w.data(), w.data() + d.nope * R, latent, k_rope, keys, n_keys, d, a.scale,
-                          a.out + (t * H + hd) * d.v, scratch.data());
+          attend(qh, qh + d.nope, w.data(), w.data() + d.nope * R, latent, k_rope, keys, n_keys, d, a.scale,
+                 a.out + (t * H + hd) * d.v, scratch.data());
         }
       }
     }

@@ -18,11 +18,19 @@ inline constexpr int64_t kGemvMaxTokens = 4;
 // falls back to cpu::matmul. isa_level: 1 AVX2, 2 AVX-512, already clamped to the CPU's.
 bool dense_gemv(const WeightView& w, const float* x, int64_t n_tokens, float* y, int isa_level);
 
+// Rows [r0, r0 + n) of w decoded to fp32 into out[n, cols], bit-identical to cpu::dequantize_rows,
+// on the calling thread with SIMD. False (nothing written) where this ISA level has no kernel
+// for the view (packed dtypes, a scale block that is not a multiple of 16, level 0).
+bool dense_decode_rows(const WeightView& w, int64_t r0, int64_t n, float* out, int isa_level);
+
 namespace gemv_detail {
 // Rows [r0, r1) of w for n tokens (n <= kGemvMaxTokens): y[t * ldy + r] for r in [r0, r1).
 using RowsFn = void (*)(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy);
 RowsFn avx512_rows(DType dt);  // null where the dtype has no kernel
 RowsFn avx2_rows(DType dt);
+using DecodeRowsFn = void (*)(const WeightView& w, int64_t r0, int64_t n, float* out);  // F32/BF16/F16/F8
+DecodeRowsFn avx512_decode_rows();
+DecodeRowsFn avx2_decode_rows();
 }  // namespace gemv_detail
 
 }  // namespace mt::cpu

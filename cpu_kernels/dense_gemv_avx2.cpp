@@ -170,7 +170,45 @@ void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n
   }
 }
 
+// Rows decoded to fp32, exactly as cpu::dequantize_rows; the scale looked up once per column
+// block; the last K % 8 columns in scalar code.
+template <DType D>
+void decode_rows_t(const WeightView& w, int64_t r0, int64_t n, float* out) {
+  const int64_t K = w.cols, K8 = K / 8 * 8;
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    float* o = out + (r - r0) * K;
+    if constexpr (D == DType::F8_E4M3) {
+      const float* srow = w.scale + (r / w.block) * w.scale_cols();
+      const uint8_t* row = w.data + r * K;
+      for (int64_t jb = 0, b = 0; jb < K; jb += w.block, ++b) {
+        float sc;
+        std::memcpy(&sc, srow + b, 4);
+        const __m256 sv = _mm256_set1_ps(sc * 256.0f);
+        const int64_t je = std::min(K, jb + w.block), je8 = std::min(je, K8);
+        int64_t j = jb;
+        for (; j < je8; j += 8) _mm256_storeu_ps(o + j, _mm256_mul_ps(fp8_unscaled(row + j), sv));
+        for (; j < je; ++j) o[j] = fp8e4m3_to_f32(row[j]) * sc;
+      }
+    } else {
+      int64_t j = 0;
+      for (; j < K8; j += 8) _mm256_storeu_ps(o + j, load8<D>(w, r, j));
+      for (; j < K; ++j) o[j] = load1<D>(w, r, j);
+    }
+  }
+}
+
+void decode_rows(const WeightView& w, int64_t r0, int64_t n, float* out) {
+  switch (w.dtype) {
+    case DType::F32: return decode_rows_t<DType::F32>(w, r0, n, out);
+    case DType::BF16: return decode_rows_t<DType::BF16>(w, r0, n, out);
+    case DType::F16: return decode_rows_t<DType::F16>(w, r0, n, out);
+    default: return decode_rows_t<DType::F8_E4M3>(w, r0, n, out);
+  }
+}
+
 }  // namespace
+
+DecodeRowsFn avx2_decode_rows() { return decode_rows; }
 
 RowsFn avx2_rows(DType dt) {
   switch (dt) {

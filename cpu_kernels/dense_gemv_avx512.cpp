@@ -142,7 +142,48 @@ void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n
   }
 }
 
+// Rows decoded to fp32, exactly as cpu::dequantize_rows (FP8: code * 2^-8 exact in fp16, times
+// scale * 2^8, one rounding: the product the table lookup gives). The scale is looked up once per
+// column block (a multiple of 16 columns), not per chunk.
+template <DType D>
+void decode_rows_t(const WeightView& w, int64_t r0, int64_t n, float* out) {
+  const int64_t K = w.cols;
+  for (int64_t r = r0; r < r0 + n; ++r) {
+    float* o = out + (r - r0) * K;
+    if constexpr (D == DType::F8_E4M3) {
+      const float* srow = w.scale + (r / w.block) * w.scale_cols();
+      const uint8_t* row = w.data + r * K;
+      for (int64_t jb = 0, b = 0; jb < K; jb += w.block, ++b) {
+        float sc;
+        std::memcpy(&sc, srow + b, 4);
+        const __m512 sv = _mm512_set1_ps(sc * 256.0f);
+        const int64_t je = std::min(K, jb + w.block);
+        for (int64_t j = jb; j < je; j += 16) {
+          const __mmask16 m = je - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (je - j)) - 1);
+          _mm512_mask_storeu_ps(o + j, m, _mm512_mul_ps(fp8_unscaled(row + j, m), sv));
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < K; j += 16) {
+        const __mmask16 m = K - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - j)) - 1);
+        _mm512_mask_storeu_ps(o + j, m, load16<D>(w, r, j, m));
+      }
+    }
+  }
+}
+
+void decode_rows(const WeightView& w, int64_t r0, int64_t n, float* out) {
+  switch (w.dtype) {
+    case DType::F32: return decode_rows_t<DType::F32>(w, r0, n, out);
+    case DType::BF16: return decode_rows_t<DType::BF16>(w, r0, n, out);
+    case DType::F16: return decode_rows_t<DType::F16>(w, r0, n, out);
+    default: return decode_rows_t<DType::F8_E4M3>(w, r0, n, out);
+  }
+}
+
 }  // namespace
+
+DecodeRowsFn avx512_decode_rows() { return decode_rows; }
 
 RowsFn avx512_rows(DType dt) {
   switch (dt) {

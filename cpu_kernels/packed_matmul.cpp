@@ -78,11 +78,28 @@ bool packed_matmul(const WeightView& w, const float* x, int64_t n, float* y, con
   // Full tiles write straight into y (row stride = rows); the partial last tile goes through
   // `tail`, so the padded rows never land in y.
   const int64_t full = w.rows / kRowTile, tiles = m.tiles();
-  const int64_t items = (full + kItemTiles - 1) / kItemTiles;
-  const bool par = items > 1 && w.rows * w.cols * n > (int64_t{1} << 16);
-#pragma omp parallel for schedule(static) if (par)
+  const bool par = w.rows * w.cols * n > (int64_t{1} << 16);
+  const Gemv2Fn pair = ks.get_pair(m.quant);
+  int64_t done = 0;  // full tiles written
+  if (n == 1 && pair && full >= 2 * kItemTiles) {
+    // One token: the two halves of the matrix in lockstep, two DRAM streams per thread (which
+    // one thread streams faster than one, as for the experts' gate/up pairs).
+    const int64_t half = full / 2, items = (half + kItemTiles - 1) / kItemTiles;
+    PackedMat m2 = m;
+    m2.codes = m.codes + static_cast<size_t>(half) * m.tile_code_bytes();
+    m2.scales = m.scales + static_cast<size_t>(half) * m.tile_scale_bytes();
+    m2.rows = m2.rows_padded = (full - half) * kRowTile;
+#pragma omp parallel for schedule(static) if (par && items > 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t t0 = it * kItemTiles, t1 = std::min(half, t0 + kItemTiles);
+      pair(m, m2, t0, t1, a, a, y + t0 * kRowTile, y + (half + t0) * kRowTile, w.rows);
+    }
+    done = 2 * half;
+  }
+  const int64_t items = (full - done + kItemTiles - 1) / kItemTiles;
+#pragma omp parallel for schedule(static) if (par && items > 1)
   for (int64_t it = 0; it < items; ++it) {
-    const int64_t t0 = it * kItemTiles, t1 = std::min(full, t0 + kItemTiles);
+    const int64_t t0 = done + it * kItemTiles, t1 = std::min(full, t0 + kItemTiles);
     gemv(m, t0, t1, a, y + t0 * kRowTile, w.rows);
   }
   if (tiles > full) {

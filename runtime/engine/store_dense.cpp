@@ -1,50 +1,107 @@
 #include "runtime/engine/store_dense.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace mt {
 
+namespace {
+
+// The dense weights in anonymous memory, 2 MiB aligned with transparent huge pages requested:
+// the kernels stream them at RAM speed (a file mapping's 4 KiB pages cost ~15% of the lm_head's
+// rate in TLB misses on the wide model; docs/kernels.md).
+class DenseBuffer {
+ public:
+  static constexpr size_t kAlign = size_t{2} << 20;
+  explicit DenseBuffer(size_t bytes) : n_(std::max(kAlign, (bytes + kAlign - 1) / kAlign * kAlign)) {
+    p_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_));
+    if (p_) ::madvise(p_, n_, MADV_HUGEPAGE);
+  }
+  ~DenseBuffer() { std::free(p_); }
+  DenseBuffer(const DenseBuffer&) = delete;
+  DenseBuffer& operator=(const DenseBuffer&) = delete;
+  uint8_t* data() const { return p_; }
+
+ private:
+  size_t n_;
+  uint8_t* p_ = nullptr;
+};
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
 Result<TensorStore> open_store_dense(const offload::ExpertStore& store) {
   const offload::StoreManifest& m = store.manifest();
   const std::filesystem::path path = store.dense_path();
-  MT_ASSIGN(std::unique_ptr<MappedFile> mapped, MappedFile::open(path));
-  std::shared_ptr<MappedFile> file(std::move(mapped));
   const std::string fname = path.filename().string();
+  uint64_t need = 0;
+  for (const auto& d : m.dense) need = std::max(need, d.offset + d.bytes);
+
+  Fd f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) return make_error(path.string() + ": cannot open for reading: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) return make_error(path.string() + ": cannot stat: " + std::strerror(errno));
+  // ExpertStore::open checked the size; the file may have shrunk since.
+  for (const auto& d : m.dense)
+    if (d.offset + d.bytes > static_cast<uint64_t>(st.st_size))
+      return make_error(path.string() + " is truncated: tensor '" + d.name + "' needs bytes [" +
+                        std::to_string(d.offset) + ", " + std::to_string(d.offset + d.bytes) + ") but the file has " +
+                        std::to_string(st.st_size) + " bytes; re-run moetier convert");
+  auto buf = std::make_shared<DenseBuffer>(static_cast<size_t>(need));
+  if (!buf->data()) return make_error(path.string() + ": cannot allocate " + std::to_string(need) + " bytes for the dense weights");
+  for (uint64_t off = 0; off < need;) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(need - off, uint64_t{64} << 20));
+    const ssize_t r = ::pread(f.fd, buf->data() + off, chunk, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return make_error(path.string() + ": read error at offset " + std::to_string(off) + ": " + std::strerror(errno));
+    if (r == 0) return make_error(path.string() + " ended at offset " + std::to_string(off) + " while reading; re-run moetier convert");
+    off += static_cast<uint64_t>(r);
+  }
 
   std::vector<TensorInfo> tensors(m.dense.size());
   for (size_t i = 0; i < m.dense.size(); ++i) {
     const offload::DenseTensorInfo& d = m.dense[i];
-    // ExpertStore::open checked the size; the file may have shrunk since.
-    if (d.offset + d.bytes > file->size())
-      return make_error(path.string() + " is truncated: tensor '" + d.name + "' needs bytes [" +
-                        std::to_string(d.offset) + ", " + std::to_string(d.offset + d.bytes) + ") but the file has " +
-                        std::to_string(file->size()) + " bytes; re-run moetier convert");
     TensorInfo& t = tensors[i];
     t.name = d.name;
     t.dtype = d.dtype;
     t.shape = d.shape;
-    t.data = file->data() + d.offset;
+    t.data = buf->data() + d.offset;
     t.nbytes = d.bytes;
     t.file = fname;
     t.group = is_packed(d.dtype) ? m.dense_group : 0;
   }
 
-  // Every tensor's checksum, largest work spread over the threads.
+  // Every tensor's checksum, the work spread over the threads.
   std::vector<uint32_t> got(m.dense.size());
   const auto n = static_cast<int64_t>(m.dense.size());
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t i = 0; i < n; ++i) got[i] = offload::crc32c(tensors[i].data, tensors[i].nbytes);
+  for (int64_t i = 0; i < n; ++i) got[static_cast<size_t>(i)] = offload::crc32c(tensors[size_t(i)].data, tensors[size_t(i)].nbytes);
   for (size_t i = 0; i < m.dense.size(); ++i)
     if (got[i] != m.dense[i].crc) {
-      char buf[96];
-      std::snprintf(buf, sizeof buf, "crc32c 0x%08x, expected 0x%08x", got[i], m.dense[i].crc);
+      char hex[96];
+      std::snprintf(hex, sizeof hex, "crc32c 0x%08x, expected 0x%08x", got[i], m.dense[i].crc);
       return make_error(path.string() + ": tensor '" + m.dense[i].name + "' at offset " +
-                        std::to_string(m.dense[i].offset) + " is corrupt: " + buf + "; re-run moetier convert");
+                        std::to_string(m.dense[i].offset) + " is corrupt: " + hex + "; re-run moetier convert");
     }
-  return TensorStore::from_mapping(std::move(file), std::move(tensors));
+  return TensorStore::from_memory(std::move(buf), std::move(tensors));
 }
 
 }  // namespace mt

@@ -400,6 +400,7 @@ Result<std::vector<TensorInfo>> parse_safetensors(const uint8_t* data, size_t si
 }
 
 void TensorStore::release(const TensorInfo& t) const {
+  if (!releasable_) return;
   if (t.nbytes == 0) return;
   const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   // Only whole pages inside the tensor: a neighbour may still be in use.
@@ -425,9 +426,10 @@ Status TensorStore::add_file(const std::filesystem::path& file,
   return ok_status();
 }
 
-TensorStore TensorStore::from_mapping(std::shared_ptr<MappedFile> file, std::vector<TensorInfo> tensors) {
+TensorStore TensorStore::from_memory(std::shared_ptr<const void> owner, std::vector<TensorInfo> tensors) {
   TensorStore store;
-  store.files_.push_back(std::move(file));
+  store.releasable_ = false;  // anonymous memory: MADV_DONTNEED would lose the weights
+  store.files_.push_back(std::move(owner));
   for (auto& t : tensors) {
     std::string name = t.name;
     store.tensors_.emplace(std::move(name), std::move(t));

@@ -59,16 +59,16 @@ class TensorStore {
   // holds the bare file name.
   static Result<TensorStore> open(const std::filesystem::path& path);
 
-  // Tensors of some other container (a packed store's dense file) already located in `file`:
-  // every TensorInfo's data must point into the mapping, which the store keeps alive.
-  static TensorStore from_mapping(std::shared_ptr<MappedFile> file, std::vector<TensorInfo> tensors);
+  // Tensors of some other container (a packed store's dense file) already located in memory
+  // that `owner` keeps alive (a mapping or a buffer); the store holds `owner` as long as it lives.
+  static TensorStore from_memory(std::shared_ptr<const void> owner, std::vector<TensorInfo> tensors);
 
   const TensorInfo* find(std::string_view name) const;
   const std::map<std::string, TensorInfo, std::less<>>& tensors() const { return tensors_; }
 
   // Tells the kernel a tensor's pages will not be read again soon (streaming conversions read
   // each tensor once: this keeps the resident set bounded). The data stays valid: a later
-  // read faults the pages back in from the file.
+  // read faults the pages back in from the file. A no-op for a store made by from_memory.
   void release(const TensorInfo& t) const;
 
  private:
@@ -77,7 +77,8 @@ class TensorStore {
   // Maps and parses one file, keeping the mapping alive in files_.
   Status add_file(const std::filesystem::path& file, std::vector<TensorInfo>* tensors_out);
 
-  std::vector<std::shared_ptr<MappedFile>> files_;
+  std::vector<std::shared_ptr<const void>> files_;  // mappings or buffers the tensors point into
+  bool releasable_ = true;                           // file mappings (release() may drop pages)
   std::map<std::string, TensorInfo, std::less<>> tensors_;
 };
 

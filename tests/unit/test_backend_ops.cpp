@@ -181,15 +181,19 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     const std::string tag = std::string(" [") + std::string(dtype_name(dt)) + "]";
     if (cand.supports(Op::Matmul, dt)) {
       // Decode sizes (1..4 tokens: a backend's GEMV) and a prefill size; 131 columns leave a
-      // partial SIMD chunk and a partial scale block, 133 rows a partial row group.
-      const int64_t rows = 133, cols = cols_for(dt, 131);
-      StoredWeight w(dt, rows, cols, rng);
-      for (int64_t n : {1, 2, 3, 4, 5}) {
-        auto x = randn(n * cols, rng);
-        Guarded a(n * rows), b(n * rows);
-        ref.matmul(w.view, x.data(), n, a.data());
-        cand.matmul(w.view, x.data(), n, b.data());
-        f.check(who + "matmul" + tag + " n=" + std::to_string(n), a.begin(), b, n * rows, tolerance(dt));
+      // partial SIMD chunk and a partial scale block, 133 rows a partial row group; 157 rows
+      // (9 full 16-row tiles) an odd number of tiles for kernels that split a matrix in two.
+      for (const int64_t rows : {int64_t{133}, int64_t{157}}) {
+        const int64_t cols = cols_for(dt, 131);
+        StoredWeight w(dt, rows, cols, rng);
+        for (int64_t n : {1, 2, 3, 4, 5}) {
+          auto x = randn(n * cols, rng);
+          Guarded a(n * rows), b(n * rows);
+          ref.matmul(w.view, x.data(), n, a.data());
+          cand.matmul(w.view, x.data(), n, b.data());
+          f.check(who + "matmul" + tag + " rows=" + std::to_string(rows) + " n=" + std::to_string(n), a.begin(), b,
+                  n * rows, tolerance(dt));
+        }
       }
     }
     if (cand.supports(Op::Matmul, dt)) {

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/dense_gemv.h"
+#include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/packed_matmul.h"
 
 // Cheap in hot loops: Catch's machinery (and the context message) only runs on failure.
@@ -301,4 +303,29 @@ TEST_CASE("dequantize_rows decodes packed Q4/Q8 weights to within the quantisati
   const WeightView bad{DType::Q8_PACKED, packed.data(), rows, cols, nullptr, 30};  // 30 neither divides 96 nor is a multiple of 4
   std::vector<float> out(static_cast<size_t>(cols));
   CHECK_THROWS(dequantize_rows(bad, 0, 1, out.data()));
+}
+
+// The SIMD row decoder the fast backend's attention uses: every value exactly as the
+// independent decoders above give it, every ISA this CPU has, odd shapes, unaligned data.
+TEST_CASE("dense_decode_rows is exact for every dtype and ISA", "[kernels][matmul]") {
+  const int max_isa = cpu::expert_detail::cpu_isa_level();
+  for (int isa = 1; isa <= max_isa; ++isa)
+    for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3})
+      for (int64_t block : {16, 128})
+        for (auto [rows, cols] : {std::pair<int64_t, int64_t>{37, 133}, {5, 512}, {129, 7}}) {
+          const auto w = make_weight(dt, rows, cols, block, rows * 7 + cols + block);
+          for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, rows}, {rows / 2, rows - rows / 2}, {rows - 1, 1}}) {
+            std::vector<float> out(static_cast<size_t>(n * cols), -1.0f);
+            REQUIRE(dense_decode_rows(w.view, r0, n, out.data(), isa));
+            for (int64_t i = 0; i < n * cols; ++i)
+              REQUIRE_Q(out[i] == static_cast<float>(w.value[(r0 * cols) + i]),
+                        "isa " << isa << " " << dtype_name(dt) << " block " << block << " " << rows << "x" << cols
+                               << " element " << i);
+          }
+        }
+  // No kernel: level 0, out-of-range rows, packed weights.
+  const auto w = make_weight(DType::BF16, 4, 8, 16, 1);
+  std::vector<float> out(64);
+  CHECK_FALSE(dense_decode_rows(w.view, 0, 4, out.data(), 0));
+  CHECK_FALSE(dense_decode_rows(w.view, 2, 3, out.data(), 1));
 }
