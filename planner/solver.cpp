@@ -73,8 +73,25 @@ Reserved ram_reservations(const CostInputs& in, bool gpu) {
           ctx * layers * double(c.kv_lora_rank + c.qk_rope_head_dim) * 4.0 * B);
     if (c.arch == ModelArch::V32) r.add("indexer key cache (fp32)", ctx * layers * double(c.index_head_dim) * 4.0 * B);
   }
-  r.add("workspace (activations, logits)",
-        double(512u << 20) + B * double(c.vocab_size) * 4.0 + double(in.prefill_chunk) * double(c.hidden_size) * 4.0 * 16.0);
+  if (gpu) {
+    r.add("workspace (activations, logits)",
+          double(512u << 20) + B * double(c.vocab_size) * 4.0 + double(in.prefill_chunk) * double(c.hidden_size) * 4.0 * 16.0);
+  } else {
+    // What the CPU graph holds while a prefill chunk of P rows runs (DeepSeekModel's buffers:
+    // residual, norm and delta rows; q latent, q, kv latent and rope, attention heads; the
+    // larger FFN's gate and up rows; the routed experts' intermediates; the indexer queries),
+    // logits, and the process itself (code, libraries, tokenizer: ~40 MB measured on the wide
+    // model, rounded up). Measured on the wide q4 store with a plan (docs/benchmarks.md): RSS
+    // within a few percent of everything the plan charges.
+    const double P = double(std::max<int64_t>(in.prefill_chunk, in.batch)), H = double(c.num_attention_heads);
+    const double ffn = double(std::max(c.intermediate_size, c.n_shared_experts * c.moe_intermediate_size));
+    const double per_row = 3.0 * double(c.hidden_size) + double(c.q_lora_rank) + H * double(c.qk_head_dim()) +
+                           2.0 * double(c.kv_lora_rank + c.qk_rope_head_dim) + H * double(c.v_head_dim) + 2.0 * ffn +
+                           double(c.num_experts_per_tok * c.moe_intermediate_size) +
+                           (c.arch == ModelArch::V32 ? double(c.index_n_heads * c.index_head_dim) : 0.0);
+    r.add("workspace (activations of a " + std::to_string(in.prefill_chunk) + "-token chunk, logits, the process)",
+          double(64u << 20) + 4.0 * P * per_row + B * double(c.vocab_size) * 4.0);
+  }
   return r;
 }
 

@@ -16,4 +16,15 @@ uint64_t process_rss_bytes() {
   return got == 2 && page > 0 ? resident * static_cast<uint64_t>(page) : 0;
 }
 
+uint64_t process_peak_rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb * 1024;
+}
+
 }  // namespace mt

@@ -8,5 +8,7 @@ namespace mt {
 
 // Resident bytes of this process from /proc/self/statm; 0 where it cannot be read.
 uint64_t process_rss_bytes();
+// The most this process has had resident (VmHWM of /proc/self/status); 0 where it cannot be read.
+uint64_t process_peak_rss_bytes();
 
 }  // namespace mt

@@ -393,7 +393,7 @@ int bench_decode(const Args& a, json& out) {
       row(model_part_name(ModelPart(p)), prof.seconds[size_t(p)], double(prof.weight_bytes[size_t(p)]));
   row("sampling (argmax)", sampling_s, 0);
   out["parts"] = parts;
-  const double rss = double(process_rss_bytes());
+  const double rss = double(process_rss_bytes()), peak_rss = double(process_peak_rss_bytes());
   // RAM bandwidth of this machine measured now, in the same run (after decode, so that its
   // buffer is not in the RSS above).
   MembwSampler mb(0);
@@ -431,11 +431,13 @@ int bench_decode(const Args& a, json& out) {
   std::printf("\nRAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
   const double accounted = double(ram->used() + e.mapped_weight_bytes());
   std::printf("%-36s %10s\n", "mapped weight files", format_bytes(double(e.mapped_weight_bytes())).c_str());
-  std::printf("%-36s %10s  (%.1f%% of accounted: runtime + mapped weights)\n", "process RSS after decode",
+  std::printf("%-36s %10s  (%.1f%% of accounted: runtime + weight files)\n", "process RSS after decode",
               format_bytes(rss).c_str(), 100.0 * rss / accounted);
+  std::printf("%-36s %10s  (%.2f GB)\n", "peak RSS (VmHWM)", format_bytes(peak_rss).c_str(), peak_rss / 1e9);
   out["ram_accounted_bytes"] = ram->used();
   out["mapped_weight_bytes"] = e.mapped_weight_bytes();
   out["rss_over_accounted"] = rss / accounted;
+  out["peak_rss_bytes"] = peak_rss;
   return 0;
 }
 
