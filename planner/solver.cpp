@@ -55,12 +55,11 @@ Reserved gpu_reservations(const CostInputs& in) {
 }
 
 // What the host needs besides routed experts. Without a GPU that is the whole non-expert
-// model as the CPU engine holds it (mapped FP8 weights, fp32 caches); its default backend reads
-// kv_b as stored for absorbed attention (only `--backend reference` keeps an fp32 copy); with a
-// GPU, staging buffers and workspace.
+// model as the CPU engine holds it (dense weights in the form in.dense_format names, fp32
+// caches); its default backend reads kv_b as stored for absorbed attention (only `--backend
+// reference` keeps an fp32 copy); with a GPU, staging buffers and workspace.
 Reserved ram_reservations(const CostInputs& in, bool gpu) {
   const ModelConfig& c = in.model;
-  const ModelSizes s = compute_model_sizes(c);
   const double layers = double(c.num_hidden_layers), ctx = double(in.context), B = double(std::max<int64_t>(1, in.batch));
   Reserved r;
   if (gpu) {

@@ -114,6 +114,18 @@ def main():
     with open(os.path.join(bad, "manifest.json"), "w") as f:
         f.write('{"format": "moetier-expert-store", "version": ')
     C.expect_error(ck, "a damaged store manifest", [exe, "demo", "--store", bad, "--profile", profile], "manifest.json")
+    # A demo store an older moetier wrote (format 1) is written again, not refused.
+    old = os.path.join(work, "old-store")
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(store, old)
+    m = json.load(open(os.path.join(old, "manifest.json")))
+    m["version"] = 1
+    json.dump(m, open(os.path.join(old, "manifest.json"), "w"))
+    p = subprocess.run([exe, "demo", "--store", old, "--profile", profile, "-n", "2", "--quiet"], capture_output=True,
+                       text=True, timeout=600)
+    ck.check("a format-1 demo store is written again and the demo runs",
+             p.returncode == 0 and json.load(open(os.path.join(old, "manifest.json")))["version"] == 2,
+             p.stderr.strip()[-300:])
     ck.finish()
 
 

@@ -1,13 +1,13 @@
 #include "tools/moetier/demo_run.h"
 
-#include "planner/dense_format.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "offload/expert_store.h"
 #include "planner/activation_stats.h"
+#include "planner/dense_format.h"
 #include "runtime/core/text_file.h"
 #include "runtime/engine/engine.h"
 #include "tools/moetier/progress.h"
@@ -107,9 +107,18 @@ Result<DemoMeasurement> measure(const std::filesystem::path& store, const planne
 }  // namespace
 
 Status ensure_demo_store(const std::filesystem::path& dir, bool quiet) {
-  if (std::filesystem::exists(dir / "manifest.json")) return ok_status();
+  bool rewrite = false;
+  if (std::filesystem::exists(dir / "manifest.json")) {
+    MT_ASSIGN(std::string text, read_text_file(dir / "manifest.json"));
+    auto m = offload::parse_manifest(text, (dir / "manifest.json").string());
+    if (m.ok()) return ok_status();
+    // A demo store written by an older moetier (store format 1): the demo writes it again.
+    if (m.error().find("format version 1") == std::string::npos) return make_error(m.error());
+    rewrite = true;
+    if (!quiet) std::fprintf(stderr, "moetier demo: %s is an older store format; writing it again\n", dir.c_str());
+  }
   std::error_code ec;
-  if (std::filesystem::exists(dir, ec) || std::filesystem::is_symlink(dir, ec))
+  if (!rewrite && (std::filesystem::exists(dir, ec) || std::filesystem::is_symlink(dir, ec)))
     return make_error(dir.string() + " exists but is not a packed store (no manifest.json); remove it or give "
                       "another --store");
   SyntheticModelOptions so;
@@ -117,7 +126,9 @@ Status ensure_demo_store(const std::filesystem::path& dir, bool quiet) {
   so.seed = 1;
   so.tokenizer = std::string(MOETIER_DATA_DIR) + "/tokenizer-deepseek-v3";
   so.out = dir;
-  so.overwrite = false;  // a "<dir>.partial" left by an interrupted run is replaced; nothing else
+  // A "<dir>.partial" left by an interrupted run is replaced; an existing directory only when it
+  // is the demo's own older-format store (the writer replaces nothing but a store).
+  so.overwrite = rewrite;
   so.packed = true;
   so.packed_quant = ExpertQuant::Q4;
   std::filesystem::create_directories(std::filesystem::absolute(dir, ec).parent_path(), ec);
