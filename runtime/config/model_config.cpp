@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/core/json_fields.h"
+
 namespace mt {
 
 using json = nlohmann::json;
@@ -21,52 +23,51 @@ double ModelConfig::softmax_scale() const {
 
 namespace {
 
-// Field readers: a missing optional field keeps the default; a present field of the wrong
-// type is an error naming the field.
+// Field readers over JsonFields (runtime/core/json_fields.h): a missing optional field keeps the
+// default; a present field of the wrong type, or a number outside its range, is an error naming
+// the field and the range. The first error wins. Integers are sizes and counts: 0 .. 2^31-1
+// (token ids up to 2^31-1 too); validate_config then checks what the model can mean.
+constexpr int64_t kMaxInt = (int64_t{1} << 31) - 1;
+constexpr double kMaxReal = 1e30;
+
 class Reader {
  public:
-  Reader(const json& j, const std::string& label) : j_(j), label_(label) {}
+  Reader(const json& j, const std::string& label) : f_(j, label) {}
 
-  void integer(const char* key, int64_t& out, bool required) {
-    auto it = j_.find(key);
-    if (it == j_.end() || it->is_null()) {
-      if (required) fail(std::string("missing required field '") + key + "'");
+  void integer(const char* key, int64_t& out, bool required) { integer(f_, key, out, required); }
+  void integer(const JsonFields<json>& f, const char* key, int64_t& out, bool required, int64_t lo = 0) {
+    if (!f.has(key)) {
+      if (required) fail(f.field(key), "missing required field '" + f.field(key) + "'");
       return;
     }
-    if (it->is_number_integer() || it->is_number_unsigned()) out = it->get<int64_t>();
-    else if (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>() &&
-             std::fabs(it->get<double>()) < 9e15) out = static_cast<int64_t>(it->get<double>());
-    else fail(std::string("field '") + key + "' must be an integer, got " + it->dump());
+    take(f.integer(key, lo, kMaxInt), out);
   }
-  void number(const json& obj, const char* key, double& out, const std::string& prefix = "") {
-    auto it = obj.find(key);
-    if (it == obj.end() || it->is_null()) return;
-    if (it->is_number()) out = it->get<double>();
-    else fail("field '" + prefix + key + "' must be a number, got " + it->dump());
+  void number(const JsonFields<json>& f, const char* key, double& out) {
+    take(f.number_or(key, out, -kMaxReal, kMaxReal), out);
   }
-  void number(const char* key, double& out) { number(j_, key, out); }
-  void boolean(const char* key, bool& out) {
-    auto it = j_.find(key);
-    if (it == j_.end() || it->is_null()) return;
-    if (it->is_boolean()) out = it->get<bool>();
-    else fail(std::string("field '") + key + "' must be true or false, got " + it->dump());
-  }
-  void string(const json& obj, const char* key, std::string& out, const std::string& prefix = "") {
-    auto it = obj.find(key);
-    if (it == obj.end() || it->is_null()) return;
-    if (it->is_string()) out = it->get<std::string>();
-    else fail("field '" + prefix + key + "' must be a string, got " + it->dump());
-  }
-  void string(const char* key, std::string& out) { string(j_, key, out); }
+  void number(const char* key, double& out) { number(f_, key, out); }
+  void boolean(const char* key, bool& out) { take(f_.boolean_or(key, out), out); }
+  void string(const JsonFields<json>& f, const char* key, std::string& out) { take(f.string_or(key, out), out); }
+  void string(const char* key, std::string& out) { string(f_, key, out); }
 
-  void fail(const std::string& msg) {
-    if (error_.empty()) error_ = label_ + ": " + msg;
+  void fail(const std::string& /*field*/, const std::string& msg) {
+    if (error_.empty()) error_ = f_.where() + ": " + msg;
   }
+  void fail(const std::string& msg) { fail("", msg); }
   const std::string& error() const { return error_; }
+  const JsonFields<json>& fields() const { return f_; }
 
  private:
-  const json& j_;
-  std::string label_;
+  template <class T, class U>
+  void take(Result<T> r, U& out) {
+    if (!r) {
+      if (error_.empty()) error_ = r.error();
+      return;
+    }
+    out = static_cast<U>(*r);
+  }
+
+  JsonFields<json> f_;
   std::string error_;
 };
 
@@ -125,17 +126,15 @@ Result<ModelConfig> parse_config_json(const std::string& text, const std::string
     if (!it->is_object()) {
       r.fail("field 'rope_scaling' must be an object or null");
     } else {
-      const json& rs = *it;
-      r.string(rs, "type", c.rope_scaling.type, "rope_scaling.");
-      if (c.rope_scaling.type.empty()) r.string(rs, "rope_type", c.rope_scaling.type, "rope_scaling.");
-      r.number(rs, "factor", c.rope_scaling.factor, "rope_scaling.");
-      double orig = static_cast<double>(c.rope_scaling.original_max_position_embeddings);
-      r.number(rs, "original_max_position_embeddings", orig, "rope_scaling.");
-      c.rope_scaling.original_max_position_embeddings = static_cast<int64_t>(orig);
-      r.number(rs, "beta_fast", c.rope_scaling.beta_fast, "rope_scaling.");
-      r.number(rs, "beta_slow", c.rope_scaling.beta_slow, "rope_scaling.");
-      r.number(rs, "mscale", c.rope_scaling.mscale, "rope_scaling.");
-      r.number(rs, "mscale_all_dim", c.rope_scaling.mscale_all_dim, "rope_scaling.");
+      const JsonFields<json> rs(*it, label, "rope_scaling");
+      r.string(rs, "type", c.rope_scaling.type);
+      if (c.rope_scaling.type.empty()) r.string(rs, "rope_type", c.rope_scaling.type);
+      r.number(rs, "factor", c.rope_scaling.factor);
+      r.integer(rs, "original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings, false, 1);
+      r.number(rs, "beta_fast", c.rope_scaling.beta_fast);
+      r.number(rs, "beta_slow", c.rope_scaling.beta_slow);
+      r.number(rs, "mscale", c.rope_scaling.mscale);
+      r.number(rs, "mscale_all_dim", c.rope_scaling.mscale_all_dim);
     }
   }
 
@@ -143,23 +142,26 @@ Result<ModelConfig> parse_config_json(const std::string& text, const std::string
     if (!it->is_object()) {
       r.fail("field 'quantization_config' must be an object");
     } else {
-      const json& q = *it;
+      const JsonFields<json> q(*it, label, "quantization_config");
       std::string method, fmt;
-      r.string(q, "quant_method", method, "quantization_config.");
-      r.string(q, "fmt", fmt, "quantization_config.");
+      r.string(q, "quant_method", method);
+      r.string(q, "fmt", fmt);
       if (r.error().empty() && method != "fp8")
         r.fail("quantization_config.quant_method '" + method + "' is not supported (only fp8)");
       if (r.error().empty() && !fmt.empty() && fmt != "e4m3")
         r.fail("quantization_config.fmt '" + fmt + "' is not supported (only e4m3)");
       c.quant.fp8 = true;
-      r.string(q, "activation_scheme", c.quant.activation_scheme, "quantization_config.");
-      r.string(q, "scale_fmt", c.quant.scale_fmt, "quantization_config.");
-      if (auto b = q.find("weight_block_size"); b != q.end() && !b->is_null()) {
-        if (!b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() || !(*b)[1].is_number_integer())
+      r.string(q, "activation_scheme", c.quant.activation_scheme);
+      r.string(q, "scale_fmt", c.quant.scale_fmt);
+      if (const json* b = q.find("weight_block_size")) {
+        if (!b->is_array() || b->size() != 2) {
           r.fail("quantization_config.weight_block_size must be two integers, got " + b->dump());
-        else {
-          c.quant.block_rows = (*b)[0].get<int64_t>();
-          c.quant.block_cols = (*b)[1].get<int64_t>();
+        } else {
+          auto rows = q.integer_value((*b)[0], "weight_block_size[0]", 1, 1 << 16);
+          auto cols = q.integer_value((*b)[1], "weight_block_size[1]", 1, 1 << 16);
+          if (!rows) r.fail(rows.error().substr(label.size() + 2));
+          else if (!cols) r.fail(cols.error().substr(label.size() + 2));
+          else c.quant.block_rows = *rows, c.quant.block_cols = *cols;
         }
       }
     }

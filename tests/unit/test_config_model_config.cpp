@@ -117,6 +117,17 @@ TEST_CASE("bad config.json gives one error naming the field and the file", "[con
       {with("vocab_size", 0), "vocab_size"},
       {with("hidden_size", int64_t(1) << 40), "hidden_size"},
       {with("model_type", "deepseek_v32"), "index_n_heads"},
+      // Found by libFuzzer + UBSan: a float far outside int64 reached a float->int cast.
+      {with("rope_scaling", {{"type", "yarn"}, {"original_max_position_embeddings", 1e30}}),
+       "field 'rope_scaling.original_max_position_embeddings' is 1e+30; it must be an integer in [1, 2147483647]"},
+      {with("rope_scaling", {{"type", "yarn"}, {"original_max_position_embeddings", -3}}),
+       "rope_scaling.original_max_position_embeddings"},
+      {with("hidden_size", 1e300), "field 'hidden_size' is 1e+300; it must be an integer in [0, 2147483647]"},
+      {with("hidden_size", -1e300), "hidden_size"},
+      {with("rope_theta", 1e308), "field 'rope_theta' is 1e+308; it must be a finite number"},
+      {with("bos_token_id", 5e9), "bos_token_id"},
+      {with("quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {1e30, 128}}}),
+       "weight_block_size[0]"},
   };
   for (const auto& c : cases) {
     auto r = parse_config_json(c.text, "/models/x/config.json");
