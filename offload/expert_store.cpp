@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "runtime/core/expert_format.h"
+#include "runtime/core/json_fields.h"
 #include "runtime/core/text_file.h"
 
 namespace mt::offload {
@@ -68,45 +69,6 @@ int json_depth(std::string_view s) {
 }
 
 const char* type_name(const ojson& v) { return v.type_name(); }
-
-// Integer field `key` of object `obj`, in [lo, hi].
-Result<int64_t> get_int(const ojson& obj, const char* key, int64_t lo, int64_t hi, const std::string& where) {
-  auto it = obj.find(key);
-  if (it == obj.end()) return make_error(where + ": missing \"" + key + "\"");
-  const ojson& v = *it;
-  if (v.is_number_unsigned()) {
-    const uint64_t u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(hi))
-      return make_error(where + ": \"" + key + "\" is " + std::to_string(u) + ", above the limit " + std::to_string(hi));
-    if (static_cast<int64_t>(u) < lo)
-      return make_error(where + ": \"" + key + "\" is " + std::to_string(u) + ", below the minimum " + std::to_string(lo));
-    return static_cast<int64_t>(u);
-  }
-  if (v.is_number_integer()) {
-    const int64_t s = v.get<int64_t>();
-    if (s < lo) return make_error(where + ": \"" + key + "\" is " + std::to_string(s) + ", below the minimum " + std::to_string(lo));
-    if (s > hi) return make_error(where + ": \"" + key + "\" is " + std::to_string(s) + ", above the limit " + std::to_string(hi));
-    return s;
-  }
-  return make_error(where + ": \"" + key + "\" must be an integer, not " + type_name(v));
-}
-
-Result<uint64_t> get_u64(const ojson& obj, const char* key, const std::string& where) {
-  auto it = obj.find(key);
-  if (it == obj.end()) return make_error(where + ": missing \"" + key + "\"");
-  const ojson& v = *it;
-  if (v.is_number_unsigned()) return v.get<uint64_t>();
-  if (v.is_number_integer())
-    return make_error(where + ": \"" + key + "\" is " + std::to_string(v.get<int64_t>()) + ", must not be negative");
-  return make_error(where + ": \"" + key + "\" must be a non-negative integer, not " + type_name(v));
-}
-
-Result<std::string> get_string(const ojson& obj, const char* key, const std::string& where) {
-  auto it = obj.find(key);
-  if (it == obj.end()) return make_error(where + ": missing \"" + key + "\"");
-  if (!it->is_string()) return make_error(where + ": \"" + key + "\" must be a string, not " + type_name(*it));
-  return it->get<std::string>();
-}
 
 // The dtypes a dense tensor may have: safetensors' float types and the packed layouts.
 std::optional<DType> dense_dtype_from_name(std::string_view n) {
@@ -319,8 +281,8 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     auto fmt = j.find("format");
     if (fmt == j.end() || !fmt->is_string() || fmt->get<std::string>() != kFormatName)
       return make_error(label + ": not a moetier expert store manifest (\"format\" must be \"" + kFormatName + "\")");
-    MT_ASSIGN(int64_t version, get_int(j, "version", std::numeric_limits<int64_t>::min(),
-                                       std::numeric_limits<int64_t>::max(), label));
+    MT_ASSIGN(int64_t version, JsonFields<ojson>(j, label).integer("version", std::numeric_limits<int64_t>::min(),
+                                       std::numeric_limits<int64_t>::max()));
     if (version > kStoreFormatVersion)
       return make_error(label + ": store format version " + std::to_string(version) +
                         " is newer than this moetier supports (" + std::to_string(kStoreFormatVersion) +
@@ -343,21 +305,21 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     if (ex == j.end()) return make_error(label + ": missing \"experts\"");
     if (!ex->is_object()) return make_error(label + ": \"experts\" must be an object, not " + std::string(type_name(*ex)));
     const std::string ew = label + ": experts";
-    MT_ASSIGN(m.expert_quant, get_string(*ex, "quant", ew));
-    MT_ASSIGN(m.group, get_int(*ex, "group", 0, std::numeric_limits<int32_t>::max(), ew));
-    MT_ASSIGN(m.hidden, get_int(*ex, "hidden", 1, std::numeric_limits<int32_t>::max(), ew));
-    MT_ASSIGN(m.inter, get_int(*ex, "inter", 1, std::numeric_limits<int32_t>::max(), ew));
-    MT_ASSIGN(m.blob_bytes, get_u64(*ex, "blob_bytes", ew));
+    MT_ASSIGN(m.expert_quant, JsonFields<ojson>(*ex, ew).string("quant"));
+    MT_ASSIGN(m.group, JsonFields<ojson>(*ex, ew).integer("group", 0, std::numeric_limits<int32_t>::max()));
+    MT_ASSIGN(m.hidden, JsonFields<ojson>(*ex, ew).integer("hidden", 1, std::numeric_limits<int32_t>::max()));
+    MT_ASSIGN(m.inter, JsonFields<ojson>(*ex, ew).integer("inter", 1, std::numeric_limits<int32_t>::max()));
+    MT_ASSIGN(m.blob_bytes, JsonFields<ojson>(*ex, ew).count("blob_bytes", 0, std::numeric_limits<uint64_t>::max()));
     if (m.blob_bytes > (uint64_t{1} << 40))
       return make_error(ew + ": \"blob_bytes\" " + std::to_string(m.blob_bytes) + " is implausibly large");
 
-    MT_ASSIGN(m.dense_file, get_string(j, "dense_file", label));
+    MT_ASSIGN(m.dense_file, JsonFields<ojson>(j, label).string("dense_file"));
     auto dn = j.find("dense");
     if (dn == j.end()) return make_error(label + ": missing \"dense\"");
     if (!dn->is_object()) return make_error(label + ": \"dense\" must be an object, not " + std::string(type_name(*dn)));
     const std::string dw = label + ": dense";
-    MT_ASSIGN(m.dense_quant, get_string(*dn, "quant", dw));
-    MT_ASSIGN(m.dense_group, get_int(*dn, "group", 1, 4096, dw));
+    MT_ASSIGN(m.dense_quant, JsonFields<ojson>(*dn, dw).string("quant"));
+    MT_ASSIGN(m.dense_group, JsonFields<ojson>(*dn, dw).integer("group", 1, 4096));
     MT_TRY(check_expert_fields(m, label));
     auto dts = dn->find("tensors");
     if (dts == dn->end()) return make_error(dw + ": missing \"tensors\"");
@@ -368,11 +330,11 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       std::string w = dw + ".tensors[" + std::to_string(i) + "]";
       if (!e.is_object()) return make_error(w + " must be an object, not " + std::string(type_name(e)));
       DenseTensorInfo t;
-      MT_ASSIGN(t.name, get_string(e, "name", w));
+      MT_ASSIGN(t.name, JsonFields<ojson>(e, w).string("name"));
       if (t.name.empty() || t.name.size() > kMaxTensorName) return make_error(w + ": \"name\" is empty or too long");
       w += " ('" + t.name + "')";
       if (!tensor_names.insert(t.name).second) return make_error(dw + ": tensor '" + t.name + "' is listed twice");
-      MT_ASSIGN(std::string dt, get_string(e, "dtype", w));
+      MT_ASSIGN(std::string dt, JsonFields<ojson>(e, w).string("dtype"));
       auto dtype = dense_dtype_from_name(dt);
       if (!dtype) return make_error(w + ": unknown dtype \"" + dt + "\"");
       t.dtype = *dtype;
@@ -386,9 +348,9 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
         if (v <= 0 || v > kMaxDim) return make_error(w + ": a dimension of \"shape\" is out of range 1..2^31");
         t.shape.push_back(v);
       }
-      MT_ASSIGN(t.offset, get_u64(e, "offset", w));
-      MT_ASSIGN(t.bytes, get_u64(e, "bytes", w));
-      MT_ASSIGN(int64_t crc, get_int(e, "crc32c", 0, std::numeric_limits<uint32_t>::max(), w));
+      MT_ASSIGN(t.offset, JsonFields<ojson>(e, w).count("offset", 0, std::numeric_limits<uint64_t>::max()));
+      MT_ASSIGN(t.bytes, JsonFields<ojson>(e, w).count("bytes", 0, std::numeric_limits<uint64_t>::max()));
+      MT_ASSIGN(int64_t crc, JsonFields<ojson>(e, w).integer("crc32c", 0, std::numeric_limits<uint32_t>::max()));
       t.crc = static_cast<uint32_t>(crc);
       std::string why;
       const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why);
@@ -437,19 +399,19 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       std::string w = label + ": blobs[" + std::to_string(i) + "]";
       if (!e.is_object()) return make_error(w + " must be an object, not " + std::string(type_name(e)));
       BlobInfo b;
-      MT_ASSIGN(int64_t layer, get_int(e, "layer", 0, std::numeric_limits<int32_t>::max(), w));
-      MT_ASSIGN(int64_t expert, get_int(e, "expert", 0, std::numeric_limits<int32_t>::max(), w));
+      MT_ASSIGN(int64_t layer, JsonFields<ojson>(e, w).integer("layer", 0, std::numeric_limits<int32_t>::max()));
+      MT_ASSIGN(int64_t expert, JsonFields<ojson>(e, w).integer("expert", 0, std::numeric_limits<int32_t>::max()));
       b.layer = static_cast<int32_t>(layer);
       b.expert = static_cast<int32_t>(expert);
       w += " (" + layer_expert(layer, expert) + ")";
-      MT_ASSIGN(int64_t file, get_int(e, "file", 0, std::numeric_limits<uint32_t>::max(), w));
+      MT_ASSIGN(int64_t file, JsonFields<ojson>(e, w).integer("file", 0, std::numeric_limits<uint32_t>::max()));
       if (static_cast<uint64_t>(file) >= m.files.size())
         return make_error(w + ": file index " + std::to_string(file) + " is out of range (the manifest lists " +
                           std::to_string(m.files.size()) + " files)");
       b.file = static_cast<uint32_t>(file);
-      MT_ASSIGN(b.offset, get_u64(e, "offset", w));
-      MT_ASSIGN(b.bytes, get_u64(e, "bytes", w));
-      MT_ASSIGN(int64_t crc, get_int(e, "crc32c", 0, std::numeric_limits<uint32_t>::max(), w));
+      MT_ASSIGN(b.offset, JsonFields<ojson>(e, w).count("offset", 0, std::numeric_limits<uint64_t>::max()));
+      MT_ASSIGN(b.bytes, JsonFields<ojson>(e, w).count("bytes", 0, std::numeric_limits<uint64_t>::max()));
+      MT_ASSIGN(int64_t crc, JsonFields<ojson>(e, w).integer("crc32c", 0, std::numeric_limits<uint32_t>::max()));
       b.crc = static_cast<uint32_t>(crc);
       if (b.offset % kBlobAlign != 0)
         return make_error(w + " in " + m.files[b.file] + ": offset " + std::to_string(b.offset) +
