@@ -1,5 +1,7 @@
 #include "planner/placement.h"
 
+#include "runtime/core/json_fields.h"
+
 #include "runtime/core/text_file.h"
 
 
@@ -77,38 +79,24 @@ nlohmann::json placement_to_json(const Placement& p, const nlohmann::json& extra
   return j;
 }
 
-namespace {
-
-Result<int64_t> get_int(const nlohmann::json& j, const char* key, const std::string& where, int64_t min, int64_t max) {
-  auto it = j.find(key);
-  if (it == j.end()) return make_error(where + ": missing field '" + key + "'");
-  if (!it->is_number_integer()) return make_error(where + ": field '" + key + "' must be an integer");
-  const int64_t v = it->get<int64_t>();
-  if (v < min || v > max)
-    return make_error(where + ": field '" + key + "' = " + std::to_string(v) + " is outside [" + std::to_string(min) +
-                      ", " + std::to_string(max) + "]");
-  return v;
-}
-
-}  // namespace
-
 Result<Placement> placement_from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) return make_error(where + ": a placement file is a JSON object");
-  if (j.value("format", std::string()) != "moetier-placement")
+  const JsonFields<nlohmann::json> f(j, where);
+  // (nlohmann's j.value("format", "") throws on a non-string: a placement {"format": 5} aborted.)
+  const nlohmann::json* fmt_field = f.find("format");
+  if (!fmt_field || !fmt_field->is_string() || fmt_field->get<std::string>() != "moetier-placement")
     return make_error(where + ": not a moetier placement file (\"format\" is not \"moetier-placement\")");
-  MT_ASSIGN(int64_t version, get_int(j, "version", where, 1, 1000));
+  MT_ASSIGN(int64_t version, f.integer("version", 1, 1000));
   if (version != 1) return make_error(where + ": placement version " + std::to_string(version) + " is not supported (1)");
   Placement p;
-  MT_ASSIGN(p.num_hidden_layers, get_int(j, "num_hidden_layers", where, 1, 100000));
-  MT_ASSIGN(p.first_moe_layer, get_int(j, "first_moe_layer", where, 0, p.num_hidden_layers - 1));
-  MT_ASSIGN(p.n_routed_experts, get_int(j, "n_routed_experts", where, 1, 1 << 20));
-  MT_ASSIGN(int64_t eb, get_int(j, "expert_bytes", where, 1, int64_t(1) << 40));
-  MT_ASSIGN(int64_t cb, get_int(j, "nvme_cache_bytes", where, 0, int64_t(1) << 50));
+  MT_ASSIGN(p.num_hidden_layers, f.integer("num_hidden_layers", 1, 100000));
+  MT_ASSIGN(p.first_moe_layer, f.integer("first_moe_layer", 0, p.num_hidden_layers - 1));
+  MT_ASSIGN(p.n_routed_experts, f.integer("n_routed_experts", 1, 1 << 20));
+  MT_ASSIGN(int64_t eb, f.integer("expert_bytes", 1, int64_t(1) << 40));
+  MT_ASSIGN(int64_t cb, f.integer("nvme_cache_bytes", 0, int64_t(1) << 50));
   p.expert_bytes = static_cast<uint64_t>(eb);
   p.nvme_cache_bytes = static_cast<uint64_t>(cb);
-  auto fmt = j.find("expert_format");
-  if (fmt == j.end() || !fmt->is_string()) return make_error(where + ": field 'expert_format' must be a string");
-  p.expert_format = fmt->get<std::string>();
+  MT_ASSIGN(p.expert_format, f.string("expert_format"));
   auto layers = j.find("layers");
   if (layers == j.end() || !layers->is_array()) return make_error(where + ": field 'layers' must be an array");
   if (static_cast<int64_t>(layers->size()) != p.moe_layers())
@@ -119,12 +107,11 @@ Result<Placement> placement_from_json(const nlohmann::json& j, const std::string
     const auto& e = (*layers)[static_cast<size_t>(i)];
     const std::string at = where + ": layers[" + std::to_string(i) + "]";
     if (!e.is_object()) return make_error(at + " must be an object");
-    MT_ASSIGN(int64_t layer, get_int(e, "layer", at, 0, p.num_hidden_layers - 1));
+    const JsonFields<nlohmann::json> fe(e, at);
+    MT_ASSIGN(int64_t layer, fe.integer("layer", 0, p.num_hidden_layers - 1));
     if (layer != p.first_moe_layer + i)
       return make_error(at + ": layer " + std::to_string(layer) + ", expected " + std::to_string(p.first_moe_layer + i));
-    auto t = e.find("tiers");
-    if (t == e.end() || !t->is_string()) return make_error(at + ": field 'tiers' must be a string");
-    const std::string s = t->get<std::string>();
+    MT_ASSIGN(const std::string s, fe.string("tiers"));
     if (static_cast<int64_t>(s.size()) != p.n_routed_experts)
       return make_error(at + ": 'tiers' has " + std::to_string(s.size()) + " letters, expected " +
                         std::to_string(p.n_routed_experts));

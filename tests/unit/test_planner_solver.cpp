@@ -378,6 +378,15 @@ TEST_CASE("placement file round trip and malformed files", "[planner][placement]
   j["format"] = "something-else";
   expect_error(j, "not a moetier placement");
   j = good;
+  j["format"] = 5;  // once an uncaught exception (nlohmann's value() on a non-string)
+  expect_error(j, "not a moetier placement");
+  j = good;
+  j["expert_bytes"] = 1e30;  // a float far outside int64: an error, never a conversion
+  expect_error(j, "field 'expert_bytes' is 1e+30");
+  j = good;
+  j["num_hidden_layers"] = "61";
+  expect_error(j, "field 'num_hidden_layers'");
+  j = good;
   j["layers"][1]["tiers"] = "RRRRRR";
   expect_error(j, "letters");
   j = good;
