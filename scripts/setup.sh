@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what moetier builds, tests and runs its demo with, from Debian 12's packages only:
 # compilers, CMake, Ninja, oneDNN (with the OpenCL headers its CMake config insists on), hwloc,
-# liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, and Python 3 with NumPy for the
-# independent reference. No pip: Debian's python3 has none, and python3-numpy is enough.
+# liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, Python 3 with NumPy for the
+# independent reference, and clang with its libFuzzer runtime for the coverage-guided fuzzing. No pip: Debian's python3 has none, and python3-numpy is enough.
 # Idempotent and silent when everything is present; scripts/check_fresh_machine.sh proves the
 # list complete on a new Debian root.
 set -euo pipefail
@@ -11,7 +11,8 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libdnnl-dev ocl-icd-opencl-dev        # dnnl-config.cmake calls find_package(OpenCL REQUIRED)
       libhwloc-dev liburing-dev libmimalloc-dev libomp-dev
       catch2 nlohmann-json3-dev libpcre2-dev
-      python3 python3-numpy)
+      python3 python3-numpy
+      clang libclang-rt-14-dev)             # scripts/fuzz.sh: libFuzzer + sanitizers
 
 missing=()
 for p in "${PKGS[@]}"; do

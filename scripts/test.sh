@@ -2,7 +2,9 @@
 # One command for the whole test suite: install dependencies, build, run every test (unit
 # tests, fuzzers, end-to-end checks against the independent NumPy reference) through CTest,
 # then the concurrency stress, fault-injection and parser-fuzz tests again under
-# AddressSanitizer + UBSan (MOETIER_SKIP_ASAN=1 skips that second pass).
+# AddressSanitizer + UBSan (MOETIER_SKIP_ASAN=1 skips that second pass), then every parser under
+# coverage-guided fuzzing (libFuzzer, clang, ASan + UBSan) for MOETIER_FUZZ_SECONDS each
+# (default 60; 0 skips it), failing on any finding (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,7 +14,7 @@ JOBS=${JOBS:-$(nproc)}
 
 if [ "${MOETIER_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_TARGETS=(test_offload_cache test_offload_loader test_offload_store fuzz_safetensors fuzz_store_manifest fuzz_config
-                fuzz_profile fuzz_activations test_planner_solver test_planner_profile test_planner_activations
+                fuzz_profile fuzz_activations fuzz_placement fuzz_tokenizer_json fuzz_cli_values test_planner_solver test_planner_profile test_planner_activations
                 test_backend_ops)
   GEN=()
   command -v ninja >/dev/null && GEN=(-G Ninja)
@@ -22,4 +24,8 @@ if [ "${MOETIER_SKIP_ASAN:-0}" != 1 ]; then
   regex="^($(IFS='|'; echo "${ASAN_TARGETS[*]}"))$"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       ctest --output-on-failure -j "$JOBS" -R "$regex")
+fi
+
+if [ "${MOETIER_FUZZ_SECONDS:-60}" != 0 ]; then
+  bash scripts/fuzz.sh "${MOETIER_FUZZ_SECONDS:-60}"
 fi

@@ -7,6 +7,7 @@
 // and returns 0.
 //
 //   fuzz_x [--iterations N] [--seed S] [--max-len BYTES] [FILE...]
+//   fuzz_x --write-seeds DIR     writes the seed corpus as files (libFuzzer's starting corpus)
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -286,8 +287,14 @@ bool parse_u64(const char* s, uint64_t* out) {
 int main(int argc, char** argv) {
   uint64_t iterations = 10000, seed = 1, max_len = 1 << 20;
   std::vector<std::string> files;
+  std::string seed_dir;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--write-seeds") {
+      if (i + 1 >= argc) return std::fprintf(stderr, "%s: --write-seeds needs a directory\n", argv[0]), 2;
+      seed_dir = argv[++i];
+      continue;
+    }
     auto value = [&](uint64_t* out) {
       if (i + 1 >= argc || !parse_u64(argv[i + 1], out)) {
         std::fprintf(stderr, "%s: %s needs a non-negative integer\n", argv[0], a.c_str());
@@ -307,6 +314,18 @@ int main(int argc, char** argv) {
     } else {
       files.push_back(a);
     }
+  }
+
+  if (!seed_dir.empty()) {
+    const std::vector<Bytes> seeds = fuzz_seed_corpus();
+    for (size_t k = 0; k < seeds.size(); ++k) {
+      const std::string path = seed_dir + "/seed-" + std::to_string(k);
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(reinterpret_cast<const char*>(seeds[k].data()), static_cast<std::streamsize>(seeds[k].size()));
+      if (!out) return std::fprintf(stderr, "%s: cannot write %s\n", argv[0], path.c_str()), 1;
+    }
+    std::printf("wrote %zu seeds to %s\n", seeds.size(), seed_dir.c_str());
+    return 0;
   }
 
   const auto t0 = std::chrono::steady_clock::now();
