@@ -1,4 +1,5 @@
 #include "planner/activation_stats.h"
+#include "runtime/core/json_fields.h"
 #include "runtime/core/text_file.h"
 
 #include <algorithm>
@@ -46,27 +47,13 @@ class Reader {
     return &*it;
   }
 
+  // The values through JsonFields (runtime/core/json_fields.h): one range rule and message format.
   Result<int64_t> integer(const nlohmann::json& v, const std::string& path, int64_t lo, int64_t hi) const {
-    const std::string range = "expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
-    if (v.is_number_unsigned()) {
-      const uint64_t u = v.get<uint64_t>();
-      if (u > static_cast<uint64_t>(hi) || static_cast<int64_t>(u) < lo)
-        return fail(path, range + ", found " + std::to_string(u));
-      return static_cast<int64_t>(u);
-    }
-    if (v.is_number_integer()) {
-      const int64_t i = v.get<int64_t>();
-      if (i < lo || i > hi) return fail(path, range + ", found " + std::to_string(i));
-      return i;
-    }
-    return fail(path, range + ", found " + std::string(v.type_name()));
+    return JsonFields<nlohmann::json>(v, where_).integer_value(v, path, lo, hi);
   }
 
   Result<uint64_t> count(const nlohmann::json& v, const std::string& path) const {
-    if (v.is_number_unsigned()) return v.get<uint64_t>();
-    if (v.is_number_integer() && v.get<int64_t>() >= 0) return static_cast<uint64_t>(v.get<int64_t>());
-    return fail(path, "expected a non-negative integer, found " +
-                          (v.is_number() ? v.dump() : std::string(v.type_name())));
+    return JsonFields<nlohmann::json>(v, where_).count_value(v, path, 0, std::numeric_limits<uint64_t>::max());
   }
 
  private:

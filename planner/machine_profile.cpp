@@ -1,8 +1,10 @@
 #include "planner/machine_profile.h"
+#include "runtime/core/json_fields.h"
 #include "runtime/core/text_file.h"
 
 
 #include <cmath>
+#include <limits>
 #include <cstdlib>
 #include <cstring>
 #include <set>
@@ -42,50 +44,34 @@ class FieldReader {
     out = v;
     return ok_status();
   }
+  // The values themselves through JsonFields (runtime/core/json_fields.h): one range rule and
+  // message format for every parser.
   Status string(const json& obj, const std::string& path, const char* key, std::string& out) const {
-    MT_ASSIGN(const json* v, member(obj, path, key));
-    if (!v->is_string()) return type_error(path, key, "a string", *v);
-    out = v->get<std::string>();
+    MT_TRY(member(obj, path, key));
+    MT_ASSIGN(out, fields(obj, path).string(key));
     return ok_status();
   }
   Status boolean(const json& obj, const std::string& path, const char* key, bool& out) const {
-    MT_ASSIGN(const json* v, member(obj, path, key));
-    if (!v->is_boolean()) return type_error(path, key, "true or false", *v);
-    out = v->get<bool>();
+    MT_TRY(member(obj, path, key));
+    MT_ASSIGN(out, fields(obj, path).boolean(key));
     return ok_status();
   }
   // A non-negative finite number.
   Status rate(const json& obj, const std::string& path, const char* key, double& out) const {
-    MT_ASSIGN(const json* v, member(obj, path, key));
-    if (!v->is_number()) return type_error(path, key, "a number", *v);
-    const double d = v->get<double>();
-    if (!std::isfinite(d) || d < 0) return type_error(path, key, "a non-negative finite number", *v);
-    out = d;
+    MT_TRY(member(obj, path, key));
+    MT_ASSIGN(out, fields(obj, path).number(key, 0.0, std::numeric_limits<double>::max()));
     return ok_status();
   }
   // A non-negative integer (an integral float is accepted: hand-edited files write 2.4e10).
   Status count(const json& obj, const std::string& path, const char* key, uint64_t& out) const {
-    MT_ASSIGN(const json* v, member(obj, path, key));
-    if (v->is_number_unsigned() || (v->is_number_integer() && v->get<int64_t>() >= 0)) {
-      out = v->get<uint64_t>();
-      return ok_status();
-    }
-    if (v->is_number_float()) {
-      const double d = v->get<double>();
-      if (std::isfinite(d) && d >= 0 && d < 9.2e18 && std::floor(d) == d) {
-        out = static_cast<uint64_t>(d);
-        return ok_status();
-      }
-    }
-    return type_error(path, key, "a non-negative integer", *v);
+    MT_TRY(member(obj, path, key));
+    MT_ASSIGN(out, fields(obj, path).count(key, 0, std::numeric_limits<uint64_t>::max()));
+    return ok_status();
   }
   Status integer(const json& obj, const std::string& path, const char* key, int& out, int lo, int hi) const {
-    uint64_t u = 0;
-    MT_TRY(count(obj, path, key, u));
-    if (u < static_cast<uint64_t>(lo) || u > static_cast<uint64_t>(hi))
-      return make_error(where_ + ": field '" + join(path, key) + "' must be in [" + std::to_string(lo) + ", " +
-                        std::to_string(hi) + "], got " + std::to_string(u));
-    out = static_cast<int>(u);
+    MT_TRY(member(obj, path, key));
+    MT_ASSIGN(int64_t v, fields(obj, path).integer(key, lo, hi));
+    out = static_cast<int>(v);
     return ok_status();
   }
   Error fail(const std::string& path, const std::string& what) const {
@@ -95,10 +81,11 @@ class FieldReader {
   static std::string join(const std::string& path, const char* key) { return path.empty() ? key : path + "." + key; }
 
  private:
+  JsonFields<json> fields(const json& obj, const std::string& path) const { return JsonFields<json>(obj, where_, path); }
   Error type_error(const std::string& path, const char* key, const char* want, const json& got) const {
     std::string shown = got.dump(-1, ' ', false, json::error_handler_t::replace);
     if (shown.size() > 40) shown = shown.substr(0, 37) + "...";
-    return make_error(where_ + ": field '" + join(path, key) + "' must be " + want + ", got " + shown);
+    return make_error(where_ + ": field '" + join(path, key) + "' is " + shown + "; it must be " + want);
   }
   std::string where_;
 };

@@ -76,6 +76,12 @@ class JsonFields {
   Result<std::string> string_or(const char* key, const std::string& fallback) const {
     return find(key) ? string(key) : Result<std::string>(fallback);
   }
+  Result<bool> boolean(const char* key) const {
+    const Json* v = find(key);
+    if (!v) return missing(key);
+    if (!v->is_boolean()) return wrong(key, *v, "true or false");
+    return v->template get<bool>();
+  }
   Result<bool> boolean_or(const char* key, bool fallback) const {
     const Json* v = find(key);
     if (!v) return fallback;
