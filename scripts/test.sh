@@ -14,7 +14,8 @@ JOBS=${JOBS:-$(nproc)}
 
 if [ "${MOETIER_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_TARGETS=(test_offload_cache test_offload_loader test_offload_store fuzz_safetensors fuzz_store_manifest fuzz_config
-                fuzz_profile fuzz_activations fuzz_placement fuzz_tokenizer_json fuzz_cli_values test_planner_solver test_planner_profile test_planner_activations
+                fuzz_profile fuzz_activations fuzz_placement fuzz_tokenizer_json fuzz_cli_values
+                fuzz_safetensors_index test_planner_solver test_planner_profile test_planner_activations
                 test_backend_ops)
   GEN=()
   command -v ninja >/dev/null && GEN=(-G Ninja)

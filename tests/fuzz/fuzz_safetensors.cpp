@@ -96,6 +96,22 @@ std::vector<std::vector<uint8_t>> fuzz_seed_corpus() {
     const size_t pad = (64 - (8 + h.size()) % 64) % 64;
     seeds.push_back(image(h, ramp(389), pad));
   }
+  // A header the size of a real 671B shard's (~1,300 tensors, > 64 KiB of JSON: FP8 weights with
+  // their scales, DeepSeek's names), pointing at a small data section.
+  {
+    std::string h = "{\"__metadata__\":{\"format\":\"pt\"}";
+    uint64_t off = 0;
+    for (int L = 0; L < 20; ++L)
+      for (int e = 0; e < 32; ++e)
+        for (const char* m : {"gate_proj", "up_proj"}) {
+          const std::string name = "model.layers." + std::to_string(L) + ".mlp.experts." + std::to_string(e) + "." + m;
+          h += "," + entry(name + ".weight", "F8_E4M3", "[2,2]", off, off + 4);
+          h += "," + entry(name + ".weight_scale_inv", "F32", "[1,1]", off + 4, off + 8);
+          off += 8;
+        }
+    h += "}";
+    seeds.push_back(image(h, ramp(static_cast<size_t>(off))));
+  }
   // Scalars, empty tensors, tensors in reverse offset order.
   seeds.push_back(image("{" + entry("s", "F32", "[]", 8, 12) + "," + entry("z", "BF16", "[0,5]", 4, 4) +
                             "," + entry("b", "U8", "[1,1,1,4]", 0, 4) + "}",
