@@ -4,6 +4,8 @@
 
 
 #include <cmath>
+#include <ctime>
+#include <cstdio>
 #include <limits>
 #include <cstdlib>
 #include <cstring>
@@ -212,6 +214,8 @@ nlohmann::json profile_to_json(const MachineProfile& p) {
   j["fingerprint"] = p.fingerprint;
   j["measured_at"] = p.measured_at;
   j["measure_seconds"] = p.measure_seconds;
+  j["load_per_cpu"] = p.load_per_cpu;
+  j["provisional"] = p.provisional;
   j["cpu"] = {{"model", p.cpu_model},
               {"physical_cores", p.physical_cores},
               {"logical_cpus", p.logical_cpus},
@@ -258,12 +262,78 @@ Result<MachineProfile> profile_from_json(const nlohmann::json& j, const std::str
   if (p.fingerprint.empty()) return r.fail("fingerprint", "must not be empty");
   MT_TRY(r.string(j, "", "measured_at", p.measured_at));
   MT_TRY(r.rate(j, "", "measure_seconds", p.measure_seconds));
+  // Written since 2026-12-03; older profiles (no load recorded) read as not provisional.
+  const JsonFields<json> top(j, where);
+  MT_ASSIGN(p.load_per_cpu, top.number_or("load_per_cpu", -1.0, -1.0, 1e6));
+  MT_ASSIGN(p.provisional, top.boolean_or("provisional", false));
   MT_TRY(read_cpu(r, j, p));
   MT_TRY(read_ram(r, j, p));
   MT_TRY(read_disk(r, j, p));
   MT_TRY(read_kernels(r, j, p));
   MT_TRY(read_gpu(r, j, p));
   return p;
+}
+
+namespace {
+
+// Seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ"; -1 when it is not that.
+int64_t epoch_seconds(const std::string& iso) {
+  int y, mo, d, h, mi, sec;
+  if (std::sscanf(iso.c_str(), "%d-%d-%dT%d:%d:%dZ", &y, &mo, &d, &h, &mi, &sec) != 6) return -1;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || y < 1970 || y > 9999) return -1;
+  // Days from the civil date (Howard Hinnant's algorithm).
+  y -= mo <= 2;
+  const int64_t era = y / 400, yoe = y - era * 400;
+  const int64_t doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return (era * 146097 + doe - 719468) * 86400 + h * 3600 + mi * 60 + sec;
+}
+
+std::string age_text(int64_t s) {
+  if (s < 0) return "";
+  if (s < 120) return std::to_string(s) + " s ago";
+  if (s < 7200) return std::to_string(s / 60) + " min ago";
+  if (s < 2 * 86400) return std::to_string(s / 3600) + " h ago";
+  return std::to_string(s / 86400) + " days ago";
+}
+
+}  // namespace
+
+std::string utc_now_iso() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string profile_provenance(const MachineProfile& p, const std::string& now_utc) {
+  std::string s = "profile: " + p.source;
+  if (!p.measured_at.empty()) {
+    s += " " + p.measured_at;
+    const int64_t a = epoch_seconds(p.measured_at), b = epoch_seconds(now_utc);
+    if (a >= 0 && b >= a) s += " (" + age_text(b - a) + ")";
+    char load[96];
+    if (p.load_per_cpu >= 0) std::snprintf(load, sizeof load, ", load %.2f per CPU", p.load_per_cpu);
+    else std::snprintf(load, sizeof load, ", load not recorded");
+    s += load;
+    if (p.provisional) s += " - PROVISIONAL: measured under load, figures likely low; re-measured at its next use";
+  }
+  std::vector<std::string> assumed;
+  if (p.ram_read_gbs <= 0) assumed.push_back("RAM bandwidth");
+  if (p.disk_read_gbs <= 0) assumed.push_back("disk bandwidth");
+  for (const char* f : {"q4", "q8", "bf16"}) {
+    const KernelRate* k = p.kernel(f);
+    if (!k || k->decode_gbs <= 0) assumed.push_back(std::string(f) + " expert kernels");
+  }
+  if (p.dense_bf16_gbs <= 0) assumed.push_back("dense bf16 matmul");
+  if (p.dense_fp8_gbs <= 0) assumed.push_back("dense fp8 matmul");
+  if (p.attention_gflops <= 0) assumed.push_back("CPU attention");
+  if (p.gpu.present && p.gpu.hbm_gbs <= 0) assumed.push_back("GPU bandwidth");
+  s += assumed.empty() ? "; every figure measured" : "; assumed by rule (docs/planner.md), not measured: ";
+  for (size_t i = 0; i < assumed.size(); ++i) s += (i ? ", " : "") + assumed[i];
+  return s;
 }
 
 Result<MachineProfile> load_profile(const std::filesystem::path& file) {

@@ -52,6 +52,11 @@ struct MachineProfile {
   std::string fingerprint;     // hardware identity; a cached measured profile is reused only while it matches
   std::string measured_at;     // ISO 8601 UTC, empty when described
   double measure_seconds = 0;
+  // Other work while it was measured: the load average per logical CPU (the larger of before and
+  // after). A profile measured under load (above kBusyLoadPerCpu) is provisional: its figures
+  // are likely low, it is re-measured at its next use, and every plan from it says so.
+  double load_per_cpu = -1;  // -1: not recorded (a profile from before 2026-12-03, or described)
+  bool provisional = false;
 
   std::string cpu_model;
   int physical_cores = 0;
@@ -80,6 +85,16 @@ struct MachineProfile {
   // The kernel rate for `format`, or null when the profile has none.
   const KernelRate* kernel(const std::string& format) const;
 };
+
+// Load average per logical CPU above which a measurement counts as taken under load.
+inline constexpr double kBusyLoadPerCpu = 0.5;
+
+// One line on where a profile's figures come from, for plans: its source, age, the load it was
+// measured under (provisional or not), and which of the cost model's figures it leaves to
+// rules (assumed, not measured). `now_utc`: ISO 8601, for the age.
+std::string profile_provenance(const MachineProfile& p, const std::string& now_utc);
+// Now, as ISO 8601 UTC ("2026-12-03T09:18:10Z").
+std::string utc_now_iso();
 
 nlohmann::json profile_to_json(const MachineProfile& p);
 // Every missing, mistyped or out-of-range field is an error naming the field (and `where`,

@@ -13,6 +13,7 @@ struct ReportContext {
   std::string model_name;      // "deepseek-v3.2 (preset)" or a directory
   std::string machine_name;    // CPU model or hardware description
   std::string dense_note;      // why the dense format was chosen (plan --dense auto), or empty
+  std::string now_utc;         // for the profile's age (empty: no age shown)
 };
 
 // "25.5 GB", "430 MB", "57 KB": the decimal units every planner figure is printed in.

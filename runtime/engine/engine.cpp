@@ -55,8 +55,9 @@ Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
   if (plan_auto_profile) {
     MT_ASSIGN(planner::MachineProfile machine, plan_auto_profile());
     MT_ASSIGN(o.placement, plan_at_startup(store.manifest(), cfg, machine, o.ram_budget));
-    std::fprintf(stderr, "moetier: expert placement from this machine's profile:\n%s",
-                 planner::format_placement_summary(*o.placement).c_str());
+    std::fprintf(stderr, "moetier: expert placement from this machine's profile:\n%s  %s\n",
+                 planner::format_placement_summary(*o.placement).c_str(),
+                 planner::profile_provenance(machine, planner::utc_now_iso()).c_str());
   }
   MT_ASSIGN(ModelWeights w, ModelWeights::bind(std::move(cfg), std::move(dense), dir.string(), true));
   MT_ASSIGN(std::unique_ptr<ExpertScheduler> experts, ExpertScheduler::open(std::move(store), o));

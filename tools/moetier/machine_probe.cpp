@@ -124,14 +124,7 @@ std::string fingerprint_of(const HostFacts& f) {
   return buf;
 }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string utc_now() { return planner::utc_now_iso(); }
 
 probe::Say sayer(bool quiet) {
   if (quiet) return [](const std::string&) {};
@@ -205,11 +198,14 @@ Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
       " NUMA node(s), GPU: " + (p.gpu.present ? p.gpu.name : "none (" + p.gpu.reason + ")") +
       (opts.quick ? " [quick]" : ""));
   // Other work on the machine lowers every figure: say so (the profile is cached).
+  // (The 1-minute load average when the probe starts: the probe's own work would count after.)
   double load = 0;
-  if (std::ifstream la("/proc/loadavg"); la >> load && load > 0.5 * p.logical_cpus) {
-    char note[160];
+  if (std::ifstream la("/proc/loadavg"); la >> load) p.load_per_cpu = load / std::max(1, p.logical_cpus);
+  if (p.load_per_cpu > planner::kBusyLoadPerCpu) {
+    p.provisional = true;
+    char note[200];
     std::snprintf(note, sizeof note, "note: the machine is busy (load average %.1f on %d CPUs): the figures will be low; "
-                  "re-run with --force when it is idle", load, p.logical_cpus);
+                  "the profile is saved as provisional and measured again at its next use", load, p.logical_cpus);
     say(note);
   }
   say("[2/5] RAM read bandwidth (all threads) ...");
@@ -242,6 +238,11 @@ Result<MachineProfile> load_or_measure_profile(const ProbeOptions& opts, bool fo
       say("the profile in " + file.string() + " is for other hardware (or an older moetier); measuring this machine");
     } else if (cached->source == kMeasuredQuick && !opts.quick) {
       say("the profile in " + file.string() + " was a --quick one; measuring fully");
+    } else if (cached->provisional) {
+      char why[160];
+      std::snprintf(why, sizeof why, "the profile in %s is provisional (measured under load %.2f per CPU); measuring again",
+                    file.c_str(), cached->load_per_cpu);
+      say(why);
     } else {
       const std::string when = cached->measured_at.empty() ? "" : " (measured " + cached->measured_at + ")";
       const bool disk_asked = !opts.model_dir.empty() || !opts.disk_dir.empty();

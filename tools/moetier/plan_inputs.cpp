@@ -79,6 +79,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   MT_ASSIGN(in.machine, machine_from_args(a));
   in.use_gpu = !a.has("no-gpu");
   s.context.machine_name = in.machine.cpu_model.empty() ? in.machine.source : in.machine.cpu_model;
+  s.context.now_utc = planner::utc_now_iso();
   if (in.machine.gpu.present && in.use_gpu) s.context.machine_name += " + " + in.machine.gpu.name;
 
   // The dense weights' form: the store's, or what convert --dense would write (auto).
