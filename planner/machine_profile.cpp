@@ -3,6 +3,7 @@
 #include "runtime/core/text_file.h"
 
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <cstdio>
@@ -214,7 +215,7 @@ nlohmann::json profile_to_json(const MachineProfile& p) {
   j["fingerprint"] = p.fingerprint;
   j["measured_at"] = p.measured_at;
   j["measure_seconds"] = p.measure_seconds;
-  j["load_per_cpu"] = p.load_per_cpu;
+  j["load_per_cpu"] = std::max(0.0, p.load_per_cpu);  // -1 (not recorded) is written as 0
   j["provisional"] = p.provisional;
   j["cpu"] = {{"model", p.cpu_model},
               {"physical_cores", p.physical_cores},
@@ -262,10 +263,11 @@ Result<MachineProfile> profile_from_json(const nlohmann::json& j, const std::str
   if (p.fingerprint.empty()) return r.fail("fingerprint", "must not be empty");
   MT_TRY(r.string(j, "", "measured_at", p.measured_at));
   MT_TRY(r.rate(j, "", "measure_seconds", p.measure_seconds));
-  // Written since 2026-12-03; older profiles (no load recorded) read as not provisional.
+  // Written since 2026-12-03 (a cached profile without them is measured again: the reader
+  // refuses it and the probe re-measures).
   const JsonFields<json> top(j, where);
-  MT_ASSIGN(p.load_per_cpu, top.number_or("load_per_cpu", -1.0, -1.0, 1e6));
-  MT_ASSIGN(p.provisional, top.boolean_or("provisional", false));
+  MT_ASSIGN(p.load_per_cpu, top.number("load_per_cpu", 0.0, 1e6));
+  MT_ASSIGN(p.provisional, top.boolean("provisional"));
   MT_TRY(read_cpu(r, j, p));
   MT_TRY(read_ram(r, j, p));
   MT_TRY(read_disk(r, j, p));

@@ -55,7 +55,7 @@ struct MachineProfile {
   // Other work while it was measured: the load average per logical CPU (the larger of before and
   // after). A profile measured under load (above kBusyLoadPerCpu) is provisional: its figures
   // are likely low, it is re-measured at its next use, and every plan from it says so.
-  double load_per_cpu = -1;  // -1: not recorded (a profile from before 2026-12-03, or described)
+  double load_per_cpu = -1;  // -1: not recorded (described machines)
   bool provisional = false;
 
   std::string cpu_model;
