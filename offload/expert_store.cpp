@@ -550,6 +550,28 @@ struct ExpertStoreWriter::Impl {
   bool finished = false;
   std::string broken;  // the first write error; the store cannot be finished after it
 
+  // Appends `bytes` at the next kBlobAlign boundary of the file whose length is `size` (the gap
+  // zero-filled), advances `size`, returns the offset. A failure marks the writer broken.
+  Result<uint64_t> append_aligned(int fd, uint64_t& size, const uint8_t* data, size_t bytes, const fs::path& path,
+                                  const std::string& who) {
+    const uint64_t offset = (size + kBlobAlign - 1) / kBlobAlign * kBlobAlign;
+    if (offset > size) {
+      const std::vector<uint8_t> zeros(offset - size, 0);
+      Status s = write_all(fd, zeros.data(), zeros.size(), size, path);
+      if (!s.ok()) {
+        broken = s.error();
+        return make_error(s.error());
+      }
+    }
+    Status s = write_all(fd, data, bytes, offset, path);
+    if (!s.ok()) {
+      broken = s.error();
+      return make_error(s.error() + " (" + who + ")");
+    }
+    size = offset + bytes;
+    return offset;
+  }
+
   void close_all() {
     for (auto& [layer, lf] : layers) {
       if (lf.fd >= 0) ::close(lf.fd);
@@ -650,22 +672,8 @@ Status ExpertStoreWriter::add_blob(int32_t layer, int32_t expert, const uint8_t*
   Impl::LayerFile& lf = it->second;
   const fs::path path = w.staging / w.m.files[lf.file];
 
-  // Pad to the next aligned offset (never needed while blob_bytes is a multiple of 4096).
-  const uint64_t offset = (lf.size + kBlobAlign - 1) / kBlobAlign * kBlobAlign;
-  if (offset > lf.size) {
-    const std::vector<uint8_t> zeros(offset - lf.size, 0);
-    Status s = write_all(lf.fd, zeros.data(), zeros.size(), lf.size, path);
-    if (!s.ok()) {
-      w.broken = s.error();
-      return s;
-    }
-  }
-  Status s = write_all(lf.fd, data, bytes, offset, path);
-  if (!s.ok()) {
-    w.broken = s.error();
-    return make_error(s.error() + " (" + who + ")");
-  }
-  lf.size = offset + bytes;
+  // (Padding is never needed while blob_bytes is a multiple of 4096.)
+  MT_ASSIGN(const uint64_t offset, w.append_aligned(lf.fd, lf.size, data, bytes, path, who));
 
   BlobInfo b;
   b.layer = layer;
@@ -700,21 +708,7 @@ Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const 
     w.dense_fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.dense_fd < 0) return make_error("creating " + path.string() + ": " + errno_text(errno));
   }
-  const uint64_t offset = (w.dense_size + kBlobAlign - 1) / kBlobAlign * kBlobAlign;
-  if (offset > w.dense_size) {
-    const std::vector<uint8_t> zeros(offset - w.dense_size, 0);
-    Status s = write_all(w.dense_fd, zeros.data(), zeros.size(), w.dense_size, path);
-    if (!s.ok()) {
-      w.broken = s.error();
-      return s;
-    }
-  }
-  Status s = write_all(w.dense_fd, data, bytes, offset, path);
-  if (!s.ok()) {
-    w.broken = s.error();
-    return make_error(s.error() + " (" + who + ")");
-  }
-  w.dense_size = offset + bytes;
+  MT_ASSIGN(const uint64_t offset, w.append_aligned(w.dense_fd, w.dense_size, data, bytes, path, who));
   DenseTensorInfo t;
   t.name = name;
   t.dtype = dtype;
