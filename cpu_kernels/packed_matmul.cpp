@@ -62,6 +62,24 @@ void pack_weight(DType packed, const float* w, int64_t rows, int64_t cols, int64
   pack_matrix(quant_of(packed), w, rows, cols, group, dst);
 }
 
+void pack_weight_rows(DType packed, const float* w_rows, int64_t r0, int64_t n, int64_t rows, int64_t cols,
+                      int64_t group, uint8_t* dst) {
+  check_packed(packed, cols, group);
+  if (r0 < 0 || n <= 0 || r0 + n > rows || r0 % kRowTile || (n % kRowTile && r0 + n != rows))
+    throw std::invalid_argument("pack_weight_rows: rows [" + std::to_string(r0) + ", " + std::to_string(r0 + n) +
+                                ") are not whole 16-row tiles of a " + std::to_string(rows) + "-row matrix");
+  // The slab packed as a matrix of its own, then its tiles' codes and scales copied to their
+  // places in the whole (both parts are tile-major).
+  std::vector<uint8_t> slab(packed_weight_bytes(packed, n, cols, group));
+  pack_weight(packed, w_rows, n, cols, group, slab.data());
+  const PackedMat whole = mat_of(WeightView{packed, dst, rows, cols, nullptr, group});
+  const PackedMat part = mat_of(WeightView{packed, slab.data(), n, cols, nullptr, group});
+  const size_t t0 = static_cast<size_t>(r0 / kRowTile), st = static_cast<size_t>(part.tiles());
+  std::memcpy(const_cast<uint8_t*>(whole.codes) + t0 * whole.tile_code_bytes(), part.codes, st * part.tile_code_bytes());
+  std::memcpy(const_cast<uint8_t*>(whole.scales) + t0 * whole.tile_scale_bytes(), part.scales,
+              st * part.tile_scale_bytes());
+}
+
 bool packed_matmul(const WeightView& w, const float* x, int64_t n, float* y, const ExpertKernelConfig& cfg,
                    PackedMatmulScratch& scratch) {
   if (!is_packed(w.dtype)) return false;

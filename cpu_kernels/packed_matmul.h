@@ -18,6 +18,12 @@ size_t packed_weight_bytes(DType packed, int64_t rows, int64_t cols, int64_t gro
 // w [rows, cols] fp32 -> dst (packed_weight_bytes bytes, all written). group divides cols and
 // is a multiple of 8 (Q4) or 4 (Q8); throws std::invalid_argument otherwise.
 void pack_weight(DType packed, const float* w, int64_t rows, int64_t cols, int64_t group, uint8_t* dst);
+// Rows [r0, r0 + n) of a [rows, cols] matrix (fp32 in `w_rows`, n*cols values) packed into their
+// places in `dst` (packed_weight_bytes(rows); zero it first), so that a large matrix is packed a
+// slab at a time: r0 a multiple of the 16-row tile, n too unless the slab ends the matrix. The
+// slabs together give exactly pack_weight's bytes.
+void pack_weight_rows(DType packed, const float* w_rows, int64_t r0, int64_t n, int64_t rows, int64_t cols,
+                      int64_t group, uint8_t* dst);
 
 // The quantised activations, reused from call to call (no per-token allocation once warm).
 class PackedMatmulScratch {

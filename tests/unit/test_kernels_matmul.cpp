@@ -299,6 +299,17 @@ TEST_CASE("dequantize_rows decodes packed Q4/Q8 weights to within the quantisati
     dequantize_rows(v, 33, 1, one.data());
     for (int64_t k = 0; k < cols; ++k) REQUIRE(one[k] == out[33 * cols + k]);
   }
+  // Packed a slab of 16 rows at a time (convert's way for large matrices): the same bytes.
+  for (DType dt : {DType::Q4_PACKED, DType::Q8_PACKED}) {
+    std::vector<uint8_t> whole(packed_weight_bytes(dt, rows, cols, group)), slabs(whole.size(), 0);
+    pack_weight(dt, w.data(), rows, cols, group, whole.data());
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+      const int64_t n = std::min<int64_t>(16, rows - r0);
+      pack_weight_rows(dt, w.data() + r0 * cols, r0, n, rows, cols, group, slabs.data());
+    }
+    CHECK(slabs == whole);
+    CHECK_THROWS(pack_weight_rows(dt, w.data(), 8, 16, rows, cols, group, slabs.data()));  // not a tile boundary
+  }
   std::vector<uint8_t> packed(packed_weight_bytes(DType::Q8_PACKED, rows, cols, group));
   const WeightView bad{DType::Q8_PACKED, packed.data(), rows, cols, nullptr, 30};  // 30 neither divides 96 nor is a multiple of 4
   std::vector<float> out(static_cast<size_t>(cols));

@@ -52,22 +52,12 @@ Status write_converted(offload::ExpertStoreWriter& writer, const StoredTensor& t
     }
     return writer.add_dense(t.name, DType::BF16, t.shape, out.data(), out.size());
   }
-  // Packed: each slab packed as a matrix of its own, then its codes and scales copied to their
-  // tiles' places in the whole (tile-major in both parts).
-  const size_t total = cpu::packed_weight_bytes(packed, rows, cols, group);
-  std::vector<uint8_t> out(total, 0), slab(cpu::packed_weight_bytes(packed, std::min(rows, kSlab), cols, group));
-  const int64_t ck = packed == DType::Q4_PACKED ? 8 : 4, tiles = (rows + 15) / 16;
-  const size_t tile_codes = static_cast<size_t>(cols / ck * 64);
-  const size_t tile_scales = static_cast<size_t>(cols / group * 16 * (packed == DType::Q4_PACKED ? 2 : 4));
-  const size_t scale_start = (tile_codes * static_cast<size_t>(tiles) + 63) / 64 * 64;
+  // Packed, a slab at a time into its place in the whole.
+  std::vector<uint8_t> out(cpu::packed_weight_bytes(packed, rows, cols, group), 0);
   for (int64_t r0 = 0; r0 < rows; r0 += kSlab) {
-    const int64_t n = std::min(kSlab, rows - r0), st = (n + 15) / 16, t0 = r0 / 16;
+    const int64_t n = std::min(kSlab, rows - r0);
     cpu::dequantize_rows(v, r0, n, f.data());
-    cpu::pack_weight(packed, f.data(), n, cols, group, slab.data());
-    const size_t slab_scale_start = (tile_codes * static_cast<size_t>(st) + 63) / 64 * 64;
-    std::memcpy(out.data() + static_cast<size_t>(t0) * tile_codes, slab.data(), static_cast<size_t>(st) * tile_codes);
-    std::memcpy(out.data() + scale_start + static_cast<size_t>(t0) * tile_scales, slab.data() + slab_scale_start,
-                static_cast<size_t>(st) * tile_scales);
+    cpu::pack_weight_rows(packed, f.data(), r0, n, rows, cols, group, out.data());
   }
   return writer.add_dense(t.name, packed, t.shape, out.data(), out.size());
 }
