@@ -55,9 +55,7 @@ class Reader {
   }
   void fail(const std::string& msg) { fail("", msg); }
   const std::string& error() const { return error_; }
-  const JsonFields<json>& fields() const { return f_; }
-
- private:
+  // A value read by JsonFields: stored on success, its error kept (the first one wins).
   template <class T, class U>
   void take(Result<T> r, U& out) {
     if (!r) {
@@ -67,6 +65,7 @@ class Reader {
     out = static_cast<U>(*r);
   }
 
+ private:
   JsonFields<json> f_;
   std::string error_;
 };
@@ -157,11 +156,8 @@ Result<ModelConfig> parse_config_json(const std::string& text, const std::string
         if (!b->is_array() || b->size() != 2) {
           r.fail("quantization_config.weight_block_size must be two integers, got " + b->dump());
         } else {
-          auto rows = q.integer_value((*b)[0], "weight_block_size[0]", 1, 1 << 16);
-          auto cols = q.integer_value((*b)[1], "weight_block_size[1]", 1, 1 << 16);
-          if (!rows) r.fail(rows.error().substr(label.size() + 2));
-          else if (!cols) r.fail(cols.error().substr(label.size() + 2));
-          else c.quant.block_rows = *rows, c.quant.block_cols = *cols;
+          r.take(q.integer_value((*b)[0], "weight_block_size[0]", 1, 1 << 16), c.quant.block_rows);
+          r.take(q.integer_value((*b)[1], "weight_block_size[1]", 1, 1 << 16), c.quant.block_cols);
         }
       }
     }
