@@ -28,6 +28,15 @@ def logits(exe, model, ids, out, *extra):
     return C.engine_logits(exe, model, ids, out, extra=extra)
 
 
+def cpu_vs_reference(exe, work, model, ids, isas):
+    """(label, reference logits, cpu logits, per-row cosine) for prefill and --chunk 1, each ISA."""
+    for chunk in ([], ["--chunk", "1"]):
+        ref = logits(exe, model, ids, os.path.join(work, "ref.npy"), "--backend", "reference", *chunk)
+        for isa in isas:
+            got = logits(exe, model, ids, os.path.join(work, "cpu.npy"), "--backend", "cpu", *chunk, *isa)
+            yield f"{' '.join(chunk) or 'prefill'} {' '.join(isa) or 'best ISA'}", ref, got, C.cosine_rows(ref, got)
+
+
 def main():
     a = C.parse_args()
     ck = C.Checker()
@@ -46,29 +55,20 @@ def main():
             C.run_cli(exe, ["convert", hf, store, "--experts", "q8", "--dense", "bf16"])
             models.append((store, tag + " q8 store"))
         for model, name in models:
-            for chunk in ([], ["--chunk", "1"]):
-                ref = logits(exe, model, ids, os.path.join(work, "ref.npy"), "--backend", "reference", *chunk)
-                for isa in isas:
-                    got = logits(exe, model, ids, os.path.join(work, "cpu.npy"), "--backend", "cpu", *chunk, *isa)
-                    cos = C.cosine_rows(ref, got)
-                    label = f"{name} {' '.join(chunk) or 'prefill'} {' '.join(isa) or 'best ISA'}"
-                    ck.check(f"{label}: cpu backend vs reference, cosine > 0.99999 and same argmax",
-                             np.all(cos > 0.99999) and np.array_equal(ref.argmax(-1), got.argmax(-1)),
-                             f"min cos {cos.min():.9f}")
+            for how, ref, got, cos in cpu_vs_reference(exe, work, model, ids, isas):
+                ck.check(f"{name} {how}: cpu backend vs reference, cosine > 0.99999 and same argmax",
+                         np.all(cos > 0.99999) and np.array_equal(ref.argmax(-1), got.argmax(-1)),
+                         f"min cos {cos.min():.9f}")
     # Packed dense weights (the last checkpoint above: V3.2, BF16).
     for dense, first_min, median_min in (("q8", 0.9995, 0.999), ("q4", 0.999, 0.999)):
         store = os.path.join(work, f"store_dense_{dense}")
         shutil.rmtree(store, ignore_errors=True)
         C.run_cli(exe, ["convert", hf, store, "--experts", "q8", "--dense", dense])
-        for chunk in ([], ["--chunk", "1"]):
-            ref = logits(exe, store, ids, os.path.join(work, "ref.npy"), "--backend", "reference", *chunk)
-            for isa in isas:
-                got = logits(exe, store, ids, os.path.join(work, "cpu.npy"), "--backend", "cpu", *chunk, *isa)
-                cos = C.cosine_rows(ref, got)
-                label = f"--dense {dense} store {' '.join(chunk) or 'prefill'} {' '.join(isa) or 'best ISA'}"
-                ck.check(f"{label}: cpu vs reference, first position cos > {first_min}, median > {median_min}",
-                         cos[0] > first_min and np.median(cos) > median_min and ref[0].argmax() == got[0].argmax(),
-                         f"first {cos[0]:.6f}, median {np.median(cos):.6f}, min {cos.min():.6f}")
+        for how, ref, got, cos in cpu_vs_reference(exe, work, store, ids, isas):
+            ck.check(f"--dense {dense} store {how}: cpu vs reference, first position cos > {first_min}, "
+                     f"median > {median_min}",
+                     cos[0] > first_min and np.median(cos) > median_min and ref[0].argmax() == got[0].argmax(),
+                     f"first {cos[0]:.6f}, median {np.median(cos):.6f}, min {cos.min():.6f}")
     C.expect_error(ck, "an unknown --backend is refused",
                    [exe, "logits", "--model", hf, "--ids", "1,2", "--out", os.path.join(work, "x.npy"), "--backend", "gpu"],
                    "--backend")
