@@ -114,6 +114,20 @@ Result<LayerActivations> read_layer(const Reader& r, const nlohmann::json& jl, c
     }
     sort_followers(la.next[e]);
   }
+  // Optional (traces before 2026-12-03 have no predictions).
+  if (jl.contains("predicted") || jl.contains("predicted_used")) {
+    MT_ASSIGN(const nlohmann::json* pred, r.field(jl, path, "predicted"));
+    MT_ASSIGN(la.predicted, r.count(*pred, path + ".predicted"));
+    MT_ASSIGN(const nlohmann::json* used, r.field(jl, path, "predicted_used"));
+    MT_ASSIGN(la.predicted_used, r.count(*used, path + ".predicted_used"));
+    if (la.predicted_used > la.predicted)
+      return r.fail(path + ".predicted_used", "is " + std::to_string(la.predicted_used) + ", more than predicted (" +
+                                                  std::to_string(la.predicted) + ")");
+    uint64_t choices = 0;
+    if (!__builtin_mul_overflow(s.tokens, static_cast<uint64_t>(s.top_k), &choices) && la.predicted > choices)
+      return r.fail(path + ".predicted", "is " + std::to_string(la.predicted) + ", more than tokens x top_k = " +
+                                             std::to_string(choices));
+  }
   return la;
 }
 
@@ -137,6 +151,12 @@ double ActivationStats::frequency(int64_t layer, int64_t expert) const {
   if (uniform_prior) return static_cast<double>(top_k) / static_cast<double>(n_routed_experts);
   if (tokens == 0 || static_cast<size_t>(expert) >= la->counts.size()) return 0.0;
   return static_cast<double>(la->counts[static_cast<size_t>(expert)]) / static_cast<double>(tokens);
+}
+
+double ActivationStats::prediction_agreement() const {
+  uint64_t predicted = 0, used = 0;
+  for (const auto& la : layers) predicted += la.predicted, used += la.predicted_used;
+  return predicted ? double(used) / double(predicted) : -1.0;
 }
 
 ActivationStats uniform_activations(const ModelConfig& c) {
@@ -203,8 +223,26 @@ void ActivationRecorder::record(int64_t layer, const int32_t* experts, int64_t n
         for (size_t b = 0; b < K; ++b)
           ++dense[static_cast<size_t>(prev_rows_[t * K + a])][static_cast<size_t>(experts[t * K + b])];
   }
+  if (predicted_layer_ == layer && predicted_rows_.size() == count) {
+    const auto K = static_cast<size_t>(top_k);
+    for (size_t t = 0; t < static_cast<size_t>(n); ++t)
+      for (size_t a = 0; a < K; ++a)
+        la.predicted_used += std::count(experts + t * K, experts + (t + 1) * K, predicted_rows_[t * K + a]) > 0;
+    la.predicted += count;
+  }
+  // A prediction is for one routing of its layer (this layer's own routing may come between
+  // the prediction of the next one and its routing).
+  if (predicted_layer_ == layer) predicted_layer_ = -1;
   prev_layer_ = layer;
   prev_rows_.assign(experts, experts + count);
+}
+
+void ActivationRecorder::record_prediction(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k) {
+  predicted_layer_ = -1;
+  if (layer < 0 || layer >= static_cast<int64_t>(moe_index_.size()) || top_k != s_.top_k || n < 0) return;
+  if (moe_index_[static_cast<size_t>(layer)] < 0) return;
+  predicted_layer_ = layer;
+  predicted_rows_.assign(experts, experts + static_cast<size_t>(n * top_k));
 }
 
 const ActivationStats& ActivationRecorder::stats() {
@@ -247,7 +285,11 @@ nlohmann::json activations_to_json(const ActivationStats& s) {
       for (const auto& [f, c] : list) jl.push_back({f, c});
       next.push_back(std::move(jl));
     }
-    layers.push_back({{"layer", la.layer}, {"counts", la.counts}, {"next", std::move(next)}});
+    layers.push_back({{"layer", la.layer},
+                      {"counts", la.counts},
+                      {"next", std::move(next)},
+                      {"predicted", la.predicted},
+                      {"predicted_used", la.predicted_used}});
   }
   j["layers"] = std::move(layers);
   return j;
@@ -347,7 +389,8 @@ Status save_activations(const std::filesystem::path& file, const ActivationStats
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& l = layers[i];
     out += std::string(i ? ",\n    " : "\n    ") + "{\"layer\":" + dump(l["layer"]) + ",\"counts\":" + dump(l["counts"]) +
-           ",\"next\":" + dump(l["next"]) + "}";
+           ",\"next\":" + dump(l["next"]) + ",\"predicted\":" + dump(l["predicted"]) +
+           ",\"predicted_used\":" + dump(l["predicted_used"]) + "}";
   }
   out += layers.empty() ? "]\n}\n" : "\n  ]\n}\n";
 

@@ -22,6 +22,9 @@ struct LayerActivations {
   // next[e] = (expert of layer+1, times it was chosen by a token that chose e here), sparse,
   // largest count first. Empty for the last MoE layer.
   std::vector<std::vector<std::pair<int32_t, uint64_t>>> next;
+  // Prefetch prediction of this layer (its router run on the previous layer's input, as the
+  // runtime does): choices predicted, and how many of them the token then chose here.
+  uint64_t predicted = 0, predicted_used = 0;
 };
 
 struct ActivationStats {
@@ -37,6 +40,9 @@ struct ActivationStats {
 
   // Probability that a token chooses `expert` in model layer `layer` (sums to top_k per layer).
   double frequency(int64_t layer, int64_t expert) const;
+  // Share of predicted choices the tokens then made, over all layers: the prefetch's expected
+  // precision and recall at one token per step. -1 when the trace has no predictions.
+  double prediction_agreement() const;
   const LayerActivations* find(int64_t layer) const;
 };
 
@@ -62,6 +68,9 @@ class ActivationRecorder {
   // The experts chosen for n tokens in `layer` ([n, top_k], row-major), in layer order per
   // forward pass: the co-occurrence with the previous MoE layer uses the rows it saw last.
   void record(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k);
+  // The prefetch prediction for `layer` ([n, top_k]), made before its routing is recorded;
+  // scored against it by the next record() of that layer.
+  void record_prediction(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k);
   const ActivationStats& stats();
 
  private:
@@ -69,6 +78,8 @@ class ActivationRecorder {
   std::vector<std::vector<std::vector<uint64_t>>> next_dense_;  // [moe layer][e][e'] while recording
   std::vector<int32_t> prev_rows_;
   int64_t prev_layer_ = -1;
+  std::vector<int32_t> predicted_rows_;
+  int64_t predicted_layer_ = -1;
   std::vector<int32_t> moe_index_;  // model layer -> index into s_.layers, -1 for a dense layer
   bool dirty_ = true;
 };

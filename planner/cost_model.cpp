@@ -33,7 +33,13 @@ CostRates cost_rates(const CostInputs& in) {
   r.cpu_dense_fp8_gbs = m.dense_fp8_gbs > 0 ? m.dense_fp8_gbs : 0.5 * m.ram_read_gbs;
   r.cpu_dense_bf16_gbs = m.dense_bf16_gbs > 0 ? m.dense_bf16_gbs : 0.5 * m.ram_read_gbs;
   r.cpu_attention_gflops = m.attention_gflops > 0 ? m.attention_gflops : 0.25 * r.cpu_gemm_gflops;
+  // Packed dense weights: the backend's measured rate over attention and shared-expert shapes,
+  // else the expert kernel's (the same kernels on longer rows).
+  const double packed = in.dense_format == "q4" ? m.dense_q4_gbs : m.dense_q8_gbs;
+  const KernelRate* kd = m.kernel(in.dense_format == "q4" ? "q4" : "q8");
+  r.cpu_dense_packed_gbs = packed > 0 ? packed : kd && kd->decode_gbs > 0 ? kd->decode_gbs : r.cpu_expert_gbs;
   r.disk_gbs = m.disk_read_gbs;
+  r.disk_cpu_s_per_gb = m.disk_cpu_s_per_gb;
   r.gpu = in.use_gpu && m.gpu.present;
   if (r.gpu) {
     r.gpu_gbs = kGpuBandwidthEfficiency * (m.gpu.hbm_gbs > 0 ? m.gpu.hbm_gbs : 1000.0);
@@ -149,7 +155,26 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     }
   std::vector<double> hit;
   const double slots = eb > 0 ? std::floor(double(pl.nvme_cache_bytes) / eb) : 0;
-  out.nvme_cache_hit_rate = nvme_q.empty() ? 1.0 : cache_hit_rate(nvme_q, slots, &hit);
+  // Prefetch: each MoE layer after the first is predicted from the previous one's input; the
+  // prediction's NVMe-tier experts (at most half the cache, as the runtime limits it) are read
+  // ahead. A share 1 - precision of them is not used: those wasted reads take disk time and
+  // bytes, and hold cache slots the demand reads then lack.
+  const double precision = std::clamp(in.prefetch_precision, 0.01, 1.0);
+  const bool prefetching = in.prefetch_recall > 0 && !nvme_q.empty();
+  std::vector<double> wasted_experts(static_cast<size_t>(pl.moe_layers()), 0.0);
+  double wasted_slots = 0;
+  if (prefetching)
+    for (int64_t l = pl.first_moe_layer + 1; l < pl.num_hidden_layers; ++l) {
+      if (!c.is_moe_layer(l) || !c.is_moe_layer(l - 1)) continue;
+      double predicted = 0;
+      for (int64_t e = 0; e < pl.n_routed_experts; ++e)
+        if (pl.at(l, e) == Tier::Nvme) predicted += used(in.stats.frequency(l, e), B);
+      predicted = std::min(predicted, std::max(1.0, std::floor(slots / 2)));
+      wasted_experts[static_cast<size_t>(l - pl.first_moe_layer)] = predicted * (1.0 - precision);
+      wasted_slots += predicted * (1.0 - precision);
+    }
+  const double demand_slots = std::max(0.0, slots - wasted_slots);
+  out.nvme_cache_hit_rate = nvme_q.empty() ? 1.0 : cache_hit_rate(nvme_q, demand_slots, &hit);
   std::vector<std::vector<double>> hit_of(static_cast<size_t>(pl.moe_layers()),
                                           std::vector<double>(static_cast<size_t>(pl.n_routed_experts), 1.0));
   for (size_t i = 0; i < nvme_ids.size(); ++i)
@@ -167,7 +192,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
 
   TimeBreakdown& d = out.decode;
   TimeBreakdown& pf = out.prefill;
-  double disk_bytes = 0, prefill_disk_s = 0;
+  double disk_bytes = 0, wasted_bytes = 0, prefill_disk_s = 0;
   double prefetch_window = -1;  // time the next layer's reads have had; < 0: nothing reads ahead
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const bool moe = c.is_moe_layer(l);
@@ -189,9 +214,24 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       const double pk = moe ? db.moe_attention_packed : db.dense_layer_packed;
       const double f8 = moe ? db.moe_attention_fp8 : db.dense_layer_fp8;
       const double b16 = moe ? db.moe_bf16 : db.dense_bf16;
-      d_attn = pk / (r.cpu_expert_gbs * 1e9) + f8 / (r.cpu_dense_fp8_gbs * 1e9) + b16 / (r.cpu_dense_bf16_gbs * 1e9) +
-               B * attention_flops(c, attended) / (r.cpu_attention_gflops * 1e9);
-      d_shared = moe ? db.moe_shared_packed / (r.cpu_expert_gbs * 1e9) + db.moe_shared_fp8 / (r.cpu_dense_fp8_gbs * 1e9) : 0.0;
+      const double weights = pk / (r.cpu_dense_packed_gbs * 1e9) + f8 / (r.cpu_dense_fp8_gbs * 1e9);
+      const double small = b16 / (r.cpu_dense_bf16_gbs * 1e9);
+      const double compute = B * attention_flops(c, attended) / (r.cpu_attention_gflops * 1e9);
+      d_attn = weights + small + compute;
+      d_shared = moe ? db.moe_shared_packed / (r.cpu_dense_packed_gbs * 1e9) + db.moe_shared_fp8 / (r.cpu_dense_fp8_gbs * 1e9) : 0.0;
+      // For --check: a dense layer's packed bytes hold its FFN; a MoE layer's its attention.
+      CpuParts& cp = out.cpu_parts;
+      if (moe) {
+        cp.attention += weights + compute;
+        cp.shared_experts += d_shared;
+      } else {
+        // A dense layer's attention matrices are a MoE layer's; the rest of its bytes are the FFN.
+        const double attn_weights = db.moe_attention_packed / (r.cpu_dense_packed_gbs * 1e9) +
+                                    db.moe_attention_fp8 / (r.cpu_dense_fp8_gbs * 1e9);
+        cp.attention += attn_weights + compute;
+        cp.dense_ffn += weights - attn_weights;
+      }
+      cp.routers += small;
       p_attn = (2.0 * (lb.params - shared_params) * P) / (r.cpu_gemm_gflops * 1e9) +
                P * attention_flops(c, prefill_ctx) / (r.cpu_attention_gflops * 1e9);
       p_shared = 2.0 * shared_params * P / (r.cpu_gemm_gflops * 1e9);
@@ -238,16 +278,38 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       }
     }
     // Reads predicted one layer ahead run while the previous layer's experts and this
-    // layer's attention compute. The runtime then starts every remaining read before it
-    // computes the resident experts, so disk time also overlaps that compute; a missed
-    // expert's own compute waits for its bytes.
-    const double ahead = prefetch_window < 0 ? 0.0 : std::min(in.prefetch_recall * dio, prefetch_window + d_attn);
-    const double dio_left = dio - ahead;
-    const double cpu_branch = std::max(dc_hit, dio_left) + dc_miss;
-    const double stall = std::max(0.0, dio_left - dc_hit);
+    // layer's attention compute; with them come the wasted reads of predicted experts the
+    // layer does not use (precision < 1), which take disk time and bytes but serve nothing.
+    // The runtime then starts every remaining read before it computes the resident experts,
+    // so disk time also overlaps that compute; a missed expert's own compute waits for its
+    // bytes. Reading also costs CPU time (the kernel's I/O work), taken from the compute.
+    const bool predicted = prefetch_window >= 0 && in.prefetch_recall > 0;
+    const double useful_ahead = predicted ? in.prefetch_recall * dio : 0.0;
+    // A wasted prediction is an expert the token did not choose: nearly any of the layer's
+    // NVMe experts, so it misses the cache as often as their plain average says (far more
+    // often than the frequency-weighted hit rate, which the popular ones dominate).
+    double wasted_io = 0;
+    if (predicted && r.disk_gbs > 0) {
+      double miss = 0, n = 0;
+      for (size_t i = 0; i < nvme_ids.size(); ++i)
+        if (nvme_ids[i].first == l) miss += 1.0 - hit[i], n += 1;
+      wasted_io = n > 0 ? wasted_experts[row] * (miss / n) * eb / (r.disk_gbs * 1e9) : 0.0;
+    }
+    const double window = predicted ? prefetch_window + d_attn : 0.0;
+    // The useful and the wasted reads ahead share the window in proportion.
+    const double ahead = useful_ahead > 0 ? useful_ahead * std::min(1.0, window / (useful_ahead + wasted_io)) : 0.0;
+    const double wasted_left = std::max(0.0, wasted_io - std::max(0.0, window - ahead));
+    const double dio_left = dio - ahead + wasted_left;
+    const double io_bytes = (dio + wasted_io) * r.disk_gbs * 1e9;
+    const double io_cpu = io_bytes / 1e9 * r.disk_cpu_s_per_gb / double(std::max(1, in.machine.logical_cpus));
+    wasted_bytes += wasted_io * r.disk_gbs * 1e9;
+    disk_bytes += wasted_io * r.disk_gbs * 1e9;
+    const double cpu_branch = std::max(dc_hit + io_cpu, dio_left) + dc_miss;
+    const double stall = std::max(0.0, dio_left - dc_hit - io_cpu);
     prefetch_window = cpu_branch + d_shared;
-    d.cpu_experts += dc_hit + dc_miss;
+    d.cpu_experts += dc_hit + dc_miss + io_cpu;
     d.nvme_stall += stall;
+    out.cpu_parts.routed_experts += cpu_branch;
     d.gpu_experts += dg;
     const double p_cpu = std::max(pc, pio);
     pf.cpu_experts += pc;
@@ -277,7 +339,8 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     pf.gpu_dense += ph;
     pf.total += ph;
   } else {
-    const double t = db.lm_head_packed / (r.cpu_expert_gbs * 1e9) + db.lm_head_bf16 / (r.cpu_dense_bf16_gbs * 1e9);
+    const double t = db.lm_head_packed / (r.cpu_dense_packed_gbs * 1e9) + db.lm_head_bf16 / (r.cpu_dense_bf16_gbs * 1e9);
+    out.cpu_parts.lm_head = t;
     d.cpu_dense += t;
     d.total += t;
     pf.cpu_dense += t;
@@ -288,12 +351,16 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   bool disk_bound = false;
   if (r.disk_gbs > 0) {
     const double disk_s = disk_bytes / (r.disk_gbs * 1e9);
-    if (disk_s > d.total) d.nvme_stall += disk_s - d.total, d.total = disk_s, disk_bound = true;
+    if (disk_s > d.total) {
+      out.cpu_parts.routed_experts += disk_s - d.total;
+      d.nvme_stall += disk_s - d.total, d.total = disk_s, disk_bound = true;
+    }
     if (prefill_disk_s > pf.total) pf.nvme_stall += prefill_disk_s - pf.total, pf.total = prefill_disk_s;
   }
   out.decode_tokens_per_s = d.total > 0 ? 1.0 / d.total : 0.0;  // per sequence
   out.prefill_tokens_per_s = pf.total > 0 ? P / pf.total : 0.0;
   out.expert_bytes_from_disk_per_token = disk_bytes / B;
+  out.wasted_bytes_from_disk_per_token = wasted_bytes / B;
 
   // Name the largest share of the decode step.
   struct Part { double t; const char* what; };

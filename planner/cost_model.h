@@ -36,9 +36,23 @@ struct CostInputs {
   bool use_gpu = true;                // false: plan as if there were no GPU
   ActivationStats stats;              // frequencies (uniform prior when not traced)
   // Share of a layer's missed experts the runtime reads ahead while the previous layer works
-  // (it routes layer L+1 on layer L's input); `bench decode` prints the measured recall (67%
-  // on the wide model). 0: no prefetch.
+  // (it routes layer L+1 on layer L's input); `bench decode` prints the measured recall, and a
+  // trace records how often the prediction agrees with the routing. 0: no prefetch.
   double prefetch_recall = 0.6;
+  // Share of those read-ahead experts that the layer then uses: the rest are wasted reads
+  // that cost disk time and bytes. 1: every prediction is used.
+  double prefetch_precision = 0.6;
+};
+
+// The CPU decode step split the way `bench decode` times it (runtime/model/step_profile.h),
+// so that `plan --check` can set prediction and measurement side by side. Seconds per step.
+struct CpuParts {
+  double attention = 0;       // attention and indexer projections, MLA and index compute
+  double dense_ffn = 0;       // dense layers' FFN
+  double routers = 0;         // routers (and norms)
+  double shared_experts = 0;
+  double routed_experts = 0;  // routed experts from RAM and the NVMe cache, with the disk stall
+  double lm_head = 0;
 };
 
 // Seconds per decode step, split by where the time goes.
@@ -63,7 +77,9 @@ struct Prediction {
   // and misses).
   double share_vram = 0, share_ram = 0, share_nvme_hit = 0, share_nvme_miss = 0;
   double nvme_cache_hit_rate = 0;       // among reads of NVMe-tier experts
-  double expert_bytes_from_disk_per_token = 0;
+  double expert_bytes_from_disk_per_token = 0;  // misses read on demand or ahead, and wasted reads ahead
+  double wasted_bytes_from_disk_per_token = 0;  // of which read ahead and then not used
+  CpuParts cpu_parts;                   // one decode step without a GPU
 };
 
 // The rates predict() uses: the profile's, with its gaps filled by the rules in cost_model.cpp
@@ -72,6 +88,8 @@ struct CostRates {
   double cpu_expert_gbs = 0;      // decode kernel, expert bytes/s
   double cpu_expert_gflops = 0;   // prefill kernel
   double cpu_dense_fp8_gbs = 0, cpu_dense_bf16_gbs = 0;
+  double cpu_dense_packed_gbs = 0;   // packed dense weights (q8 / q4) at one token
+  double disk_cpu_s_per_gb = 0;      // CPU time reading takes from compute
   double cpu_attention_gflops = 0;
   double cpu_gemm_gflops = 0;     // dense prefill on the CPU
   double disk_gbs = 0;

@@ -19,7 +19,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr int kProfileVersion = 1;
+constexpr int kProfileVersion = 2;  // 2: spreads, others' CPU share, disk devices, packed dense rates
 const char* kRemeasure = "re-run `moetier profile` to measure this machine again";
 
 // ---- JSON field readers: every field is required; errors name the field's path and `where` ----
@@ -139,23 +139,62 @@ Status read_ram(const FieldReader& r, const json& root, MachineProfile& p) {
   return ok_status();
 }
 
+Status read_disk_figures(const FieldReader& r, const json& obj, const std::string& path, DiskFigures& d) {
+  const json* rates = nullptr;
+  MT_TRY(r.string(obj, path, "path", d.path));
+  MT_TRY(r.string(obj, path, "device", d.device));
+  MT_TRY(r.rate(obj, path, "read_gbs", d.read_gbs));
+  MT_TRY(r.rate(obj, path, "cpu_s_per_gb", d.cpu_s_per_gb));
+  MT_TRY(r.array(obj, path, "rates", rates));
+  for (size_t i = 0; i < rates->size(); ++i) {
+    const std::string rp = path + ".rates[" + std::to_string(i) + "]";
+    const json& x = (*rates)[i];
+    if (!x.is_object()) return r.fail(rp, "must be an object");
+    DiskRate rate;
+    MT_TRY(r.count(x, rp, "block_bytes", rate.block_bytes));
+    if (rate.block_bytes == 0) return r.fail(rp + ".block_bytes", "must be positive");
+    MT_TRY(r.integer(x, rp, "queue_depth", rate.queue_depth, 1, 1 << 16));
+    MT_TRY(r.rate(x, rp, "gbs", rate.gbs));
+    d.rates.push_back(rate);
+  }
+  return ok_status();
+}
+
 Status read_disk(const FieldReader& r, const json& root, MachineProfile& p) {
   const json* disk = nullptr;
-  const json* rates = nullptr;
+  const json* others = nullptr;
   MT_TRY(r.object(root, "", "disk", disk));
-  MT_TRY(r.string(*disk, "disk", "path", p.disk_path));
-  MT_TRY(r.rate(*disk, "disk", "read_gbs", p.disk_read_gbs));
-  MT_TRY(r.array(*disk, "disk", "rates", rates));
-  for (size_t i = 0; i < rates->size(); ++i) {
-    const std::string path = "disk.rates[" + std::to_string(i) + "]";
-    const json& d = (*rates)[i];
-    if (!d.is_object()) return r.fail(path, "must be an object");
-    DiskRate rate;
-    MT_TRY(r.count(d, path, "block_bytes", rate.block_bytes));
-    if (rate.block_bytes == 0) return r.fail(path + ".block_bytes", "must be positive");
-    MT_TRY(r.integer(d, path, "queue_depth", rate.queue_depth, 1, 1 << 16));
-    MT_TRY(r.rate(d, path, "gbs", rate.gbs));
-    p.disk_rates.push_back(rate);
+  DiskFigures current;
+  MT_TRY(read_disk_figures(r, *disk, "disk", current));
+  p.use_disk(current);
+  MT_TRY(r.array(root, "", "other_disks", others));
+  std::set<std::string> devices{current.device};
+  for (size_t i = 0; i < others->size(); ++i) {
+    const std::string path = "other_disks[" + std::to_string(i) + "]";
+    const json& o = (*others)[i];
+    if (!o.is_object()) return r.fail(path, "must be an object");
+    DiskFigures d;
+    MT_TRY(read_disk_figures(r, o, path, d));
+    if (d.device.empty() || !devices.insert(d.device).second)
+      return r.fail(path + ".device", "must name a device not listed before ('" + d.device + "')");
+    p.other_disks.push_back(std::move(d));
+  }
+  return ok_status();
+}
+
+json disk_json(const DiskFigures& d) {
+  json rates = json::array();
+  for (const auto& x : d.rates) rates.push_back({{"block_bytes", x.block_bytes}, {"queue_depth", x.queue_depth}, {"gbs", x.gbs}});
+  return {{"path", d.path}, {"device", d.device}, {"read_gbs", d.read_gbs}, {"cpu_s_per_gb", d.cpu_s_per_gb},
+          {"rates", rates}};
+}
+
+Status read_spread(const FieldReader& r, const json& root, const std::string& where, MachineProfile& p) {
+  const json* spread = nullptr;
+  MT_TRY(r.object(root, "", "spread", spread));
+  for (auto it = spread->begin(); it != spread->end(); ++it) {
+    MT_ASSIGN(const double v, JsonFields<json>(*spread, where, "spread").number(it.key().c_str(), 0.0, 1e6));
+    p.spread[it.key()] = v;
   }
   return ok_status();
 }
@@ -179,6 +218,8 @@ Status read_kernels(const FieldReader& r, const json& root, MachineProfile& p) {
   MT_TRY(r.object(root, "", "dense", dense));
   MT_TRY(r.rate(*dense, "dense", "bf16_gbs", p.dense_bf16_gbs));
   MT_TRY(r.rate(*dense, "dense", "fp8_gbs", p.dense_fp8_gbs));
+  MT_TRY(r.rate(*dense, "dense", "q8_gbs", p.dense_q8_gbs));
+  MT_TRY(r.rate(*dense, "dense", "q4_gbs", p.dense_q4_gbs));
   MT_TRY(r.rate(*dense, "dense", "attention_gflops", p.attention_gflops));
   return ok_status();
 }
@@ -208,6 +249,24 @@ const KernelRate* MachineProfile::kernel(const std::string& format) const {
   return nullptr;
 }
 
+DiskFigures MachineProfile::current_disk() const {
+  return {disk_path, disk_device, disk_rates, disk_read_gbs, disk_cpu_s_per_gb};
+}
+
+void MachineProfile::use_disk(const DiskFigures& d) {
+  disk_path = d.path;
+  disk_device = d.device;
+  disk_rates = d.rates;
+  disk_read_gbs = d.read_gbs;
+  disk_cpu_s_per_gb = d.cpu_s_per_gb;
+}
+
+const DiskFigures* MachineProfile::disk_for_device(const std::string& device) const {
+  for (const auto& d : other_disks)
+    if (!device.empty() && d.device == device) return &d;
+  return nullptr;
+}
+
 nlohmann::json profile_to_json(const MachineProfile& p) {
   json j;
   j["version"] = p.version;
@@ -216,7 +275,11 @@ nlohmann::json profile_to_json(const MachineProfile& p) {
   j["measured_at"] = p.measured_at;
   j["measure_seconds"] = p.measure_seconds;
   j["load_per_cpu"] = std::max(0.0, p.load_per_cpu);  // -1 (not recorded) is written as 0
+  j["others_cpu_share"] = std::max(0.0, p.others_cpu_share);
   j["provisional"] = p.provisional;
+  json spread = json::object();
+  for (const auto& [k, v] : p.spread) spread[k] = v;
+  j["spread"] = spread;
   j["cpu"] = {{"model", p.cpu_model},
               {"physical_cores", p.physical_cores},
               {"logical_cpus", p.logical_cpus},
@@ -233,15 +296,16 @@ nlohmann::json profile_to_json(const MachineProfile& p) {
               {"available_bytes", p.ram_available_bytes},
               {"read_gbs", p.ram_read_gbs},
               {"numa_nodes", nodes}};
-  json rates = json::array();
-  for (const auto& d : p.disk_rates)
-    rates.push_back({{"block_bytes", d.block_bytes}, {"queue_depth", d.queue_depth}, {"gbs", d.gbs}});
-  j["disk"] = {{"path", p.disk_path}, {"read_gbs", p.disk_read_gbs}, {"rates", rates}};
+  j["disk"] = disk_json(p.current_disk());
+  json others = json::array();
+  for (const auto& d : p.other_disks) others.push_back(disk_json(d));
+  j["other_disks"] = others;
   json kernels = json::array();
   for (const auto& k : p.kernels)
     kernels.push_back({{"format", k.format}, {"decode_gbs", k.decode_gbs}, {"prefill_gflops", k.prefill_gflops}});
   j["kernels"] = kernels;
-  j["dense"] = {{"bf16_gbs", p.dense_bf16_gbs}, {"fp8_gbs", p.dense_fp8_gbs}, {"attention_gflops", p.attention_gflops}};
+  j["dense"] = {{"bf16_gbs", p.dense_bf16_gbs}, {"fp8_gbs", p.dense_fp8_gbs},         {"q8_gbs", p.dense_q8_gbs},
+                {"q4_gbs", p.dense_q4_gbs},     {"attention_gflops", p.attention_gflops}};
   const GpuProfile& g = p.gpu;
   j["gpu"] = {{"present", g.present},         {"name", g.name},
               {"vram_total_bytes", g.vram_total_bytes}, {"vram_free_bytes", g.vram_free_bytes},
@@ -263,11 +327,11 @@ Result<MachineProfile> profile_from_json(const nlohmann::json& j, const std::str
   if (p.fingerprint.empty()) return r.fail("fingerprint", "must not be empty");
   MT_TRY(r.string(j, "", "measured_at", p.measured_at));
   MT_TRY(r.rate(j, "", "measure_seconds", p.measure_seconds));
-  // Written since 2026-12-03 (a cached profile without them is measured again: the reader
-  // refuses it and the probe re-measures).
   const JsonFields<json> top(j, where);
   MT_ASSIGN(p.load_per_cpu, top.number("load_per_cpu", 0.0, 1e6));
+  MT_ASSIGN(p.others_cpu_share, top.number("others_cpu_share", 0.0, 1.0));
   MT_ASSIGN(p.provisional, top.boolean("provisional"));
+  MT_TRY(read_spread(r, j, where, p));
   MT_TRY(read_cpu(r, j, p));
   MT_TRY(read_ram(r, j, p));
   MT_TRY(read_disk(r, j, p));
@@ -316,11 +380,23 @@ std::string profile_provenance(const MachineProfile& p, const std::string& now_u
     s += " " + p.measured_at;
     const int64_t a = epoch_seconds(p.measured_at), b = epoch_seconds(now_utc);
     if (a >= 0 && b >= a) s += " (" + age_text(b - a) + ")";
-    char load[96];
-    if (p.load_per_cpu >= 0) std::snprintf(load, sizeof load, ", load %.2f per CPU", p.load_per_cpu);
+    char load[160];
+    if (p.load_per_cpu >= 0)
+      std::snprintf(load, sizeof load, ", load %.2f per CPU, other processes %.0f%% of the CPUs while measuring",
+                    p.load_per_cpu, 100.0 * std::max(0.0, p.others_cpu_share));
     else std::snprintf(load, sizeof load, ", load not recorded");
     s += load;
     if (p.provisional) s += " - PROVISIONAL: measured under load, figures likely low; re-measured at its next use";
+    // The noisiest figure: how far its repeated measurements disagreed.
+    auto worst = std::max_element(p.spread.begin(), p.spread.end(),
+                                  [](const auto& a, const auto& b) { return a.second < b.second; });
+    if (worst != p.spread.end()) {
+      char sp[160];
+      std::snprintf(sp, sizeof sp, "; largest spread over repeats %.0f%% (%s)%s", 100.0 * worst->second,
+                    worst->first.c_str(), worst->second > kNoisySpread ? " - NOISY" : "");
+      s += sp;
+    }
+    if (!p.disk_device.empty()) s += "; disk figures from device " + p.disk_device + " (" + p.disk_path + ")";
   }
   std::vector<std::string> assumed;
   if (p.ram_read_gbs <= 0) assumed.push_back("RAM bandwidth");
@@ -331,6 +407,8 @@ std::string profile_provenance(const MachineProfile& p, const std::string& now_u
   }
   if (p.dense_bf16_gbs <= 0) assumed.push_back("dense bf16 matmul");
   if (p.dense_fp8_gbs <= 0) assumed.push_back("dense fp8 matmul");
+  if (p.dense_q8_gbs <= 0) assumed.push_back("packed dense q8 matmul");
+  if (p.dense_q4_gbs <= 0) assumed.push_back("packed dense q4 matmul");
   if (p.attention_gflops <= 0) assumed.push_back("CPU attention");
   if (p.gpu.present && p.gpu.hbm_gbs <= 0) assumed.push_back("GPU bandwidth");
   s += assumed.empty() ? "; every figure measured" : "; assumed by rule (docs/planner.md), not measured: ";

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,17 +47,36 @@ struct GpuProfile {
   std::string reason;          // why absent (no CUDA build, no driver, ...)
 };
 
+// One disk's figures, keyed by the device (st_dev "major:minor") they were measured on: a
+// model on another device gets its own measurement.
+struct DiskFigures {
+  std::string path;                  // the directory measured (the model's, or a scratch place)
+  std::string device;                // "major:minor" of that directory's filesystem; "" when described
+  std::vector<DiskRate> rates;
+  double read_gbs = 0;               // the loader's 1 MiB reads at the best queue depth
+  double cpu_s_per_gb = 0;           // CPU time (all CPUs) reading costs, per GB; 0: not measured
+};
+
 struct MachineProfile {
-  int version = 1;
+  int version = 2;
   std::string source;          // "measured", "described: <spec>" or "preset: <name>"
   std::string fingerprint;     // hardware identity; a cached measured profile is reused only while it matches
   std::string measured_at;     // ISO 8601 UTC, empty when described
   double measure_seconds = 0;
-  // Other work while it was measured: the load average per logical CPU (the larger of before and
-  // after). A profile measured under load (above kBusyLoadPerCpu) is provisional: its figures
-  // are likely low, it is re-measured at its next use, and every plan from it says so.
+  // Other work while it was measured: the 1-minute load average per logical CPU at the start,
+  // and (below) the other processes' share of CPU time during the measurement. A profile
+  // measured under load (share above kBusyOthersShare) is provisional: its figures are likely
+  // low, it is re-measured at its next use, and every plan from it says so.
   double load_per_cpu = -1;  // -1: not recorded (described machines)
+  // Share of all CPUs' time that other processes used while the figures were measured (from
+  // /proc/stat, our own CPU time taken out): catches a load that starts with the probe, which
+  // the 1-minute load average is too slow to show. -1: not recorded.
+  double others_cpu_share = -1;
   bool provisional = false;
+  // Relative spread ((max - min) / median) of each figure over its repeated measurements, by
+  // the figure's JSON path ("ram.read_gbs", "kernels.q4.decode_gbs", ...). The cost model
+  // widens its own margin by it; plans print the largest.
+  std::map<std::string, double> spread;
 
   std::string cpu_model;
   int physical_cores = 0;
@@ -69,25 +89,47 @@ struct MachineProfile {
   std::vector<NumaNodeInfo> numa_nodes;
 
   std::string disk_path;             // where the disk figures were measured (the model's directory)
+  std::string disk_device;           // its device, "major:minor" ("" when described)
   std::vector<DiskRate> disk_rates;
-  double disk_read_gbs = 0;          // best sequential rate at expert-sized blocks
+  double disk_read_gbs = 0;          // the loader's 1 MiB reads at the best queue depth
+  double disk_cpu_s_per_gb = 0;      // CPU seconds (summed over CPUs) per GB read; 0: not measured
+  // Disks measured before on other devices, kept so that switching models between two disks
+  // does not re-measure each time.
+  std::vector<DiskFigures> other_disks;
 
   std::vector<KernelRate> kernels;
   // The non-expert path (attention, shared expert, router, lm_head) on the CPU: weight bytes
   // streamed per second by our dense matmul at one token, by weight dtype.
   double dense_bf16_gbs = 0;
   double dense_fp8_gbs = 0;
-  // Our CPU MLA attention (decode, absorbed form) over the latent cache, GFLOP/s; 0: not measured.
+  // Packed dense weights (store format 2, `--dense q8|q4`) through the cpu backend's matmul at
+  // one token over the attention and shared-expert shapes of V3 (short rows included); 0: not
+  // measured (the cost model then uses the expert kernel's rate).
+  double dense_q8_gbs = 0;
+  double dense_q4_gbs = 0;
+  // The cpu backend's MLA decode attention (absorbed form, kv_b as stored in bf16) over the
+  // latent cache, GFLOP/s; 0: not measured.
   double attention_gflops = 0;
 
   GpuProfile gpu;
 
   // The kernel rate for `format`, or null when the profile has none.
   const KernelRate* kernel(const std::string& format) const;
+  // The disk figures now in use, as one record; and switching to another disk's.
+  DiskFigures current_disk() const;
+  void use_disk(const DiskFigures& d);
+  // The figures measured on `device`: the current disk's or one of other_disks; null if none.
+  const DiskFigures* disk_for_device(const std::string& device) const;
 };
 
-// Load average per logical CPU above which a measurement counts as taken under load.
+// Load average per logical CPU above which a measurement counts as taken under load, when the
+// other processes' share of CPU time could not be measured.
 inline constexpr double kBusyLoadPerCpu = 0.5;
+// Share of the CPUs' time used by other processes during the probe above which it is
+// provisional (a quiet machine's daemons use about 1%).
+inline constexpr double kBusyOthersShare = 0.10;
+// Spread of a figure's repeated measurements above which the plan says it is noisy.
+inline constexpr double kNoisySpread = 0.15;
 
 // One line on where a profile's figures come from, for plans: its source, age, the load it was
 // measured under (provisional or not), and which of the cost model's figures it leaves to

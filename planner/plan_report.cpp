@@ -116,8 +116,16 @@ std::string format_plan_report(const Plan& plan, const CostInputs& in, const Rep
   } else {
     add(s, "  CPU: attention, shared experts, lm_head %s; routed experts %s; waiting for NVMe %s\n",
         ms(d.cpu_dense).c_str(), ms(d.cpu_experts).c_str(), ms(d.nvme_stall).c_str());
+    const CpuParts& c = pr.cpu_parts;
+    add(s, "  by part: attention %s, dense FFN %s, routers %s, shared experts %s, routed experts %s, lm_head %s\n",
+        ms(c.attention).c_str(), ms(c.dense_ffn).c_str(), ms(c.routers).c_str(), ms(c.shared_experts).c_str(),
+        ms(c.routed_experts).c_str(), ms(c.lm_head).c_str());
   }
-  add(s, "  disk reads per token: %s\n", gb(pr.expert_bytes_from_disk_per_token).c_str());
+  add(s, "  disk reads per token: %s", gb(pr.expert_bytes_from_disk_per_token).c_str());
+  if (pr.wasted_bytes_from_disk_per_token > 0)
+    add(s, ", of which %s read ahead and not used", gb(pr.wasted_bytes_from_disk_per_token).c_str());
+  add(s, "\n");
+  if (p.count(Tier::Nvme) > 0 && !ctx.prefetch_note.empty()) add(s, "  prefetch: %s\n", ctx.prefetch_note.c_str());
   add(s, "predicted prefill: %.1f tokens/s (chunks of %lld tokens)\n", pr.prefill_tokens_per_s,
       static_cast<long long>(in.prefill_chunk));
   add(s, "bottleneck: %s\n", pr.bottleneck.c_str());
@@ -152,6 +160,12 @@ nlohmann::json plan_summary_json(const Plan& plan, const CostInputs& in, const R
                          {"nvme_miss", pr.share_nvme_miss}};
   j["nvme_cache_hit_rate"] = pr.nvme_cache_hit_rate;
   j["disk_bytes_per_token"] = pr.expert_bytes_from_disk_per_token;
+  j["wasted_disk_bytes_per_token"] = pr.wasted_bytes_from_disk_per_token;
+  j["prefetch"] = {{"recall", in.prefetch_recall}, {"precision", in.prefetch_precision}};
+  const CpuParts& c = pr.cpu_parts;
+  j["cpu_parts_s"] = {{"attention", c.attention},           {"dense_ffn", c.dense_ffn},
+                      {"routers", c.routers},               {"shared_experts", c.shared_experts},
+                      {"routed_experts", c.routed_experts}, {"lm_head", c.lm_head}};
   j["uniform_prior"] = in.stats.uniform_prior;
   j["notes"] = plan.notes;
   j["warnings"] = plan.warnings;

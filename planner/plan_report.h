@@ -13,6 +13,7 @@ struct ReportContext {
   std::string model_name;      // "deepseek-v3.2 (preset)" or a directory
   std::string machine_name;    // CPU model or hardware description
   std::string dense_note;      // why the dense format was chosen (plan --dense auto), or empty
+  std::string prefetch_note;   // the prefetch recall and precision used, and where they came from
   std::string now_utc;         // for the profile's age (empty: no age shown)
 };
 

@@ -70,6 +70,7 @@ class Engine {
   void set_profile(StepProfile* p) { model_->set_profile(p); }
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
   void set_routing_observer(DeepSeekModel::RoutingObserver f) { model_->set_routing_observer(std::move(f)); }
+  void set_prediction_observer(DeepSeekModel::RoutingObserver f) { model_->set_prediction_observer(std::move(f)); }
 
  private:
   std::filesystem::path dir_;

@@ -286,12 +286,13 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
 
   // Predict the next MoE layer's experts from this layer's input (the residual stream changes
   // little from one layer to the next) so their reads overlap this layer's compute.
-  if (experts_->wants_prefetch() && L + 1 < c.num_hidden_layers && c.is_moe_layer(L + 1)) {
+  if ((experts_->wants_prefetch() || prediction_observer_) && L + 1 < c.num_hidden_layers && c.is_moe_layer(L + 1)) {
     PartScope ps(*this, ModelPart::Router);
     std::vector<int32_t> next;
     std::vector<float> unused;
     build_router(L + 1, x, n, next, unused);
-    experts_->prefetch(L + 1, next);
+    if (prediction_observer_) prediction_observer_(L + 1, next.data(), n, K);
+    if (experts_->wants_prefetch()) experts_->prefetch(L + 1, next);
   }
 
   std::vector<int32_t> chosen;

@@ -59,6 +59,9 @@ class DeepSeekModel {
   // `layer` ([n, top_k], row-major), in layer order, before they run (moetier trace).
   using RoutingObserver = std::function<void(int64_t layer, const int32_t* experts, int64_t n, int64_t top_k)>;
   void set_routing_observer(RoutingObserver f) { observer_ = std::move(f); }
+  // Sees each MoE layer's prefetch prediction (its router on the previous layer's input) before
+  // that layer routes; computed for it even when nothing is prefetched (all experts resident).
+  void set_prediction_observer(RoutingObserver f) { prediction_observer_ = std::move(f); }
 
   // Sees every named intermediate of the graph as it is produced: `name` (e.g. "attn_norm",
   // "q", "kv_latent", "attn_out", "ffn_out", "logits"), its layer (-1 outside layers) and its
@@ -105,6 +108,7 @@ class DeepSeekModel {
   std::vector<float> inv_freq_;              // YaRN frequencies for qk_rope_head_dim
   float softmax_scale_ = 1.0f;
   RoutingObserver observer_;
+  RoutingObserver prediction_observer_;
   TensorCallback on_tensor_;
   StepProfile* prof_ = nullptr;
   ModelPart part_ = ModelPart::Other;

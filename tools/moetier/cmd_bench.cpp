@@ -24,6 +24,7 @@
 #include "runtime/model/step_profile.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
+#include "tools/moetier/decode_run.h"
 #include "tools/moetier/expert_flags.h"
 #include "tools/moetier/progress.h"
 
@@ -317,52 +318,11 @@ int bench_decode(const Args& a, json& out) {
   auto engine = open_engine_from_flags(a, *n + *np + 48);
   if (!engine) return std::fprintf(stderr, "error: %s\n", engine.error().c_str()), 1;
   Engine& e = **engine;
-  // B sequences, each with its own prompt (prefilled one after the other; the first is timed).
-  std::vector<std::unique_ptr<backend::AttentionCache>> extra;
-  std::vector<backend::AttentionCache*> seqs = {&e.sequence()};
-  for (int64_t b = 1; b < B; ++b) {
-    extra.push_back(e.new_sequence());
-    seqs.push_back(extra.back().get());
-  }
-  std::vector<float> logits, all_logits;
-  const int64_t V = e.config().vocab_size;
-  std::vector<int32_t> next(static_cast<size_t>(B));
-  double prefill_s = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int32_t> prompt;
-    for (int64_t i = 0; i < *np; ++i) prompt.push_back(static_cast<int32_t>((i * 7919 + 11 + b * 101) % 128000));
-    const auto t0 = Clock::now();
-    std::vector<backend::AttentionCache*> one = {seqs[size_t(b)]};
-    if (b == 0) {
-      if (Status s = e.eval(prompt, false, logits); !s) return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
-      prefill_s = seconds(t0);
-    } else {
-      // Other sequences: their prompt token by token through the batched path (B = 1 per step).
-      for (int32_t id : prompt)
-        if (Status s = e.eval_batch(std::span<const int32_t>(&id, 1), one, logits); !s)
-          return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
-    }
-    next[size_t(b)] = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + V) - logits.begin());
-  }
-  if (e.expert_scheduler()) e.expert_scheduler()->reset_stats();
-  StepProfile prof;
-  e.set_profile(&prof);
-  double sampling_s = 0;
-  auto t0 = Clock::now();
-  for (int64_t i = 0; i < *n; ++i) {
-    if (Status s = B == 1 ? e.eval(std::span<const int32_t>(next.data(), 1), false, logits)
-                          : e.eval_batch(next, seqs, logits);
-        !s)
-      return std::fprintf(stderr, "error: %s\n", s.error().c_str()), 1;
-    const auto ts = Clock::now();
-    for (int64_t b = 0; b < B; ++b)
-      next[size_t(b)] = static_cast<int32_t>(std::max_element(logits.begin() + b * V, logits.begin() + (b + 1) * V) -
-                                             (logits.begin() + b * V));
-    sampling_s += seconds(ts);
-  }
-  const double decode_s = seconds(t0);
-  e.set_profile(nullptr);
-  const double tps = double(*n * B) / decode_s;
+  auto run = run_decode(e, *np, *n, B);
+  if (!run) return std::fprintf(stderr, "error: %s\n", run.error().c_str()), 1;
+  const StepProfile& prof = run->profile;
+  const double prefill_s = run->prefill_seconds, sampling_s = run->sampling_seconds;
+  const double tps = run->decode_tokens_per_s();
   std::printf("bench decode: %s (backend %s)\n", a.get("model")->c_str(), e.backend_name());
   std::printf("%-36s %10.2f\n", ("prefill tokens/s (" + std::to_string(*np) + " tokens)").c_str(), double(*np) / prefill_s);
   std::printf("%-36s %10.2f\n", B == 1 ? "decode tokens/s" : ("decode tokens/s (" + std::to_string(B) + " sequences)").c_str(), tps);
@@ -370,13 +330,6 @@ int bench_decode(const Args& a, json& out) {
   out["decode_tokens_per_s"] = tps;
   out["batch"] = B;
 
-  // Routed-expert bytes: every use reads one blob (from RAM, or the disk and then RAM).
-  uint64_t expert_bytes = 0;
-  if (const ExpertScheduler* pe = e.expert_scheduler()) {
-    const ExpertSchedulerStats st = pe->stats();
-    expert_bytes = (st.uses_vram + st.uses_ram + st.uses_nvme_hit + st.uses_nvme_miss) * pe->store().manifest().blob_bytes;
-  }
-  prof.weight_bytes[static_cast<size_t>(ModelPart::RoutedExperts)] += expert_bytes;
   const double per_tok = double(prof.total_weight_bytes()) / double(*n * B);
   std::printf("\n%-24s %10s %7s %12s %8s\n", "part (per decoded token)", "ms", "share", "weights MB", "GB/s");
   json parts = json::object();
@@ -408,15 +361,15 @@ int bench_decode(const Args& a, json& out) {
   out["achieved_gbs"] = achieved;
   out["membw_gbs"] = membw;
   out["bandwidth_fraction"] = achieved / membw;
-  if (const ExpertScheduler* pe = e.expert_scheduler()) {
-    const ExpertSchedulerStats s = pe->stats();
+  if (const ExpertScheduler* pe = e.expert_scheduler(); pe && run->experts) {
+    const ExpertSchedulerStats& s = *run->experts;
     std::printf("%-36s %9.1f%%\n", "expert cache hit rate", 100.0 * s.cache.hit_rate());
-    std::printf("%-36s %10.2f\n", "GB read from disk per token", double(s.cache.bytes_read) / 1e9 / double(*n * B));
+    std::printf("%-36s %10.2f\n", "GB read from disk per token", run->disk_bytes_per_token() / 1e9);
     std::printf("%-36s %9.1f%%\n", "prefetch precision", 100.0 * s.prefetch_precision());
     std::printf("%-36s %9.1f%%\n", "prefetch recall", 100.0 * s.prefetch_recall());
     std::printf("%-36s %10s\n", "experts", s.all_resident ? "all in RAM" : pe->io_backend());
     out["hit_rate"] = s.cache.hit_rate();
-    out["disk_gb_per_token"] = double(s.cache.bytes_read) / 1e9 / double(*n * B);
+    out["disk_gb_per_token"] = run->disk_bytes_per_token() / 1e9;
     out["prefetch_precision"] = s.prefetch_precision();
     out["prefetch_recall"] = s.prefetch_recall();
     out["all_resident"] = s.all_resident;

@@ -1,11 +1,13 @@
 // moetier plan: where every expert of a model would live on a machine and how fast it would run.
 #include <cstdio>
+#include <filesystem>
 
 #include "planner/plan_report.h"
 #include "planner/solver.h"
 #include "runtime/core/text_file.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
+#include "tools/moetier/plan_check.h"
 #include "tools/moetier/plan_inputs.h"
 
 namespace mt::cli {
@@ -31,7 +33,9 @@ model:
   --fill N              context tokens when decode speed is predicted              [context / 2]
   --batch N             sequences decoded together                                          [1]
   --prefill-chunk N     tokens per prefill step                                           [512]
-  --prefetch-recall X   share of missed experts read one layer ahead (bench decode prints it) [0.6]
+  --prefetch-recall X   share of missed experts read one layer ahead     [the trace's, else 0.6]
+  --prefetch-precision X  share of read-ahead experts then used; the rest are wasted reads
+                        (bench decode prints both; a trace measures them) [the trace's, else 0.6]
 
 machine:
   --profile FILE        a profile written by `moetier profile`          [the cached one, or measure]
@@ -50,6 +54,13 @@ statistics and pins:
   --trace FILE          activation statistics from `moetier trace` (else: uniform prior)
   --pin LIST            LAYER:EXPERT=TIER[,...]; TIER vram, ram or nvme; EXPERT may be *
 
+check:
+  --check               then run the placement on --model (a packed store) and print predicted
+                        vs measured per part: attention, dense FFN, routers, shared and routed
+                        experts with the disk, lm_head; disk bytes, hit rate, prefetch
+  --check-tokens N      decode steps the check measures                                    [32]
+  --check-json FILE     the comparison as JSON
+
 output:
   --json FILE           write the placement file (`moetier generate --plan FILE` reads it)
   --svg FILE            write a heatmap: layers x experts, colour = tier, darker = chosen more
@@ -60,10 +71,11 @@ output:
 
 int cmd_plan(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"model"},      {"preset"},        {"experts"},     {"dense"},       {"context"},
-                                 {"fill"},       {"batch"},         {"prefill-chunk"}, {"prefetch-recall"}, {"profile"},
+                                 {"fill"},       {"batch"},         {"prefill-chunk"}, {"prefetch-recall"}, {"prefetch-precision"}, {"profile"},
                                  {"hardware"},   {"no-gpu", false}, {"vram-budget"}, {"ram-budget"}, {"expert-ram"},
                                  {"nvme-cache"}, {"trace"},         {"pin"},         {"json"},
-                                 {"svg"},        {"quiet", false},  {"help", false}};
+                                 {"svg"},        {"quiet", false},  {"help", false}, {"check", false},
+                                 {"check-tokens"}, {"check-json"}};
   auto parsed = Args::parse(argc, argv, flags, "plan");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
   const Args& a = *parsed;
@@ -73,6 +85,15 @@ int cmd_plan(int argc, char** argv) {
     return code;
   };
 
+  if ((a.has("check-tokens") || a.has("check-json")) && !a.has("check"))
+    return fail("--check-tokens and --check-json go with --check", 2);
+  if (a.has("check")) {
+    if (!a.has("model")) return fail("--check runs the plan: it needs --model DIR (a packed store), not --preset", 2);
+    if (a.has("hardware")) return fail("--check measures this machine: it cannot check a --hardware plan", 2);
+    std::error_code ec;
+    if (!std::filesystem::exists(std::filesystem::path(*a.get("model")) / "manifest.json", ec))
+      return fail("--check runs packed stores: " + *a.get("model") + " has no manifest.json (run `moetier convert`)", 2);
+  }
   auto req = plan_request_from_args(a);
   if (!req) return fail(req.error(), 2);
   auto plan = planner::make_plan(req->request);
@@ -88,6 +109,17 @@ int cmd_plan(int argc, char** argv) {
   if (auto out = a.get("svg")) {
     if (Status st = write_file_atomic(*out, planner::render_plan_svg(*plan, in, ctx)); !st) return fail(st.error());
     if (!a.has("quiet")) std::printf("heatmap written to %s\n", out->c_str());
+  }
+  if (a.has("check")) {
+    PlanCheckOptions co;
+    co.model_dir = *a.get("model");
+    auto tokens = a.get_int("check-tokens", 32, 1, 1 << 16);
+    if (!tokens) return fail(tokens.error(), 2);
+    co.tokens = *tokens;
+    nlohmann::json report;
+    if (Status st = run_plan_check(co, *plan, in, report); !st) return fail("plan --check: " + st.error());
+    if (auto out = a.get("check-json"))
+      if (Status st = write_file_atomic(*out, report.dump(2) + "\n"); !st) return fail(st.error());
   }
   return 0;
 }

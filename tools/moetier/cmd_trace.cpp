@@ -128,6 +128,11 @@ void print_summary(const planner::ActivationStats& s) {
   }
   std::printf("(in parentheses: the fraction of tokens that choose the expert; each token chooses %lld)\n",
               static_cast<long long>(s.top_k));
+  const double agree = s.prediction_agreement();
+  if (agree >= 0)
+    std::printf("prefetch prediction (each MoE layer routed on the previous layer's input): %.1f%% of predicted "
+                "choices were made; `moetier plan` takes it as the prefetch's precision and recall\n",
+                100.0 * agree);
 }
 
 }  // namespace
@@ -190,6 +195,9 @@ int cmd_trace(int argc, char** argv) {
   planner::ActivationRecorder rec(e.config(), model_name(*a.get("model")));
   e.set_routing_observer([&rec](int64_t layer, const int32_t* experts, int64_t n, int64_t k) {
     rec.record(layer, experts, n, k);
+  });
+  e.set_prediction_observer([&rec](int64_t layer, const int32_t* experts, int64_t n, int64_t k) {
+    rec.record_prediction(layer, experts, n, k);
   });
 
   const auto eos = static_cast<int32_t>(e.config().eos_token_id);

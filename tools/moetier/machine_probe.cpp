@@ -12,6 +12,7 @@
 
 #include "gpu_kernels/gpu_probe.h"
 #include "tools/moetier/machine_probe_rates.h"
+#include "tools/moetier/other_cpu_use.h"
 #include "tools/moetier/progress.h"
 
 namespace mt::cli {
@@ -109,8 +110,9 @@ HostFacts host_facts() {
 }
 
 // Bumped when what the probe measures changes (the kernels it times), so cached profiles of
-// the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV.
-constexpr int kProbeRevision = 2;
+// the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV;
+// 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads.
+constexpr int kProbeRevision = 3;
 
 std::string fingerprint_of(const HostFacts& f) {
   const uint64_t gib = (f.mem_total + (uint64_t{1} << 29)) >> 30;
@@ -160,6 +162,10 @@ Status save_or_warn(const ProbeOptions& o, const MachineProfile& p, bool quiet) 
   return ok_status();
 }
 
+std::string cached_disk_text(const planner::DiskFigures& d) {
+  return d.path + (d.device.empty() ? "" : ", device " + d.device);
+}
+
 }  // namespace
 
 std::string machine_fingerprint() { return fingerprint_of(host_facts()); }
@@ -197,20 +203,14 @@ Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
       ", " + format_bytes(double(p.ram_total_bytes)) + " RAM, " + std::to_string(p.numa_nodes.size()) +
       " NUMA node(s), GPU: " + (p.gpu.present ? p.gpu.name : "none (" + p.gpu.reason + ")") +
       (opts.quick ? " [quick]" : ""));
-  // Other work on the machine lowers every figure: say so (the profile is cached).
-  // (The 1-minute load average when the probe starts: the probe's own work would count after.)
+  // Other work on the machine lowers every figure: the other processes' share of CPU time
+  // while the probe measures, and (for the record) the 1-minute load average at its start.
   double load = 0;
   if (std::ifstream la("/proc/loadavg"); la >> load) p.load_per_cpu = load / std::max(1, p.logical_cpus);
-  if (p.load_per_cpu > planner::kBusyLoadPerCpu) {
-    p.provisional = true;
-    char note[200];
-    std::snprintf(note, sizeof note, "note: the machine is busy (load average %.1f on %d CPUs): the figures will be low; "
-                  "the profile is saved as provisional and measured again at its next use", load, p.logical_cpus);
-    say(note);
-  }
+  const OtherCpuUse others;
   say("[2/5] RAM read bandwidth (all threads) ...");
   probe::measure_ram(d, p, say);
-  say("[3/5] disk: sequential O_DIRECT reads at 1 MiB and expert-sized blocks, queue depths 1, 4, 16 ...");
+  say("[3/5] disk: sequential O_DIRECT reads at 1 MiB and expert-sized blocks, queue depths 1, 4, 16, 32 ...");
   if (Status s = probe::measure_disk(d, opts.model_dir, disk_dir_of(opts), p, say); !s.ok())
     return make_error("measuring the disk: " + s.error());
   say("[4/5] expert kernels q4, q8, bf16 at hidden 7168, width 2048 (decode: 8 experts x 1 token; prefill: 8 x " +
@@ -219,6 +219,20 @@ Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
   say("[5/5] dense matmul (bf16, fp8 with 128x128 block scales) and MLA attention ...");
   probe::measure_dense(d, p, say);
   probe::measure_attention(d, p, say);
+  p.others_cpu_share = others.share();
+  // The share measured over the probe itself decides; the load average (the past minute,
+  // which may be a build that just ended) only when /proc/stat gave no share.
+  if (p.others_cpu_share > planner::kBusyOthersShare ||
+      (p.others_cpu_share < 0 && p.load_per_cpu > planner::kBusyLoadPerCpu)) {
+    p.provisional = true;
+    char note[320];
+    std::snprintf(note, sizeof note,
+                  "note: the machine was busy (load average %.1f on %d CPUs; other processes used %.0f%% of the CPUs "
+                  "while measuring): the figures are likely low; the profile is saved as PROVISIONAL and measured "
+                  "again at its next use (run `moetier profile --force` on a quiet machine)",
+                  load, p.logical_cpus, 100.0 * std::max(0.0, p.others_cpu_share));
+    say(note);
+  }
   p.measure_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   char done[64];
   std::snprintf(done, sizeof done, "done in %.1f s", p.measure_seconds);
@@ -239,24 +253,40 @@ Result<MachineProfile> load_or_measure_profile(const ProbeOptions& opts, bool fo
     } else if (cached->source == kMeasuredQuick && !opts.quick) {
       say("the profile in " + file.string() + " was a --quick one; measuring fully");
     } else if (cached->provisional) {
-      char why[160];
-      std::snprintf(why, sizeof why, "the profile in %s is provisional (measured under load %.2f per CPU); measuring again",
-                    file.c_str(), cached->load_per_cpu);
+      char why[256];
+      std::snprintf(why, sizeof why, "the profile in %s is provisional (measured under load: %.2f per CPU, other "
+                    "processes %.0f%% of the CPUs); measuring again", file.c_str(), cached->load_per_cpu,
+                    100.0 * cached->others_cpu_share);
       say(why);
     } else {
       const std::string when = cached->measured_at.empty() ? "" : " (measured " + cached->measured_at + ")";
       const bool disk_asked = !opts.model_dir.empty() || !opts.disk_dir.empty();
       const auto target = probe::disk_target_dir(opts.model_dir, disk_dir_of(opts));
-      if (!disk_asked || same_place(cached->disk_path, target)) {
+      const std::string device = probe::device_of(target);
+      // Disk figures are keyed by device: another directory on the same disk reads as fast.
+      if (!disk_asked || same_place(cached->disk_path, target) || (!device.empty() && device == cached->disk_device)) {
         say("using cached profile from " + file.string() + when + "; --force re-measures");
         return cached;
       }
-      // Only the disk figures are for another place: measure just those.
-      say("using cached profile from " + file.string() + when + " but measuring the disk of " + target.string() +
-          " (its figures are for " + cached->disk_path + ")");
       MachineProfile p = std::move(cached).value();
-      if (Status s = probe::measure_disk(probe::Durations{opts.quick}, opts.model_dir, disk_dir_of(opts), p, say); !s.ok())
-        return make_error("measuring the disk: " + s.error());
+      const planner::DiskFigures previous = p.current_disk();
+      if (const planner::DiskFigures* known = p.disk_for_device(device)) {
+        say("using cached profile from " + file.string() + when + " with the disk figures of device " + device +
+            " (measured on " + known->path + ")");
+        const planner::DiskFigures chosen = *known;
+        std::erase_if(p.other_disks, [&](const planner::DiskFigures& d) { return d.device == device; });
+        p.use_disk(chosen);
+      } else {
+        // Only the disk figures are for another device: measure just those.
+        say("using cached profile from " + file.string() + when + " but measuring the disk of " + target.string() +
+            " (device " + (device.empty() ? std::string("unknown") : device) + "; the cached figures are for " +
+            cached_disk_text(previous) + ")");
+        if (Status s = probe::measure_disk(probe::Durations{opts.quick}, opts.model_dir, disk_dir_of(opts), p, say); !s.ok())
+          return make_error("measuring the disk: " + s.error());
+      }
+      // One record per device: the one in use, and the others in other_disks.
+      std::erase_if(p.other_disks, [&](const planner::DiskFigures& d) { return d.device == p.disk_device; });
+      if (!previous.device.empty() && previous.device != p.disk_device) p.other_disks.push_back(previous);
       MT_TRY(save_or_warn(opts, p, quiet));
       return p;
     }

@@ -1,6 +1,8 @@
 #include "tools/moetier/machine_probe_rates.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,13 +13,14 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu_kernels/attention.h"
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/ops.h"
+#include "cpu_kernels/packed_matmul.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "offload/disk_bandwidth.h"
 #include "runtime/core/dtype.h"
+#include "tools/moetier/other_cpu_use.h"
 #include "tools/moetier/progress.h"
 
 namespace mt::cli::probe {
@@ -43,6 +46,29 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// (max - min) / median of repeated measurements of one figure.
+double spread(const std::vector<double>& v) {
+  const double m = median(v);
+  if (v.size() < 2 || m <= 0) return 0;
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return (*hi - *lo) / m;
+}
+
+// Repeats `once` (one timed measurement, returning the figure) `runs` times; keeps the median
+// and records the spread under `name`.
+template <class Once>
+double repeated(planner::MachineProfile& p, const std::string& name, int runs, Once once) {
+  std::vector<double> v;
+  for (int i = 0; i < runs; ++i) v.push_back(once());
+  p.spread[name] = spread(v);
+  return median(v);
+}
+
+std::string spread_text(const planner::MachineProfile& p, const std::string& name) {
+  auto it = p.spread.find(name);
+  return it == p.spread.end() ? "" : " +-" + num(50.0 * it->second, 0) + "%";
 }
 
 // Deterministic fast pseudo-random bits (xorshift64*): weights and file contents only need to
@@ -164,6 +190,19 @@ std::filesystem::path largest_file(const std::filesystem::path& dir, uint64_t* s
 
 }  // namespace
 
+std::string device_of(const std::filesystem::path& dir) {
+  // A directory not made yet (a --disk-dir) will live on its nearest existing ancestor's device.
+  std::error_code ec;
+  std::filesystem::path at = std::filesystem::absolute(dir, ec);
+  if (ec) at = dir;
+  struct stat st{};
+  while (::stat(at.c_str(), &st) != 0) {
+    if (!at.has_parent_path() || at.parent_path() == at) return "";
+    at = at.parent_path();
+  }
+  return std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+}
+
 uint64_t expert_blob_bytes() {
   return expert_blob_layout({ExpertQuant::Q4, kHidden, kInter, kGroup}).total_bytes;
 }
@@ -173,9 +212,12 @@ void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say)
   // Leave most of a small machine's free memory alone.
   while (p.ram_available_bytes > 0 && buffer > (size_t{128} << 20) && buffer > p.ram_available_bytes / 4) buffer /= 2;
   const auto t0 = Clock::now();
-  p.ram_read_gbs = cpu::measure_read_bandwidth_gbs(buffer, 0, d.ram_seconds());
+  p.ram_read_gbs = repeated(p, "ram.read_gbs", d.repeats(), [&] {
+    return cpu::measure_read_bandwidth_gbs(buffer, 0, d.ram_seconds() / d.repeats());
+  });
   if (p.numa_nodes.size() == 1) p.numa_nodes[0].read_gbs = p.ram_read_gbs;
-  say("  " + num(p.ram_read_gbs) + " GB/s over " + format_bytes(double(buffer)) + " (" + num(seconds_since(t0)) + " s)" +
+  say("  " + num(p.ram_read_gbs) + spread_text(p, "ram.read_gbs") + " GB/s over " + format_bytes(double(buffer)) +
+      ", median of " + std::to_string(d.repeats()) + " (" + num(seconds_since(t0)) + " s)" +
       (p.numa_nodes.size() > 1 ? "; per NUMA node: not measured" : ""));
 }
 
@@ -216,19 +258,51 @@ Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, 
   const auto canonical = std::filesystem::weakly_canonical(dir, ec);
   p.disk_path = (ec ? dir : canonical).string();
   p.disk_rates.clear();
+  p.disk_device = device_of(dir);
   p.disk_read_gbs = 0;
-  const uint64_t blob = expert_blob_bytes();
-  for (const uint64_t block : {uint64_t{1} << 20, blob}) {
+  p.disk_cpu_s_per_gb = 0;
+  // The loader reads each blob in 1 MiB chunks, many in flight (offload/blob_loader.h). The
+  // table covers queue depths and whole-blob reads; the planner's figure is the best depth at
+  // 1 MiB, measured again until it has `repeats` samples (median kept, spread recorded).
+  const uint64_t loader_block = uint64_t{1} << 20;
+  std::string failure;
+  auto read_rate = [&](uint64_t block, int qd) {
+    auto r = offload::measure_sequential_read_gbs(file, block, qd, d.disk_seconds());
+    if (!r) failure = r.error();
+    return r ? *r : 0.0;
+  };
+  int best_qd = 1;
+  double best = -1;
+  for (const uint64_t block : {loader_block, expert_blob_bytes()}) {
     std::string line = "  " + format_bytes(double(block)) + " reads of " + file.filename().string() + ":";
-    for (const int qd : {1, 4, 16}) {
-      auto r = offload::measure_sequential_read_gbs(file, block, qd, d.disk_seconds());
-      if (!r) return make_error(r.error() + " (choose another place with --disk-dir)");
-      p.disk_rates.push_back({block, qd, *r});
-      if (block == blob) p.disk_read_gbs = std::max(p.disk_read_gbs, *r);
-      line += " QD" + std::to_string(qd) + " " + num(*r, 2);
+    for (const int qd : {1, 4, 16, 32}) {
+      const double gbs = read_rate(block, qd);
+      if (!failure.empty()) return make_error(failure + " (choose another place with --disk-dir)");
+      p.disk_rates.push_back({block, qd, gbs});
+      if (block == loader_block && gbs > best) best = gbs, best_qd = qd;
+      line += " QD" + std::to_string(qd) + " " + num(gbs, 2);
     }
     say(line + " GB/s");
   }
+  std::vector<double> samples = {best};
+  double gb_read = 0;
+  const OtherCpuUse cpu;
+  for (int i = 1; i < d.repeats(); ++i) {
+    const auto r0 = Clock::now();
+    samples.push_back(read_rate(loader_block, best_qd));
+    gb_read += samples.back() * seconds_since(r0);
+    if (!failure.empty()) return make_error(failure + " (choose another place with --disk-dir)");
+  }
+  p.disk_read_gbs = median(samples);
+  p.spread["disk.read_gbs"] = spread(samples);
+  // What reading costs the CPUs (the kernel's and the hypervisor's I/O work): time the compute
+  // threads lose while experts stream in.
+  const double busy = cpu.busy_seconds();
+  if (busy >= 0 && gb_read > 0) p.disk_cpu_s_per_gb = busy / gb_read;
+  say("  the planner uses " + num(p.disk_read_gbs, 2) + spread_text(p, "disk.read_gbs") + " GB/s (1 MiB reads at QD" +
+      std::to_string(best_qd) + ", median of " + std::to_string(samples.size()) + "), costing " +
+      num(p.disk_cpu_s_per_gb, 2) + " CPU-seconds per GB; device " +
+      (p.disk_device.empty() ? std::string("unknown") : p.disk_device));
   return ok_status();
 }
 
@@ -271,16 +345,16 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
       cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), {}, &ws);
     };
     for (int i = 0; i < 2; ++i) step();
-    std::vector<double> decode;
-    for (int run = 0; run < 5; ++run) {
+    const std::string name(expert_quant_name(q));
+    const double decode = repeated(p, "kernels." + name + ".decode_gbs", 5, [&] {
       int64_t steps = 0;
       const auto r0 = Clock::now();
       do {
         step();
         ++steps;
       } while (seconds_since(r0) < d.decode_seconds() / 5);
-      decode.push_back(double(steps) * 8.0 * double(blob) / seconds_since(r0) / 1e9);
-    }
+      return double(steps) * 8.0 * double(blob) / seconds_since(r0) / 1e9;
+    });
 
     // Prefill: the same T tokens through 8 experts (the grouped, oneDNN path), best call.
     cpu::ExpertTask ptasks[8];
@@ -295,96 +369,156 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
       best = std::max(best, flops / seconds_since(c0) / 1e9);
     } while (seconds_since(r0) < d.prefill_seconds());
 
-    const std::string name(expert_quant_name(q));
-    p.kernels.push_back({name, median(decode), best});
-    say("  " + name + ": decode " + num(median(decode)) + " GB/s, prefill " + num(best) + " GFLOP/s (" +
+    p.kernels.push_back({name, decode, best});
+    say("  " + name + ": decode " + num(decode) + spread_text(p, "kernels." + name + ".decode_gbs") + " GB/s, prefill " + num(best) + " GFLOP/s (" +
         std::to_string(n) + " experts of " + format_bytes(double(blob)) + ", " + num(seconds_since(t0)) + " s)");
   }
 }
 
-void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& say) {
-  // [18432 x 7168]: the width of V3's dense FFN; 264 MB in bf16, far beyond the caches.
-  const int64_t rows = 18432, cols = kHidden;
-  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
-  fill_floats(x, 6, 1.0f);
-  // The matmul the runtime's default backend runs at one token (its decode GEMV).
-  const auto be = cpu::make_cpu_backend();
-  auto rate = [&](const WeightView& w, size_t bytes) {
-    be->matmul(w, x.data(), 1, y.data());  // warm-up
+namespace {
+
+// Calls `call` for `seconds`, `repeats` times; the figure is `work` units per second.
+template <class Call>
+double timed_rate(planner::MachineProfile& p, const std::string& name, const Durations& d, double seconds, double work,
+                  Call call) {
+  call();  // warm-up
+  return repeated(p, name, d.repeats(), [&] {
     int64_t calls = 0;
     const auto t0 = Clock::now();
     do {
-      be->matmul(w, x.data(), 1, y.data());
+      call();
       ++calls;
-    } while (seconds_since(t0) < d.dense_seconds());
-    return double(calls) * double(bytes) / seconds_since(t0) / 1e9;
-  };
+    } while (seconds_since(t0) < seconds / d.repeats());
+    return double(calls) * work / seconds_since(t0);
+  });
+}
+
+// The non-expert matrices of one DeepSeek V3 MoE layer, as [rows, cols]: q_a, q_b, kv_a, o and
+// the shared expert's gate, up and down. Their short rows (1536 for q_b) are part of what the
+// rate measures.
+constexpr int64_t kLayerShapes[][2] = {{1536, kHidden}, {24576, 1536}, {576, kHidden}, {kHidden, 16384},
+                                       {kInter, kHidden}, {kInter, kHidden}, {kHidden, kInter}};
+
+}  // namespace
+
+void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& say) {
+  // The matmul the runtime's default backend runs at one token (its decode GEMV).
+  const auto be = cpu::make_cpu_backend();
   const auto t0 = Clock::now();
   {
-    const size_t bytes = static_cast<size_t>(rows * cols) * 2;
-    HugeBuffer buf(bytes);
-    // bf16 with a small exponent: finite, non-zero values (|v| < 2^-3).
-    fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>((b & 0x81) | 0x3c); });
-    WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
-    p.dense_bf16_gbs = rate(w, bytes);
+    // [18432 x 7168]: the width of V3's dense FFN; 264 MB in bf16, far beyond the caches.
+    const int64_t rows = 18432, cols = kHidden;
+    std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+    fill_floats(x, 6, 1.0f);
+    {
+      const size_t bytes = static_cast<size_t>(rows * cols) * 2;
+      HugeBuffer buf(bytes);
+      // bf16 with a small exponent: finite, non-zero values (|v| < 2^-3).
+      fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>((b & 0x81) | 0x3c); });
+      const WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
+      p.dense_bf16_gbs = timed_rate(p, "dense.bf16_gbs", d, d.dense_seconds(), double(bytes) / 1e9,
+                                    [&] { be->matmul(w, x.data(), 1, y.data()); });
+    }
+    {
+      const size_t bytes = static_cast<size_t>(rows * cols);
+      HugeBuffer buf(bytes);
+      // e4m3 codes with the top exponent bit clear: never NaN.
+      fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>(b & 0xb7); });
+      WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
+      std::vector<float> scale(static_cast<size_t>(((rows + 127) / 128) * w.scale_cols()), 0.01f);
+      w.scale = scale.data();
+      p.dense_fp8_gbs = timed_rate(p, "dense.fp8_gbs", d, d.dense_seconds(),
+                                   double(bytes + scale.size() * sizeof(float)) / 1e9,
+                                   [&] { be->matmul(w, x.data(), 1, y.data()); });
+    }
   }
-  {
-    const size_t bytes = static_cast<size_t>(rows * cols);
-    HugeBuffer buf(bytes);
-    // e4m3 codes with the top exponent bit clear: never NaN.
-    fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>(b & 0xb7); });
-    WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
-    std::vector<float> scale(static_cast<size_t>(((rows + 127) / 128) * w.scale_cols()), 0.01f);
-    w.scale = scale.data();
-    p.dense_fp8_gbs = rate(w, bytes + scale.size() * sizeof(float));
+  // Packed dense (store format 2): one layer's attention and shared-expert matrices in turn,
+  // each from its own memory, as a decode step streams them; as many layers as make the
+  // working set far larger than any cache (a server L3 holds one q4 layer). One random fp32
+  // tile, packed per matrix; the values do not change the kernels' speed.
+  for (const DType dt : {DType::Q8_PACKED, DType::Q4_PACKED}) {
+    // One layer packed, then copied until the working set is large enough.
+    std::vector<std::vector<uint8_t>> layer;
+    for (const auto& sh : kLayerShapes) {
+      const int64_t rows = sh[0], cols = sh[1];
+      layer.emplace_back(cpu::packed_weight_bytes(dt, rows, cols, kGroup), uint8_t{0});
+      std::vector<float> w(static_cast<size_t>(16 * cols));
+      fill_floats(w, 12, 0.05f);
+      for (int64_t r0 = 0; r0 < rows; r0 += 16)
+        cpu::pack_weight_rows(dt, w.data(), r0, std::min<int64_t>(16, rows - r0), rows, cols, kGroup, layer.back().data());
+    }
+    std::vector<std::unique_ptr<HugeBuffer>> bufs;
+    std::vector<WeightView> views;
+    size_t bytes = 0, max_rows = 0;
+    for (size_t i = 0; bytes < d.expert_working_set(); i = (i + 1) % std::size(kLayerShapes)) {
+      const auto& sh = kLayerShapes[i];
+      const std::vector<uint8_t>& src = layer[i];
+      bufs.push_back(std::make_unique<HugeBuffer>(src.size()));
+      std::memcpy(bufs.back()->data(), src.data(), src.size());
+      views.push_back(WeightView{dt, bufs.back()->data(), sh[0], sh[1], nullptr, kGroup});
+      bytes += src.size();
+      max_rows = std::max(max_rows, static_cast<size_t>(sh[0]));
+    }
+    std::vector<float> x(static_cast<size_t>(16384)), y(max_rows);
+    fill_floats(x, 13, 1.0f);
+    const bool q8 = dt == DType::Q8_PACKED;
+    (q8 ? p.dense_q8_gbs : p.dense_q4_gbs) =
+        timed_rate(p, q8 ? "dense.q8_gbs" : "dense.q4_gbs", d, d.dense_seconds(), double(bytes) / 1e9, [&] {
+          for (const WeightView& w : views) be->matmul(w, x.data(), 1, y.data());
+        });
   }
-  say("  bf16 " + num(p.dense_bf16_gbs) + " GB/s, fp8 " + num(p.dense_fp8_gbs) + " GB/s of weights at 1 token (" +
-      num(seconds_since(t0)) + " s)");
+  say("  bf16 " + num(p.dense_bf16_gbs) + spread_text(p, "dense.bf16_gbs") + ", fp8 " + num(p.dense_fp8_gbs) +
+      spread_text(p, "dense.fp8_gbs") + " GB/s; packed q8 " + num(p.dense_q8_gbs) + spread_text(p, "dense.q8_gbs") +
+      ", q4 " + num(p.dense_q4_gbs) + spread_text(p, "dense.q4_gbs") + " GB/s over layers of attention and shared "
+      "expert; weights at 1 token (" + num(seconds_since(t0)) + " s)");
 }
 
 void measure_attention(const Durations& d, planner::MachineProfile& p, const Say& say) {
-  // DeepSeek V3 MLA: 128 heads, nope 128, rope 64, v 128, latent 512; one decode token over
-  // `ctx` cached keys, heads spread over the threads as the model does.
+  // DeepSeek V3 MLA through the cpu backend's own operator (the seam the model calls): 128
+  // heads, nope 128, rope 64, v 128, latent 512, kv_b in bf16 as a store keeps it; one decode
+  // query over `ctx` cached positions.
   const int64_t H = 128, ctx = d.attention_context();
-  const cpu::MlaHeadDims dims{128, 64, 128, 512};
+  const MlaHeadDims dims{128, 64, 128, 512};
   const int64_t R = dims.latent;
-  std::vector<float> q(static_cast<size_t>(H * (dims.nope + dims.rope))), out(static_cast<size_t>(H * dims.v));
-  std::vector<float> kvb(static_cast<size_t>(H * (dims.nope + dims.v) * R));
-  std::vector<float> latent(static_cast<size_t>(ctx * R)), rope(static_cast<size_t>(ctx * dims.rope));
-  fill_floats(q, 8, 1.0f);
-  fill_floats(kvb, 9, 0.05f);
-  fill_floats(latent, 10, 1.0f);
-  fill_floats(rope, 11, 1.0f);
-  std::vector<int32_t> keys(static_cast<size_t>(ctx));
-  for (int64_t k = 0; k < ctx; ++k) keys[static_cast<size_t>(k)] = static_cast<int32_t>(k);
-  auto attend = [&] {
-#pragma omp parallel
-    {
-      std::vector<float> scratch(static_cast<size_t>(2 * R + ctx));
-#pragma omp for schedule(dynamic)
-      for (int64_t h = 0; h < H; ++h) {
-        const float* qh = &q[static_cast<size_t>(h * (dims.nope + dims.rope))];
-        const float* wuk = &kvb[static_cast<size_t>(h * (dims.nope + dims.v) * R)];
-        cpu::mla_attend_head(qh, qh + dims.nope, wuk, wuk + dims.nope * R, latent.data(), rope.data(), keys.data(), ctx,
-                             dims, 0.07f, &out[static_cast<size_t>(h * dims.v)], scratch.data());
-      }
+  const auto be = cpu::make_cpu_backend();
+  const int64_t kvb_rows = H * (dims.nope + dims.v);
+  std::vector<uint16_t> kvb(static_cast<size_t>(kvb_rows * R));
+  {
+    std::vector<float> row(static_cast<size_t>(R));
+    for (int64_t r = 0; r < kvb_rows; ++r) {
+      fill_floats(row, 9 + static_cast<uint64_t>(r), 0.05f);
+      for (int64_t c = 0; c < R; ++c) kvb[static_cast<size_t>(r * R + c)] = f32_to_bf16(row[static_cast<size_t>(c)]);
     }
-  };
+  }
+  be->load_attention_weights(0, WeightView{DType::BF16, reinterpret_cast<const uint8_t*>(kvb.data()), kvb_rows, R, nullptr, 128}, dims);
+  auto cache = be->make_cache(backend::CacheShape{1, R, dims.rope, 0}, ctx);
+  {
+    std::vector<float> latent(static_cast<size_t>(ctx * R)), rope(static_cast<size_t>(ctx * dims.rope));
+    fill_floats(latent, 10, 1.0f);
+    fill_floats(rope, 11, 1.0f);
+    be->cache_store(*cache, 0, 0, ctx, latent.data(), rope.data());
+  }
+  std::vector<float> q(static_cast<size_t>(H * (dims.nope + dims.rope))), out(static_cast<size_t>(H * dims.v));
+  fill_floats(q, 8, 1.0f);
+  backend::MlaArgs a;
+  a.layer = 0;
+  a.n = 1;
+  a.pos0 = ctx - 1;  // the query sees every cached position
+  a.heads = H;
+  a.dims = dims;
+  a.scale = 0.07f;
+  a.q = q.data();
+  a.out = out.data();
   // The planner's count (cost_model.cpp attention_flops): absorb q and expand v, then per key
   // a score over latent + rope and a weighted sum over latent.
   const double flops = double(H) * (2.0 * double(dims.nope * R + R * dims.v) +
                                     double(ctx) * (2.0 * double(R + dims.rope) + 2.0 * double(R)));
   const auto t0 = Clock::now();
-  attend();  // warm-up
-  int64_t calls = 0;
-  const auto r0 = Clock::now();
-  do {
-    attend();
-    ++calls;
-  } while (seconds_since(r0) < d.attention_seconds());
-  p.attention_gflops = double(calls) * flops / seconds_since(r0) / 1e9;
-  say("  MLA attention " + num(p.attention_gflops) + " GFLOP/s (128 heads, 1 token over " + std::to_string(ctx) +
-      " cached keys, " + num(seconds_since(t0)) + " s)");
+  p.attention_gflops = timed_rate(p, "dense.attention_gflops", d, d.attention_seconds(), flops / 1e9,
+                                  [&] { be->mla_attention(*cache, a); });
+  say("  MLA attention " + num(p.attention_gflops) + spread_text(p, "dense.attention_gflops") +
+      " GFLOP/s (cpu backend, 128 heads, kv_b bf16, 1 token over " + std::to_string(ctx) + " cached positions, " +
+      num(seconds_since(t0)) + " s)");
 }
 
 }  // namespace mt::cli::probe

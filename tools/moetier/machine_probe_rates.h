@@ -16,7 +16,10 @@ struct Durations {
   bool quick = false;
   double ram_seconds() const { return quick ? 0.2 : 2.0; }
   size_t ram_buffer_bytes() const { return size_t(quick ? 256 : 1024) << 20; }
-  double disk_seconds() const { return quick ? 0.08 : 0.7; }
+  double disk_seconds() const { return quick ? 0.08 : 0.5; }
+  // Each figure the planner uses is measured this many times; the median is kept and the
+  // spread recorded (MachineProfile::spread).
+  int repeats() const { return quick ? 2 : 3; }
   uint64_t temp_file_bytes() const { return uint64_t(quick ? 64 : 256) << 20; }
   double decode_seconds() const { return quick ? 0.1 : 0.8; }
   double prefill_seconds() const { return quick ? 0.05 : 1.0; }
@@ -37,10 +40,13 @@ uint64_t expert_blob_bytes();
 // ram_read_gbs, and numa_nodes[].read_gbs where it can be attributed (one node).
 void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say);
 
-// disk_path, disk_rates, disk_read_gbs. The file is the largest one of model_dir when that is
+// disk_path, disk_device, disk_rates, disk_read_gbs. The file is the largest one of model_dir when that is
 // at least 64 MiB, else a temporary file in disk_dir.
 Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
                     planner::MachineProfile& p, const Say& say);
+// "major:minor" of the filesystem holding `dir` ("" when it cannot be examined): the key of a
+// profile's disk figures.
+std::string device_of(const std::filesystem::path& dir);
 // The directory measure_disk would measure, for comparing with a cached profile's disk_path.
 std::filesystem::path disk_target_dir(const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir);
 

@@ -1,5 +1,6 @@
 #include "tools/moetier/plan_inputs.h"
 
+#include <cstdio>
 #include <sstream>
 
 #include "runtime/core/expert_format.h"
@@ -74,7 +75,6 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   MT_ASSIGN(in.decode_fill, a.get_int("fill", 0, 0, in.context));
   MT_ASSIGN(in.batch, a.get_int("batch", 1, 1, 4096));
   MT_ASSIGN(in.prefill_chunk, a.get_int("prefill-chunk", 512, 1, 1 << 20));
-  MT_ASSIGN(in.prefetch_recall, a.get_double("prefetch-recall", in.prefetch_recall, 0.0, 1.0));
 
   MT_ASSIGN(in.machine, machine_from_args(a));
   in.use_gpu = !a.has("no-gpu");
@@ -102,6 +102,22 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   } else {
     in.stats = planner::uniform_activations(in.model);
   }
+  // Prefetch: how often the next layer's prediction is right. A trace measures it (the
+  // runtime's recall and precision at one token per step); without one, the defaults are what
+  // `bench decode` measured on the wide model.
+  const double agreement = in.stats.prediction_agreement();
+  const char* prefetch_source = "default, as measured by bench decode on the wide model; a trace measures it";
+  if (agreement >= 0) {
+    in.prefetch_recall = in.prefetch_precision = agreement;
+    prefetch_source = "from the trace";
+  }
+  const bool recall_given = a.has("prefetch-recall"), precision_given = a.has("prefetch-precision");
+  MT_ASSIGN(in.prefetch_recall, a.get_double("prefetch-recall", in.prefetch_recall, 0.0, 1.0));
+  MT_ASSIGN(in.prefetch_precision, a.get_double("prefetch-precision", in.prefetch_precision, 0.01, 1.0));
+  char note[200];
+  std::snprintf(note, sizeof note, "recall %.0f%%, precision %.0f%% (%s)", 100.0 * in.prefetch_recall,
+                100.0 * in.prefetch_precision, recall_given || precision_given ? "given" : prefetch_source);
+  s.context.prefetch_note = note;
   auto size_flag = [&](const char* name, uint64_t& out) -> Status {
     if (auto v = a.get(name)) {
       auto b = parse_bytes(*v);

@@ -28,6 +28,15 @@ std::string isa_text(const planner::MachineProfile& p) {
 
 namespace {
 
+// " (+-N% over repeats)" for a figure measured more than once; "" otherwise.
+std::string spread_of(const planner::MachineProfile& p, const std::string& name) {
+  auto it = p.spread.find(name);
+  if (it == p.spread.end()) return "";
+  char buf[48];
+  std::snprintf(buf, sizeof buf, " (+-%.0f%%)", 50.0 * it->second);
+  return buf;
+}
+
 void print_disk(const planner::MachineProfile& p) {
   if (p.disk_rates.empty()) {
     std::printf("  %-9s none (experts cannot be streamed from disk)\n", "disk");
@@ -39,7 +48,8 @@ void print_disk(const planner::MachineProfile& p) {
     blocks.insert(r.block_bytes);
     depths.insert(r.queue_depth);
   }
-  std::printf("  %-9s %s  (sequential O_DIRECT reads, GB/s)\n", "disk", p.disk_path.empty() ? "-" : p.disk_path.c_str());
+  std::printf("  %-9s %s, device %s  (sequential O_DIRECT reads, GB/s)\n", "disk",
+              p.disk_path.empty() ? "-" : p.disk_path.c_str(), p.disk_device.empty() ? "-" : p.disk_device.c_str());
   std::printf("  %-9s %-10s", "", "block");
   for (int qd : depths) std::printf("  %6s", ("QD " + std::to_string(qd)).c_str());
   std::printf("\n");
@@ -53,7 +63,10 @@ void print_disk(const planner::MachineProfile& p) {
     }
     std::printf("\n");
   }
-  std::printf("  %-9s best at expert-sized reads: %.2f GB/s\n", "", p.disk_read_gbs);
+  std::printf("  %-9s the planner uses %.2f GB/s%s (1 MiB reads, the loader's size, at the best depth)\n", "", p.disk_read_gbs,
+              spread_of(p, "disk.read_gbs").c_str());
+  for (const auto& d : p.other_disks)
+    std::printf("  %-9s also measured: device %s (%s) %.2f GB/s\n", "", d.device.c_str(), d.path.c_str(), d.read_gbs);
 }
 
 }  // namespace
@@ -66,9 +79,9 @@ void print_profile_summary(const planner::MachineProfile& p) {
     std::printf("machine profile: %s\n", p.source.c_str());
   std::printf("  %-9s %s: %d cores, %d logical CPUs\n", "CPU", p.cpu_model.c_str(), p.physical_cores, p.logical_cpus);
   std::printf("  %-9s %s\n", "ISA", probe::isa_text(p).c_str());
-  std::printf("  %-9s %s total, %s available, read %.1f GB/s (all cores)\n", "RAM",
+  std::printf("  %-9s %s total, %s available, read %.1f GB/s%s (all cores)\n", "RAM",
               format_bytes(double(p.ram_total_bytes)).c_str(), format_bytes(double(p.ram_available_bytes)).c_str(),
-              p.ram_read_gbs);
+              p.ram_read_gbs, spread_of(p, "ram.read_gbs").c_str());
   std::printf("  %-9s %zu node%s:", "NUMA", p.numa_nodes.size(), p.numa_nodes.size() == 1 ? "" : "s");
   for (const auto& n : p.numa_nodes) {
     std::printf(" #%d %s", n.os_index, format_bytes(double(n.memory_bytes)).c_str());
@@ -81,11 +94,18 @@ void print_profile_summary(const planner::MachineProfile& p) {
   std::printf("  %-9s hidden 7168, width 2048; decode: 8 experts x 1 token; prefill: many tokens per expert\n", "experts");
   std::printf("  %-9s %-8s %12s %16s\n", "", "format", "decode GB/s", "prefill GFLOP/s");
   for (const auto& k : p.kernels)
-    std::printf("  %-9s %-8s %12.1f %16.1f\n", "", k.format.c_str(), k.decode_gbs, k.prefill_gflops);
-  std::printf("  %-9s matmul at 1 token: bf16 %.1f GB/s, fp8 %.1f GB/s of weights\n", "dense", p.dense_bf16_gbs,
-              p.dense_fp8_gbs);
-  if (p.attention_gflops > 0) std::printf("  %-9s MLA decode %.1f GFLOP/s\n", "attention", p.attention_gflops);
+    std::printf("  %-9s %-8s %12.1f %16.1f%s\n", "", k.format.c_str(), k.decode_gbs, k.prefill_gflops,
+                spread_of(p, "kernels." + k.format + ".decode_gbs").c_str());
+  std::printf("  %-9s matmul at 1 token, GB/s of weights: bf16 %.1f%s, fp8 %.1f%s, packed q8 %.1f%s, q4 %.1f%s\n", "dense",
+              p.dense_bf16_gbs, spread_of(p, "dense.bf16_gbs").c_str(), p.dense_fp8_gbs,
+              spread_of(p, "dense.fp8_gbs").c_str(), p.dense_q8_gbs, spread_of(p, "dense.q8_gbs").c_str(),
+              p.dense_q4_gbs, spread_of(p, "dense.q4_gbs").c_str());
+  if (p.attention_gflops > 0)
+    std::printf("  %-9s MLA decode %.1f GFLOP/s%s\n", "attention", p.attention_gflops,
+                spread_of(p, "dense.attention_gflops").c_str());
   else std::printf("  %-9s not measured\n", "attention");
+  if (!p.measured_at.empty())
+    std::printf("  %-9s %s\n", "provenance", planner::profile_provenance(p, planner::utc_now_iso()).c_str());
   const auto& g = p.gpu;
   if (!g.present) {
     std::printf("  %-9s none (%s); host-to-GPU, HBM, GEMM: not measured (no GPU)\n", "GPU",
