@@ -91,7 +91,7 @@ double kv_read_bytes(const ModelConfig& c, double fill, double attended) {
 
 double expert_use_probability(double f, double tokens) { return 1.0 - std::pow(1.0 - std::min(1.0, f), tokens); }
 
-double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item) {
+double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item, double one_off) {
   if (per_item) per_item->assign(p.size(), 1.0);
   double live = 0;
   for (double x : p) live += x > 0;
@@ -102,7 +102,7 @@ double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<do
   }
   // Che: an item stays for a characteristic time T; sum of occupancies equals the capacity.
   auto occupancy = [&](double T) {
-    double s = 0;
+    double s = one_off * T;
     for (double x : p) s += 1.0 - std::exp(-x * T);
     return s;
   };
@@ -158,7 +158,8 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   // Prefetch: each MoE layer after the first is predicted from the previous one's input; the
   // prediction's NVMe-tier experts (at most half the cache, as the runtime limits it) are read
   // ahead. A share 1 - precision of them is not used: those wasted reads take disk time and
-  // bytes, and hold cache slots the demand reads then lack.
+  // bytes, and each holds a cache slot for as long as any item stays, which the demand reads
+  // then lack.
   const double precision = std::clamp(in.prefetch_precision, 0.01, 1.0);
   const bool prefetching = in.prefetch_recall > 0 && !nvme_q.empty();
   std::vector<double> wasted_experts(static_cast<size_t>(pl.moe_layers()), 0.0);
@@ -173,8 +174,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       wasted_experts[static_cast<size_t>(l - pl.first_moe_layer)] = predicted * (1.0 - precision);
       wasted_slots += predicted * (1.0 - precision);
     }
-  const double demand_slots = std::max(0.0, slots - wasted_slots);
-  out.nvme_cache_hit_rate = nvme_q.empty() ? 1.0 : cache_hit_rate(nvme_q, demand_slots, &hit);
+  out.nvme_cache_hit_rate = nvme_q.empty() ? 1.0 : cache_hit_rate(nvme_q, slots, &hit, wasted_slots);
   std::vector<std::vector<double>> hit_of(static_cast<size_t>(pl.moe_layers()),
                                           std::vector<double>(static_cast<size_t>(pl.n_routed_experts), 1.0));
   for (size_t i = 0; i < nvme_ids.size(); ++i)
@@ -190,10 +190,21 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     out.share_nvme_miss = std::max(0.0, reads[2] / all_reads - out.share_nvme_hit);
   }
 
+  // Per MoE layer: seconds of disk reads for its experts missing from the cache, one step.
+  std::vector<double> miss_time(static_cast<size_t>(pl.moe_layers()), 0.0);
+  if (r.disk_gbs > 0)
+    for (size_t i = 0; i < nvme_ids.size(); ++i) {
+      const auto [l, e] = nvme_ids[i];
+      miss_time[static_cast<size_t>(l - pl.first_moe_layer)] +=
+          used(in.stats.frequency(l, e), B) * (1.0 - hit[i]) * eb / (r.disk_gbs * 1e9);
+    }
+
   TimeBreakdown& d = out.decode;
   TimeBreakdown& pf = out.prefill;
   double disk_bytes = 0, wasted_bytes = 0, prefill_disk_s = 0;
-  double prefetch_window = -1;  // time the next layer's reads have had; < 0: nothing reads ahead
+  double no_io_time = 0;  // decode time per step with no disk read possible (before the first routing, lm_head)
+  double prefetch_window = -1;  // >= 0: the previous layer was MoE and read this one's experts ahead
+  double read_behind = 0;       // read-ahead still in flight when a layer starts
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const bool moe = c.is_moe_layer(l);
     const LayerBytes lb = layer_bytes(s, moe);
@@ -238,8 +249,13 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       d.cpu_dense += d_attn + d_shared;
       pf.cpu_dense += p_attn + p_shared;
     }
+    // No read can be in flight before the first read of the step is issued: up to the first
+    // MoE layer's routing nothing is predicted (the next token's experts are unknown until
+    // the sampled token goes through the layers before).
+    if (prefetch_window < 0) no_io_time += d_attn + (moe ? 0.0 : d_shared);
     if (!moe) {
       prefetch_window = -1;
+      read_behind = 0;
       d.total += d_attn + d_shared;
       pf.total += p_attn + p_shared;
       continue;
@@ -277,35 +293,35 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
         }
       }
     }
-    // Reads predicted one layer ahead run while the previous layer's experts and this
-    // layer's attention compute; with them come the wasted reads of predicted experts the
-    // layer does not use (precision < 1), which take disk time and bytes but serve nothing.
-    // The runtime then starts every remaining read before it computes the resident experts,
-    // so disk time also overlaps that compute; a missed expert's own compute waits for its
-    // bytes. Reading also costs CPU time (the kernel's I/O work), taken from the compute.
-    const bool predicted = prefetch_window >= 0 && in.prefetch_recall > 0;
-    const double useful_ahead = predicted ? in.prefetch_recall * dio : 0.0;
-    // A wasted prediction is an expert the token did not choose: nearly any of the layer's
-    // NVMe experts, so it misses the cache as often as their plain average says (far more
-    // often than the frequency-weighted hit rate, which the popular ones dominate).
-    double wasted_io = 0;
-    if (predicted && r.disk_gbs > 0) {
-      double miss = 0, n = 0;
-      for (size_t i = 0; i < nvme_ids.size(); ++i)
-        if (nvme_ids[i].first == l) miss += 1.0 - hit[i], n += 1;
-      wasted_io = n > 0 ? wasted_experts[row] * (miss / n) * eb / (r.disk_gbs * 1e9) : 0.0;
+    // The disk serves reads in the order they are issued. At the start of its routed experts
+    // a layer issues the next layer's prediction (its router on this input), then its own
+    // missing experts not read ahead, then computes its resident experts while they arrive;
+    // a missed expert's compute waits for its bytes. So this layer's demand reads queue behind
+    // the next layer's read-ahead, and that read-ahead is done by the time the next layer runs
+    // (or what is left of it delays that layer). A share 1 - precision of the read-ahead is
+    // experts the next token does not choose: in practice they are almost never cached already
+    // (measured on the wide model), so each is a blob read that serves nothing. Reading also
+    // costs CPU time (the kernel's I/O work), taken from the compute.
+    const bool read_ahead = prefetch_window >= 0 && in.prefetch_recall > 0 && r.disk_gbs > 0;
+    const double dio_left = dio - (read_ahead ? in.prefetch_recall * dio : 0.0);
+    double pf_next = 0;
+    if (in.prefetch_recall > 0 && r.disk_gbs > 0 && l + 1 < c.num_hidden_layers && c.is_moe_layer(l + 1)) {
+      const double wasted = wasted_experts[row + 1] * eb;
+      pf_next = in.prefetch_recall * miss_time[row + 1] + wasted / (r.disk_gbs * 1e9);
+      wasted_bytes += wasted;
+      disk_bytes += wasted;
     }
-    const double window = predicted ? prefetch_window + d_attn : 0.0;
-    // The useful and the wasted reads ahead share the window in proportion.
-    const double ahead = useful_ahead > 0 ? useful_ahead * std::min(1.0, window / (useful_ahead + wasted_io)) : 0.0;
-    const double wasted_left = std::max(0.0, wasted_io - std::max(0.0, window - ahead));
-    const double dio_left = dio - ahead + wasted_left;
-    const double io_bytes = (dio + wasted_io) * r.disk_gbs * 1e9;
+    const double io_bytes = (dio_left + pf_next) * r.disk_gbs * 1e9;
     const double io_cpu = io_bytes / 1e9 * r.disk_cpu_s_per_gb / double(std::max(1, in.machine.logical_cpus));
-    wasted_bytes += wasted_io * r.disk_gbs * 1e9;
-    disk_bytes += wasted_io * r.disk_gbs * 1e9;
-    const double cpu_branch = std::max(dc_hit + io_cpu, dio_left) + dc_miss;
-    const double stall = std::max(0.0, dio_left - dc_hit - io_cpu);
+    double cpu_branch;
+    if (dio_left > 0) {
+      cpu_branch = std::max(dc_hit + io_cpu, read_behind + pf_next + dio_left) + dc_miss;
+      read_behind = 0;
+    } else {
+      cpu_branch = std::max(dc_hit + io_cpu, read_behind) + dc_miss;
+      read_behind = std::max(0.0, read_behind + pf_next - (cpu_branch + d_shared + d_attn));
+    }
+    const double stall = std::max(0.0, cpu_branch - dc_hit - dc_miss - io_cpu);
     prefetch_window = cpu_branch + d_shared;
     d.cpu_experts += dc_hit + dc_miss + io_cpu;
     d.nvme_stall += stall;
@@ -335,22 +351,25 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   if (r.gpu) {
     d.gpu_dense += head / (r.gpu_gbs * 1e9);
     d.total += head / (r.gpu_gbs * 1e9);
+    no_io_time += head / (r.gpu_gbs * 1e9);
     const double ph = 2.0 * double(s.lm_head.params) / (r.gpu_gflops * 1e9);  // last position only
     pf.gpu_dense += ph;
     pf.total += ph;
   } else {
     const double t = db.lm_head_packed / (r.cpu_dense_packed_gbs * 1e9) + db.lm_head_bf16 / (r.cpu_dense_bf16_gbs * 1e9);
     out.cpu_parts.lm_head = t;
+    no_io_time += t;
     d.cpu_dense += t;
     d.total += t;
     pf.cpu_dense += t;
     pf.total += t;
   }
   // The disk is one resource: however the reads overlap with compute, a step cannot take less
-  // than the time to read its missed bytes (per-layer overlap alone would let it).
+  // than the time to read its missed bytes (per-layer overlap alone would let it) plus the
+  // time when no read can be in flight.
   bool disk_bound = false;
   if (r.disk_gbs > 0) {
-    const double disk_s = disk_bytes / (r.disk_gbs * 1e9);
+    const double disk_s = disk_bytes > 0 ? disk_bytes / (r.disk_gbs * 1e9) + no_io_time : 0.0;
     if (disk_s > d.total) {
       out.cpu_parts.routed_experts += disk_s - d.total;
       d.nvme_stall += disk_s - d.total, d.total = disk_s, disk_bound = true;
@@ -378,7 +397,8 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   char buf[256];
   if (disk_bound) {
     std::snprintf(buf, sizeof buf, "NVMe reads of experts missing from the RAM cache (disk bandwidth): a step takes as "
-                  "long as reading its %.2f GB at %.1f GB/s", disk_bytes / 1e9, r.disk_gbs);
+                  "long as reading its %.2f GB at %.1f GB/s, plus %.0f ms when no read can be in flight",
+                  disk_bytes / 1e9, r.disk_gbs, 1e3 * no_io_time);
     out.bottleneck = buf;
     return out;
   }

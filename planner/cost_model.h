@@ -103,7 +103,10 @@ double expert_use_probability(double f, double tokens);
 
 // Expected hit rate of an LRU-like cache of `slots` experts over independent references with
 // per-expert probabilities `p` (Che's approximation); 1 when everything fits.
-double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item = nullptr);
+// `one_off` more items per step are inserted and never referenced again (wasted prefetch
+// reads): each holds a slot for the characteristic time, as any item does.
+double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<double>* per_item = nullptr,
+                      double one_off = 0);
 
 Prediction predict(const CostInputs& in, const Placement& placement);
 

@@ -106,6 +106,49 @@ TEST_CASE("the recorder counts choices and co-occurrences as worked out by hand"
   }
 }
 
+TEST_CASE("the prefetch prediction is scored against the routing that follows it", "[planner]") {
+  ActivationRecorder rec(small_config(), "small");  // MoE layers 1..3, 4 experts, top 2
+  const int32_t l1[] = {0, 1, 2, 3};
+  const int32_t pred2[] = {1, 2, 0, 3};   // token 0: {1,2}, token 1: {0,3}
+  const int32_t l2[] = {2, 3, 3, 0};      // token 0 chose 2 (1 of 2 right), token 1 chose 3, 0 (2 of 2)
+  const int32_t pred3[] = {0, 1, 2, 3};
+  const int32_t l3[] = {1, 0, 1, 2};      // token 0: {0,1} both right; token 1: {2} right, 3 wrong
+  rec.record(1, l1, 2, 2);
+  rec.record_prediction(2, pred2, 2, 2);
+  rec.record(2, l2, 2, 2);
+  rec.record_prediction(3, pred3, 2, 2);
+  rec.record(3, l3, 2, 2);
+  // The model predicts layer L+1 before it records layer L's routing; a prediction of another
+  // shape than the routing that follows is not scored.
+  rec.record_prediction(2, pred2, 1, 2);
+  rec.record(1, l1, 2, 2);
+  rec.record(2, l2, 2, 2);
+  rec.record(3, l3, 2, 2);
+  const ActivationStats& s = rec.stats();
+  CHECK(s.layers[0].predicted == 0);
+  CHECK(s.layers[1].predicted == 4);
+  CHECK(s.layers[1].predicted_used == 3);
+  CHECK(s.layers[2].predicted == 4);
+  CHECK(s.layers[2].predicted_used == 3);
+  CHECK(s.prediction_agreement() == Approx(6.0 / 8.0));
+  CHECK(uniform_activations(small_config()).prediction_agreement() == -1.0);
+
+  // The counts survive the file, and a file that lies about them is refused.
+  nlohmann::json j = activations_to_json(s);
+  auto back = activations_from_json(j, "t.json", nullptr);
+  REQUIRE(back.ok());
+  CHECK(back->prediction_agreement() == Approx(0.75));
+  j["layers"][1]["predicted_used"] = 5;
+  auto bad = activations_from_json(j, "t.json", nullptr);
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().find("layers[1].predicted_used") != std::string::npos);
+  j["layers"][1].erase("predicted_used");
+  j["layers"][1].erase("predicted");
+  auto old = activations_from_json(j, "t.json", nullptr);  // a trace from before predictions
+  REQUIRE(old.ok());
+  CHECK(old->layers[1].predicted == 0);
+}
+
 TEST_CASE("co-occurrence pairs only consecutive MoE layers of the same tokens", "[planner]") {
   ActivationRecorder rec(small_config(), "small");
   const std::vector<int32_t> a = {0, 1}, b = {2, 3}, two_tokens = {0, 1, 2, 3};

@@ -8,6 +8,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "planner/dense_format.h"
 #include "planner/placement.h"
 #include "planner/solver.h"
 #include "tests/unit/temp_dir.h"
@@ -310,6 +311,132 @@ TEST_CASE("cost model: all-RAM CPU decode equals the hand-computed sum", "[plann
     CHECK(fast_p.share_ram == Approx(0.5));
     CHECK(fast_p.share_nvme_hit + fast_p.share_nvme_miss == Approx(0.5));
   }
+}
+
+TEST_CASE("cost model: packed dense at its measured rate; the CPU parts add up to the step", "[planner][cost]") {
+  const ModelConfig c = wide64();
+  CostInputs in;
+  in.model = c;
+  in.expert_bytes = kWideQ4;
+  in.context = 1024;
+  in.decode_fill = 64;
+  in.machine = machine(0, 100, 3.0);
+  in.machine.dense_q8_gbs = 50;
+  in.use_gpu = false;
+  in.dense_format = "q8";
+  in.stats = uniform_activations(c);
+  const Placement pl = uniform_placement(2, 0, 64, "q4", kWideQ4, Tier::Ram);
+  const Prediction p = predict(in, pl);
+  const DenseBytes db = dense_bytes(c, "q8");
+  // Independent sum: packed bytes at 50 GB/s, kv_b (FP8) at 100, small tensors at 100, the
+  // experts at 180, attention flops at 500.
+  const double R = 512, H = 128;
+  const double attn = 2.0 * H * (2 * 128 * R + 2 * R * 128 + 64 * (2 * (R + 64) + 2 * R)) / 500e9;
+  const double expect = 2.0 * 8 * double(kWideQ4) / 180e9 +
+                        2.0 * (db.moe_attention_packed + db.moe_shared_packed) / 50e9 + db.lm_head_packed / 50e9 +
+                        2.0 * db.moe_attention_fp8 / 100e9 + (2.0 * db.moe_bf16 + db.lm_head_bf16) / 100e9 + attn;
+  CHECK(p.decode.total == Approx(expect).epsilon(1e-9));
+  const CpuParts& cp = p.cpu_parts;
+  CHECK(cp.attention + cp.dense_ffn + cp.routers + cp.shared_experts + cp.routed_experts + cp.lm_head ==
+        Approx(p.decode.total).epsilon(1e-9));
+  CHECK(cp.lm_head == Approx(db.lm_head_packed / 50e9 + db.lm_head_bf16 / 100e9).epsilon(1e-9));
+  CHECK(cp.shared_experts == Approx(2.0 * db.moe_shared_packed / 50e9).epsilon(1e-9));
+  // Without a packed dense rate the expert kernel's is used.
+  CostInputs no_rate = in;
+  no_rate.machine.dense_q8_gbs = 0;
+  CHECK(predict(no_rate, pl).cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / 180e9).epsilon(1e-9));
+}
+
+TEST_CASE("cost model: wasted prefetch reads follow the precision; a step holds its unreadable time", "[planner][cost]") {
+  const ModelConfig c = wide64();
+  CostInputs in;
+  in.model = c;
+  in.expert_bytes = kWideQ4;
+  in.context = 1024;
+  in.decode_fill = 64;
+  in.machine = machine(0, 100, 3.0);
+  in.use_gpu = false;
+  in.stats = uniform_activations(c);
+  Placement pl = uniform_placement(2, 0, 64, "q4", kWideQ4, Tier::Ram);
+  for (int64_t e = 32; e < 64; ++e) pl.set(0, e, Tier::Nvme), pl.set(1, e, Tier::Nvme);
+  pl.nvme_cache_bytes = 40 * kWideQ4;  // 40 slots: the read-ahead limit (20) is not reached
+  in.prefetch_recall = 0.5;
+
+  in.prefetch_precision = 1.0;
+  const Prediction exact = predict(in, pl);
+  CHECK(exact.wasted_bytes_from_disk_per_token == 0);
+  // Layer 1 is predicted from layer 0: its NVMe experts are chosen 32 x 8/64 = 4 times per
+  // token; at precision 0.5 half of the 4 read ahead are wasted, each a blob read.
+  in.prefetch_precision = 0.5;
+  const Prediction half = predict(in, pl);
+  CHECK(half.wasted_bytes_from_disk_per_token == Approx(2.0 * double(kWideQ4)).epsilon(1e-9));
+  CHECK(half.expert_bytes_from_disk_per_token > exact.expert_bytes_from_disk_per_token);
+  CHECK(half.nvme_cache_hit_rate < exact.nvme_cache_hit_rate);  // wasted reads hold cache slots
+  CHECK(half.decode_tokens_per_s < exact.decode_tokens_per_s);
+  in.prefetch_recall = 0;
+  CHECK(predict(in, pl).wasted_bytes_from_disk_per_token == 0);
+
+  SECTION("disk-bound: the reads, plus the time before the first routing and the lm_head") {
+    in.prefetch_recall = 0.5;
+    in.prefetch_precision = 0.5;
+    in.machine.disk_read_gbs = 0.01;
+    const Prediction slow = predict(in, pl);
+    const double disk_s = slow.expert_bytes_from_disk_per_token / 0.01e9;
+    // Both MoE layers have the same attention cost: the first one's is half the part.
+    const double no_io = slow.cpu_parts.attention / 2 + slow.cpu_parts.lm_head;
+    // The per-layer queue may come out slightly longer than this floor, never shorter.
+    CHECK(slow.decode.total >= (disk_s + no_io) * (1 - 1e-12));
+    CHECK(slow.decode.total < 1.01 * (disk_s + no_io));
+    CHECK(slow.bottleneck.find("NVMe") != std::string::npos);
+  }
+}
+
+TEST_CASE("cache hit rate: one-off insertions against an LRU simulation", "[planner][cost]") {
+  // 200 items with Zipf-like reference probabilities, 8 references per step, plus 3 one-off
+  // items per step that are never referenced again (wasted read-ahead), LRU of 40 slots.
+  const int N = 200, C = 40, per_step = 8;
+  const double one_off = 3;
+  std::vector<double> f(N);
+  double sum = 0;
+  for (int i = 0; i < N; ++i) sum += f[size_t(i)] = 1.0 / std::pow(i + 1.0, 0.8);
+  for (double& x : f) x *= per_step / sum;  // expected references per step
+  std::vector<double> w(f.begin(), f.end());
+  std::discrete_distribution<int> pick(w.begin(), w.end());
+  std::mt19937 rng(7);
+  std::list<int64_t> lru;
+  std::unordered_map<int64_t, std::list<int64_t>::iterator> where;
+  int64_t hits = 0, refs = 0, next_phantom = N;
+  auto touch = [&](int64_t k, bool count, bool warm) {
+    auto it = where.find(k);
+    if (it != where.end()) {
+      if (count && warm) ++hits;
+      lru.erase(it->second);
+    } else if (int(lru.size()) == C) {
+      where.erase(lru.back());
+      lru.pop_back();
+    }
+    lru.push_front(k);
+    where[k] = lru.begin();
+    if (count && warm) ++refs;
+  };
+  for (int step = 0; step < 60000; ++step) {
+    const bool warm = step > 5000;
+    // A step's experts are distinct (top-k), as in the runtime.
+    std::vector<int> chosen;
+    while (int(chosen.size()) < per_step) {
+      const int k = pick(rng);
+      if (std::find(chosen.begin(), chosen.end(), k) == chosen.end()) chosen.push_back(k);
+    }
+    for (int k : chosen) touch(k, true, warm);
+    for (int r = 0; r < int(one_off); ++r) touch(next_phantom++, false, warm);
+  }
+  const double simulated = double(hits) / double(refs);
+  // Che's per-step form: an item referenced with probability 1 - exp(-f) per step.
+  std::vector<double> q(f.size());
+  for (size_t i = 0; i < f.size(); ++i) q[i] = 1.0 - std::exp(-f[i]);
+  const double with = cache_hit_rate(q, C, nullptr, one_off), without = cache_hit_rate(q, C, nullptr);
+  CHECK(with < without);
+  CHECK(with == Approx(simulated).margin(0.04));
 }
 
 TEST_CASE("cache hit rate: Che's approximation against uniform theory and an LRU simulation", "[planner][cost]") {
