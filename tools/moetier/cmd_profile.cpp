@@ -31,6 +31,8 @@ nodes, GPU); --force measures again. Run it while the machine is otherwise idle.
   --quick         short measurements (seconds; rougher figures, for tests)
   --json          print the profile as JSON on stdout instead of the summary
   --show          print the cached profile without measuring
+  --isa NAME      cap the kernels at scalar, avx2 or avx512 (needs --out): the figures of that
+                  ISA's paths on this CPU, e.g. for the described-hardware rules (docs/planner.md)
 
 Machines you do not have are described to `moetier plan --hardware` instead, e.g.
 "gpu=24G,ram=512G@300GB/s,disk=7GB/s,cores=32,isa=avx512", or a preset:
@@ -46,7 +48,7 @@ int fail(const std::string& m, int code = 1) {
 int cmd_profile(int argc, char** argv) {
   auto parsed = Args::parse(argc, argv,
                             {{"model"}, {"disk-dir"}, {"out"}, {"force", false}, {"quick", false}, {"json", false},
-                             {"show", false}, {"help", false}},
+                             {"show", false}, {"help", false}, {"isa"}},
                             "profile");
   if (!parsed) return fail(parsed.error(), 2);
   const Args& a = *parsed;
@@ -75,7 +77,14 @@ int cmd_profile(int argc, char** argv) {
   if (auto d = a.get("disk-dir")) o.disk_dir = *d;
   o.quick = a.has("quick");
   o.require_save = true;  // the user asked for this file
-  auto p = load_or_measure_profile(o, a.has("force"), /*quiet=*/false);
+  if (auto isa = a.get("isa")) {
+    if (!cpu::isa_level_from_name(*isa, o.kernels.isa_level))
+      return fail("--isa must be scalar, avx2 or avx512, got '" + *isa + "'", 2);
+    if (!a.has("out"))
+      return fail("--isa measures another instruction set's kernels: give --out FILE, so that the result is not "
+                  "cached as this machine's profile", 2);
+  }
+  auto p = load_or_measure_profile(o, a.has("force") || a.has("isa"), /*quiet=*/false);
   if (!p) return fail(p.error());
   if (a.has("json")) std::printf("%s\n", planner::profile_to_json(*p).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   else print_profile_summary(*p);

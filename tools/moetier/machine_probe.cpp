@@ -173,11 +173,13 @@ std::string machine_fingerprint() { return fingerprint_of(host_facts()); }
 Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
   const auto t0 = std::chrono::steady_clock::now();
   const probe::Say say = sayer(quiet);
-  const probe::Durations d{opts.quick};
+  const probe::ProbeSettings d{opts.quick, opts.kernels};
   const HostFacts f = host_facts();
 
   MachineProfile p;
   p.source = opts.quick ? kMeasuredQuick : kMeasured;
+  if (opts.kernels.isa_level != cpu::ExpertKernelConfig{}.isa_level)
+    p.source += std::string(" with kernels capped at ") + cpu::expert_kernel_isa(opts.kernels);
   p.fingerprint = fingerprint_of(f);
   p.measured_at = utc_now();
   p.cpu_model = f.cpu_model;
@@ -250,6 +252,8 @@ Result<MachineProfile> load_or_measure_profile(const ProbeOptions& opts, bool fo
       std::fprintf(stderr, "moetier: warning: ignoring the cached profile: %s\n", cached.error().c_str());
     } else if (cached->fingerprint != machine_fingerprint()) {
       say("the profile in " + file.string() + " is for other hardware (or an older moetier); measuring this machine");
+    } else if (cached->source.find("capped") != std::string::npos) {
+      say("the profile in " + file.string() + " was measured with the kernels capped (profile --isa); measuring fully");
     } else if (cached->source == kMeasuredQuick && !opts.quick) {
       say("the profile in " + file.string() + " was a --quick one; measuring fully");
     } else if (cached->provisional) {
@@ -281,7 +285,7 @@ Result<MachineProfile> load_or_measure_profile(const ProbeOptions& opts, bool fo
         say("using cached profile from " + file.string() + when + " but measuring the disk of " + target.string() +
             " (device " + (device.empty() ? std::string("unknown") : device) + "; the cached figures are for " +
             cached_disk_text(previous) + ")");
-        if (Status s = probe::measure_disk(probe::Durations{opts.quick}, opts.model_dir, disk_dir_of(opts), p, say); !s.ok())
+        if (Status s = probe::measure_disk(probe::ProbeSettings{opts.quick, opts.kernels}, opts.model_dir, disk_dir_of(opts), p, say); !s.ok())
           return make_error("measuring the disk: " + s.error());
       }
       // One record per device: the one in use, and the others in other_disks.

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cpu_kernels/expert_ffn.h"
 #include "planner/machine_profile.h"
 #include "runtime/core/status.h"
 
@@ -21,6 +22,9 @@ struct ProbeOptions {
   std::filesystem::path disk_dir;
   bool quick = false;         // shorter measurements (tests); such a profile says so in `source`
   bool require_save = false;  // a profile that cannot be written is an error (else a warning)
+  // Caps the kernels' instruction set (profile --isa): the profile then describes that ISA's
+  // paths on this CPU, says so in `source`, and is never taken for this machine's own.
+  cpu::ExpertKernelConfig kernels;
 };
 
 // Measures now, every step (progress lines on stderr unless quiet). Does not save.

@@ -207,7 +207,7 @@ uint64_t expert_blob_bytes() {
   return expert_blob_layout({ExpertQuant::Q4, kHidden, kInter, kGroup}).total_bytes;
 }
 
-void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say) {
+void measure_ram(const ProbeSettings& d, planner::MachineProfile& p, const Say& say) {
   size_t buffer = d.ram_buffer_bytes();
   // Leave most of a small machine's free memory alone.
   while (p.ram_available_bytes > 0 && buffer > (size_t{128} << 20) && buffer > p.ram_available_bytes / 4) buffer /= 2;
@@ -229,7 +229,7 @@ std::filesystem::path disk_target_dir(const std::filesystem::path& model_dir, co
   return disk_dir;
 }
 
-Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
+Status measure_disk(const ProbeSettings& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
                     planner::MachineProfile& p, const Say& say) {
   std::filesystem::path file;
   TempFile temp;
@@ -306,7 +306,7 @@ Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, 
   return ok_status();
 }
 
-void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, const Say& say) {
+void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, const Say& say) {
   const size_t n_weights = static_cast<size_t>(kHidden * kInter);
   std::vector<float> gate(n_weights), up(n_weights), down(n_weights);
   fill_floats(gate, 1, 0.04f);
@@ -342,7 +342,7 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
       cpu::ExpertTask tasks[8];
       for (size_t k = 0; k < 8; ++k) tasks[k] = {blobs.data() + ((next + k) % n) * blob, &tok0, &w, 1};
       next = (next + 8) % n;
-      cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), {}, &ws);
+      cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), d.kernels, &ws);
     };
     for (int i = 0; i < 2; ++i) step();
     const std::string name(expert_quant_name(q));
@@ -360,12 +360,12 @@ void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, cons
     cpu::ExpertTask ptasks[8];
     for (size_t k = 0; k < 8; ++k) ptasks[k] = {blobs.data() + k * blob, tokens.data(), weights.data(), T};
     const double flops = 8.0 * T * 6.0 * double(kHidden) * double(kInter);
-    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), {}, &ws);  // warm-up (primitive creation)
+    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), d.kernels, &ws);  // warm-up (primitive creation)
     double best = 0;
     const auto r0 = Clock::now();
     do {
       const auto c0 = Clock::now();
-      cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), {}, &ws);
+      cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), d.kernels, &ws);
       best = std::max(best, flops / seconds_since(c0) / 1e9);
     } while (seconds_since(r0) < d.prefill_seconds());
 
@@ -379,7 +379,7 @@ namespace {
 
 // Calls `call` for `seconds`, `repeats` times; the figure is `work` units per second.
 template <class Call>
-double timed_rate(planner::MachineProfile& p, const std::string& name, const Durations& d, double seconds, double work,
+double timed_rate(planner::MachineProfile& p, const std::string& name, const ProbeSettings& d, double seconds, double work,
                   Call call) {
   call();  // warm-up
   return repeated(p, name, d.repeats(), [&] {
@@ -401,9 +401,9 @@ constexpr int64_t kLayerShapes[][2] = {{1536, kHidden}, {24576, 1536}, {576, kHi
 
 }  // namespace
 
-void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& say) {
+void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say& say) {
   // The matmul the runtime's default backend runs at one token (its decode GEMV).
-  const auto be = cpu::make_cpu_backend();
+  const auto be = cpu::make_cpu_backend(d.kernels);
   const auto t0 = Clock::now();
   {
     // [18432 x 7168]: the width of V3's dense FFN; 264 MB in bf16, far beyond the caches.
@@ -473,14 +473,14 @@ void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& sa
       "expert; weights at 1 token (" + num(seconds_since(t0)) + " s)");
 }
 
-void measure_attention(const Durations& d, planner::MachineProfile& p, const Say& say) {
+void measure_attention(const ProbeSettings& d, planner::MachineProfile& p, const Say& say) {
   // DeepSeek V3 MLA through the cpu backend's own operator (the seam the model calls): 128
   // heads, nope 128, rope 64, v 128, latent 512, kv_b in bf16 as a store keeps it; one decode
   // query over `ctx` cached positions.
   const int64_t H = 128, ctx = d.attention_context();
   const MlaHeadDims dims{128, 64, 128, 512};
   const int64_t R = dims.latent;
-  const auto be = cpu::make_cpu_backend();
+  const auto be = cpu::make_cpu_backend(d.kernels);
   const int64_t kvb_rows = H * (dims.nope + dims.v);
   std::vector<uint16_t> kvb(static_cast<size_t>(kvb_rows * R));
   {

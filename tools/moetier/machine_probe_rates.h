@@ -6,14 +6,18 @@
 #include <functional>
 #include <string>
 
+#include "cpu_kernels/expert_ffn.h"
 #include "planner/machine_profile.h"
 #include "runtime/core/status.h"
 
 namespace mt::cli::probe {
 
-// How long the measurements run: the full profile, or `quick` for tests.
-struct Durations {
+// How long the measurements run (the full profile, or `quick` for tests) and which kernels they
+// time (`kernels.isa_level`: profile --isa caps the instruction set, to measure another ISA's
+// paths on this CPU).
+struct ProbeSettings {
   bool quick = false;
+  cpu::ExpertKernelConfig kernels;
   double ram_seconds() const { return quick ? 0.2 : 2.0; }
   size_t ram_buffer_bytes() const { return size_t(quick ? 256 : 1024) << 20; }
   double disk_seconds() const { return quick ? 0.08 : 0.5; }
@@ -38,11 +42,11 @@ using Say = std::function<void(const std::string&)>;
 uint64_t expert_blob_bytes();
 
 // ram_read_gbs, and numa_nodes[].read_gbs where it can be attributed (one node).
-void measure_ram(const Durations& d, planner::MachineProfile& p, const Say& say);
+void measure_ram(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 
 // disk_path, disk_device, disk_rates, disk_read_gbs. The file is the largest one of model_dir when that is
 // at least 64 MiB, else a temporary file in disk_dir.
-Status measure_disk(const Durations& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
+Status measure_disk(const ProbeSettings& d, const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir,
                     planner::MachineProfile& p, const Say& say);
 // "major:minor" of the filesystem holding `dir` ("" when it cannot be examined): the key of a
 // profile's disk figures.
@@ -51,15 +55,15 @@ std::string device_of(const std::filesystem::path& dir);
 std::filesystem::path disk_target_dir(const std::filesystem::path& model_dir, const std::filesystem::path& disk_dir);
 
 // kernels: q4, q8, bf16 at the real expert shape.
-void measure_expert_kernels(const Durations& d, planner::MachineProfile& p, const Say& say);
+void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 
 // "avx2, avx512, avx512-vnni": the ISA flags a profile has (profile_summary.cpp).
 std::string isa_text(const planner::MachineProfile& p);
 
 // dense_bf16_gbs, dense_fp8_gbs: cpu::matmul at one token.
-void measure_dense(const Durations& d, planner::MachineProfile& p, const Say& say);
+void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 
 // attention_gflops: our MLA decode attention (absorbed form) at the V3 shape.
-void measure_attention(const Durations& d, planner::MachineProfile& p, const Say& say);
+void measure_attention(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 
 }  // namespace mt::cli::probe
