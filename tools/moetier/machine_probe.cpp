@@ -179,7 +179,7 @@ Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
   MachineProfile p;
   p.source = opts.quick ? kMeasuredQuick : kMeasured;
   if (opts.kernels.isa_level != cpu::ExpertKernelConfig{}.isa_level)
-    p.source += std::string(" with kernels capped at ") + cpu::expert_kernel_isa(opts.kernels);
+    p.source += " with kernels capped at " + std::string(cpu::expert_kernel_isa(opts.kernels));
   p.fingerprint = fingerprint_of(f);
   p.measured_at = utc_now();
   p.cpu_model = f.cpu_model;
