@@ -156,13 +156,23 @@ class SpecParser {
   std::string spec_;
 };
 
-// Per-core rates. Decode: measured by `bench moe` on a 2-core Zen 3 with AVX2 (~29 GB/s q4).
-// Prefill: assumed (no AVX-512 or AMX machine was measured).
-double decode_gbs_per_core(const std::string& format) { return format == "q8" ? 14.0 : 14.5; }
-constexpr double kAvx512DecodeFactor = 1.3;
-constexpr double kPrefillGflopsPerCoreAvx2 = 40.0;
-constexpr double kAvx512PrefillFactor = 1.6;
-constexpr double kAmxPrefillFactor = 4.0;
+// The fast cpu backend's measured efficiencies (docs/planner.md, "Rules for described
+// hardware": `moetier profile --isa avx2|avx512` with 1 and 2 threads on an Intel Xeon VM with
+// AVX-512 VNNI/BF16, 2026-12-03). A rate is min(share x RAM bandwidth, cores x per-core rate):
+// the share is what the kernel reached of the bandwidth measured in the same run with every
+// core; the per-core rate is one thread's. Where one thread was itself bandwidth-bound (expert
+// and packed dense decode: one core read 17 GB/s, and so did the kernels), the per-core rate
+// is a lower bound.
+struct IsaRates {
+  double expert_share, expert_per_core;         // routed-expert decode, every format
+  double packed_share, packed_per_core;         // packed dense q8/q4 at one token
+  double bf16_share, bf16_per_core;             // dense bf16 GEMV
+  double fp8_share, fp8_per_core;               // dense FP8 with block scales (compute-bound)
+  double attention_per_core;                    // MLA decode GFLOP/s
+  double prefill_q4, prefill_q8, prefill_bf16;  // expert prefill GFLOP/s per core
+};
+constexpr IsaRates kAvx2Rates{0.98, 17.0, 0.90, 17.0, 0.85, 15.0, 0.48, 8.0, 13.4, 140, 100, 87};
+constexpr IsaRates kAvx512Rates{0.98, 17.0, 0.92, 16.5, 0.90, 16.5, 0.50, 8.0, 13.6, 265, 255, 90};
 
 Result<MachineProfile> describe_spec(const std::string& spec) {
   const SpecParser parser(spec);
@@ -212,21 +222,29 @@ Result<MachineProfile> describe_spec(const std::string& spec) {
     p.numa_nodes.push_back({i, p.ram_total_bytes / static_cast<uint64_t>(numa), p.ram_read_gbs / numa});
   if (numa > 1) assumed.push_back("memory and bandwidth split evenly over " + std::to_string(numa) + " NUMA nodes");
 
-  // Expert kernels: bound by RAM bandwidth or by the cores.
-  const double decode_factor = p.avx512 ? kAvx512DecodeFactor : 1.0;
-  const double prefill_per_core =
-      kPrefillGflopsPerCoreAvx2 * (p.amx ? kAmxPrefillFactor : p.avx512 ? kAvx512PrefillFactor : 1.0);
-  for (const char* f : {"q4", "q8", "bf16"})
-    p.kernels.push_back({f, std::min(0.9 * p.ram_read_gbs, cores * decode_gbs_per_core(f) * decode_factor),
-                         cores * prefill_per_core});
-  assumed.push_back(
-      "expert decode GB/s = min(0.9 x RAM bandwidth, cores x per-core rate), per-core q4 14.5, q8 14, bf16 14.5 GB/s "
-      "as measured with AVX2 on Zen 3" +
-      std::string(p.avx512 ? ", x1.3 per core for AVX-512 (assumed, not measured)" : ""));
-  assumed.push_back("expert prefill " + fmt(prefill_per_core) + " GFLOP/s per core (assumed: 40 for AVX2" +
-                    (p.amx ? ", x4 for AMX)" : p.avx512 ? ", x1.6 for AVX-512)" : ")"));
-  p.dense_bf16_gbs = p.dense_fp8_gbs = 0.5 * p.ram_read_gbs;
-  assumed.push_back("dense matmul 0.5 x RAM bandwidth (the reference dense path is not bandwidth-optimal)");
+  // Our kernels: bound by RAM bandwidth or by the cores (IsaRates above). AMX and AVX-512 BF16
+  // machines get the AVX-512 figures: the kernels have no AMX path of their own.
+  const IsaRates& k = p.avx512 ? kAvx512Rates : kAvx2Rates;
+  const double bw = p.ram_read_gbs;
+  auto rate = [&](double share, double per_core) { return std::min(share * bw, cores * per_core); };
+  p.kernels.push_back({"q4", rate(k.expert_share, k.expert_per_core), cores * k.prefill_q4});
+  p.kernels.push_back({"q8", rate(k.expert_share, k.expert_per_core), cores * k.prefill_q8});
+  p.kernels.push_back({"bf16", rate(k.expert_share, k.expert_per_core), cores * k.prefill_bf16});
+  p.dense_q8_gbs = p.dense_q4_gbs = rate(k.packed_share, k.packed_per_core);
+  p.dense_bf16_gbs = rate(k.bf16_share, k.bf16_per_core);
+  p.dense_fp8_gbs = rate(k.fp8_share, k.fp8_per_core);
+  p.attention_gflops = cores * k.attention_per_core;
+  const char* isa_name = p.avx512 ? "AVX-512" : "AVX2";
+  char rule[640];
+  std::snprintf(rule, sizeof rule,
+                "rates of our %s kernels as measured on a 2-core Xeon (docs/planner.md): min(share x RAM bandwidth, "
+                "cores x per-core rate) for expert decode (%.2f, %.1f GB/s), packed dense (%.2f, %.1f), bf16 dense "
+                "(%.2f, %.1f), fp8 dense (%.2f, %.1f); MLA %.1f GFLOP/s per core; expert prefill q4/q8/bf16 "
+                "%.0f/%.0f/%.0f GFLOP/s per core%s",
+                isa_name, k.expert_share, k.expert_per_core, k.packed_share, k.packed_per_core, k.bf16_share,
+                k.bf16_per_core, k.fp8_share, k.fp8_per_core, k.attention_per_core, k.prefill_q4, k.prefill_q8,
+                k.prefill_bf16, p.amx || p.avx512_bf16 ? " (AMX/AVX-512 BF16 not measured apart: AVX-512 figures)" : "");
+  assumed.push_back(rule);
 
   // GPU
   const auto gpu_text = take("gpu");

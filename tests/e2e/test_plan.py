@@ -92,8 +92,41 @@ def main():
                            text=True, timeout=120)
         ck.check(f"671B V3.2 plans on {hw}", r.returncode == 0 and "predicted decode" in r.stdout, r.stderr[-300:])
 
+    # plan --check: the plan run on the store, predicted beside measured per part.
+    prof = os.path.join(work, "quick_profile.json")
+    C.run_cli(exe, ["profile", "--quick", "--out", prof, "--model", store])
+    check_json = os.path.join(work, "check.json")
+    r = subprocess.run([exe, "plan", "--model", store, "--profile", prof, "--expert-ram", str(expert_ram),
+                        "--context", "64", "--fill", "16", "--check", "--check-tokens", "6", "--check-json", check_json],
+                       capture_output=True, text=True, timeout=600)
+    ck.check("plan --check runs the plan and prints the comparison",
+             r.returncode == 0 and "predicted vs measured" in r.stdout and "whole step" in r.stdout, r.stderr[-400:])
+    if r.returncode == 0:
+        rep = json.load(open(check_json))
+        parts = rep["parts"]
+        ck.check("every part has a prediction and a measurement",
+                 len(parts) == 8 and all(v["predicted_s"] >= 0 and v["measured_s"] >= 0 for v in parts.values()),
+                 str(parts))
+        whole = parts["whole step"]["measured_s"]
+        measured_sum = sum(v["measured_s"] for k, v in parts.items() if k != "whole step")
+        ck.check("the measured parts add up to the measured step (within 25%)",
+                 whole > 0 and abs(measured_sum / whole - 1) < 0.25, str((measured_sum, whole)))
+        ck.check("measured tokens/s is the inverse of the measured step",
+                 abs(rep["measured_tokens_per_s"] * whole - 1) < 1e-6, str(rep["measured_tokens_per_s"]))
+        ck.check("the predicted step is the plan's",
+                 parts["whole step"]["predicted_s"] > 0 and
+                 abs(rep["predicted_tokens_per_s"] * parts["whole step"]["predicted_s"] - 1) < 1e-6, str(rep))
+        ck.check("disk bytes and the RAM hit share are compared",
+                 rep["disk_bytes_per_token"]["measured"] >= 0 and 0 <= rep["ram_hit_share"]["measured"] <= 1, str(rep))
+
     # Bad input.
     base = [exe, "plan", "--model", store]
+    expect_error(ck, "--check on a preset", [exe, "plan", "--preset", "tiny", "--check"], "--model")
+    expect_error(ck, "--check of a described machine", base + ["--hardware", HW, "--check"], "--hardware")
+    expect_error(ck, "--check-tokens without --check", base + ["--hardware", HW, "--check-tokens", "4"], "--check")
+    expect_error(ck, "--check on a Hugging Face checkpoint", [exe, "plan", "--model", hf, "--check"], "manifest.json")
+    expect_error(ck, "--check with no tokens", base + ["--profile", prof, "--check", "--check-tokens", "0"],
+                 "check-tokens")
     expect_error(ck, "malformed hardware string", base + ["--hardware", "ram=abc,cores=4"], "ram")
     expect_error(ck, "hardware string with an unknown key", base + ["--hardware", "ram=8G,cores=4,turbo=1"], "turbo")
     expect_error(ck, "hardware string without ram", base + ["--hardware", "cores=4"], "ram")

@@ -196,15 +196,22 @@ TEST_CASE("describe_hardware gives the stated numbers and derives the rest by it
   CHECK(p.gpu.hbm_gbs == 1000.0);
   CHECK(p.gpu.h2d_gbs == 25.0);
   CHECK(p.gpu.gemm_tflops == 165.0);
-  // Decode: min(0.9 x 300, 32 x 14.5 x 1.3) = 270 (RAM-bound); prefill 32 x 40 x 1.6.
+  // AVX-512 rules (docs/planner.md): decode min(0.98 x 300, 32 x 17) = 294 (RAM-bound);
+  // prefill per core q4 265, q8 255, bf16 90; packed dense min(0.92 x 300, 32 x 16.5) = 276;
+  // bf16 min(0.9 x 300, 528) = 270; fp8 min(0.5 x 300, 32 x 8) = 150; MLA 32 x 13.6.
   for (const char* f : {"q4", "q8", "bf16"}) {
     const KernelRate* k = p.kernel(f);
     REQUIRE(k);
-    CHECK(k->decode_gbs == Approx(270.0));
-    CHECK(k->prefill_gflops == Approx(2048.0));
+    CHECK(k->decode_gbs == Approx(294.0));
   }
-  CHECK(p.dense_bf16_gbs == Approx(150.0));
+  CHECK(p.kernel("q4")->prefill_gflops == Approx(32 * 265.0));
+  CHECK(p.kernel("q8")->prefill_gflops == Approx(32 * 255.0));
+  CHECK(p.kernel("bf16")->prefill_gflops == Approx(32 * 90.0));
+  CHECK(p.dense_q8_gbs == Approx(276.0));
+  CHECK(p.dense_q4_gbs == Approx(276.0));
+  CHECK(p.dense_bf16_gbs == Approx(270.0));
   CHECK(p.dense_fp8_gbs == Approx(150.0));
+  CHECK(p.attention_gflops == Approx(32 * 13.6));
   // A described profile is a valid profile.
   CHECK(profile_from_json(profile_to_json(p), "described").ok());
 }
@@ -213,8 +220,8 @@ TEST_CASE("describe_hardware derives RAM bandwidth and core-bound rates when not
   auto r = describe_hardware(" cores=4 , ram=64G ");
   REQUIRE(r.ok());
   CHECK(r->ram_read_gbs == Approx(32.0));  // 8 GB/s per core
-  CHECK(r->kernel("q4")->decode_gbs == Approx(0.9 * 32));  // RAM-bound: 4 cores x 14.5 > 28.8
-  CHECK(r->kernel("q8")->prefill_gflops == Approx(160.0));
+  CHECK(r->kernel("q4")->decode_gbs == Approx(0.98 * 32));  // RAM-bound: 4 cores x 17 > 31.4
+  CHECK(r->kernel("q8")->prefill_gflops == Approx(4 * 100.0));  // AVX2 (isa not given)
   CHECK_FALSE(r->gpu.present);
   CHECK(r->disk_rates.empty());
   CHECK(r->source.find("8 GB/s per core") != std::string::npos);
@@ -224,8 +231,8 @@ TEST_CASE("describe_hardware derives RAM bandwidth and core-bound rates when not
   CHECK(big->ram_read_gbs == Approx(460.0));  // capped
   CHECK(big->amx);
   CHECK(big->avx512_bf16);
-  CHECK(big->kernel("bf16")->prefill_gflops == Approx(128 * 160.0));
-  CHECK(big->kernel("q4")->decode_gbs == Approx(0.9 * 460));
+  CHECK(big->kernel("bf16")->prefill_gflops == Approx(128 * 90.0));  // AMX: the AVX-512 figures
+  CHECK(big->kernel("q4")->decode_gbs == Approx(0.98 * 460));
   CHECK(big->gpu.hbm_gbs == Approx(2000.0));
   CHECK(big->gpu.h2d_gbs == Approx(64.0));
   CHECK(big->gpu.gemm_tflops == Approx(750.0));
@@ -235,8 +242,9 @@ TEST_CASE("describe_hardware derives RAM bandwidth and core-bound rates when not
 
   auto core_bound = describe_hardware("cores=2,ram=16G@100GB/s,isa=avx2,gpu=0");
   REQUIRE(core_bound.ok());
-  CHECK(core_bound->kernel("q4")->decode_gbs == Approx(29.0));
-  CHECK(core_bound->kernel("q8")->decode_gbs == Approx(28.0));
+  CHECK(core_bound->kernel("q4")->decode_gbs == Approx(34.0));  // 2 cores x 17 < 0.98 x 100
+  CHECK(core_bound->kernel("q8")->decode_gbs == Approx(34.0));
+  CHECK(core_bound->dense_fp8_gbs == Approx(16.0));               // 2 cores x 8, compute-bound
   CHECK_FALSE(core_bound->gpu.present);
 
   auto no_disk = describe_hardware("cores=2,ram=16G,disk=0GB/s");
