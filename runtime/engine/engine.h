@@ -52,6 +52,11 @@ class Engine {
     return model_->make_cache(context > 0 ? context : cache_->max_tokens());
   }
   backend::AttentionCache& sequence() { return *cache_; }
+  // Appends `ids` to another sequence's cache (from new_sequence()): a server's prefill.
+  Status eval_sequence(backend::AttentionCache& cache, std::span<const int32_t> ids, bool all_logits,
+                       std::vector<float>& logits) {
+    return model_->forward(ids, cache, all_logits, logits);
+  }
   Status eval_batch(std::span<const int32_t> ids, std::span<backend::AttentionCache* const> caches,
                     std::vector<float>& logits) {
     return model_->forward_batch(ids, caches, logits);
