@@ -11,6 +11,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libdnnl-dev ocl-icd-opencl-dev        # dnnl-config.cmake calls find_package(OpenCL REQUIRED)
       libhwloc-dev liburing-dev libmimalloc-dev libomp-dev
       catch2 nlohmann-json3-dev libpcre2-dev
+      libcpp-httplib-dev                    # moetier serve (HTTP server)
       python3 python3-numpy
       clang libclang-rt-14-dev)             # scripts/fuzz.sh: libFuzzer + sanitizers
 

@@ -220,8 +220,19 @@ void BatchScheduler::run() {
         stats_.batched_tokens += ids.size();
       }
     }
+    const ExpertScheduler* es = engine_.expert_scheduler();
+    const ExpertSchedulerStats est = es ? es->stats() : ExpertSchedulerStats{};
     std::lock_guard<std::mutex> lock(mu_);
     stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    if (es) {
+      stats_.experts = true;
+      stats_.expert_cache_hit_rate = est.cache.hit_rate();
+      stats_.expert_uses_vram = est.uses_vram;
+      stats_.expert_uses_ram = est.uses_ram;
+      stats_.expert_uses_nvme_hit = est.uses_nvme_hit;
+      stats_.expert_uses_nvme_miss = est.uses_nvme_miss;
+      stats_.disk_bytes_read = est.cache.bytes_read;
+    }
   }
 }
 

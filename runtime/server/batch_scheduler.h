@@ -45,6 +45,12 @@ struct SchedulerStats {
   uint64_t prompt_tokens = 0, generated_tokens = 0;
   double busy_seconds = 0;        // time the engine spent on prefill and decode steps
   uint64_t batched_steps = 0, batched_tokens = 0;  // decode steps and the tokens they carried
+  // The engine's expert scheduler, read between steps (packed stores only): uses by tier and
+  // bytes read from disk since start-up.
+  bool experts = false;
+  double expert_cache_hit_rate = 0;
+  uint64_t expert_uses_vram = 0, expert_uses_ram = 0, expert_uses_nvme_hit = 0, expert_uses_nvme_miss = 0;
+  uint64_t disk_bytes_read = 0;
 };
 
 class BatchScheduler {

@@ -14,6 +14,7 @@ int cmd_profile(int argc, char** argv);
 int cmd_plan(int argc, char** argv);
 int cmd_trace(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
+int cmd_serve(int argc, char** argv);
 
 }  // namespace mt::cli
 
