@@ -74,6 +74,10 @@ std::string finish_text(const JobState& s) {
   return s.reason == FinishReason::Length ? "length" : "stop";
 }
 
+// JSON text; invalid UTF-8 (a token cut from a random model, a byte-level token) is replaced
+// rather than thrown on.
+std::string text_of(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 json usage(int64_t prompt_tokens, int64_t completion) {
   return {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion}, {"total_tokens", prompt_tokens + completion}};
 }
@@ -108,7 +112,7 @@ struct HttpServer::Impl {
 
   void reply_error(httplib::Response& res, const std::string& endpoint, const ApiError& e) {
     res.status = e.status;
-    res.set_content(e.to_json().dump(), "application/json");
+    res.set_content(text_of(e.to_json()), "application/json");
     metrics.count(endpoint, e.status);
   }
 
@@ -233,7 +237,7 @@ struct HttpServer::Impl {
       state->cv.wait(lock, [&] { return state->finished; });
       if (state->reason == FinishReason::Error) {
         res.status = 500;
-        res.set_content(ApiError{500, "server_error", "", "generation failed: " + state->error}.to_json().dump(),
+        res.set_content(text_of(ApiError{500, "server_error", "", "generation failed: " + state->error}.to_json()),
                         "application/json");
         return;
       }
@@ -249,7 +253,7 @@ struct HttpServer::Impl {
       json body = {{"id", id},          {"object", object}, {"created", created},
                    {"model", opt.model_name}, {"choices", json::array({choice})},
                    {"usage", usage(prompt_tokens, state->completion_tokens)}};
-      res.set_content(body.dump(), "application/json");
+      res.set_content(text_of(body), "application/json");
       return;
     }
 
@@ -261,7 +265,7 @@ struct HttpServer::Impl {
                   {"choices", json::array({std::move(choice)})}};
     };
     auto send = [](httplib::DataSink& sink, const json& j) {
-      const std::string line = "data: " + j.dump() + "\n\n";
+      const std::string line = "data: " + text_of(j) + "\n\n";
       return sink.write(line.data(), line.size());
     };
     auto started = std::make_shared<bool>(false);
@@ -376,12 +380,12 @@ struct HttpServer::Impl {
 
   void routes() {
     http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(json{{"status", "ok"}}.dump(), "application/json");
+      res.set_content(text_of(json{{"status", "ok"}}), "application/json");
     });
     http.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
       if (!authorized(req, res, "/v1/models")) return;
       json m = {{"id", opt.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "moetier"}};
-      res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(), "application/json");
+      res.set_content(text_of(json{{"object", "list"}, {"data", json::array({m})}}), "application/json");
       metrics.count("/v1/models", 200);
     });
     http.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
@@ -398,11 +402,11 @@ struct HttpServer::Impl {
       const std::string msg = res.status == 413 ? "the request body is too large"
                               : res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
                                                   : "bad request";
-      res.set_content(ApiError{res.status, "invalid_request_error", "", msg}.to_json().dump(), "application/json");
+      res.set_content(text_of(ApiError{res.status, "invalid_request_error", "", msg}.to_json()), "application/json");
     });
     http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
       res.status = 500;
-      res.set_content(ApiError{500, "server_error", "", "internal error"}.to_json().dump(), "application/json");
+      res.set_content(text_of(ApiError{500, "server_error", "", "internal error"}.to_json()), "application/json");
     });
   }
 };
