@@ -12,6 +12,7 @@ commands:
   demo         can DeepSeek V3.2 run here? this machine, the 671B plan, a measured demo run
   generate     generate text from a prompt, streaming, with prefill/decode tokens/s
   serve        OpenAI-compatible HTTP server (chat, completions, streaming, batching, metrics)
+  chat         interactive chat in the terminal (/reset, /stats, /think on|off)
   logits       write the logits of every position as a NumPy .npy file
   tokenize     text on stdin -> token ids (JSON), or JSONL in and out
   make-model   write a synthetic DeepSeek V3 / V3.2 checkpoint in the Hugging Face layout
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
   if (cmd == "demo") return mt::cli::cmd_demo(argc - 1, argv + 1);
   if (cmd == "trace") return mt::cli::cmd_trace(argc - 1, argv + 1);
   if (cmd == "serve") return mt::cli::cmd_serve(argc - 1, argv + 1);
+  if (cmd == "chat") return mt::cli::cmd_chat(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }
