@@ -15,6 +15,7 @@
 #include "runtime/server/api_request.h"
 #include "runtime/server/batch_scheduler.h"
 #include "runtime/server/output_parser.h"
+#include "runtime/server/tool_prompt.h"
 #include "runtime/tokenizer/chat_format.h"
 
 namespace mt::server {
@@ -196,10 +197,6 @@ struct HttpServer::Impl {
       auto r = parse_chat_request(req.body, limits);
       if (auto* e = std::get_if<ApiError>(&r)) return reply_error(res, endpoint, *e);
       ChatRequest& c = std::get<ChatRequest>(r);
-      if (!c.tools.empty())
-        return reply_error(res, endpoint, {400, "invalid_request_error", "tools",
-                                           "tool definitions are not rendered into the prompt yet; send the "
-                                           "conversation without 'tools' (tool_calls and tool messages are read)"});
       if (c.thinking && style != ChatStyle::V31)
         return reply_error(res, endpoint, {400, "invalid_request_error", "thinking",
                                            "thinking mode needs a V3.1/V3.2 chat template; this model has the V3 one"});
@@ -207,7 +204,7 @@ struct HttpServer::Impl {
       co.add_generation_prompt = true;
       co.style = style;
       co.thinking = c.thinking;
-      auto rendered = render_chat(c.messages, co);
+      auto rendered = render_chat(with_tool_section(c.messages, c.tools, style), co);
       if (!rendered) return reply_error(res, endpoint, {400, "invalid_request_error", "messages", rendered.error()});
       auto ids = tokens_of(*rendered, /*add_bos=*/false);  // the template writes BOS itself
       if (auto* e = std::get_if<ApiError>(&ids)) return reply_error(res, endpoint, *e);

@@ -173,6 +173,14 @@ def main():
                  got.get("message", {}).get("content") == full[:full.find(cut)] and got.get("finish_reason") == "stop",
                  text[:200])
 
+    # Tools are described to the model (the tiny random model answers without calling one).
+    tools = [{"type": "function", "function": {"name": "get_time", "description": "the time",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    st, text = s.request("POST", "/v1/chat/completions",
+                         chat([{"role": "user", "content": "What time is it?"}], max_tokens=4, tools=tools))
+    ck.check("a request with tools is served", st == 200 and json.loads(text)["usage"]["prompt_tokens"] > 40,
+             text[:300])
+
     # Bad input: each a 4xx with OpenAI's error object; the server keeps serving.
     bad = [
         ("malformed JSON", "/v1/chat/completions", '{"messages": [', 400),
