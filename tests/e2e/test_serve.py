@@ -123,7 +123,7 @@ def main():
     if not os.path.exists(os.path.join(model, "config.json")):
         C.run_cli(exe, ["make-model", "--preset", "tiny", "--out", model])
 
-    s = Server(exe, model, "--parallel", "4", "--context", "96", "--max-body", "64K")
+    s = Server(exe, model, "--parallel", "4", "--context", "256", "--max-body", "64K")
     if not ck.check("server starts and prints its port", s.port is not None, "".join(s.log)[-400:]):
         s.stop()
         ck.finish()
