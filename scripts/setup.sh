@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what moetier builds, tests and runs its demo with, from Debian 12's packages only:
 # compilers, CMake, Ninja, oneDNN (with the OpenCL headers its CMake config insists on), hwloc,
-# liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, Python 3 with NumPy for the
-# independent reference, and clang with its libFuzzer runtime for the coverage-guided fuzzing. No pip: Debian's python3 has none, and python3-numpy is enough.
+# liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, cpp-httplib, Python 3 with NumPy for
+# the independent reference, and clang with its libFuzzer runtime for the coverage-guided
+# fuzzing. One test-side reference comes from PyPI (DESIGN.md): the official `openai` client, in
+# a virtual environment at .venv that also sees Debian's NumPy (the end-to-end tests use it).
 # Idempotent and silent when everything is present; scripts/check_fresh_machine.sh proves the
 # list complete on a new Debian root.
 set -euo pipefail
@@ -12,7 +14,7 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libhwloc-dev liburing-dev libmimalloc-dev libomp-dev
       catch2 nlohmann-json3-dev libpcre2-dev
       libcpp-httplib-dev                    # moetier serve (HTTP server)
-      python3 python3-numpy
+      python3 python3-numpy python3-venv
       clang libclang-rt-14-dev)             # scripts/fuzz.sh: libFuzzer + sanitizers
 
 missing=()
@@ -37,8 +39,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The tests run the first interpreter on PATH that imports NumPy, else Debian's own
-# (tests/CMakeLists.txt); python3-numpy serves the latter, so nothing more is needed here.
+# (tests/CMakeLists.txt); python3-numpy serves the latter.
 if ! python3 -c "import numpy" >/dev/null 2>&1 && ! /usr/bin/python3 -c "import numpy" >/dev/null 2>&1; then
   echo "setup: error: no python3 with NumPy after installing python3-numpy" >&2
   exit 1
+fi
+
+# The official openai client for tests/e2e/test_serve.py, from PyPI, in .venv (Debian's python3
+# with its NumPy visible); the tests prefer .venv/bin/python3 when it exists.
+cd "$(dirname "$0")/.."
+if ! .venv/bin/python3 -c "import numpy, openai" >/dev/null 2>&1; then
+  echo "setup: installing the openai client from PyPI into .venv"
+  log=$(mktemp)
+  if ! { /usr/bin/python3 -m venv --system-site-packages .venv &&
+         .venv/bin/python3 -m pip install -q --disable-pip-version-check openai; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "setup: error: could not install the openai client into .venv (is PyPI reachable?)" >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi

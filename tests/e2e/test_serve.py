@@ -276,7 +276,7 @@ def main():
         have_openai = True
     except ImportError:
         have_openai = False
-        ck.info("the openai Python package is not installed: the official-client checks did not run")
+        ck.check("the official openai client is installed (scripts/setup.sh puts it in .venv)", False, sys.executable)
     if have_openai:
         from openai import OpenAI
         cl = OpenAI(base_url=f"http://127.0.0.1:{s.port}/v1", api_key="unused")
