@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string_view>
 
 namespace mt {
 
@@ -25,6 +26,25 @@ uint64_t process_peak_rss_bytes() {
     if (std::sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
   std::fclose(f);
   return kb * 1024;
+}
+
+}  // namespace mt
+
+namespace mt {
+
+SystemMemory system_memory() {
+  SystemMemory m;
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (!f) return m;
+  char key[64];
+  unsigned long long kb = 0;
+  while (std::fscanf(f, "%63s %llu%*[^\n]", key, &kb) == 2) {
+    if (std::string_view(key) == "MemTotal:") m.total_bytes = kb * 1024;
+    else if (std::string_view(key) == "MemAvailable:") m.available_bytes = kb * 1024;
+  }
+  std::fclose(f);
+  if (m.available_bytes > m.total_bytes) m.available_bytes = m.total_bytes;
+  return m;
 }
 
 }  // namespace mt

@@ -88,6 +88,33 @@ PlanRequest request(const ModelConfig& c, const MachineProfile& m, const Activat
   return r;
 }
 
+// An LRU cache of `capacity` items, counting the hits of the references it is asked to count:
+// the simulation the cache-hit approximations are checked against.
+class LruSim {
+ public:
+  explicit LruSim(int capacity) : capacity_(capacity) {}
+  void touch(int64_t k, bool count) {
+    auto it = where_.find(k);
+    if (it != where_.end()) {
+      hits_ += count;
+      lru_.erase(it->second);
+    } else if (static_cast<int>(lru_.size()) == capacity_) {
+      where_.erase(lru_.back());
+      lru_.pop_back();
+    }
+    lru_.push_front(k);
+    where_[k] = lru_.begin();
+    refs_ += count;
+  }
+  double hit_rate() const { return refs_ ? double(hits_) / double(refs_) : 0.0; }
+
+ private:
+  int capacity_;
+  std::list<int64_t> lru_;
+  std::unordered_map<int64_t, std::list<int64_t>::iterator> where_;
+  int64_t hits_ = 0, refs_ = 0;
+};
+
 constexpr uint64_t kWideQ4 = 23855104;  // q4 blob of a 7168 x 2048 expert (any size works here)
 
 void check_budgets(const Plan& p, uint64_t eb) {
@@ -403,22 +430,8 @@ TEST_CASE("cache hit rate: one-off insertions against an LRU simulation", "[plan
   std::vector<double> w(f.begin(), f.end());
   std::discrete_distribution<int> pick(w.begin(), w.end());
   std::mt19937 rng(7);
-  std::list<int64_t> lru;
-  std::unordered_map<int64_t, std::list<int64_t>::iterator> where;
-  int64_t hits = 0, refs = 0, next_phantom = N;
-  auto touch = [&](int64_t k, bool count, bool warm) {
-    auto it = where.find(k);
-    if (it != where.end()) {
-      if (count && warm) ++hits;
-      lru.erase(it->second);
-    } else if (int(lru.size()) == C) {
-      where.erase(lru.back());
-      lru.pop_back();
-    }
-    lru.push_front(k);
-    where[k] = lru.begin();
-    if (count && warm) ++refs;
-  };
+  LruSim lru(C);
+  int64_t next_phantom = N;
   for (int step = 0; step < 60000; ++step) {
     const bool warm = step > 5000;
     // A step's experts are distinct (top-k), as in the runtime.
@@ -427,10 +440,10 @@ TEST_CASE("cache hit rate: one-off insertions against an LRU simulation", "[plan
       const int k = pick(rng);
       if (std::find(chosen.begin(), chosen.end(), k) == chosen.end()) chosen.push_back(k);
     }
-    for (int k : chosen) touch(k, true, warm);
-    for (int r = 0; r < int(one_off); ++r) touch(next_phantom++, false, warm);
+    for (int k : chosen) lru.touch(k, warm);
+    for (int r = 0; r < int(one_off); ++r) lru.touch(next_phantom++, false);
   }
-  const double simulated = double(hits) / double(refs);
+  const double simulated = lru.hit_rate();
   // Che's per-step form: an item referenced with probability 1 - exp(-f) per step.
   std::vector<double> q(f.size());
   for (size_t i = 0; i < f.size(); ++i) q[i] = 1.0 - std::exp(-f[i]);
@@ -453,24 +466,9 @@ TEST_CASE("cache hit rate: Che's approximation against uniform theory and an LRU
   for (double& x : p) x /= sum;
   std::discrete_distribution<int> pick(p.begin(), p.end());
   std::mt19937 rng(42);
-  std::list<int> lru;
-  std::unordered_map<int, std::list<int>::iterator> where;
-  int64_t hits = 0, refs = 0;
-  for (int t = 0; t < 400000; ++t) {
-    const int k = pick(rng);
-    auto it = where.find(k);
-    if (it != where.end()) {
-      if (t > 20000) ++hits;
-      lru.erase(it->second);
-    } else if (int(lru.size()) == C) {
-      where.erase(lru.back());
-      lru.pop_back();
-    }
-    lru.push_front(k);
-    where[k] = lru.begin();
-    if (t > 20000) ++refs;
-  }
-  const double simulated = double(hits) / double(refs);
+  LruSim lru(C);
+  for (int t = 0; t < 400000; ++t) lru.touch(pick(rng), t > 20000);
+  const double simulated = lru.hit_rate();
   CHECK(cache_hit_rate(p, C, nullptr) == Approx(simulated).margin(0.02));
 }
 

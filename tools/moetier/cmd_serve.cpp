@@ -3,9 +3,9 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
+#include "runtime/core/process_memory.h"
 #include "runtime/server/batch_scheduler.h"
 #include "runtime/server/http_server.h"
 #include "tools/moetier/args.h"
@@ -41,19 +41,6 @@ made at start-up.
 packed expert stores: --plan FILE|auto, --ram-budget SIZE, --cache-policy P, --no-prefetch,
 --pread, --isa NAME, --backend NAME (as for generate)
 )";
-
-// Bytes the OS says can still be allocated (MemAvailable); 0 when unknown.
-uint64_t mem_available() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb) {
-    std::getline(in, unit);
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return 0;
-}
 
 }  // namespace
 
@@ -110,7 +97,7 @@ int cmd_serve(int argc, char** argv) {
   // says so now instead of being killed later.
   const uint64_t per_slot = server::BatchScheduler::kv_bytes_per_slot(e, o.context);
   const uint64_t kv = per_slot * static_cast<uint64_t>(o.parallel);
-  const uint64_t avail = mem_available();
+  const uint64_t avail = system_memory().available_bytes;
   if (avail > 0 && kv > avail)
     return fail("--parallel " + std::to_string(o.parallel) + " x --context " + std::to_string(o.context) + " needs " +
                 format_bytes(double(kv)) + " of KV cache, but only " + format_bytes(double(avail)) +

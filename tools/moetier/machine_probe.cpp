@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "gpu_kernels/gpu_probe.h"
+#include "runtime/core/process_memory.h"
 #include "tools/moetier/machine_probe_rates.h"
 #include "tools/moetier/other_cpu_use.h"
 #include "tools/moetier/progress.h"
@@ -58,16 +59,9 @@ void read_cpuinfo(HostFacts& f) {
 }
 
 void read_meminfo(HostFacts& f) {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  uint64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb) {
-    std::getline(in, unit);
-    if (key == "MemTotal:") f.mem_total = kb * 1024;
-    else if (key == "MemAvailable:") f.mem_available = kb * 1024;
-  }
-  if (f.mem_available > f.mem_total) f.mem_available = f.mem_total;
+  const SystemMemory m = system_memory();
+  f.mem_total = m.total_bytes;
+  f.mem_available = m.available_bytes;
 }
 
 // Cores, logical CPUs (those this process may use) and NUMA nodes from hwloc.
