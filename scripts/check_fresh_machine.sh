@@ -76,11 +76,22 @@ install_debootstrap() {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap
 }
 
+# Network plumbing of this host, like the mirror: when pip here trusts a certificate authority of
+# its own (a proxy's, through /etc/pip.conf or PIP_CERT), the new root's pip trusts it too, so
+# that scripts/setup.sh --tests can reach PyPI as it would on a machine with direct access.
+host_pip_plumbing() {
+  local cert=${PIP_CERT:-}
+  [ -n "$cert" ] || cert=$(sed -n 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*//p' /etc/pip.conf 2>/dev/null | head -1)
+  [ -n "$cert" ] && [ -f "$cert" ] || return 0
+  cp "$cert" "$ROOT/etc/moetier-host-ca.pem" && printf '[global]\ncert = /etc/moetier-host-ca.pem\n' >"$ROOT/etc/pip.conf"
+}
+
 make_root() {
   local m
   m=$(mirror) && rm -rf --one-file-system "$ROOT" &&
     debootstrap --variant=minbase bookworm "$ROOT" "$m" &&
-    { cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true; }
+    { cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true; } &&
+    host_pip_plumbing
 }
 
 copy_checkout() {

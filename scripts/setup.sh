@@ -3,8 +3,8 @@
 # compilers, CMake, Ninja, oneDNN (with the OpenCL headers its CMake config insists on), hwloc,
 # liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, cpp-httplib, Python 3 with NumPy for
 # the independent reference, and clang with its libFuzzer runtime for the coverage-guided
-# fuzzing. One test-side reference comes from PyPI (DESIGN.md): the official `openai` client, in
-# a virtual environment at .venv that also sees Debian's NumPy (the end-to-end tests use it).
+# fuzzing. With --tests, one test-side reference from PyPI too (DESIGN.md): the official `openai`
+# client, in a virtual environment at .venv that also sees Debian's NumPy.
 # Idempotent and silent when everything is present; scripts/check_fresh_machine.sh proves the
 # list complete on a new Debian root.
 set -euo pipefail
@@ -45,8 +45,10 @@ if ! python3 -c "import numpy" >/dev/null 2>&1 && ! /usr/bin/python3 -c "import 
   exit 1
 fi
 
-# The official openai client for tests/e2e/test_serve.py, from PyPI, in .venv (Debian's python3
-# with its NumPy visible); the tests prefer .venv/bin/python3 when it exists.
+# With --tests (scripts/test.sh): the official openai client for tests/e2e/test_serve.py, from
+# PyPI, in .venv (Debian's python3 with its NumPy visible); the tests prefer .venv/bin/python3.
+# The demo needs nothing from PyPI.
+[ "${1:-}" = --tests ] || exit 0
 cd "$(dirname "$0")/.."
 if ! .venv/bin/python3 -c "import numpy, openai" >/dev/null 2>&1; then
   echo "setup: installing the openai client from PyPI into .venv"
