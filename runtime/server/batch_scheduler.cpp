@@ -112,6 +112,7 @@ void BatchScheduler::finish(Active& a, FinishReason r, const std::string& error)
   {
     std::lock_guard<std::mutex> lock(mu_);
     (r == FinishReason::Cancelled ? stats_.cancelled : r == FinishReason::Error ? stats_.failed : stats_.completed)++;
+    --stats_.running;  // before on_finish, so that a caller woken by it sees the job gone
   }
   if (a.job.on_finish) a.job.on_finish(r, error);
 }
@@ -165,10 +166,7 @@ void BatchScheduler::run() {
       }
       // Free the slots of finished jobs, then fill them in arrival order.
       for (auto& a : active_)
-        if (a && a->done) {
-          a.reset();
-          --stats_.running;
-        }
+        if (a && a->done) a.reset();
       if (!stopping_) admit(lock);
       const bool any = std::any_of(active_.begin(), active_.end(), [](const auto& a) { return a != nullptr; });
       if (!any && dropped.empty()) {
