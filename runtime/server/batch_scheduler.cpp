@@ -68,7 +68,7 @@ Result<uint64_t> BatchScheduler::submit(GenerationJob job) {
   uint64_t id;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return make_error("the server is shutting down");
+    if (stopping_ || closed_) return make_error("the server is shutting down");
     id = next_id_++;
     queue_.emplace_back(id, std::move(job));
     ++stats_.queued;
@@ -87,6 +87,17 @@ bool BatchScheduler::cancel(uint64_t id) {
   }
   wake_.notify_all();
   return true;
+}
+
+void BatchScheduler::cancel_all() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    for (const auto& q : queue_) cancelled_.push_back(q.first);
+    for (const auto& a : active_)
+      if (a) cancelled_.push_back(a->id);
+  }
+  wake_.notify_all();
 }
 
 SchedulerStats BatchScheduler::stats() const {

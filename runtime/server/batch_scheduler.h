@@ -67,6 +67,8 @@ class BatchScheduler {
   Result<uint64_t> submit(GenerationJob job);
   // Ends a queued or running job (Cancelled); false if it is already finished.
   bool cancel(uint64_t id);
+  // Ends every queued and running job (Cancelled) and refuses new ones: a server stopping.
+  void cancel_all();
 
   SchedulerStats stats() const;
   int64_t context() const { return context_; }
@@ -89,6 +91,7 @@ class BatchScheduler {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool closed_ = false;  // cancel_all(): no new jobs
   uint64_t next_id_ = 1;
   SchedulerStats stats_;
   std::thread thread_;

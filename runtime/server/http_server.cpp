@@ -181,6 +181,8 @@ struct HttpServer::Impl {
       state->cv.notify_all();
     };
     auto id = sched->submit(std::move(job));
+    if (!id && id.error().find("shutting down") != std::string::npos)
+      return ApiError{503, "server_error", "", "the server is shutting down"};
     if (!id) return ApiError{400, "invalid_request_error", "", id.error()};
     return std::make_pair(*id, state);
   }
@@ -440,7 +442,10 @@ Status HttpServer::serve() {
 }
 
 void HttpServer::stop() {
-  if (impl_) impl_->http.stop();
+  if (!impl_) return;
+  // Streams end first (their jobs cancelled), so that the HTTP threads can finish.
+  impl_->sched->cancel_all();
+  impl_->http.stop();
 }
 
 int HttpServer::port() const { return impl_->bound_port; }

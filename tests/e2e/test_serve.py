@@ -289,7 +289,15 @@ def main():
         ck.check("openai client: streamed chat", "".join(parts) == full)
         ck.check("openai client: models", [m.id for m in cl.models.list()] == ["tiny_v3"])
 
-    ck.check("server stops cleanly on SIGTERM", s.stop() == 0, "".join(s.log)[-300:])
+    # SIGTERM with a long answer streaming: the stream ends and the server exits promptly.
+    streaming = threading.Thread(target=lambda: s.stream("/v1/chat/completions", chat(
+        [{"role": "user", "content": "Go on"}], max_tokens=200, stream=True)), daemon=True)
+    streaming.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    code = s.stop()
+    ck.check(f"SIGTERM mid-stream: the server exits 0 promptly ({time.time() - t0:.1f} s)",
+             code == 0 and time.time() - t0 < 10, "".join(s.log)[-300:])
 
     # An API key: 401 without it, 200 with it; /health stays open.
     k = Server(exe, model, "--parallel", "1", "--context", "64", "--api-key", "s3cret")
