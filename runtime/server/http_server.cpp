@@ -420,6 +420,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(Engine& engine, const Serv
   MT_ASSIGN(impl->sched, BatchScheduler::start(engine, o.parallel, o.context));
   impl->http.set_payload_max_length(o.max_body_bytes);
   impl->http.set_read_timeout(o.read_timeout_seconds, 0);
+  impl->http.set_keep_alive_timeout(2);  // an idle keep-alive connection holds a thread (and delays stop) this long
   // Streaming answers hold a thread each: room for every slot, the queue and short requests.
   const size_t threads = static_cast<size_t>(std::max<int64_t>(16, 4 * o.parallel));
   impl->http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
