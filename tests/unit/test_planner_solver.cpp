@@ -117,6 +117,19 @@ class LruSim {
 
 constexpr uint64_t kWideQ4 = 23855104;  // q4 blob of a 7168 x 2048 expert (any size works here)
 
+// The wide model on a CPU-only test machine, decode at 64 tokens of context, uniform routing.
+CostInputs wide_cpu_inputs() {
+  CostInputs in;
+  in.model = wide64();
+  in.expert_bytes = kWideQ4;
+  in.context = 1024;
+  in.decode_fill = 64;
+  in.machine = machine(0, 100, 3.0);
+  in.use_gpu = false;
+  in.stats = uniform_activations(in.model);
+  return in;
+}
+
 void check_budgets(const Plan& p, uint64_t eb) {
   const Placement& pl = p.placement;
   if (p.gpu) CHECK(p.vram_reserved_bytes + uint64_t(pl.count(Tier::Vram)) * eb <= p.vram_budget);
@@ -342,16 +355,9 @@ TEST_CASE("cost model: all-RAM CPU decode equals the hand-computed sum", "[plann
 
 TEST_CASE("cost model: packed dense at its measured rate; the CPU parts add up to the step", "[planner][cost]") {
   const ModelConfig c = wide64();
-  CostInputs in;
-  in.model = c;
-  in.expert_bytes = kWideQ4;
-  in.context = 1024;
-  in.decode_fill = 64;
-  in.machine = machine(0, 100, 3.0);
+  CostInputs in = wide_cpu_inputs();
   in.machine.dense_q8_gbs = 50;
-  in.use_gpu = false;
   in.dense_format = "q8";
-  in.stats = uniform_activations(c);
   const Placement pl = uniform_placement(2, 0, 64, "q4", kWideQ4, Tier::Ram);
   const Prediction p = predict(in, pl);
   const DenseBytes db = dense_bytes(c, "q8");
@@ -375,15 +381,7 @@ TEST_CASE("cost model: packed dense at its measured rate; the CPU parts add up t
 }
 
 TEST_CASE("cost model: wasted prefetch reads follow the precision; a step holds its unreadable time", "[planner][cost]") {
-  const ModelConfig c = wide64();
-  CostInputs in;
-  in.model = c;
-  in.expert_bytes = kWideQ4;
-  in.context = 1024;
-  in.decode_fill = 64;
-  in.machine = machine(0, 100, 3.0);
-  in.use_gpu = false;
-  in.stats = uniform_activations(c);
+  CostInputs in = wide_cpu_inputs();
   Placement pl = uniform_placement(2, 0, 64, "q4", kWideQ4, Tier::Ram);
   for (int64_t e = 32; e < 64; ++e) pl.set(0, e, Tier::Nvme), pl.set(1, e, Tier::Nvme);
   pl.nvme_cache_bytes = 40 * kWideQ4;  // 40 slots: the read-ahead limit (20) is not reached
