@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -312,6 +313,40 @@ def main():
         st, _ = k.request("GET", "/health")
         ck.check("API key: /health needs none", st == 200)
     k.stop()
+
+    # Thinking mode: a copy of the model whose chat template is the V3.1/V3.2 kind (the engine
+    # detects it by its mention of thinking). The random model never closes its thinking, so
+    # the whole answer is reasoning.
+    v31 = os.path.join(work, "tiny_v31")
+    if not os.path.exists(os.path.join(v31, "config.json")):
+        shutil.copytree(model, v31)
+        tc = json.load(open(os.path.join(v31, "tokenizer_config.json")))
+        tc["chat_template"] += "{# V3.1 hybrid template: thinking mode with <think> #}"
+        json.dump(tc, open(os.path.join(v31, "tokenizer_config.json"), "w"))
+    t = Server(exe, v31, "--parallel", "2", "--context", "128")
+    if t.port:
+        st, text = t.request("POST", "/v1/chat/completions",
+                             chat([{"role": "user", "content": "Think"}], max_tokens=6, thinking=True))
+        msg = json.loads(text)["choices"][0]["message"] if st == 200 else {}
+        ck.check("thinking: the answer comes back as reasoning_content",
+                 st == 200 and len(msg.get("reasoning_content", "")) > 0 and msg.get("content") == "", text[:300])
+        st, events, done = t.stream("/v1/chat/completions", chat([{"role": "user", "content": "Think"}], max_tokens=6,
+                                                                chat_template_kwargs={"thinking": True}, stream=True))
+        streamed = "".join(e["choices"][0]["delta"].get("reasoning_content", "") for e in events if e.get("choices"))
+        ck.check("thinking: streamed reasoning_content equals the whole one",
+                 st == 200 and done and streamed == msg.get("reasoning_content"), repr(streamed[:100]))
+        st, text = t.request("POST", "/v1/chat/completions", chat([{"role": "user", "content": "Think"}], max_tokens=6))
+        msg = json.loads(text)["choices"][0]["message"] if st == 200 else {}
+        ck.check("thinking off: plain content, no reasoning_content", st == 200 and "reasoning_content" not in msg
+                 and len(msg.get("content", "")) > 0, text[:300])
+    t.stop()
+    st_text = Server(exe, model, "--parallel", "1", "--context", "64")
+    if st_text.port:
+        st, text = st_text.request("POST", "/v1/chat/completions",
+                                   chat([{"role": "user", "content": "hi"}], max_tokens=2, thinking=True))
+        ck.check("thinking on a V3 model: 400 naming the parameter", is_openai_error(st, text, 400) and
+                 json.loads(text)["error"]["param"] == "thinking", text[:200])
+    st_text.stop()
 
     # Start-up refusals.
     for name, argv, needle in [
