@@ -203,7 +203,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
   TimeBreakdown& pf = out.prefill;
   double disk_bytes = 0, wasted_bytes = 0, prefill_disk_s = 0;
   double no_io_time = 0;  // decode time per step with no disk read possible (before the first routing, lm_head)
-  double prefetch_window = -1;  // >= 0: the previous layer was MoE and read this one's experts ahead
+  bool after_moe = false;       // the previous layer was MoE: it read this one's experts ahead
   double read_behind = 0;       // read-ahead still in flight when a layer starts
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const bool moe = c.is_moe_layer(l);
@@ -252,9 +252,9 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     // No read can be in flight before the first read of the step is issued: up to the first
     // MoE layer's routing nothing is predicted (the next token's experts are unknown until
     // the sampled token goes through the layers before).
-    if (prefetch_window < 0) no_io_time += d_attn + (moe ? 0.0 : d_shared);
+    if (!after_moe) no_io_time += d_attn + (moe ? 0.0 : d_shared);
     if (!moe) {
-      prefetch_window = -1;
+      after_moe = false;
       read_behind = 0;
       d.total += d_attn + d_shared;
       pf.total += p_attn + p_shared;
@@ -302,7 +302,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
     // experts the next token does not choose: in practice they are almost never cached already
     // (measured on the wide model), so each is a blob read that serves nothing. Reading also
     // costs CPU time (the kernel's I/O work), taken from the compute.
-    const bool read_ahead = prefetch_window >= 0 && in.prefetch_recall > 0 && r.disk_gbs > 0;
+    const bool read_ahead = after_moe && in.prefetch_recall > 0 && r.disk_gbs > 0;
     const double dio_left = dio - (read_ahead ? in.prefetch_recall * dio : 0.0);
     double pf_next = 0;
     if (in.prefetch_recall > 0 && r.disk_gbs > 0 && l + 1 < c.num_hidden_layers && c.is_moe_layer(l + 1)) {
@@ -322,7 +322,7 @@ Prediction predict(const CostInputs& in, const Placement& pl) {
       read_behind = std::max(0.0, read_behind + pf_next - (cpu_branch + d_shared + d_attn));
     }
     const double stall = std::max(0.0, cpu_branch - dc_hit - dc_miss - io_cpu);
-    prefetch_window = cpu_branch + d_shared;
+    after_moe = true;
     d.cpu_experts += dc_hit + dc_miss + io_cpu;
     d.nvme_stall += stall;
     out.cpu_parts.routed_experts += cpu_branch;

@@ -74,8 +74,8 @@ struct MachineProfile {
   double others_cpu_share = -1;
   bool provisional = false;
   // Relative spread ((max - min) / median) of each figure over its repeated measurements, by
-  // the figure's JSON path ("ram.read_gbs", "kernels.q4.decode_gbs", ...). The cost model
-  // widens its own margin by it; plans print the largest.
+  // the figure's JSON path ("ram.read_gbs", "kernels.q4.decode_gbs", ...). Plans print the
+  // largest (NOISY above kNoisySpread); the cost model uses the medians as they are.
   std::map<std::string, double> spread;
 
   std::string cpu_model;

@@ -150,8 +150,10 @@ void BatchScheduler::run() {
 
   while (true) {
     std::vector<std::pair<GenerationJob, FinishReason>> dropped;  // queued jobs cancelled
+    bool stopping = false;  // stopping_, read under the lock
     {
       std::unique_lock<std::mutex> lock(mu_);
+      stopping = stopping_;
       // Cancellations: a queued job never starts; a running one ends now.
       for (uint64_t id : cancelled_) {
         auto q = std::find_if(queue_.begin(), queue_.end(), [&](const auto& e) { return e.first == id; });
@@ -188,7 +190,7 @@ void BatchScheduler::run() {
     }
     for (auto& [job, reason] : dropped)
       if (job.on_finish) job.on_finish(reason, "");
-    if (stopping_) {
+    if (stopping) {
       for (auto& a : active_)
         if (a && !a->done) finish(*a, FinishReason::Cancelled, "");
       continue;  // frees the slots, then leaves

@@ -28,15 +28,16 @@ using Clock = std::chrono::steady_clock;
 // What one request's generation has produced so far, shared by the scheduler thread (writer)
 // and the HTTP thread that answers (reader).
 struct JobState {
-  JobState(const Tokenizer& tok, bool thinking, std::vector<std::string> stop)
-      : stream(tok), parser(thinking, std::move(stop)) {}
+  JobState(const Tokenizer& tok, bool thinking, std::vector<std::string> stop, bool streamed)
+      : stream(tok), parser(thinking, std::move(stop)), streamed(streamed) {}
   // Scheduler thread only.
   TextStream stream;
   OutputParser parser;
+  const bool streamed;              // deltas are sent as they come (else only `whole` is)
   // Shared, under mu.
   std::mutex mu;
   std::condition_variable cv;
-  std::deque<OutputDelta> pending;  // not yet streamed
+  std::deque<OutputDelta> pending;  // not yet streamed (streamed requests only)
   OutputDelta whole;                // everything, for the non-streamed answer
   std::vector<ToolCall> calls;
   int64_t completion_tokens = 0;
@@ -44,11 +45,10 @@ struct JobState {
   FinishReason reason = FinishReason::Stop;
   std::string error;
   Clock::time_point submitted = Clock::now();
-  double first_token_seconds = -1;
 
   void add(const OutputDelta& d) {
     if (d.empty()) return;
-    pending.push_back(d);
+    if (streamed) pending.push_back(d);
     whole.reasoning += d.reasoning;
     whole.content += d.content;
   }
@@ -56,7 +56,7 @@ struct JobState {
 
 struct Metrics {
   std::mutex mu;
-  std::map<std::string, uint64_t> requests;  // "endpoint,status" -> count
+  std::map<std::string, uint64_t> requests;  // the label text `ENDPOINT",code="STATUS` -> count
   double ttft_sum = 0;
   uint64_t ttft_count = 0;
   void count(const std::string& endpoint, int status) {
@@ -149,7 +149,7 @@ struct HttpServer::Impl {
                       "the prompt is " + std::to_string(prompt.size()) + " tokens and max_tokens is " +
                           std::to_string(*g.max_tokens) + "; together they exceed this server's context of " +
                           std::to_string(opt.context) + " tokens"};
-    auto state = std::make_shared<JobState>(*tok, thinking, g.stop);
+    auto state = std::make_shared<JobState>(*tok, thinking, g.stop, g.stream);
     GenerationJob job;
     job.prompt = std::move(prompt);
     job.max_tokens = g.max_tokens.value_or(room);
@@ -160,8 +160,7 @@ struct HttpServer::Impl {
       const OutputDelta d = state->parser.push(state->stream.push(id));
       std::lock_guard<std::mutex> lock(state->mu);
       if (state->completion_tokens++ == 0) {
-        state->first_token_seconds = std::chrono::duration<double>(Clock::now() - state->submitted).count();
-        metrics.first_token(state->first_token_seconds);
+        metrics.first_token(std::chrono::duration<double>(Clock::now() - state->submitted).count());
       }
       state->add(d);
       state->cv.notify_all();
@@ -229,17 +228,12 @@ struct HttpServer::Impl {
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
     const auto created = static_cast<int64_t>(std::time(nullptr));
     const std::string object = chat ? "chat.completion" : "text_completion";
-    metrics.count(endpoint, 200);
 
     if (!gen.stream) {
       std::unique_lock<std::mutex> lock(state->mu);
       state->cv.wait(lock, [&] { return state->finished; });
-      if (state->reason == FinishReason::Error) {
-        res.status = 500;
-        res.set_content(text_of(ApiError{500, "server_error", "", "generation failed: " + state->error}.to_json()),
-                        "application/json");
-        return;
-      }
+      if (state->reason == FinishReason::Error)
+        return reply_error(res, endpoint, {500, "server_error", "", "generation failed: " + state->error});
       json choice = {{"index", 0}, {"finish_reason", finish_text(*state)}};
       if (chat) {
         json msg = {{"role", "assistant"}, {"content", state->whole.content}};
@@ -253,8 +247,10 @@ struct HttpServer::Impl {
                    {"model", opt.model_name}, {"choices", json::array({choice})},
                    {"usage", usage(prompt_tokens, state->completion_tokens)}};
       res.set_content(text_of(body), "application/json");
+      metrics.count(endpoint, 200);
       return;
     }
+    metrics.count(endpoint, 200);  // the stream starts
 
     // Server-sent events: one chunk per delta, then the finish, the usage if asked, [DONE].
     const std::string chunk_object = chat ? "chat.completion.chunk" : "text_completion";

@@ -66,11 +66,6 @@ double repeated(planner::MachineProfile& p, const std::string& name, int runs, O
   return median(v);
 }
 
-std::string spread_text(const planner::MachineProfile& p, const std::string& name) {
-  auto it = p.spread.find(name);
-  return it == p.spread.end() ? "" : " +-" + num(50.0 * it->second, 0) + "%";
-}
-
 // Deterministic fast pseudo-random bits (xorshift64*): weights and file contents only need to
 // be non-trivial (no zero pages, nothing a compressing disk could shrink).
 struct Rng {
@@ -201,6 +196,11 @@ std::string device_of(const std::filesystem::path& dir) {
     at = at.parent_path();
   }
   return std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+}
+
+std::string spread_text(const planner::MachineProfile& p, const std::string& name) {
+  auto it = p.spread.find(name);
+  return it == p.spread.end() ? "" : " +-" + num(50.0 * it->second, 0) + "%";
 }
 
 uint64_t expert_blob_bytes() {

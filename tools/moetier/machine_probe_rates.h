@@ -60,6 +60,10 @@ void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, 
 // "avx2, avx512, avx512-vnni": the ISA flags a profile has (profile_summary.cpp).
 std::string isa_text(const planner::MachineProfile& p);
 
+// " +-N%": half the spread of figure `name` over its repeats (MachineProfile::spread); "" for
+// a figure measured once. For the progress lines and the summary.
+std::string spread_text(const planner::MachineProfile& p, const std::string& name);
+
 // dense_bf16_gbs, dense_fp8_gbs: cpu::matmul at one token.
 void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 

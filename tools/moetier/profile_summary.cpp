@@ -28,15 +28,6 @@ std::string isa_text(const planner::MachineProfile& p) {
 
 namespace {
 
-// " (+-N% over repeats)" for a figure measured more than once; "" otherwise.
-std::string spread_of(const planner::MachineProfile& p, const std::string& name) {
-  auto it = p.spread.find(name);
-  if (it == p.spread.end()) return "";
-  char buf[48];
-  std::snprintf(buf, sizeof buf, " (+-%.0f%%)", 50.0 * it->second);
-  return buf;
-}
-
 void print_disk(const planner::MachineProfile& p) {
   if (p.disk_rates.empty()) {
     std::printf("  %-9s none (experts cannot be streamed from disk)\n", "disk");
@@ -64,7 +55,7 @@ void print_disk(const planner::MachineProfile& p) {
     std::printf("\n");
   }
   std::printf("  %-9s the planner uses %.2f GB/s%s (1 MiB reads, the loader's size, at the best depth)\n", "", p.disk_read_gbs,
-              spread_of(p, "disk.read_gbs").c_str());
+              probe::spread_text(p, "disk.read_gbs").c_str());
   for (const auto& d : p.other_disks)
     std::printf("  %-9s also measured: device %s (%s) %.2f GB/s\n", "", d.device.c_str(), d.path.c_str(), d.read_gbs);
 }
@@ -81,7 +72,7 @@ void print_profile_summary(const planner::MachineProfile& p) {
   std::printf("  %-9s %s\n", "ISA", probe::isa_text(p).c_str());
   std::printf("  %-9s %s total, %s available, read %.1f GB/s%s (all cores)\n", "RAM",
               format_bytes(double(p.ram_total_bytes)).c_str(), format_bytes(double(p.ram_available_bytes)).c_str(),
-              p.ram_read_gbs, spread_of(p, "ram.read_gbs").c_str());
+              p.ram_read_gbs, probe::spread_text(p, "ram.read_gbs").c_str());
   std::printf("  %-9s %zu node%s:", "NUMA", p.numa_nodes.size(), p.numa_nodes.size() == 1 ? "" : "s");
   for (const auto& n : p.numa_nodes) {
     std::printf(" #%d %s", n.os_index, format_bytes(double(n.memory_bytes)).c_str());
@@ -95,14 +86,14 @@ void print_profile_summary(const planner::MachineProfile& p) {
   std::printf("  %-9s %-8s %12s %16s\n", "", "format", "decode GB/s", "prefill GFLOP/s");
   for (const auto& k : p.kernels)
     std::printf("  %-9s %-8s %12.1f %16.1f%s\n", "", k.format.c_str(), k.decode_gbs, k.prefill_gflops,
-                spread_of(p, "kernels." + k.format + ".decode_gbs").c_str());
+                probe::spread_text(p, "kernels." + k.format + ".decode_gbs").c_str());
   std::printf("  %-9s matmul at 1 token, GB/s of weights: bf16 %.1f%s, fp8 %.1f%s, packed q8 %.1f%s, q4 %.1f%s\n", "dense",
-              p.dense_bf16_gbs, spread_of(p, "dense.bf16_gbs").c_str(), p.dense_fp8_gbs,
-              spread_of(p, "dense.fp8_gbs").c_str(), p.dense_q8_gbs, spread_of(p, "dense.q8_gbs").c_str(),
-              p.dense_q4_gbs, spread_of(p, "dense.q4_gbs").c_str());
+              p.dense_bf16_gbs, probe::spread_text(p, "dense.bf16_gbs").c_str(), p.dense_fp8_gbs,
+              probe::spread_text(p, "dense.fp8_gbs").c_str(), p.dense_q8_gbs, probe::spread_text(p, "dense.q8_gbs").c_str(),
+              p.dense_q4_gbs, probe::spread_text(p, "dense.q4_gbs").c_str());
   if (p.attention_gflops > 0)
     std::printf("  %-9s MLA decode %.1f GFLOP/s%s\n", "attention", p.attention_gflops,
-                spread_of(p, "dense.attention_gflops").c_str());
+                probe::spread_text(p, "dense.attention_gflops").c_str());
   else std::printf("  %-9s not measured\n", "attention");
   if (!p.measured_at.empty())
     std::printf("  %-9s %s\n", "provenance", planner::profile_provenance(p, planner::utc_now_iso()).c_str());
