@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runtime/backend/backend.h"
 #include "runtime/core/expert_format.h"
@@ -19,6 +20,18 @@ namespace mt::cpu {
 void pack_expert(const ExpertGeometry& g, const float* gate, const float* up, const float* down, uint8_t* blob);
 // Inverse of pack_expert up to quantisation (exact for BF16 inputs stored as BF16).
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down);
+
+// One matrix of a blob (which: 0 gate, 1 up, 2 down) as its raw stored values, row-major,
+// without dequantising: codes [rows, cols] (Q4: 0..15, value (code - 8) * scale; Q8: -127..127,
+// value code * scale; BF16: the bf16 bits, in `bits`) and scales [rows, cols/group] (Q4: fp16
+// bits in `scale_bits`; Q8: fp32 in `scales`). For other layouts (the GPU's) to copy exactly.
+struct RawExpertMatrix {
+  int64_t rows = 0, cols = 0, group = 0;
+  std::vector<int8_t> codes;
+  std::vector<uint16_t> bits, scale_bits;
+  std::vector<float> scales;
+};
+RawExpertMatrix raw_expert_matrix(const ExpertGeometry& g, const uint8_t* blob, int which);
 
 // How the expert kernels run: chosen by the caller (the CLI reads --isa and MOETIER_ISA,
 // MOETIER_PREFILL_MIN into it), passed by value; no kernel reads the environment.

@@ -157,6 +157,42 @@ void pack_expert(const ExpertGeometry& g, const float* gate, const float* up, co
   pack_matrix(g.quant, down, g.hidden, g.inter, g.group, blob + L.down_offset);
 }
 
+RawExpertMatrix raw_expert_matrix(const ExpertGeometry& g, const uint8_t* blob, int which) {
+  const PackedMat m = packed_matrix(g, blob, which);
+  RawExpertMatrix out;
+  out.rows = m.rows;
+  out.cols = m.cols;
+  out.group = m.group;
+  const int64_t ck = chunk_k(m.quant), G = m.groups();
+  const auto n = static_cast<size_t>(m.rows * m.cols);
+  if (m.quant == ExpertQuant::BF16) out.bits.resize(n);
+  else out.codes.resize(n);
+  if (m.quant == ExpertQuant::Q4) out.scale_bits.resize(static_cast<size_t>(m.rows * G));
+  if (m.quant == ExpertQuant::Q8) out.scales.resize(static_cast<size_t>(m.rows * G));
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const int64_t tile = r / kRowTile, lr = r % kRowTile;
+    const uint8_t* tcodes = m.codes + static_cast<size_t>(tile) * m.tile_code_bytes();
+    for (int64_t k = 0; k < m.cols; ++k) {
+      const int64_t c = k / ck, j = k % ck;
+      const auto i = static_cast<size_t>(r * m.cols + k);
+      if (m.quant == ExpertQuant::BF16) {
+        std::memcpy(&out.bits[i], tcodes + c * kChunkBytes + (2 * lr + j) * 2, 2);
+        continue;
+      }
+      const uint8_t byte = tcodes[c * kChunkBytes + 4 * lr + (j & 3)];
+      out.codes[i] = m.quant == ExpertQuant::Q4 ? static_cast<int8_t>(j < 4 ? (byte & 15) : (byte >> 4))
+                                                : static_cast<int8_t>(static_cast<int>(byte) - 128);
+    }
+    for (int64_t gi = 0; gi < G; ++gi) {
+      const size_t sidx = static_cast<size_t>((tile * G + gi) * kRowTile + lr);
+      const auto o = static_cast<size_t>(r * G + gi);
+      if (m.quant == ExpertQuant::Q4) std::memcpy(&out.scale_bits[o], m.scales + sidx * 2, 2);
+      else std::memcpy(&out.scales[o], m.scales + sidx * 4, 4);
+    }
+  }
+  return out;
+}
+
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down) {
   unpack_matrix(packed_matrix(g, blob, 0), gate);
   unpack_matrix(packed_matrix(g, blob, 1), up);

@@ -1,3 +1,5 @@
+// The gpu_kernels API in a build without nvcc: the probe says why, the backend refuses.
+#include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 
 namespace mt::gpu {
@@ -9,5 +11,17 @@ GpuInfo probe_gpu() {
 }
 
 bool built_with_cuda() { return false; }
+
+Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<backend::Backend>, const CudaOptions&) {
+  return make_error("--gpu on: this build has no CUDA support (nvcc was not found at configure time); rebuild with "
+                    "the CUDA toolkit at /usr/local/cuda");
+}
+
+Result<std::unique_ptr<ExpertRunner>> make_cuda_expert_runner(backend::Backend&) {
+  return make_error("this build has no CUDA support");
+}
+
+const TierBudget* vram_accounting(const backend::Backend&) { return nullptr; }
+Status setup_status(const backend::Backend&) { return ok_status(); }
 
 }  // namespace mt::gpu

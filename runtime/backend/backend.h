@@ -115,6 +115,14 @@ class Backend {
   // Whether expert_ffn runs here on packed blobs of `quant`.
   virtual bool supports_experts(ExpertQuant quant) const = 0;
 
+  // Says that `w` is a model weight: its memory stays valid and unchanged for the backend's
+  // lifetime, so a backend may keep a copy in its own layout (a GPU uploads it once). Any other
+  // weight passed to matmul is used as it is, for that call only.
+  virtual void prepare_weight(const WeightView& w) { (void)w; }
+  // What this backend's attention caches store latents in (F32, or BF16 on a GPU): a test's
+  // error bound for attention follows it.
+  virtual DType cache_dtype() const { return DType::F32; }
+
   // Prepares absorbed attention for `layer` from its kv_b_proj [heads * (nope + v), latent].
   virtual void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims& dims) = 0;
   // Bytes this backend holds beyond the mapped weights (derived weights), for memory budgets.

@@ -22,6 +22,17 @@ Status TierBudget::charge(const std::string& what, uint64_t bytes) {
   return ok_status();
 }
 
+void TierBudget::release(const std::string& what, uint64_t bytes) {
+  for (auto it = items_.begin(); it != items_.end(); ++it) {
+    if (it->first != what) continue;
+    const uint64_t b = std::min(bytes, it->second);
+    it->second -= b;
+    used_ -= b;
+    if (it->second == 0) items_.erase(it);
+    return;
+  }
+}
+
 std::string TierBudget::report() const {
   auto sorted = items_;
   std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second > b.second; });

@@ -20,6 +20,10 @@ class TierBudget {
   // already charged and the limit (and nothing is charged).
   Status charge(const std::string& what, uint64_t bytes);
 
+  // Takes back `bytes` of an item charged under `what` (a freed cache); the item goes when it
+  // reaches zero. Releasing what was never charged is ignored.
+  void release(const std::string& what, uint64_t bytes);
+
   const std::string& tier() const { return tier_; }
   uint64_t limit() const { return limit_; }  // 0: none, accounting only
   uint64_t used() const { return used_; }

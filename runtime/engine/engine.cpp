@@ -6,6 +6,7 @@
 
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/reference_backend.h"
+#include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "planner/dense_format.h"
 #include "planner/plan_report.h"
@@ -71,10 +72,26 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     return make_error(model_dir.string() + " is an unfinished conversion or make-model (.partial); re-run it");
   auto e = std::unique_ptr<Engine>(new Engine());
   e->dir_ = model_dir;
+  // The backend first: with --gpu on, the expert scheduler needs its VRAM runner.
+  std::unique_ptr<backend::Backend> be;
+  if (opt.backend == "cpu") be = cpu::make_cpu_backend(opt.packed.kernels);
+  else if (opt.backend == "reference") be = cpu::make_reference_backend();
+  else return make_error("unknown backend '" + opt.backend + "' (cpu or reference)");
+  ExpertSchedulerOptions packed_opt = opt.packed;
+  if (opt.gpu) {
+    MT_ASSIGN(be, gpu::make_cuda_backend(std::move(be), gpu::CudaOptions{opt.gpu_vram, opt.gpu_cache}));
+    MT_ASSIGN(e->vram_runner_, gpu::make_cuda_expert_runner(*be));
+    packed_opt.vram_runner = e->vram_runner_.get();
+    if (opt.announce_device)
+      std::fprintf(stderr,
+                   "moetier: --gpu on: %s. EXPERIMENTAL: the CUDA backend has not yet been run on a GPU by its "
+                   "developers; check its answers against --gpu off (docs/architecture.md)\n",
+                   be->name());
+  }
   std::optional<ModelWeights> weights;
   std::unique_ptr<ExpertScheduler> packed;
   if (offload::ExpertStore::looks_like_store(model_dir)) {
-    MT_ASSIGN(auto wp, open_packed(model_dir, opt.packed, opt.plan_auto_profile));
+    MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
   } else {
@@ -91,11 +108,16 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     return make_error("context of " + std::to_string(ctx) + " tokens exceeds the model's max_position_embeddings (" +
                       std::to_string(max_pos) + ")");
   e->packed_ = packed.get();
-  std::unique_ptr<backend::Backend> be;
-  if (opt.backend == "cpu") be = cpu::make_cpu_backend(opt.packed.kernels);
-  else if (opt.backend == "reference") be = cpu::make_reference_backend();
-  else return make_error("unknown backend '" + opt.backend + "' (cpu or reference)");
   e->model_ = std::make_unique<DeepSeekModel>(std::move(w), std::move(be), std::move(packed));
+  if (opt.gpu) {
+    MT_TRY(gpu::setup_status(e->model_->backend()));
+    try {
+      e->cache_ = e->model_->make_cache(ctx);
+    } catch (const std::exception& ex) {
+      return make_error(std::string("the attention cache of ") + std::to_string(ctx) + " tokens: " + ex.what());
+    }
+    return e;
+  }
   e->cache_ = e->model_->make_cache(ctx);
   if (opt.announce_device) {
     const gpu::GpuInfo g = gpu::probe_gpu();
@@ -111,12 +133,15 @@ uint64_t Engine::mapped_weight_bytes() const {
   return b;
 }
 
+const TierBudget* Engine::vram_accounting() const { return gpu::vram_accounting(model_->backend()); }
+
 Result<TierBudget> Engine::ram_accounting() const {
   TierBudget ram("RAM");
   backend::Backend& be = model_->backend();
   MT_TRY(ram.charge(std::string("derived weights of the ") + be.name() + " backend (fp32 kv_b for absorbed attention)",
                     be.weight_bytes()));
-  MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
+  if (!vram_accounting())  // a CUDA backend's cache is in VRAM, charged there
+    MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
   if (packed_) MT_TRY(packed_->charge_memory(ram));
   return ram;
 }

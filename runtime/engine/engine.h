@@ -25,6 +25,11 @@ struct EngineOptions {
   // The backend that runs the graph: "cpu" (fast kernels where it has them, the reference's
   // operators elsewhere) or "reference" (the exact fp32 path, the oracle of the tests).
   std::string backend = "cpu";
+  // `--gpu on`: the CUDA backend (gpu_kernels/cuda_backend.h) runs the weight-heavy ops and the
+  // VRAM tier's experts, with `backend` as its host backend; an error when there is no GPU.
+  bool gpu = false;
+  uint64_t gpu_vram = 0;         // VRAM the CUDA backend may use; 0: what is free less 1 GiB
+  DType gpu_cache = DType::BF16;  // its latent cache: BF16 or F32
   ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
   // Plan at start-up (`--plan auto`): when set, the engine asks the planner for the placement of
   // the store it opens, from the manifest it has already read and the machine profile this
@@ -71,6 +76,8 @@ class Engine {
   // Bytes of the memory-mapped weight files (the dense file of a packed store; the whole
   // checkpoint otherwise): resident once read.
   uint64_t mapped_weight_bytes() const;
+  // What the CUDA backend holds in VRAM, or null without one.
+  const TierBudget* vram_accounting() const;
   // Time and weight bytes of later eval() calls by part of the model (null: stop); bench decode.
   void set_profile(StepProfile* p) { model_->set_profile(p); }
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.
@@ -79,6 +86,7 @@ class Engine {
 
  private:
   std::filesystem::path dir_;
+  std::unique_ptr<ExpertRunner> vram_runner_;  // the CUDA backend's, used by the scheduler in model_
   std::unique_ptr<DeepSeekModel> model_;
   ExpertScheduler* packed_ = nullptr;  // owned by model_
   std::unique_ptr<backend::AttentionCache> cache_;

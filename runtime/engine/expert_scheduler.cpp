@@ -1,6 +1,7 @@
 #include "runtime/engine/expert_scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <map>
 
@@ -83,6 +84,12 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
   };
   if (!in_vram.empty()) {
     MT_ASSIGN(p->vram_, make_resident(in_vram));
+    // A VRAM runner of its own gets each blob once, at its resident (never evicted) address.
+    if (p->vram_runner_ != p->cpu_runner_.get())
+      for (const auto& b : in_vram) {
+        MT_ASSIGN(offload::ExpertHandle h, p->vram_->get(b.layer, b.expert));
+        MT_TRY(p->vram_runner_->make_resident(p->geom_, b.layer, b.expert, h.data()));
+      }
   }
   if (!in_ram.empty()) {
     MT_ASSIGN(p->ram_, make_resident(in_ram));
@@ -192,6 +199,8 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
     vram_out_.assign(static_cast<size_t>(n * geom_.hidden), 0.0f);
     MT_TRY(vram_runner_->launch(geom_, vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x, vram_out_.data()));
   }
+  using clock = std::chrono::steady_clock;
+  const auto launched = clock::now();
 
   // Resident blobs next, pinned before any read starts (so a read cannot evict them); then
   // every missing read is started at once, so the disk works while the resident ones compute.
@@ -227,7 +236,18 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
   while (i < missing.size()) MT_TRY(run(missing, i, false));
 
   if (!on_vram.empty()) {
+    const auto cpu_done = clock::now();
     MT_TRY(vram_runner_->wait());
+    const auto waited = clock::now();
+    const double cpu_s = std::chrono::duration<double>(cpu_done - launched).count();
+    const double wait_s = std::chrono::duration<double>(waited - cpu_done).count();
+    const double busy_s = vram_runner_->last_busy_seconds();
+    vram_busy_s_ += busy_s;
+    vram_wait_s_ += wait_s;
+    if (!ready.empty() || !missing.empty()) {
+      hybrid_cpu_s_ += cpu_s;
+      overlap_s_ += std::clamp(busy_s - wait_s, 0.0, cpu_s);  // the device's time not spent waited for
+    }
     for (int64_t k = 0; k < n * geom_.hidden; ++k) out[k] += vram_out_[static_cast<size_t>(k)];
   }
   return ok_status();
@@ -259,6 +279,10 @@ ExpertSchedulerStats ExpertScheduler::stats() const {
   s.uses_ram = uses_ram_;
   s.uses_nvme_hit = uses_nvme_hit_;
   s.uses_nvme_miss = uses_nvme_miss_;
+  s.vram_busy_s = vram_busy_s_;
+  s.hybrid_cpu_s = hybrid_cpu_s_;
+  s.vram_wait_s = vram_wait_s_;
+  s.overlap_s = overlap_s_;
   return s;
 }
 
@@ -278,6 +302,7 @@ void ExpertScheduler::reset_stats() {
   uses_vram_ = uses_ram_ = uses_nvme_hit_ = uses_nvme_miss_ = 0;
   n_predicted_ = n_used_ = n_hit_ = 0;
   ready_ = waited_ = 0;
+  vram_busy_s_ = hybrid_cpu_s_ = vram_wait_s_ = overlap_s_ = 0;
 }
 
 }  // namespace mt

@@ -37,8 +37,9 @@ struct ExpertSchedulerOptions {
   // its NVMe experts stream through a cache of placement->nvme_cache_bytes (ram_budget and
   // policy then apply to that cache only). Without a GPU path, VRAM experts run from RAM.
   std::optional<planner::Placement> placement;
-  // The runner of the VRAM tier (a GPU backend's; not owned, must outlive the scheduler).
-  // Null: the VRAM tier runs on the CPU runner, in the same batch as the RAM tier.
+  // The runner of the VRAM tier (a GPU backend's; not owned, must outlive the scheduler); each
+  // VRAM-tier blob is made resident in it at start-up. Null: the VRAM tier runs on the CPU
+  // runner, in the same batch as the RAM tier.
   ExpertRunner* vram_runner = nullptr;
 };
 
@@ -52,6 +53,12 @@ struct ExpertSchedulerStats {
   int64_t streamed_experts = 0;    // read on demand through the cache
   // Expert uses (one per (token chunk, expert) in a layer) by where they ran from.
   uint64_t uses_vram = 0, uses_ram = 0, uses_nvme_hit = 0, uses_nvme_miss = 0;
+  // Overlap of the VRAM tier (a separate runner) with the CPU tiers, over layers that had both:
+  // the device's busy time, the CPU tiers' compute time, the time the CPU then waited, and how
+  // much of the two ran at once (busy + cpu - the span from launch to the end of the wait).
+  double vram_busy_s = 0, hybrid_cpu_s = 0, vram_wait_s = 0, overlap_s = 0;
+  // The share of the CPU tiers' expert time hidden behind the device's work.
+  double cpu_hidden_fraction() const { return hybrid_cpu_s > 0 ? overlap_s / hybrid_cpu_s : 0.0; }
   double prefetch_precision() const { return predicted ? double(predicted_and_used) / double(predicted) : 0.0; }
   double prefetch_recall() const { return used ? double(predicted_and_used) / double(used) : 0.0; }
 };
@@ -100,6 +107,7 @@ class ExpertScheduler final : public RoutedExperts {
   uint64_t ready_ = 0, waited_ = 0;  // experts resident when their layer started / read for it
   uint64_t uses_vram_ = 0, uses_ram_ = 0, uses_nvme_hit_ = 0, uses_nvme_miss_ = 0;
   uint64_t n_predicted_ = 0, n_used_ = 0, n_hit_ = 0;
+  double vram_busy_s_ = 0, hybrid_cpu_s_ = 0, vram_wait_s_ = 0, overlap_s_ = 0;
 };
 
 }  // namespace mt

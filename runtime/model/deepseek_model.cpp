@@ -26,6 +26,23 @@ DeepSeekModel::DeepSeekModel(ModelWeights weights, std::unique_ptr<backend::Back
   const MlaHeadDims dims{c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim, c.kv_lora_rank};
   for (size_t L = 0; L < w_.layers.size(); ++L)
     backend_->load_attention_weights(static_cast<int64_t>(L), w_.layers[L].kv_b.view(), dims);
+  // Every dense weight the graph multiplies by (a GPU backend keeps its own copy of each).
+  auto prepare = [&](const Linear& l) {
+    if (l.view().data) backend_->prepare_weight(l.view());
+  };
+  auto prepare_ffn = [&](const FfnWeights& f) {
+    prepare(f.gate);
+    prepare(f.up);
+    prepare(f.down);
+  };
+  for (const LayerWeights& lw : w_.layers) {
+    for (const Linear* l : {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.o, &lw.router}) prepare(*l);
+    if (lw.has_indexer)
+      for (const Linear* l : {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj}) prepare(*l);
+    if (!lw.is_moe) prepare_ffn(lw.dense);
+    if (lw.has_shared) prepare_ffn(lw.shared);
+  }
+  prepare(w_.lm_head);
 }
 
 std::unique_ptr<backend::AttentionCache> DeepSeekModel::make_cache(int64_t max_tokens) {

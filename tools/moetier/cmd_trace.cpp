@@ -46,6 +46,10 @@ packed expert stores (moetier convert, make-model --packed):
   --pread            use pread instead of io_uring
   --isa NAME         cap the kernels' ISA: scalar, avx2, avx512   [MOETIER_ISA, else the CPU's best]
   --backend NAME     cpu (fast kernels) or reference (the exact fp32 path)             [cpu]
+  --gpu on|off       run attention, dense weights and the plan's VRAM experts on the CUDA
+                     backend (EXPERIMENTAL: not yet verified on a GPU)               [off]
+  --gpu-vram SIZE    VRAM the CUDA backend may use                   [free VRAM less 1 GiB]
+  --gpu-cache T      its latent KV cache: bf16 or f32                                [bf16]
 
 A prompt longer than the context (after --max-tokens-per-prompt) is an error; decoding stops
 early when the context is full or (without --ignore-eos) at the end-of-sentence token.

@@ -16,6 +16,9 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"plan"});
   flags.push_back({"isa"});
   flags.push_back({"backend"});
+  flags.push_back({"gpu"});
+  flags.push_back({"gpu-vram"});
+  flags.push_back({"gpu-cache"});
 }
 
 Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
@@ -52,6 +55,21 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
   eo.backend = a.get_or("backend", "cpu");
   if (eo.backend != "cpu" && eo.backend != "reference")
     return make_error("--backend must be cpu or reference, got '" + eo.backend + "'");
+  const std::string gpu = a.get_or("gpu", "off");
+  if (gpu != "on" && gpu != "off") return make_error("--gpu must be on or off, got '" + gpu + "'");
+  eo.gpu = gpu == "on";
+  if (auto v = a.get("gpu-vram")) {
+    if (!eo.gpu) return make_error("--gpu-vram needs --gpu on");
+    auto bytes = parse_bytes(*v);
+    if (!bytes) return make_error("--gpu-vram: " + bytes.error());
+    if (*bytes == 0) return make_error("--gpu-vram must be greater than 0");
+    eo.gpu_vram = static_cast<uint64_t>(*bytes);
+  }
+  if (auto v = a.get("gpu-cache")) {
+    if (!eo.gpu) return make_error("--gpu-cache needs --gpu on");
+    if (*v != "bf16" && *v != "f32") return make_error("--gpu-cache must be bf16 or f32, got '" + *v + "'");
+    eo.gpu_cache = *v == "bf16" ? DType::BF16 : DType::F32;
+  }
   if (auto plan = a.get("plan")) {
     if (*plan == "auto") {
       if (!a.has("model")) return make_error("--plan auto needs --model DIR (a packed store)");

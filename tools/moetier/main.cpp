@@ -1,6 +1,7 @@
 // moetier: run DeepSeek V3-family MoE models with tiered expert placement.
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "tools/moetier/commands.h"
@@ -26,7 +27,7 @@ commands:
 )";
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -48,4 +49,15 @@ int main(int argc, char** argv) {
   if (cmd == "chat") return mt::cli::cmd_chat(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
+}
+
+// A device failure inside a backend op (gpu_kernels: ops cannot return a Status) or an
+// allocation failure ends here as one line, not an abort.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moetier: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -1,0 +1,411 @@
+#include "gpu_kernels/cuda_backend.h"
+
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gpu_kernels/cuda_common.cuh"
+#include "gpu_kernels/cuda_experts.cuh"
+#include "gpu_kernels/cuda_ops.cuh"
+#include "gpu_kernels/gpu_layout.h"
+#include "gpu_kernels/gpu_probe.h"
+
+namespace mt::gpu {
+
+namespace {
+
+using backend::AttentionCache;
+using backend::Op;
+
+constexpr uint64_t kVramReserve = uint64_t{1} << 30;  // for cuBLAS workspaces, the context, fragmentation
+
+// A dense weight in VRAM, in its GPU form (gpu_layout.h).
+struct DeviceWeight {
+  DeviceBuffer buf;
+  bool bf16 = true;
+  int64_t rows = 0, cols = 0;
+};
+
+// One sequence's caches in VRAM: per layer [max_tokens, latent + rope] (latent and rotated
+// key side by side, so one GEMM scores both parts) in the cache dtype, and the V3.2 index
+// keys [max_tokens, index_key] fp32 (the top-k must order scores as the CPU does).
+class CudaCache final : public AttentionCache {
+ public:
+  CudaCache(const backend::CacheShape& s, int64_t max_tokens, bool bf16, std::shared_ptr<DeviceContext> ctx)
+      : AttentionCache(max_tokens), shape(s), bf16(bf16), ctx_(std::move(ctx)) {
+    row = s.latent + s.rope;
+    kv_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * uint64_t(row) * (bf16 ? 2 : 4);
+    idx_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * uint64_t(s.index_key) * 4;
+    const Status st = ctx_->charge("attention caches", kv_bytes + idx_bytes);
+    if (!st.ok()) throw DeviceError(st.error());
+    kv.ensure(std::max<uint64_t>(kv_bytes, 1));
+    if (idx_bytes) idx.ensure(idx_bytes);
+    check(cudaMemset(kv.as(), 0, kv_bytes), "clearing the attention cache");
+  }
+  ~CudaCache() override { ctx_->vram.release("attention caches", kv_bytes + idx_bytes); }
+  size_t bytes() const override { return kv_bytes + idx_bytes; }
+  uint8_t* kv_layer(int64_t layer) const {
+    return kv.as<uint8_t>() + uint64_t(layer) * uint64_t(max_tokens()) * uint64_t(row) * (bf16 ? 2 : 4);
+  }
+  float* idx_layer(int64_t layer) const {
+    return idx.as<float>() + uint64_t(layer) * uint64_t(max_tokens()) * uint64_t(shape.index_key);
+  }
+
+  backend::CacheShape shape;
+  bool bf16;
+  int64_t row = 0;
+  uint64_t kv_bytes = 0, idx_bytes = 0;
+  DeviceBuffer kv, idx;
+
+ private:
+  std::shared_ptr<DeviceContext> ctx_;
+};
+
+cudaDataType dt(bool bf16) { return bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+size_t esize(bool bf16) { return bf16 ? 2 : 4; }
+
+class CudaBackend final : public backend::Backend {
+ public:
+  CudaBackend(std::unique_ptr<backend::Backend> host, const CudaOptions& o, std::shared_ptr<DeviceContext> ctx)
+      : host_(std::move(host)), ctx_(std::move(ctx)), cache_bf16_(o.cache_dtype == DType::BF16), blas_(stream_.get()),
+        experts_(ctx_, /*resident=*/false) {
+    name_ = "cuda (" + ctx_->info.name + ") + " + host_->name();
+  }
+
+  const char* name() const override { return name_.c_str(); }
+  // Every op runs: on the GPU (matmul, attention and its cache, the indexer, experts) or on
+  // the host backend (the rest).
+  bool supports(Op op, DType w) const override { return host_->supports(op, w); }
+  bool supports_experts(ExpertQuant q) const override { return host_->supports_experts(q); }
+  DType cache_dtype() const override { return cache_bf16_ ? DType::BF16 : DType::F32; }
+  uint64_t weight_bytes() const override { return host_->weight_bytes(); }  // RAM only; VRAM: vram_accounting
+
+  // Called again for an address it has seen: the weight there is new (a test's reused
+  // buffer), so the copy is replaced.
+  void prepare_weight(const WeightView& w) override {
+    if (!setup_.ok()) return;
+    auto old = weights_.find(w.data);
+    if (old != weights_.end()) {
+      ctx_->vram.release("dense weights", old->second.buf.bytes());
+      weights_.erase(old);
+    }
+    DeviceWeight d;
+    const Status s = upload_dense(w, d, "dense weights");
+    if (!s.ok()) {  // stays on the host backend; the engine reports the first such failure
+      setup_ = make_error("VRAM: " + s.error());
+      return;
+    }
+    weights_.emplace(w.data, std::move(d));
+  }
+
+  void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims&) override {
+    if (kvb_.size() <= size_t(layer)) kvb_.resize(size_t(layer) + 1);
+    ctx_->vram.release("kv_b of absorbed attention", kvb_[size_t(layer)].buf.bytes());
+    kvb_[size_t(layer)] = DeviceWeight{};
+    const Status s = upload_dense(kv_b, kvb_[size_t(layer)], "kv_b of absorbed attention");
+    if (!s.ok() && setup_.ok()) setup_ = make_error("VRAM: layer " + std::to_string(layer) + ": " + s.error());
+  }
+
+  std::unique_ptr<AttentionCache> make_cache(const backend::CacheShape& s, int64_t max_tokens) override {
+    return std::make_unique<CudaCache>(s, max_tokens, cache_bf16_, ctx_);
+  }
+
+  void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override { host_->embed(t, ids, n, out); }
+
+  // Prepared weights on the GPU; any other (a checkpoint's routed experts) where it lies, on
+  // the CPU: copying it over PCIe for one product costs more than computing it there.
+  void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
+    auto it = weights_.find(w.data);
+    if (it == weights_.end() || it->second.rows != w.rows || it->second.cols != w.cols)
+      return host_->matmul(w, x, n, y);
+    const DeviceWeight* d = &it->second;
+    cudaStream_t s = stream_.get();
+    xf_.ensure(size_t(n * w.cols) * 4);
+    check(cudaMemcpyAsync(xf_.as(), x, size_t(n * w.cols) * 4, cudaMemcpyHostToDevice, s), "matmul: upload x");
+    const void* xa = xf_.as();
+    if (d->bf16) {
+      xb_.ensure(size_t(n * w.cols) * 2);
+      convert_rows(xf_.as<float>(), w.cols, xb_.as(), true, w.cols, n, w.cols, s);
+      xa = xb_.as();
+    }
+    yf_.ensure(size_t(n * w.rows) * 4);
+    gemm_rm(blas_.get(), n, w.rows, w.cols, Mat{xa, dt(d->bf16), w.cols}, Mat{d->buf.as(), dt(d->bf16), w.cols}, true,
+            yf_.as(), CUDA_R_32F, w.rows);
+    check(cudaMemcpyAsync(y, yf_.as(), size_t(n * w.rows) * 4, cudaMemcpyDeviceToHost, s), "matmul: download y");
+    stream_.sync("matmul");
+  }
+
+  void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) override {
+    host_->rmsnorm(x, w, y, n, d, eps);
+  }
+  void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t d, float eps) override {
+    host_->layernorm(x, w, b, y, n, d, eps);
+  }
+  void rope(backend::RopeLayout l, float* x, int64_t n, int64_t h, int64_t s, int64_t rd, int64_t p,
+            const float* f) override {
+    host_->rope(l, x, n, h, s, rd, p, f);
+  }
+  void silu_mul(const float* g, const float* u, float* out, int64_t n) override { host_->silu_mul(g, u, out, n); }
+  void add(float* acc, const float* x, int64_t n) override { host_->add(acc, x, n); }
+  void route(const float* l, const float* b, const RouterParams& p, int64_t n, int32_t* e, float* w) override {
+    host_->route(l, b, p, n, e, w);
+  }
+
+  void cache_store(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* latent,
+                   const float* k_rope) override {
+    auto& c = static_cast<CudaCache&>(cache);
+    cudaStream_t s = stream_.get();
+    const int64_t R = c.shape.latent, rope = c.shape.rope;
+    tmp_.ensure(size_t(n * (R + rope)) * 4);
+    float* lat = tmp_.as<float>();
+    float* kr = lat + n * R;
+    check(cudaMemcpyAsync(lat, latent, size_t(n * R) * 4, cudaMemcpyHostToDevice, s), "cache_store: upload latent");
+    check(cudaMemcpyAsync(kr, k_rope, size_t(n * rope) * 4, cudaMemcpyHostToDevice, s), "cache_store: upload k_rope");
+    uint8_t* rows = c.kv_layer(layer) + uint64_t(pos0) * uint64_t(c.row) * esize(c.bf16);
+    convert_rows(lat, R, rows, c.bf16, c.row, n, R, s);
+    convert_rows(kr, rope, rows + R * esize(c.bf16), c.bf16, c.row, n, rope, s);
+    stream_.sync("cache_store");
+  }
+
+  void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) override {
+    auto& c = static_cast<CudaCache&>(cache);
+    const int64_t D = c.shape.index_key;
+    check(cudaMemcpyAsync(c.idx_layer(layer) + pos0 * D, keys, size_t(n * D) * 4, cudaMemcpyHostToDevice, stream_.get()),
+          "cache_store_index_key");
+    stream_.sync("cache_store_index_key");
+  }
+
+  void mla_attention(AttentionCache& cache, const backend::MlaArgs& a) override;
+  void indexer_topk(AttentionCache& cache, const backend::IndexerArgs& a,
+                    std::vector<std::vector<int32_t>>& selected) override;
+
+  // Host blobs, copied to VRAM for this call only (the VRAM tier's resident experts go through
+  // make_cuda_expert_runner instead).
+  void expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) override {
+    std::string why;
+    if (!gpu_expert_geometry_ok(g, &why)) return host_->expert_ffn(g, tasks, n_tasks, x, y);
+    experts_.forget_all();
+    for (int64_t i = 0; i < n_tasks; ++i) {
+      const Status s = experts_.make_resident(g, tasks[i].blob);
+      if (!s.ok()) {
+        experts_.forget_all();
+        return host_->expert_ffn(g, tasks, n_tasks, x, y);
+      }
+    }
+    Status s = experts_.launch(g, tasks, n_tasks, x, y);
+    if (s.ok()) s = experts_.wait();
+    experts_.forget_all();
+    if (!s.ok()) throw DeviceError("expert_ffn: " + s.error());
+  }
+
+  std::shared_ptr<DeviceContext> context() const { return ctx_; }
+  const Status& setup() const { return setup_; }
+
+ private:
+  // Packs `w` into its GPU form and copies it into `d`, charged under `what`.
+  Status upload_dense(const WeightView& w, DeviceWeight& d, const std::string& what) {
+    pack_dense_for_gpu(w, staging_);
+    MT_TRY(ctx_->charge(what, staging_.size()));
+    const Status a = d.buf.try_ensure(staging_.size());
+    if (!a.ok()) {
+      ctx_->vram.release(what, staging_.size());
+      return a;
+    }
+    d.bf16 = gpu_dense_dtype(w.dtype) == DType::BF16;
+    d.rows = w.rows;
+    d.cols = w.cols;
+    return status_of(cudaMemcpy(d.buf.as(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice),
+                     "copying a weight to VRAM");
+  }
+
+  // Scores, softmax and the weighted latent of M query rows (qcat, [M, row]) over T cache rows
+  // (keys, [T, row]): ctx [M, latent] fp32.
+  void attend(const void* qcat, int64_t M, const void* keys, int64_t T, int64_t row, int64_t R, bool causal,
+              int64_t first_valid, int64_t heads, float scale, float* ctx) {
+    cudaStream_t s = stream_.get();
+    const bool cb = cache_bf16_;
+    scores_.ensure(size_t(M * T) * 4);
+    probs_.ensure(size_t(M * T) * esize(cb));
+    gemm_rm(blas_.get(), M, T, row, Mat{qcat, dt(cb), row}, Mat{keys, dt(cb), row}, true, scores_.as(), CUDA_R_32F, T);
+    softmax_rows(scores_.as<float>(), T, M, T, causal, first_valid, heads, scale, probs_.as(), cb, T, s);
+    gemm_rm(blas_.get(), M, R, T, Mat{probs_.as(), dt(cb), T}, Mat{keys, dt(cb), row}, false, ctx, CUDA_R_32F, R);
+  }
+
+  std::unique_ptr<backend::Backend> host_;
+  std::shared_ptr<DeviceContext> ctx_;
+  bool cache_bf16_ = true;
+  std::string name_;
+  Stream stream_;
+  Cublas blas_;
+  CudaExperts experts_;  // the expert_ffn op's transient copies
+  std::unordered_map<const uint8_t*, DeviceWeight> weights_;  // prepared model weights, by address
+  std::vector<DeviceWeight> kvb_;                              // per layer
+  std::vector<uint8_t> staging_;
+  Status setup_ = ok_status();
+  // Per-op scratch, grown to the largest call and reused.
+  DeviceBuffer xf_, xb_, yf_, tmp_, qf_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, out_, scores_, probs_, gathered_, idx_dev_,
+      sort_keys_, sort_vals_in_, sort_vals_out_, sorted_, sort_temp_;
+};
+
+void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a) {
+  auto& c = static_cast<CudaCache&>(cache);
+  cudaStream_t s = stream_.get();
+  const MlaHeadDims& d = a.dims;
+  const int64_t H = a.heads, n = a.n, qk = d.nope + d.rope, R = d.latent, V = d.v, row = c.row;
+  const DeviceWeight& kvb = kvb_.at(size_t(a.layer));
+  const bool wb = kvb.bf16, cb = c.bf16;
+
+  // The queries, in kv_b's type for the absorption and in the cache's for the scores.
+  qf_.ensure(size_t(n * H * qk) * 4);
+  check(cudaMemcpyAsync(qf_.as(), a.q, size_t(n * H * qk) * 4, cudaMemcpyHostToDevice, s), "mla_attention: upload q");
+  const void* qw = qf_.as();
+  if (wb) {
+    qw_.ensure(size_t(n * H * qk) * 2);
+    convert_rows(qf_.as<float>(), n * H * qk, qw_.as(), true, n * H * qk, 1, n * H * qk, s);
+    qw = qw_.as();
+  }
+  // q_abs[t, h] = q_nope[t, h] W_UK_h, W_UK_h = kv_b rows [h (nope + v), + nope) : [nope, R].
+  qabs_.ensure(size_t(n * H * R) * 4);
+  gemm_rm(blas_.get(), n, R, d.nope, Mat{qw, dt(wb), H * qk, qk}, Mat{kvb.buf.as(), dt(wb), R, (d.nope + V) * R}, false,
+          qabs_.as(), CUDA_R_32F, H * R, R, H);
+  qcat_.ensure(size_t(n * H * row) * esize(cb));
+  convert_rows(qabs_.as<float>(), R, qcat_.as(), cb, row, n * H, R, s);
+  convert_rows(qf_.as<float>() + d.nope, qk, qcat_.as<uint8_t>() + R * esize(cb), cb, row, n * H, d.rope, s);
+
+  ctx_f_.ensure(size_t(n * H * R) * 4);
+  const uint8_t* keys = c.kv_layer(a.layer);
+  if (!a.selected) {
+    attend(qcat_.as(), n * H, keys, a.pos0 + n, row, R, true, a.pos0 + 1, H, a.scale, ctx_f_.as<float>());
+  } else {
+    for (int64_t t = 0; t < n; ++t) {
+      const std::vector<int32_t>& sel = (*a.selected)[size_t(t)];
+      const auto k = static_cast<int64_t>(sel.size());
+      idx_dev_.ensure(size_t(std::max<int64_t>(k, 1)) * 4);
+      gathered_.ensure(size_t(std::max<int64_t>(k, 1) * row) * esize(cb));
+      check(cudaMemcpyAsync(idx_dev_.as(), sel.data(), size_t(k) * 4, cudaMemcpyHostToDevice, s),
+            "mla_attention: upload the selection");
+      gather_rows(keys, row, esize(cb), idx_dev_.as<int32_t>(), k, gathered_.as(), row, s);
+      attend(qcat_.as<uint8_t>() + t * H * row * esize(cb), H, gathered_.as(), k, row, R, false, 0, H, a.scale,
+             ctx_f_.as<float>() + t * H * R);
+      stream_.sync("mla_attention (sparse)");  // the selection and gather buffers are reused by the next query
+    }
+  }
+  const void* ctxw = ctx_f_.as();
+  if (wb) {
+    ctx_w_.ensure(size_t(n * H * R) * 2);
+    convert_rows(ctx_f_.as<float>(), R, ctx_w_.as(), true, R, n * H, R, s);
+    ctxw = ctx_w_.as();
+  }
+  // out[t, h] = ctx[t, h] W_UV_h^T, W_UV_h = kv_b rows [h (nope + v) + nope, + v) : [v, R].
+  out_.ensure(size_t(n * H * V) * 4);
+  gemm_rm(blas_.get(), n, V, R, Mat{ctxw, dt(wb), H * R, R},
+          Mat{kvb.buf.as<uint8_t>() + d.nope * R * esize(wb), dt(wb), R, (d.nope + V) * R}, true, out_.as(), CUDA_R_32F,
+          H * V, V, H);
+  check(cudaMemcpyAsync(a.out, out_.as(), size_t(n * H * V) * 4, cudaMemcpyDeviceToHost, s), "mla_attention: download");
+  stream_.sync("mla_attention");
+}
+
+void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs& a,
+                               std::vector<std::vector<int32_t>>& selected) {
+  auto& c = static_cast<CudaCache&>(cache);
+  cudaStream_t s = stream_.get();
+  const int64_t n = a.n, pos0 = a.pos0, nh = a.heads, D = a.dim, total = pos0 + n;
+  selected.assign(size_t(n), {});
+  if (pos0 + n <= a.top_k) {  // every visible key of every query: no scores needed
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t p = 0; p <= pos0 + t; ++p) selected[size_t(t)].push_back(static_cast<int32_t>(p));
+    return;
+  }
+  qf_.ensure(size_t(n * nh * D + n * nh) * 4);
+  float* q = qf_.as<float>();
+  float* hw = q + n * nh * D;
+  check(cudaMemcpyAsync(q, a.q, size_t(n * nh * D) * 4, cudaMemcpyHostToDevice, s), "indexer: upload q");
+  check(cudaMemcpyAsync(hw, a.head_weight, size_t(n * nh) * 4, cudaMemcpyHostToDevice, s), "indexer: upload weights");
+  // G [n * heads, total] = q k^T, fp32 throughout: the selection must order scores as the CPU does.
+  scores_.ensure(size_t(n * nh * total) * 4);
+  gemm_rm(blas_.get(), n * nh, total, D, Mat{q, CUDA_R_32F, D}, Mat{c.idx_layer(a.layer), CUDA_R_32F, D}, true,
+          scores_.as(), CUDA_R_32F, total);
+  sort_keys_.ensure(size_t(n * total) * 4);
+  float* score = sort_keys_.as<float>();
+  indexer_scores(scores_.as<float>(), total, hw, n, nh, pos0 + 1, a.scale, score, s);
+
+  size_t temp_bytes = 0, temp2 = 0;
+  check(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, static_cast<const float*>(nullptr),
+                                                  static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                                  static_cast<int32_t*>(nullptr), static_cast<int>(total), 0, 32, s),
+        "indexer: top-k temporary size");
+  check(cub::DeviceRadixSort::SortKeys(nullptr, temp2, static_cast<const int32_t*>(nullptr),
+                                       static_cast<int32_t*>(nullptr), static_cast<int>(a.top_k), 0, 32, s),
+        "indexer: sort temporary size");
+  sort_temp_.ensure(std::max(temp_bytes, temp2));
+  sort_vals_in_.ensure(size_t(total) * 4);
+  sort_vals_out_.ensure(size_t(total) * 4);
+  probs_.ensure(size_t(total) * 4);  // the sorted scores (unused)
+  sorted_.ensure(size_t(a.top_k) * 4);
+  iota(sort_vals_in_.as<int32_t>(), total, s);
+  for (int64_t t = 0; t < n; ++t) {
+    std::vector<int32_t>& sel = selected[size_t(t)];
+    const int64_t visible = pos0 + t + 1;
+    if (visible <= a.top_k) {
+      for (int64_t p = 0; p < visible; ++p) sel.push_back(static_cast<int32_t>(p));
+      continue;
+    }
+    // Stable: equal scores keep position order, so ties go to the lower position (cpu::topk).
+    size_t tb = sort_temp_.bytes();
+    check(cub::DeviceRadixSort::SortPairsDescending(sort_temp_.as(), tb, score + t * total, probs_.as<float>(),
+                                                    sort_vals_in_.as<int32_t>(), sort_vals_out_.as<int32_t>(),
+                                                    static_cast<int>(visible), 0, 32, s),
+          "indexer: top-k sort");
+    tb = sort_temp_.bytes();
+    check(cub::DeviceRadixSort::SortKeys(sort_temp_.as(), tb, sort_vals_out_.as<int32_t>(), sorted_.as<int32_t>(),
+                                         static_cast<int>(a.top_k), 0, 32, s),
+          "indexer: position order");
+    sel.resize(size_t(a.top_k));
+    check(cudaMemcpyAsync(sel.data(), sorted_.as(), size_t(a.top_k) * 4, cudaMemcpyDeviceToHost, s), "indexer: download");
+    stream_.sync("indexer_topk");
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<backend::Backend> host, const CudaOptions& o) {
+  const GpuInfo info = probe_gpu();
+  if (!info.available) return make_error("--gpu on: no usable GPU (" + info.reason + ")");
+  if (o.cache_dtype != DType::BF16 && o.cache_dtype != DType::F32)
+    return make_error("the CUDA backend's attention cache is bf16 or f32");
+  const uint64_t free_b = uint64_t(info.free_bytes);
+  uint64_t limit = o.vram_limit ? o.vram_limit : (free_b > kVramReserve ? free_b - kVramReserve : 0);
+  if (limit == 0) return make_error("--gpu on: " + info.name + " has less than 1 GiB of free memory");
+  auto ctx = std::make_shared<DeviceContext>(info, limit);
+  try {
+    return std::unique_ptr<backend::Backend>(std::make_unique<CudaBackend>(std::move(host), o, std::move(ctx)));
+  } catch (const DeviceError& e) {
+    return make_error(std::string("--gpu on: ") + e.what());
+  }
+}
+
+Result<std::unique_ptr<ExpertRunner>> make_cuda_expert_runner(backend::Backend& be) {
+  auto* cb = dynamic_cast<CudaBackend*>(&be);
+  if (!cb) return make_error(std::string("the VRAM expert runner needs the CUDA backend, not ") + be.name());
+  try {
+    return make_expert_runner(cb->context());
+  } catch (const DeviceError& e) {
+    return make_error(e.what());
+  }
+}
+
+const TierBudget* vram_accounting(const backend::Backend& be) {
+  auto* cb = dynamic_cast<const CudaBackend*>(&be);
+  return cb ? &cb->context()->vram : nullptr;
+}
+
+Status setup_status(const backend::Backend& be) {
+  auto* cb = dynamic_cast<const CudaBackend*>(&be);
+  return cb ? cb->setup() : ok_status();
+}
+
+}  // namespace mt::gpu

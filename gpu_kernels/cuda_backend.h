@@ -1,0 +1,37 @@
+// The CUDA backend (DESIGN.md, "The backend seam"): the weight-heavy ops on the GPU (every
+// dense matmul from VRAM copies of the model's weights, the latent KV cache and MLA attention
+// over it, the V3.2 indexer with its top-k and sparse attention, routed experts), the
+// element-wise ops on the CPU through a host backend, because the seam's activations are host
+// fp32 rows and a per-op PCIe round trip costs more than the op. The VRAM tier's experts run
+// through make_cuda_expert_runner, asynchronously, while the CPU computes the RAM tier.
+// Every VRAM allocation is charged to one budget (vram_accounting).
+//
+// Compiled wherever nvcc is found; a build without it gets the same functions returning an
+// error (gpu_kernels/no_cuda.cpp). Not verified on a GPU yet: docs/architecture.md.
+#pragma once
+
+#include <memory>
+
+#include "runtime/backend/backend.h"
+#include "runtime/backend/expert_runner.h"
+#include "runtime/core/memory_budget.h"
+#include "runtime/core/status.h"
+
+namespace mt::gpu {
+
+struct CudaOptions {
+  uint64_t vram_limit = 0;           // bytes the backend may allocate; 0: free VRAM at start-up less 1 GiB
+  DType cache_dtype = DType::BF16;   // the latent cache: BF16 or F32
+};
+
+// Errors when this build has no CUDA, or no usable GPU (with the probe's reason).
+Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<backend::Backend> host, const CudaOptions& o);
+// The VRAM tier's runner, on `be`'s device and charged to its budget; `be` must be a CUDA
+// backend and outlive the runner.
+Result<std::unique_ptr<ExpertRunner>> make_cuda_expert_runner(backend::Backend& be);
+// What a CUDA backend holds in VRAM, item by item; null for any other backend.
+const TierBudget* vram_accounting(const backend::Backend& be);
+// The first failure of a model-time preparation (a weight that did not fit in VRAM, ...), or ok.
+Status setup_status(const backend::Backend& be);
+
+}  // namespace mt::gpu
