@@ -186,6 +186,7 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
   ready_ += ready.size() + on_vram.size();
   waited_ += missing.size();
 
+  std::chrono::steady_clock::time_point before_launch{};
   std::vector<offload::ExpertHandle> vram_pins;
   std::vector<cpu::ExpertTask> vram_tasks;
   if (!on_vram.empty()) {
@@ -197,6 +198,7 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
       vram_pins.push_back(std::move(*h));
     }
     vram_out_.assign(static_cast<size_t>(n * geom_.hidden), 0.0f);
+    before_launch = std::chrono::steady_clock::now();
     MT_TRY(vram_runner_->launch(geom_, vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x, vram_out_.data()));
   }
   using clock = std::chrono::steady_clock;
@@ -239,14 +241,16 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
     const auto cpu_done = clock::now();
     MT_TRY(vram_runner_->wait());
     const auto waited = clock::now();
+    const double launch_s = std::chrono::duration<double>(launched - before_launch).count();
     const double cpu_s = std::chrono::duration<double>(cpu_done - launched).count();
     const double wait_s = std::chrono::duration<double>(waited - cpu_done).count();
     const double busy_s = vram_runner_->last_busy_seconds();
     vram_busy_s_ += busy_s;
     vram_wait_s_ += wait_s;
     if (!ready.empty() || !missing.empty()) {
+      // Run one after the other, the two would take busy + cpu; they took launch + cpu + wait.
       hybrid_cpu_s_ += cpu_s;
-      overlap_s_ += std::clamp(busy_s - wait_s, 0.0, cpu_s);  // the device's time not spent waited for
+      overlap_s_ += std::clamp(busy_s + cpu_s - (launch_s + cpu_s + wait_s), 0.0, std::min(cpu_s, busy_s));
     }
     for (int64_t k = 0; k < n * geom_.hidden; ++k) out[k] += vram_out_[static_cast<size_t>(k)];
   }
@@ -287,7 +291,10 @@ ExpertSchedulerStats ExpertScheduler::stats() const {
 }
 
 Status ExpertScheduler::charge_memory(TierBudget& ram) const {
-  if (vram_) MT_TRY(ram.charge("routed experts of the VRAM tier (held in RAM: no GPU runner)", vram_->stats().allocated_bytes));
+  if (vram_)
+    MT_TRY(ram.charge(vram_runner_ != cpu_runner_.get() ? "host copies of the VRAM tier's experts (a GPU holds them too)"
+                                                        : "routed experts of the VRAM tier (held in RAM: no GPU runner)",
+                      vram_->stats().allocated_bytes));
   if (ram_) MT_TRY(ram.charge("routed experts of the RAM tier", ram_->stats().allocated_bytes));
   if (cache_)
     MT_TRY(ram.charge(all_resident_ ? "routed experts (all resident)" : "RAM cache of the streamed experts",
