@@ -19,5 +19,12 @@ struct GpuInfo {
 
 GpuInfo probe_gpu();
 bool built_with_cuda();
+// Device-to-device copy bandwidth of `bytes` per copy, median of 5: bytes read plus bytes
+// written per second (what the device's memory moves). Errors without a GPU.
+struct CopyBandwidth {
+  double traffic_gbs = 0;  // (read + write) / s
+  double copy_gbs = 0;     // bytes copied / s (cudaMemcpy's convention)
+};
+bool measure_device_copy(uint64_t bytes, CopyBandwidth& out, std::string& error);
 
 }  // namespace mt::gpu

@@ -12,6 +12,11 @@ GpuInfo probe_gpu() {
 
 bool built_with_cuda() { return false; }
 
+bool measure_device_copy(uint64_t, CopyBandwidth&, std::string& error) {
+  error = "this build has no CUDA support";
+  return false;
+}
+
 Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<backend::Backend>, const CudaOptions&) {
   return make_error("--gpu on: this build has no CUDA support (nvcc was not found at configure time); rebuild with "
                     "the CUDA toolkit at /usr/local/cuda");

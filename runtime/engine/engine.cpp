@@ -20,10 +20,10 @@ namespace {
 // A packed store: config from the manifest, dense tensors from its dense file (checksummed), routed
 // experts through the RAM cache.
 // The placement `--plan auto` uses: the store's model and blob size, a uniform prior, the
-// runtime's default context, no GPU path; `expert_ram` (0: what the machine has) bounds RAM
-// for experts.
+// runtime's default context, the GPU when the CUDA backend runs (--gpu on); `expert_ram`
+// (0: what the machine has) bounds RAM for experts.
 Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, const ModelConfig& cfg,
-                                           const planner::MachineProfile& machine, uint64_t expert_ram) {
+                                           const planner::MachineProfile& machine, uint64_t expert_ram, bool gpu) {
   planner::PlanRequest req;
   planner::CostInputs& in = req.cost;
   in.model = cfg;
@@ -32,7 +32,7 @@ Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, cons
   in.dense_format = planner::dense_format_of_store(m.dense_quant);
   in.context = std::min<int64_t>(4096, cfg.max_position_embeddings);
   in.machine = machine;
-  in.use_gpu = false;  // no GPU expert runner in this build
+  in.use_gpu = gpu;
   in.stats = planner::uniform_activations(cfg);
   req.expert_ram_budget = expert_ram;
   MT_ASSIGN(planner::Plan plan, planner::make_plan(req));
@@ -41,7 +41,7 @@ Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, cons
 
 Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
     const std::filesystem::path& dir, ExpertSchedulerOptions o,
-    const std::function<Result<planner::MachineProfile>()>& plan_auto_profile) {
+    const std::function<Result<planner::MachineProfile>()>& plan_auto_profile, bool gpu) {
   MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(dir));
   const std::string label = (dir / "manifest.json").string();
   MT_ASSIGN(ModelConfig cfg, parse_config_json(store.manifest().config_json, label));
@@ -55,7 +55,7 @@ Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
   MT_ASSIGN(TensorStore dense, open_store_dense(store));
   if (plan_auto_profile) {
     MT_ASSIGN(planner::MachineProfile machine, plan_auto_profile());
-    MT_ASSIGN(o.placement, plan_at_startup(store.manifest(), cfg, machine, o.ram_budget));
+    MT_ASSIGN(o.placement, plan_at_startup(store.manifest(), cfg, machine, o.ram_budget, gpu));
     std::fprintf(stderr, "moetier: expert placement from this machine's profile:\n%s  %s\n",
                  planner::format_placement_summary(*o.placement).c_str(),
                  planner::profile_provenance(machine, planner::utc_now_iso()).c_str());
@@ -91,7 +91,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   std::optional<ModelWeights> weights;
   std::unique_ptr<ExpertScheduler> packed;
   if (offload::ExpertStore::looks_like_store(model_dir)) {
-    MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile));
+    MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile, opt.gpu));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
   } else {

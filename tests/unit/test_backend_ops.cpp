@@ -20,6 +20,8 @@
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/reference_backend.h"
 #include "cpu_kernels/packed_matmul.h"
+#include "gpu_kernels/cuda_backend.h"
+#include "gpu_kernels/gpu_probe.h"
 #include "runtime/core/dtype.h"
 
 using namespace mt;
@@ -40,6 +42,14 @@ std::vector<Registered> backends_under_test() {
   for (int level = 0; level <= cpu::expert_detail::cpu_isa_level(); ++level)
     v.push_back({level == 0 ? "cpu-scalar" : level == 1 ? "cpu-avx2" : "cpu-avx512",
                  [level] { return cpu::make_cpu_backend(cpu::ExpertKernelConfig{level, -1}); }});
+  // The CUDA backend where there is a GPU, with each latent-cache precision.
+  if (gpu::probe_gpu().available)
+    for (DType cache : {DType::BF16, DType::F32})
+      v.push_back({cache == DType::BF16 ? "cuda (bf16 cache)" : "cuda (f32 cache)", [cache] {
+                     auto be = gpu::make_cuda_backend(cpu::make_cpu_backend({}), gpu::CudaOptions{0, cache});
+                     if (!be.ok()) FAIL(be.error());
+                     return std::move(*be);
+                   }});
   return v;
 }
 
@@ -186,6 +196,8 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       for (const int64_t rows : {int64_t{133}, int64_t{157}}) {
         const int64_t cols = cols_for(dt, 131);
         StoredWeight w(dt, rows, cols, rng);
+        // A model weight (a GPU backend copies it), and one that is not (it stays where it is).
+        if (rows == 157) cand.prepare_weight(w.view);
         for (int64_t n : {1, 2, 3, 4, 5}) {
           auto x = randn(n * cols, rng);
           Guarded a(n * rows), b(n * rows);
@@ -200,6 +212,7 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       // A prefill-sized product (a backend's GEMM): 300 rows leave a partial 256-row slab.
       const int64_t rows = 300, cols = cols_for(dt, 520), n = 9;
       StoredWeight w(dt, rows, cols, rng);
+      cand.prepare_weight(w.view);
       auto x = randn(n * cols, rng);
       Guarded a(n * rows), b(n * rows);
       ref.matmul(w.view, x.data(), n, a.data());
@@ -312,8 +325,10 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
         ref.mla_attention(*ca, args);
         args.out = b.data();
         cand.mla_attention(*cb, args);
+        // A bf16 cache rounds latents, queries and probabilities to bf16 as well.
+        const double tol = std::max(tolerance(dt), cand.cache_dtype() == DType::BF16 ? 1e-2 : 0.0);
         f.check(who + "cache_store+mla_attention" + (sparse ? " sparse" : " causal") + " [kv_b " + std::string(dtype_name(dt)) + "]",
-                a.begin(), b, n * H * d.v, tolerance(dt));
+                a.begin(), b, n * H * d.v, tol);
       }
     }
   }
@@ -495,4 +510,15 @@ TEST_CASE("the packed-expert kernels, on every ISA, match the reference backend'
       }
     }
   }
+}
+
+// Run by scripts/gpu_check.sh on a GPU machine (hidden here): the CUDA backend must be among
+// the backends the harness above compared, so a GPU run cannot pass by testing the CPU alone.
+TEST_CASE("op harness: on a GPU machine the CUDA backend is under test", "[.gpu]") {
+  const gpu::GpuInfo info = gpu::probe_gpu();
+  INFO(info.reason);
+  REQUIRE(info.available);
+  int cuda = 0;
+  for (const Registered& r : backends_under_test()) cuda += std::string(r.name).rfind("cuda", 0) == 0;
+  CHECK(cuda == 2);
 }

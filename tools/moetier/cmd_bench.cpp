@@ -22,6 +22,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/core/process_memory.h"
 #include "runtime/model/step_profile.h"
+#include "tools/moetier/bench_gpu.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/decode_run.h"
@@ -35,7 +36,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using json = nlohmann::ordered_json;
 
-const char* kUsage = R"(usage: moetier bench membw|moe|io|decode [options] [--json FILE]
+const char* kUsage = R"(usage: moetier bench membw|moe|io|decode|gpu [options] [--json FILE]
 
   membw    RAM read bandwidth of this machine (streaming reads, all threads)
   moe      one MoE layer's decode at the real expert shape (hidden 7168, experts 2048 wide,
@@ -44,6 +45,8 @@ const char* kUsage = R"(usage: moetier bench membw|moe|io|decode [options] [--js
   io       expert streaming GB/s from a packed store (io_uring, O_DIRECT) and its ratio to the
            disk's sequential O_DIRECT read bandwidth at the same block size and queue depth
   decode   end-to-end decode tokens/s of a model with a RAM budget: cache hit rate, prefetch accuracy
+  gpu      the CUDA backend at DeepSeek V3's attention shapes: MLA decode GB/s over the device's
+           copy bandwidth (--ctx keys), sparse MLA, indexer + top-2048 at --ctx and 128K keys
 
 options:
   --runs N            interleaved measurement pairs (median reported)                   [7]
@@ -65,6 +68,7 @@ options:
   --prompt-tokens N   prompt length for `decode` (its prefill is timed too)           [16]
   --batch N           sequences decoded together in one step by `decode` (batched
                       decode: each weight read once per step); tokens/s counts all  [1]
+  --ctx N             keys for `gpu`                                               [32768]
   --json FILE         also write the results as JSON
 )";
 
@@ -378,11 +382,22 @@ int bench_decode(const Args& a, json& out) {
                 static_cast<unsigned long long>(s.uses_vram), static_cast<unsigned long long>(s.uses_ram),
                 static_cast<unsigned long long>(s.uses_nvme_hit), static_cast<unsigned long long>(s.uses_nvme_miss));
     out["uses"] = {{"vram", s.uses_vram}, {"ram", s.uses_ram}, {"nvme_hit", s.uses_nvme_hit}, {"nvme_miss", s.uses_nvme_miss}};
+    if (s.vram_busy_s > 0) {  // a GPU ran the VRAM tier beside the CPU tiers
+      std::printf("%-36s %10.3f\n", "VRAM tier: device ms per token", 1e3 * s.vram_busy_s / double(*n * B));
+      std::printf("%-36s %10.3f\n", "CPU tiers beside it: ms per token", 1e3 * s.hybrid_cpu_s / double(*n * B));
+      std::printf("%-36s %10.3f\n", "waited for the device: ms per token", 1e3 * s.vram_wait_s / double(*n * B));
+      std::printf("%-36s %9.1f%%\n", "CPU expert time hidden behind GPU", 100.0 * s.cpu_hidden_fraction());
+      out["hybrid"] = {{"device_ms_per_token", 1e3 * s.vram_busy_s / double(*n * B)},
+                       {"cpu_ms_per_token", 1e3 * s.hybrid_cpu_s / double(*n * B)},
+                       {"wait_ms_per_token", 1e3 * s.vram_wait_s / double(*n * B)},
+                       {"cpu_hidden_fraction", s.cpu_hidden_fraction()}};
+    }
   }
   out["rss_bytes"] = rss;
   auto ram = e.ram_accounting();
   if (!ram) return std::fprintf(stderr, "error: %s\n", ram.error().c_str()), 1;
   std::printf("\nRAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
+  if (const TierBudget* vram = e.vram_accounting()) std::printf("\nVRAM the CUDA backend holds:\n%s", vram->report().c_str());
   const double accounted = double(ram->used() + e.mapped_weight_bytes());
   std::printf("%-36s %10s\n", "mapped weight files", format_bytes(double(e.mapped_weight_bytes())).c_str());
   std::printf("%-36s %10s  (%.1f%% of accounted: runtime + weight files)\n", "process RSS after decode",
@@ -400,7 +415,7 @@ int bench_decode(const Args& a, json& out) {
 int cmd_bench(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"runs"},        {"threads"},  {"quant"}, {"group"},  {"batch"},
                                  {"experts"},     {"tokens"},   {"model"}, {"queue-depth"},
-                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"json"}, {"help", false}};
+                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"ctx"}, {"json"}, {"help", false}};
   add_expert_streaming_flags(flags);
   auto parsed = Args::parse(argc, argv, flags, "bench");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
@@ -414,7 +429,8 @@ int cmd_bench(int argc, char** argv) {
   else if (what == "moe") rc = bench_moe(a, out);
   else if (what == "io") rc = bench_io(a, out);
   else if (what == "decode") rc = bench_decode(a, out);
-  else return std::fprintf(stderr, "error: unknown benchmark '%s' (membw, moe, io, decode)\n", what.c_str()), 2;
+  else if (what == "gpu") rc = bench_gpu(a, out);
+  else return std::fprintf(stderr, "error: unknown benchmark '%s' (membw, moe, io, decode, gpu)\n", what.c_str()), 2;
   if (rc == 0 && a.has("json")) {
     FILE* f = std::fopen(a.get("json")->c_str(), "w");
     if (!f) return std::fprintf(stderr, "error: cannot write %s\n", a.get("json")->c_str()), 1;

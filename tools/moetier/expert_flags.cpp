@@ -84,8 +84,8 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
     MT_ASSIGN(o.placement, planner::load_placement(*plan));
     std::fprintf(stderr, "moetier: expert placement from %s:\n%s", plan->c_str(),
                  planner::format_placement_summary(*o.placement).c_str());
-    if (o.placement->count(planner::Tier::Vram) > 0)
-      std::fprintf(stderr, "moetier: this build has no GPU expert path yet: the %lld VRAM-tier experts run from RAM\n",
+    if (o.placement->count(planner::Tier::Vram) > 0 && !eo.gpu)
+      std::fprintf(stderr, "moetier: without --gpu on, the %lld VRAM-tier experts run on the CPU from RAM\n",
                    static_cast<long long>(o.placement->count(planner::Tier::Vram)));
   }
   return ok_status();
