@@ -22,11 +22,13 @@ using backend::AttentionCache;
 using backend::Op;
 
 constexpr uint64_t kVramReserve = uint64_t{1} << 30;  // for cuBLAS workspaces, the context, fragmentation
+constexpr int64_t kScoreBytes = int64_t{256} << 20;    // attention scores + probabilities per chunk of queries
 
 // A dense weight in VRAM, in its GPU form (gpu_layout.h).
 struct DeviceWeight {
   DeviceBuffer buf;
   bool bf16 = true;
+  DType stored = DType::F32;  // what it was made from
   int64_t rows = 0, cols = 0;
 };
 
@@ -42,9 +44,14 @@ class CudaCache final : public AttentionCache {
     idx_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * uint64_t(s.index_key) * 4;
     const Status st = ctx_->charge("attention caches", kv_bytes + idx_bytes);
     if (!st.ok()) throw DeviceError(st.error());
-    kv.ensure(std::max<uint64_t>(kv_bytes, 1));
-    if (idx_bytes) idx.ensure(idx_bytes);
-    check(cudaMemset(kv.as(), 0, kv_bytes), "clearing the attention cache");
+    // Not cleared: no op reads a row before cache_store wrote it (the graph attends only to
+    // filled positions).
+    Status a = kv.try_ensure(std::max<uint64_t>(kv_bytes, 1));
+    if (a.ok() && idx_bytes) a = idx.try_ensure(idx_bytes);
+    if (!a.ok()) {
+      ctx_->vram.release("attention caches", kv_bytes + idx_bytes);
+      throw DeviceError("the attention cache: " + a.error());
+    }
   }
   ~CudaCache() override { ctx_->vram.release("attention caches", kv_bytes + idx_bytes); }
   size_t bytes() const override { return kv_bytes + idx_bytes; }
@@ -120,7 +127,7 @@ class CudaBackend final : public backend::Backend {
   // the CPU: copying it over PCIe for one product costs more than computing it there.
   void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
     auto it = weights_.find(w.data);
-    if (it == weights_.end() || it->second.rows != w.rows || it->second.cols != w.cols)
+    if (it == weights_.end() || it->second.rows != w.rows || it->second.cols != w.cols || it->second.stored != w.dtype)
       return host_->matmul(w, x, n, y);
     const DeviceWeight* d = &it->second;
     cudaStream_t s = stream_.get();
@@ -168,7 +175,8 @@ class CudaBackend final : public backend::Backend {
     uint8_t* rows = c.kv_layer(layer) + uint64_t(pos0) * uint64_t(c.row) * esize(c.bf16);
     convert_rows(lat, R, rows, c.bf16, c.row, n, R, s);
     convert_rows(kr, rope, rows + R * esize(c.bf16), c.bf16, c.row, n, rope, s);
-    stream_.sync("cache_store");
+    // No wait: the host rows were staged when the copies returned (pageable memory), and every
+    // later op runs on the same stream, after these.
   }
 
   void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) override {
@@ -176,7 +184,6 @@ class CudaBackend final : public backend::Backend {
     const int64_t D = c.shape.index_key;
     check(cudaMemcpyAsync(c.idx_layer(layer) + pos0 * D, keys, size_t(n * D) * 4, cudaMemcpyHostToDevice, stream_.get()),
           "cache_store_index_key");
-    stream_.sync("cache_store_index_key");
   }
 
   void mla_attention(AttentionCache& cache, const backend::MlaArgs& a) override;
@@ -216,10 +223,15 @@ class CudaBackend final : public backend::Backend {
       return a;
     }
     d.bf16 = gpu_dense_dtype(w.dtype) == DType::BF16;
+    d.stored = w.dtype;
     d.rows = w.rows;
     d.cols = w.cols;
-    return status_of(cudaMemcpy(d.buf.as(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice),
-                     "copying a weight to VRAM");
+    // On this backend's stream and waited for: the stream does not wait for the legacy
+    // default stream, so a plain cudaMemcpy could still be landing when an op reads the weight.
+    MT_TRY(status_of(cudaMemcpyAsync(d.buf.as(), staging_.data(), staging_.size(), cudaMemcpyHostToDevice,
+                                     stream_.get()),
+                     "copying a weight to VRAM"));
+    return status_of(cudaStreamSynchronize(stream_.get()), "copying a weight to VRAM");
   }
 
   // Scores, softmax and the weighted latent of M query rows (qcat, [M, row]) over T cache rows
@@ -256,7 +268,10 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
   cudaStream_t s = stream_.get();
   const MlaHeadDims& d = a.dims;
   const int64_t H = a.heads, n = a.n, qk = d.nope + d.rope, R = d.latent, V = d.v, row = c.row;
-  const DeviceWeight& kvb = kvb_.at(size_t(a.layer));
+  if (size_t(a.layer) >= kvb_.size() || kvb_[size_t(a.layer)].buf.bytes() == 0)
+    throw DeviceError("mla_attention: layer " + std::to_string(a.layer) + "'s kv_b is not in VRAM (" +
+                      (setup_.ok() ? std::string("never loaded") : setup_.error()) + ")");
+  const DeviceWeight& kvb = kvb_[size_t(a.layer)];
   const bool wb = kvb.bf16, cb = c.bf16;
 
   // The queries, in kv_b's type for the absorption and in the cache's for the scores.
@@ -279,19 +294,42 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
   ctx_f_.ensure(size_t(n * H * R) * 4);
   const uint8_t* keys = c.kv_layer(a.layer);
   if (!a.selected) {
-    attend(qcat_.as(), n * H, keys, a.pos0 + n, row, R, true, a.pos0 + 1, H, a.scale, ctx_f_.as<float>());
+    // Queries in chunks, so the scores of a long prompt stay within kScoreBytes; each chunk
+    // scores only the keys its last query can see.
+    const int64_t per_query = H * (a.pos0 + n) * int64_t(4 + esize(cb));
+    const int64_t chunk = std::clamp<int64_t>(kScoreBytes / std::max<int64_t>(per_query, 1), 1, n);
+    for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+      const int64_t m = std::min(chunk, n - t0);
+      attend(qcat_.as<uint8_t>() + t0 * H * row * esize(cb), m * H, keys, a.pos0 + t0 + m, row, R, true,
+             a.pos0 + t0 + 1, H, a.scale, ctx_f_.as<float>() + t0 * H * R);
+    }
   } else {
+    // Every selection in one upload; each query gathers its rows into its own region. No
+    // synchronisation between queries: the stream orders the reuse of the score buffers.
+    std::vector<int32_t> all;
+    std::vector<int64_t> first(size_t(n) + 1, 0);
+    int64_t widest = 1;
     for (int64_t t = 0; t < n; ++t) {
       const std::vector<int32_t>& sel = (*a.selected)[size_t(t)];
-      const auto k = static_cast<int64_t>(sel.size());
-      idx_dev_.ensure(size_t(std::max<int64_t>(k, 1)) * 4);
-      gathered_.ensure(size_t(std::max<int64_t>(k, 1) * row) * esize(cb));
-      check(cudaMemcpyAsync(idx_dev_.as(), sel.data(), size_t(k) * 4, cudaMemcpyHostToDevice, s),
-            "mla_attention: upload the selection");
-      gather_rows(keys, row, esize(cb), idx_dev_.as<int32_t>(), k, gathered_.as(), row, s);
+      all.insert(all.end(), sel.begin(), sel.end());
+      first[size_t(t) + 1] = static_cast<int64_t>(all.size());
+      widest = std::max<int64_t>(widest, static_cast<int64_t>(sel.size()));
+    }
+    idx_dev_.ensure(std::max<size_t>(all.size(), 1) * 4);
+    gathered_.ensure(size_t(widest * row) * esize(cb));
+    scores_.ensure(size_t(H * widest) * 4);
+    probs_.ensure(size_t(H * widest) * esize(cb));
+    check(cudaMemcpyAsync(idx_dev_.as(), all.data(), all.size() * 4, cudaMemcpyHostToDevice, s),
+          "mla_attention: upload the selection");
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t k = first[size_t(t) + 1] - first[size_t(t)];
+      if (k == 0) {  // attends to nothing: a zero context, as the reference's empty sum
+        check(cudaMemsetAsync(ctx_f_.as<float>() + t * H * R, 0, size_t(H * R) * 4, s), "mla_attention: empty selection");
+        continue;
+      }
+      gather_rows(keys, row, esize(cb), idx_dev_.as<int32_t>() + first[size_t(t)], k, gathered_.as(), row, s);
       attend(qcat_.as<uint8_t>() + t * H * row * esize(cb), H, gathered_.as(), k, row, R, false, 0, H, a.scale,
              ctx_f_.as<float>() + t * H * R);
-      stream_.sync("mla_attention (sparse)");  // the selection and gather buffers are reused by the next query
     }
   }
   const void* ctxw = ctx_f_.as();
@@ -325,14 +363,12 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
   float* hw = q + n * nh * D;
   check(cudaMemcpyAsync(q, a.q, size_t(n * nh * D) * 4, cudaMemcpyHostToDevice, s), "indexer: upload q");
   check(cudaMemcpyAsync(hw, a.head_weight, size_t(n * nh) * 4, cudaMemcpyHostToDevice, s), "indexer: upload weights");
-  // G [n * heads, total] = q k^T, fp32 throughout: the selection must order scores as the CPU does.
-  scores_.ensure(size_t(n * nh * total) * 4);
-  gemm_rm(blas_.get(), n * nh, total, D, Mat{q, CUDA_R_32F, D}, Mat{c.idx_layer(a.layer), CUDA_R_32F, D}, true,
-          scores_.as(), CUDA_R_32F, total);
-  sort_keys_.ensure(size_t(n * total) * 4);
+  // G [m * heads, keys] = q k^T, fp32 throughout (the selection must order scores as the CPU
+  // does), for chunks of m queries so that G stays within kScoreBytes.
+  const int64_t chunk = std::clamp<int64_t>(kScoreBytes / std::max<int64_t>(nh * total * 4, 1), 1, n);
+  scores_.ensure(size_t(chunk * nh * total) * 4);
+  sort_keys_.ensure(size_t(chunk * total) * 4);
   float* score = sort_keys_.as<float>();
-  indexer_scores(scores_.as<float>(), total, hw, n, nh, pos0 + 1, a.scale, score, s);
-
   size_t temp_bytes = 0, temp2 = 0;
   check(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, static_cast<const float*>(nullptr),
                                                   static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
@@ -345,28 +381,39 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
   sort_vals_in_.ensure(size_t(total) * 4);
   sort_vals_out_.ensure(size_t(total) * 4);
   probs_.ensure(size_t(total) * 4);  // the sorted scores (unused)
-  sorted_.ensure(size_t(a.top_k) * 4);
+  sorted_.ensure(size_t(n * a.top_k) * 4);
   iota(sort_vals_in_.as<int32_t>(), total, s);
+  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+    const int64_t m = std::min(chunk, n - t0), keys = pos0 + t0 + m;
+    gemm_rm(blas_.get(), m * nh, keys, D, Mat{q + t0 * nh * D, CUDA_R_32F, D}, Mat{c.idx_layer(a.layer), CUDA_R_32F, D},
+            true, scores_.as(), CUDA_R_32F, keys);
+    indexer_scores(scores_.as<float>(), keys, hw + t0 * nh, m, nh, pos0 + t0 + 1, a.scale, score, s);
+    for (int64_t t = t0; t < t0 + m; ++t) {
+      const int64_t visible = pos0 + t + 1;
+      if (visible <= a.top_k) continue;  // filled on the host below
+      // Stable: equal scores keep position order, so ties go to the lower position (cpu::topk).
+      size_t tb = sort_temp_.bytes();
+      check(cub::DeviceRadixSort::SortPairsDescending(sort_temp_.as(), tb, score + (t - t0) * keys, probs_.as<float>(),
+                                                      sort_vals_in_.as<int32_t>(), sort_vals_out_.as<int32_t>(),
+                                                      static_cast<int>(visible), 0, 32, s),
+            "indexer: top-k sort");
+      tb = sort_temp_.bytes();
+      check(cub::DeviceRadixSort::SortKeys(sort_temp_.as(), tb, sort_vals_out_.as<int32_t>(),
+                                           sorted_.as<int32_t>() + t * a.top_k, static_cast<int>(a.top_k), 0, 32, s),
+            "indexer: position order");
+    }
+  }
+  std::vector<int32_t> all(size_t(n * a.top_k));
+  check(cudaMemcpyAsync(all.data(), sorted_.as(), all.size() * 4, cudaMemcpyDeviceToHost, s), "indexer: download");
+  stream_.sync("indexer_topk");
   for (int64_t t = 0; t < n; ++t) {
     std::vector<int32_t>& sel = selected[size_t(t)];
     const int64_t visible = pos0 + t + 1;
     if (visible <= a.top_k) {
       for (int64_t p = 0; p < visible; ++p) sel.push_back(static_cast<int32_t>(p));
-      continue;
+    } else {
+      sel.assign(all.begin() + t * a.top_k, all.begin() + (t + 1) * a.top_k);
     }
-    // Stable: equal scores keep position order, so ties go to the lower position (cpu::topk).
-    size_t tb = sort_temp_.bytes();
-    check(cub::DeviceRadixSort::SortPairsDescending(sort_temp_.as(), tb, score + t * total, probs_.as<float>(),
-                                                    sort_vals_in_.as<int32_t>(), sort_vals_out_.as<int32_t>(),
-                                                    static_cast<int>(visible), 0, 32, s),
-          "indexer: top-k sort");
-    tb = sort_temp_.bytes();
-    check(cub::DeviceRadixSort::SortKeys(sort_temp_.as(), tb, sort_vals_out_.as<int32_t>(), sorted_.as<int32_t>(),
-                                         static_cast<int>(a.top_k), 0, 32, s),
-          "indexer: position order");
-    sel.resize(size_t(a.top_k));
-    check(cudaMemcpyAsync(sel.data(), sorted_.as(), size_t(a.top_k) * 4, cudaMemcpyDeviceToHost, s), "indexer: download");
-    stream_.sync("indexer_topk");
   }
 }
 

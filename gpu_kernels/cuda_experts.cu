@@ -33,18 +33,33 @@ Status CudaExperts::make_resident(const ExpertGeometry& g, const uint8_t* host_b
   }
   packed_.resize(L.total_bytes);
   pack_expert_for_gpu(g, host_blob, packed_.data());
-  MT_TRY(status_of(cudaMemcpy(d.as(), packed_.data(), L.total_bytes, cudaMemcpyHostToDevice), "copying an expert to VRAM"));
-  blob_bytes_ = L.total_bytes;
+  // On the runner's stream and waited for: launches on it (a non-blocking stream) would not
+  // wait for a copy on the legacy default stream.
+  cudaError_t e = cudaMemcpyAsync(d.as(), packed_.data(), L.total_bytes, cudaMemcpyHostToDevice, stream_.get());
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream_.get());
+  if (e != cudaSuccess) {
+    ctx_->vram.release(what_, L.total_bytes);
+    return status_of(e, "copying an expert to VRAM");
+  }
   blobs_.emplace(host_blob, std::move(d));
   return ok_status();
 }
 
 void CudaExperts::forget_all() {
-  if (!blobs_.empty()) ctx_->vram.release(what_, blob_bytes_ * blobs_.size());
+  for (const auto& [host, d] : blobs_) ctx_->vram.release(what_, d.bytes());
   blobs_.clear();
 }
 
 Status CudaExperts::launch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) {
+  try {
+    return launch_batch(g, tasks, n_tasks, x, y);
+  } catch (const std::exception& e) {  // a failed allocation or call: the Status, not a throw
+    return make_error(std::string("expert runner: ") + e.what());
+  }
+}
+
+Status CudaExperts::launch_batch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x,
+                                 float* y) {
   if (pending_y_) return make_error("expert runner: a batch is still in flight (launch without wait)");
   const GpuExpertLayout L = gpu_expert_layout(g);
   int64_t T = 0, rows = 0;
@@ -79,7 +94,7 @@ Status CudaExperts::launch(const ExpertGeometry& g, const ExpertTask* tasks, int
   out_.ensure(size_t(T * g.hidden) * 4);
   cudaStream_t s = stream_.get();
   const uint8_t* d = in_dev_.as<uint8_t>();
-  try {
+  {
     check(cudaEventRecord(start_.get(), s), "expert runner: event");
     check(cudaMemcpyAsync(in_dev_.as(), p, total, cudaMemcpyHostToDevice, s), "expert runner: upload");
     check(cudaMemsetAsync(y_dev_.as(), 0, size_t(T * g.hidden) * 4, s), "expert runner: clear y");
@@ -89,8 +104,6 @@ Status CudaExperts::launch(const ExpertGeometry& g, const ExpertTask* tasks, int
     check(cudaMemcpyAsync(out_.as(), y_dev_.as(), size_t(T * g.hidden) * 4, cudaMemcpyDeviceToHost, s),
           "expert runner: download");
     check(cudaEventRecord(stop_.get(), s), "expert runner: event");
-  } catch (const DeviceError& e) {
-    return make_error(e.what());
   }
   pending_y_ = y;
   pending_elems_ = T * g.hidden;

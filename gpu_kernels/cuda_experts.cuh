@@ -40,12 +40,12 @@ class CudaExperts {
   double last_busy_seconds() const { return busy_s_; }
 
  private:
+  Status launch_batch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y);
   std::shared_ptr<DeviceContext> ctx_;
   std::string what_;
   Stream stream_;
   Event start_, stop_;
-  std::unordered_map<const uint8_t*, DeviceBuffer> blobs_;  // host blob -> its VRAM copy
-  uint64_t blob_bytes_ = 0;                                 // charged per blob
+  std::unordered_map<const uint8_t*, DeviceBuffer> blobs_;  // host blob -> its VRAM copy (charged its size)
   PinnedBuffer in_, out_;
   DeviceBuffer in_dev_, h_dev_, y_dev_;
   std::vector<uint8_t> packed_;
