@@ -31,27 +31,31 @@ inline Status status_of(cudaError_t e, const std::string& what) {
   return e == cudaSuccess ? ok_status() : make_error(what + ": " + cudaGetErrorString(e));
 }
 
-// Device memory, freed on destruction. ensure() grows it (contents lost), never shrinks.
-class DeviceBuffer {
+inline cudaError_t device_alloc(void** p, size_t n) { return cudaMalloc(p, n); }
+inline cudaError_t pinned_alloc(void** p, size_t n) { return cudaMallocHost(p, n); }
+
+// Memory from one CUDA allocator, freed on destruction. ensure() grows it (contents lost),
+// never shrinks; try_ensure() says when the allocator refused.
+template <cudaError_t (*Alloc)(void**, size_t), cudaError_t (*Free)(void*)>
+class CudaMemory {
  public:
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t bytes) { ensure(bytes); }
-  ~DeviceBuffer() { reset(); }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+  CudaMemory() = default;
+  ~CudaMemory() { reset(); }
+  CudaMemory(CudaMemory&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  CudaMemory& operator=(CudaMemory&& o) noexcept {
     if (this != &o) reset(), p_ = o.p_, n_ = o.n_, o.p_ = nullptr, o.n_ = 0;
     return *this;
   }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  // Status form, for allocations that may legitimately run out (weights, caches).
+  CudaMemory(const CudaMemory&) = delete;
+  CudaMemory& operator=(const CudaMemory&) = delete;
   Status try_ensure(size_t bytes) {
     if (bytes <= n_) return ok_status();
     reset();
-    if (cudaMalloc(&p_, bytes) != cudaSuccess) {
+    if (Alloc(&p_, bytes) != cudaSuccess) {
       cudaGetLastError();
       p_ = nullptr;
-      return make_error("cudaMalloc of " + std::to_string(bytes) + " bytes failed");
+      return make_error("allocating " + std::to_string(bytes) + " bytes of " +
+                        (Alloc == &pinned_alloc ? "pinned host memory" : "VRAM") + " failed");
     }
     n_ = bytes;
     return ok_status();
@@ -61,7 +65,7 @@ class DeviceBuffer {
     if (!s.ok()) throw DeviceError(s.error());
   }
   void reset() {
-    if (p_) cudaFree(p_);
+    if (p_) Free(p_);
     p_ = nullptr, n_ = 0;
   }
   template <class T = void>
@@ -73,31 +77,8 @@ class DeviceBuffer {
   size_t n_ = 0;
 };
 
-// Page-locked host memory, so copies run asynchronously on a stream.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  ~PinnedBuffer() { reset(); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  void ensure(size_t bytes) {
-    if (bytes <= n_) return;
-    reset();
-    check(cudaMallocHost(&p_, bytes), "cudaMallocHost (pinned staging)");
-    n_ = bytes;
-  }
-  void reset() {
-    if (p_) cudaFreeHost(p_);
-    p_ = nullptr, n_ = 0;
-  }
-  template <class T = void>
-  T* as() const { return static_cast<T*>(p_); }
-  size_t bytes() const { return n_; }
-
- private:
-  void* p_ = nullptr;
-  size_t n_ = 0;
-};
+using DeviceBuffer = CudaMemory<&device_alloc, &cudaFree>;   // VRAM
+using PinnedBuffer = CudaMemory<&pinned_alloc, &cudaFreeHost>;  // page-locked host memory: asynchronous copies
 
 class Stream {
  public:

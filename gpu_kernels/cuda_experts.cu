@@ -133,7 +133,7 @@ class CudaExpertRunner final : public ExpertRunner {
     const Status s = experts_.make_resident(g, blob);
     if (!s.ok())
       return make_error("layer " + std::to_string(layer) + " expert " + std::to_string(expert) + ": " + s.error() +
-                        "; plan with less VRAM for experts (moetier plan --vram)");
+                        "");
     return s;
   }
   Status launch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n, const float* x, float* y) override {

@@ -85,7 +85,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     if (opt.announce_device)
       std::fprintf(stderr,
                    "moetier: --gpu on: %s. EXPERIMENTAL: the CUDA backend has not yet been run on a GPU by its "
-                   "developers; check its answers against --gpu off (docs/architecture.md)\n",
+                   "developers; check its answers against --gpu off (docs/gpu.md)\n",
                    be->name());
   }
   std::optional<ModelWeights> weights;
@@ -111,6 +111,14 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   e->model_ = std::make_unique<DeepSeekModel>(std::move(w), std::move(be), std::move(packed));
   if (opt.gpu) {
     MT_TRY(gpu::setup_status(e->model_->backend()));
+    if (e->packed_) {
+      const ExpertSchedulerStats st = e->packed_->stats();
+      if (st.vram_on_cpu > 0)
+        std::fprintf(stderr,
+                     "moetier: %lld VRAM-tier experts did not fit on the GPU after its dense weights and caches, and "
+                     "run on the CPU from RAM (first refusal: %s); plan with a smaller --vram-budget\n",
+                     static_cast<long long>(st.vram_on_cpu), st.vram_refusal.c_str());
+    }
     try {
       e->cache_ = e->model_->make_cache(ctx);
     } catch (const std::exception& ex) {

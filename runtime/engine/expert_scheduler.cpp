@@ -85,11 +85,21 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
   if (!in_vram.empty()) {
     MT_ASSIGN(p->vram_, make_resident(in_vram));
     // A VRAM runner of its own gets each blob once, at its resident (never evicted) address.
-    if (p->vram_runner_ != p->cpu_runner_.get())
+    // One it cannot take (the device is full: the plan's VRAM figure and the backend's differ)
+    // runs on the CPU from its RAM copy instead, and is counted.
+    if (p->vram_runner_ != p->cpu_runner_.get()) {
+      p->on_device_.assign(p->tier_.size(), std::vector<bool>(p->tier_.empty() ? 0 : p->tier_[0].size(), false));
       for (const auto& b : in_vram) {
         MT_ASSIGN(offload::ExpertHandle h, p->vram_->get(b.layer, b.expert));
-        MT_TRY(p->vram_runner_->make_resident(p->geom_, b.layer, b.expert, h.data()));
+        const Status st = p->vram_runner_->make_resident(p->geom_, b.layer, b.expert, h.data());
+        if (st.ok()) {
+          p->on_device_[size_t(b.layer)][size_t(b.expert)] = true;
+        } else {
+          if (p->vram_on_cpu_ == 0) p->vram_refusal_ = st.error();
+          ++p->vram_on_cpu_;
+        }
       }
+    }
   }
   if (!in_ram.empty()) {
     MT_ASSIGN(p->ram_, make_resident(in_ram));
@@ -175,7 +185,7 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
     const planner::Tier t = tier_[static_cast<size_t>(layer)][static_cast<size_t>(it.first)];
     if (t == planner::Tier::Vram) ++uses_vram_;
     else if (t == planner::Tier::Ram) ++uses_ram_;
-    if (separate_vram && t == planner::Tier::Vram) {
+    if (separate_vram && t == planner::Tier::Vram && on_device_[size_t(layer)][size_t(it.first)]) {
       on_vram.push_back(&it);
       continue;
     }
@@ -283,6 +293,8 @@ ExpertSchedulerStats ExpertScheduler::stats() const {
   s.uses_ram = uses_ram_;
   s.uses_nvme_hit = uses_nvme_hit_;
   s.uses_nvme_miss = uses_nvme_miss_;
+  s.vram_on_cpu = vram_on_cpu_;
+  s.vram_refusal = vram_refusal_;
   s.vram_busy_s = vram_busy_s_;
   s.hybrid_cpu_s = hybrid_cpu_s_;
   s.vram_wait_s = vram_wait_s_;

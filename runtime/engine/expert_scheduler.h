@@ -53,6 +53,9 @@ struct ExpertSchedulerStats {
   int64_t streamed_experts = 0;    // read on demand through the cache
   // Expert uses (one per (token chunk, expert) in a layer) by where they ran from.
   uint64_t uses_vram = 0, uses_ram = 0, uses_nvme_hit = 0, uses_nvme_miss = 0;
+  // VRAM-tier experts the VRAM runner refused at start-up (they run on the CPU), and why the first was.
+  int64_t vram_on_cpu = 0;
+  std::string vram_refusal;
   // Overlap of the VRAM tier (a separate runner) with the CPU tiers, over layers that had both:
   // the device's busy time, the CPU tiers' compute time, the time the CPU then waited, and how
   // much of the two ran at once (busy + cpu - the span from launch to the end of the wait).
@@ -108,6 +111,9 @@ class ExpertScheduler final : public RoutedExperts {
   uint64_t uses_vram_ = 0, uses_ram_ = 0, uses_nvme_hit_ = 0, uses_nvme_miss_ = 0;
   uint64_t n_predicted_ = 0, n_used_ = 0, n_hit_ = 0;
   double vram_busy_s_ = 0, hybrid_cpu_s_ = 0, vram_wait_s_ = 0, overlap_s_ = 0;
+  std::vector<std::vector<bool>> on_device_;  // [layer][expert]: made resident in a separate VRAM runner
+  int64_t vram_on_cpu_ = 0;
+  std::string vram_refusal_;
 };
 
 }  // namespace mt

@@ -213,9 +213,10 @@ TEST_CASE("hybrid experts: overlap accounting tells an asynchronous device from 
     CHECK(st.vram_busy_s >= 4 * 0.030);
     CHECK(st.hybrid_cpu_s > 0);
     if (async) {
-      // The CPU tiers (a few ms here) ran entirely while the device worked; the rest is the
-      // slack of waking from the wait (measured: 0.85-0.9 on a loaded 2-core machine).
-      CHECK(st.cpu_hidden_fraction() > 0.6);
+      // The CPU tiers (a few ms here) ran entirely while the device worked; what is missing
+      // is the slack of waking from the wait (measured: 0.85-0.9 alone on 2 cores, 0.5 beside
+      // other tests), against 0 for a synchronous device.
+      CHECK(st.cpu_hidden_fraction() > 0.3);
       CHECK(st.vram_wait_s > 0.5 * st.vram_busy_s);
     } else {
       CHECK(st.cpu_hidden_fraction() < 0.05);
@@ -223,12 +224,31 @@ TEST_CASE("hybrid experts: overlap accounting tells an asynchronous device from 
   }
 }
 
-TEST_CASE("hybrid experts: a device that cannot hold the VRAM tier fails start-up with the expert named", "[runtime]") {
+TEST_CASE("hybrid experts: what a full device refuses runs on the CPU, counted, with the same sums", "[runtime]") {
   Fixture f;
+  const ModelConfig& c = f.o.config;
+  const int64_t moe_layers = c.num_hidden_layers - f.L;
   FakeDevice dev;
   dev.blob_bytes = f.blob;
   dev.capacity = 3;
   auto s = f.open(&dev);
-  REQUIRE_FALSE(s.ok());
-  CHECK(s.error().find("fake VRAM is full") != std::string::npos);
+  REQUIRE(s.ok());
+  const ExpertSchedulerStats st0 = (*s)->stats();
+  CHECK(st0.vram_on_cpu == 6 * moe_layers - 3);
+  CHECK(st0.vram_refusal.find("fake VRAM is full") != std::string::npos);
+  auto all_cpu = f.open(nullptr);
+  REQUIRE(all_cpu.ok());
+  Batch b(c.hidden_size);
+  std::vector<float> y1(b.x.size(), 0.0f), y2(b.x.size(), 0.0f);
+  REQUIRE((*s)->apply(f.L, b.x.data(), b.n, b.chosen.data(), b.weight.data(), b.K, y1.data()).ok());
+  REQUIRE((*all_cpu)->apply(f.L, b.x.data(), b.n, b.chosen.data(), b.weight.data(), b.K, y2.data()).ok());
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < y1.size(); ++i) {
+    worst = std::max(worst, std::fabs(double(y1[i]) - double(y2[i])));
+    scale = std::max(scale, std::fabs(double(y2[i])));
+  }
+  CHECK(worst <= 1e-5 * scale);
+  // Only the three it holds ran on it; all six VRAM-tier experts of the layer were used.
+  CHECK(dev.launches == 1);
+  CHECK((*s)->stats().uses_vram == 6);
 }
