@@ -9,6 +9,7 @@ namespace mt::gpu {
 
 namespace {
 size_t align16(size_t b) { return (b + 15) / 16 * 16; }
+constexpr int64_t kGemmRows = 16;  // from here a task's weights are decoded once, not once per row
 }  // namespace
 
 CudaExperts::CudaExperts(std::shared_ptr<DeviceContext> ctx, bool resident)
@@ -79,14 +80,23 @@ Status CudaExperts::launch_batch(const ExpertGeometry& g, const ExpertTask* task
   auto* tok = reinterpret_cast<int32_t*>(p + x_bytes);
   auto* wt = reinterpret_cast<float*>(p + x_bytes + tok_bytes);
   auto* desc = reinterpret_cast<DeviceExpertTask*>(p + x_bytes + 2 * tok_bytes);
+  // GEMV tasks first (the kernels take the first n_gemv descriptors), then the GEMM ones.
+  std::vector<int64_t> order;
+  for (int pass = 0; pass < 2; ++pass)
+    for (int64_t i = 0; i < n_tasks; ++i)
+      if ((tasks[i].n >= kGemmRows) == (pass == 1)) order.push_back(i);
+  int64_t n_gemv = 0, widest = 0;
   int32_t off = 0;
-  for (int64_t i = 0; i < n_tasks; ++i) {
-    auto it = blobs_.find(tasks[i].blob);
+  for (size_t j = 0; j < order.size(); ++j) {
+    const ExpertTask& task = tasks[order[j]];
+    auto it = blobs_.find(task.blob);
     if (it == blobs_.end()) return make_error("expert runner: a blob was launched that is not resident in VRAM");
-    desc[i] = DeviceExpertTask{it->second.as<uint8_t>(), off, static_cast<int32_t>(tasks[i].n)};
-    for (int64_t r = 0; r < tasks[i].n; ++r, ++off) {
-      tok[off] = tasks[i].tokens[r];
-      wt[off] = tasks[i].weight ? tasks[i].weight[r] : 1.0f;
+    desc[j] = DeviceExpertTask{it->second.as<uint8_t>(), off, static_cast<int32_t>(task.n)};
+    if (task.n < kGemmRows) ++n_gemv;
+    else widest = std::max<int64_t>(widest, task.n);
+    for (int64_t r = 0; r < task.n; ++r, ++off) {
+      tok[off] = task.tokens[r];
+      wt[off] = task.weight ? task.weight[r] : 1.0f;
     }
   }
   h_dev_.ensure(size_t(rows * g.inter) * 4);
@@ -98,9 +108,35 @@ Status CudaExperts::launch_batch(const ExpertGeometry& g, const ExpertTask* task
     check(cudaEventRecord(start_.get(), s), "expert runner: event");
     check(cudaMemcpyAsync(in_dev_.as(), p, total, cudaMemcpyHostToDevice, s), "expert runner: upload");
     check(cudaMemsetAsync(y_dev_.as(), 0, size_t(T * g.hidden) * 4, s), "expert runner: clear y");
-    expert_ffn(g, L, reinterpret_cast<const DeviceExpertTask*>(d + x_bytes + 2 * tok_bytes), n_tasks,
-               reinterpret_cast<const int32_t*>(d + x_bytes), reinterpret_cast<const float*>(d + x_bytes + tok_bytes),
-               reinterpret_cast<const float*>(d), h_dev_.as<float>(), y_dev_.as<float>(), s);
+    const auto* dev_tok = reinterpret_cast<const int32_t*>(d + x_bytes);
+    const auto* dev_wt = reinterpret_cast<const float*>(d + x_bytes + tok_bytes);
+    const auto* dev_x = reinterpret_cast<const float*>(d);
+    expert_ffn(g, L, reinterpret_cast<const DeviceExpertTask*>(d + x_bytes + 2 * tok_bytes), n_gemv, dev_tok, dev_wt,
+               dev_x, h_dev_.as<float>(), y_dev_.as<float>(), s);
+    if (widest > 0) {  // the GEMM tasks, one after another on the stream
+      const int64_t H = g.hidden, I = g.inter;
+      w_bf16_.ensure(size_t(3 * H * I) * 2);
+      x_bf16_.ensure(size_t(widest * H) * 2);
+      gu_.ensure(size_t(2 * widest * I) * 4);
+      h_bf16_.ensure(size_t(widest * I) * 2);
+      yt_.ensure(size_t(widest * H) * 4);
+      auto* wq = w_bf16_.as<uint8_t>();
+      for (size_t j = size_t(n_gemv); j < order.size(); ++j) {
+        const int64_t n = desc[j].n, o = desc[j].off;
+        for (int which = 0; which < 3; ++which)
+          dequantize_expert_matrix(g.quant, desc[j].blob, L.mat[which], wq + size_t(which * H * I) * 2, s);
+        gather_rows_bf16(dev_x, H, dev_tok + o, n, x_bf16_.as(), s);
+        float* gate = gu_.as<float>();
+        float* up = gate + n * I;
+        gemm_rm(blas_.get(), n, I, H, Mat{x_bf16_.as(), CUDA_R_16BF, H}, Mat{wq, CUDA_R_16BF, H}, true, gate, CUDA_R_32F, I);
+        gemm_rm(blas_.get(), n, I, H, Mat{x_bf16_.as(), CUDA_R_16BF, H}, Mat{wq + size_t(H * I) * 2, CUDA_R_16BF, H}, true,
+                up, CUDA_R_32F, I);
+        silu_mul_bf16(gate, up, n * I, h_bf16_.as(), s);
+        gemm_rm(blas_.get(), n, H, I, Mat{h_bf16_.as(), CUDA_R_16BF, I}, Mat{wq + size_t(2 * H * I) * 2, CUDA_R_16BF, I},
+                true, yt_.as(), CUDA_R_32F, H);
+        scatter_add_rows(yt_.as<float>(), H, dev_tok + o, dev_wt + o, n, y_dev_.as<float>(), s);
+      }
+    }
     check(cudaMemcpyAsync(out_.as(), y_dev_.as(), size_t(T * g.hidden) * 4, cudaMemcpyDeviceToHost, s),
           "expert runner: download");
     check(cudaEventRecord(stop_.get(), s), "expert runner: event");

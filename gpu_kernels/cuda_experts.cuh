@@ -1,7 +1,9 @@
 // Routed experts on the GPU: blobs copied to VRAM once in the GPU layout (gpu_layout.h), then
 // batches launched asynchronously on their own stream through pinned staging (one copy in,
-// the kernels, one copy out, events around them) and finished by wait(). The VRAM tier's
-// runner (make_cuda_expert_runner) and the backend's expert_ffn op both use it.
+// the kernels, one copy out, events around them) and finished by wait(). A task of few rows
+// runs through the GEMV kernels (weights read once per row); one of kGemmRows or more (a
+// prefill) decodes its expert to bf16 once and runs cuBLAS GEMMs. The VRAM tier's runner
+// (make_cuda_expert_runner) and the backend's expert_ffn op both use it.
 #pragma once
 
 #include <cstdint>
@@ -44,10 +46,12 @@ class CudaExperts {
   std::shared_ptr<DeviceContext> ctx_;
   std::string what_;
   Stream stream_;
+  Cublas blas_{stream_.get()};  // the prefill path's GEMMs, on the runner's stream
   Event start_, stop_;
   std::unordered_map<const uint8_t*, DeviceBuffer> blobs_;  // host blob -> its VRAM copy (charged its size)
   PinnedBuffer in_, out_;
   DeviceBuffer in_dev_, h_dev_, y_dev_;
+  DeviceBuffer w_bf16_, x_bf16_, gu_, h_bf16_, yt_;  // the prefill path's scratch
   std::vector<uint8_t> packed_;
   float* pending_y_ = nullptr;  // the host output of the batch in flight
   int64_t pending_elems_ = 0;

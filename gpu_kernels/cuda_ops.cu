@@ -140,7 +140,60 @@ __global__ void expert_down_kernel(ExpertQuant q, GpuMatrix down, const DeviceEx
   }
 }
 
+__global__ void dequant_kernel(ExpertQuant q, const uint8_t* blob, GpuMatrix m, __nv_bfloat16* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, chunks = m.cols / 8;
+  if (i >= m.rows * chunks) return;
+  const int64_t r = i / chunks, k0 = (i % chunks) * 8;
+  float w[8];
+  gpu_expert_row8(q, blob, m, r, k0, w);
+  for (int j = 0; j < 8; ++j) out[r * m.cols + k0 + j] = __float2bfloat16_rn(w[j]);
+}
+
+__global__ void gather_bf16_kernel(const float* x, int64_t cols, const int32_t* tokens, int64_t n, __nv_bfloat16* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * cols) return;
+  out[i] = __float2bfloat16_rn(x[int64_t(tokens[i / cols]) * cols + i % cols]);
+}
+
+__global__ void silu_mul_kernel(const float* g, const float* u, int64_t n, __nv_bfloat16* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  out[i] = __float2bfloat16_rn(g[i] / (1.0f + expf(-g[i])) * u[i]);
+}
+
+__global__ void scatter_add_kernel(const float* yt, int64_t cols, const int32_t* tokens, const float* weights, int64_t n,
+                                   float* y) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * cols) return;
+  const int64_t r = i / cols;
+  atomicAdd(&y[int64_t(tokens[r]) * cols + i % cols], weights[r] * yt[i]);
+}
+
 }  // namespace
+
+void dequantize_expert_matrix(ExpertQuant q, const uint8_t* blob, const GpuMatrix& m, void* out_bf16, cudaStream_t s) {
+  dequant_kernel<<<blocks_for(m.rows * (m.cols / 8)), kThreads, 0, s>>>(q, blob, m, static_cast<__nv_bfloat16*>(out_bf16));
+  check(cudaGetLastError(), "expert dequantisation kernel launch");
+}
+
+void gather_rows_bf16(const float* x, int64_t cols, const int32_t* tokens, int64_t n, void* out_bf16, cudaStream_t s) {
+  if (n * cols == 0) return;
+  gather_bf16_kernel<<<blocks_for(n * cols), kThreads, 0, s>>>(x, cols, tokens, n, static_cast<__nv_bfloat16*>(out_bf16));
+  check(cudaGetLastError(), "row gather kernel launch");
+}
+
+void silu_mul_bf16(const float* g, const float* u, int64_t n, void* out_bf16, cudaStream_t s) {
+  if (n == 0) return;
+  silu_mul_kernel<<<blocks_for(n), kThreads, 0, s>>>(g, u, n, static_cast<__nv_bfloat16*>(out_bf16));
+  check(cudaGetLastError(), "silu kernel launch");
+}
+
+void scatter_add_rows(const float* yt, int64_t cols, const int32_t* tokens, const float* weights, int64_t n, float* y,
+                      cudaStream_t s) {
+  if (n * cols == 0) return;
+  scatter_add_kernel<<<blocks_for(n * cols), kThreads, 0, s>>>(yt, cols, tokens, weights, n, y);
+  check(cudaGetLastError(), "scatter-add kernel launch");
+}
 
 void gemm_rm(cublasHandle_t h, int64_t M, int64_t N, int64_t K, const Mat& A, const Mat& B, bool b_nk, void* C,
              cudaDataType ct, int64_t ldc, int64_t stride_c, int64_t batch) {

@@ -43,4 +43,12 @@ void expert_ffn(const ExpertGeometry& g, const GpuExpertLayout& L, const DeviceE
                 const int32_t* tokens, const float* weights, const float* x, float* h, float* y,
                 cudaStream_t s);
 
+// The prefill path of a task with many rows: its matrix `m` decoded to bf16 [rows, cols]; x
+// rows tokens[i] gathered as bf16; silu(g) * u as bf16; y[tokens[i]] += weights[i] * yt[i].
+void dequantize_expert_matrix(ExpertQuant q, const uint8_t* blob, const GpuMatrix& m, void* out_bf16, cudaStream_t s);
+void gather_rows_bf16(const float* x, int64_t cols, const int32_t* tokens, int64_t n, void* out_bf16, cudaStream_t s);
+void silu_mul_bf16(const float* g, const float* u, int64_t n, void* out_bf16, cudaStream_t s);
+void scatter_add_rows(const float* yt, int64_t cols, const int32_t* tokens, const float* weights, int64_t n, float* y,
+                      cudaStream_t s);
+
 }  // namespace mt::gpu

@@ -148,7 +148,8 @@ struct Failures {
   }
 };
 
-// Three packed experts of an odd-ish shape over 5 tokens, one with no tokens, one with all.
+// Three packed experts of an odd-ish shape over T tokens (5: decode-sized tasks; more: tasks
+// large enough for a backend's prefill path), one with no tokens, one with all.
 struct ExpertProblem {
   ExpertGeometry g;
   int64_t T = 5;
@@ -157,9 +158,14 @@ struct ExpertProblem {
   std::vector<std::vector<float>> weights;
   std::vector<ExpertTask> tasks;
   std::vector<float> x;
-  ExpertProblem(ExpertQuant q, std::mt19937& rng) : g{q, 72, 40, 8} {
+  ExpertProblem(ExpertQuant q, std::mt19937& rng, int64_t n_tokens = 5) : g{q, 72, 40, 8}, T(n_tokens) {
     const size_t bytes = expert_blob_layout(g).total_bytes;
-    tokens = {{0, 2, 3}, {}, {0, 1, 2, 3, 4}};
+    tokens = {{0, 2, 3}, {}, {}};
+    if (T > 5) {
+      tokens[0].clear();
+      for (int32_t t = 1; t < T; t += 2) tokens[0].push_back(t);
+    }
+    for (int32_t t = 0; t < T; ++t) tokens[2].push_back(t);
     for (size_t e = 0; e < tokens.size(); ++e) {
       auto gate = randn(g.inter * g.hidden, rng, 0.1f), up = randn(g.inter * g.hidden, rng, 0.1f),
            down = randn(g.hidden * g.inter, rng, 0.1f);
@@ -364,15 +370,17 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
   }
   for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
     if (!cand.supports_experts(q)) continue;
-    ExpertProblem p(q, rng);
-    Guarded a(p.T * p.g.hidden), b(p.T * p.g.hidden);
-    std::fill(a.data(), a.data() + a.size(), 0.25f);
-    std::fill(b.data(), b.data() + b.size(), 0.25f);
-    ref.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), a.data());
-    cand.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), b.data());
-    // Packed-expert kernels round activations (int8 for q4/q8, bf16 for bf16).
-    f.check(who + "expert_ffn [" + std::string(expert_quant_name(q)) + "]", a.begin(), b, p.T * p.g.hidden,
-            q == ExpertQuant::BF16 ? 1e-2 : 3e-2);
+    for (int64_t T : {5, 37}) {
+      ExpertProblem p(q, rng, T);
+      Guarded a(p.T * p.g.hidden), b(p.T * p.g.hidden);
+      std::fill(a.data(), a.data() + a.size(), 0.25f);
+      std::fill(b.data(), b.data() + b.size(), 0.25f);
+      ref.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), a.data());
+      cand.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), b.data());
+      // Packed-expert kernels round activations (int8 for q4/q8, bf16 for bf16).
+      f.check(who + "expert_ffn [" + std::string(expert_quant_name(q)) + "] " + std::to_string(T) + " tokens",
+              a.begin(), b, p.T * p.g.hidden, q == ExpertQuant::BF16 ? 1e-2 : 3e-2);
+    }
   }
   return f;
 }
