@@ -62,8 +62,18 @@ run_test "host packing into GPU layouts" 120 $B/tests/test_gpu_layout
 run_test "hybrid scheduler (fake device)" 120 $B/tests/test_hybrid_scheduler
 run_test "hybrid logits = CPU (tiny V3, V3.2)" 240 $B/tests/test_hybrid_gpu_logits "[.gpu]"
 
+# The op harness again under compute-sanitizer's memcheck (out-of-bounds and misaligned device
+# accesses, API errors), when the toolkit has it and there is time.
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ] && [ "$(elapsed)" -lt 240 ]; then
+  run_test "op harness under compute-sanitizer" 150 "$SAN" --tool memcheck --error-exitcode 99 \
+    $B/tests/test_backend_ops "op harness: every registered backend*"
+else
+  row "op harness under compute-sanitizer" SKIP "no compute-sanitizer, or out of time"
+fi
+
 # ---- benchmarks ----
-if timeout 180 $B/moetier bench gpu --runs 20 --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1; then
+if timeout 120 $B/moetier bench gpu --runs 20 --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1; then
   while IFS= read -r l; do row "${l:0:48}" "" "${l:48}"; done < <(grep -E '^(MLA|indexer)' "$OUT/bench_gpu.log")
   row "device copy" "" "$(grep -Eo 'device copy [0-9]+ GB/s' "$OUT/bench_gpu.log")"
 else

@@ -157,6 +157,17 @@ def main():
     expect_error("unknown flag", [exe, "generate", "--model", base, "--prompt", "hi", "--frobnicate"],
                  "--frobnicate")
     expect_error("bad number", [exe, "generate", "--model", base, "--prompt", "hi", "-n", "many"], "many")
+    gen = [exe, "generate", "--model", base, "--prompt", "hi", "-n", "1"]
+    expect_error("--gpu neither on nor off", gen + ["--gpu", "maybe"], "--gpu", "maybe")
+    expect_error("--gpu-vram without --gpu on", gen + ["--gpu-vram", "1G"], "--gpu-vram", "--gpu on")
+    expect_error("--gpu-cache of an unknown type", gen + ["--gpu", "on", "--gpu-cache", "f16"], "--gpu-cache", "f16")
+    # Without a usable GPU (CI, this machine), --gpu on is one error that says why. With one,
+    # the case does not apply, and is reported as skipped, not passed.
+    p = subprocess.run(gen + ["--gpu", "on"], capture_output=True, text=True, timeout=300)
+    if p.returncode == 0:
+        print("skip --gpu on without a GPU: this machine has a usable GPU")
+    else:
+        expect_error("--gpu on without a usable GPU", gen + ["--gpu", "on"], "--gpu on")
     expect_error("unknown preset", [exe, "make-model", "--preset", "huge", "--out", os.path.join(work, "h")],
                  "huge")
     expect_error("existing output dir", [exe, "make-model", "--preset", "tiny", "--out", base], base)
