@@ -197,7 +197,7 @@ class CudaBackend final : public backend::Backend {
     if (!gpu_expert_geometry_ok(g, &why)) return host_->expert_ffn(g, tasks, n_tasks, x, y);
     experts_.forget_all();
     for (int64_t i = 0; i < n_tasks; ++i) {
-      const Status s = experts_.make_resident(g, tasks[i].blob);
+      const Status s = experts_.make_resident(g, -1, tasks[i].blob);
       if (!s.ok()) {
         experts_.forget_all();
         return host_->expert_ffn(g, tasks, n_tasks, x, y);

@@ -20,8 +20,9 @@ CudaExperts::~CudaExperts() {
   forget_all();
 }
 
-Status CudaExperts::make_resident(const ExpertGeometry& g, const uint8_t* host_blob) {
-  if (blobs_.count(host_blob)) return ok_status();
+Status CudaExperts::make_resident(const ExpertGeometry& g, int64_t key, const uint8_t* host_blob) {
+  if (key < 0) key = static_cast<int64_t>(reinterpret_cast<intptr_t>(host_blob));
+  if (blobs_.count(key)) return ok_status();
   std::string why;
   if (!gpu_expert_geometry_ok(g, &why)) return make_error("experts cannot run on the GPU: " + why);
   const GpuExpertLayout L = gpu_expert_layout(g);
@@ -42,7 +43,7 @@ Status CudaExperts::make_resident(const ExpertGeometry& g, const uint8_t* host_b
     ctx_->vram.release(what_, L.total_bytes);
     return status_of(e, "copying an expert to VRAM");
   }
-  blobs_.emplace(host_blob, std::move(d));
+  blobs_.emplace(key, std::move(d));
   return ok_status();
 }
 
@@ -89,8 +90,8 @@ Status CudaExperts::launch_batch(const ExpertGeometry& g, const ExpertTask* task
   int32_t off = 0;
   for (size_t j = 0; j < order.size(); ++j) {
     const ExpertTask& task = tasks[order[j]];
-    auto it = blobs_.find(task.blob);
-    if (it == blobs_.end()) return make_error("expert runner: a blob was launched that is not resident in VRAM");
+    auto it = blobs_.find(task.key >= 0 ? task.key : static_cast<int64_t>(reinterpret_cast<intptr_t>(task.blob)));
+    if (it == blobs_.end()) return make_error("expert runner: an expert was launched that is not resident in VRAM");
     desc[j] = DeviceExpertTask{it->second.as<uint8_t>(), off, static_cast<int32_t>(task.n)};
     if (task.n < kGemmRows) ++n_gemv;
     else widest = std::max<int64_t>(widest, task.n);
@@ -166,7 +167,7 @@ class CudaExpertRunner final : public ExpertRunner {
   explicit CudaExpertRunner(std::shared_ptr<DeviceContext> ctx) : experts_(std::move(ctx), true) {}
   const char* name() const override { return "cuda"; }
   Status make_resident(const ExpertGeometry& g, int64_t layer, int64_t expert, const uint8_t* blob) override {
-    const Status s = experts_.make_resident(g, blob);
+    const Status s = experts_.make_resident(g, expert_key(layer, expert), blob);
     if (!s.ok())
       return make_error("layer " + std::to_string(layer) + " expert " + std::to_string(expert) + ": " + s.error() +
                         "");

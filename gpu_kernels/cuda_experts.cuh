@@ -35,7 +35,8 @@ class CudaExperts {
   CudaExperts(const CudaExperts&) = delete;
   CudaExperts& operator=(const CudaExperts&) = delete;
 
-  Status make_resident(const ExpertGeometry& g, const uint8_t* host_blob);
+  // Copies `host_blob` to VRAM under `key`; tasks name it by key, or (key -1) by the blob's address.
+  Status make_resident(const ExpertGeometry& g, int64_t key, const uint8_t* host_blob);
   void forget_all();
   Status launch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y);
   Status wait();
@@ -48,7 +49,7 @@ class CudaExperts {
   Stream stream_;
   Cublas blas_{stream_.get()};  // the prefill path's GEMMs, on the runner's stream
   Event start_, stop_;
-  std::unordered_map<const uint8_t*, DeviceBuffer> blobs_;  // host blob -> its VRAM copy (charged its size)
+  std::unordered_map<int64_t, DeviceBuffer> blobs_;  // key -> the VRAM copy (charged its size)
   PinnedBuffer in_, out_;
   DeviceBuffer in_dev_, h_dev_, y_dev_;
   DeviceBuffer w_bf16_, x_bf16_, gu_, h_bf16_, yt_;  // the prefill path's scratch

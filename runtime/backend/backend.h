@@ -39,12 +39,17 @@ struct MlaHeadDims {
 
 // One routed expert applied to some tokens: y[tokens[i]] += weight[i] * Expert(x[tokens[i]]),
 // i < n, with the expert as a packed blob (runtime/core/expert_format.h). weight may be null (1).
+// For a runner that holds its own copy of the expert (ExpertRunner::make_resident), `key`
+// names it (expert_key) and `blob` may be null.
 struct ExpertTask {
   const uint8_t* blob = nullptr;
   const int32_t* tokens = nullptr;
   const float* weight = nullptr;
   int64_t n = 0;
+  int64_t key = -1;
 };
+
+inline int64_t expert_key(int64_t layer, int64_t expert) { return (layer << 32) | expert; }
 
 namespace backend {
 

@@ -15,16 +15,17 @@ class ExpertRunner {
  public:
   virtual ~ExpertRunner() = default;
   virtual const char* name() const = 0;
-  // Makes `blob` (a packed expert that stays at this address, unchanged, for the runner's
-  // lifetime) resident where this runner computes: a GPU runner copies it to VRAM once. An
-  // error names what ran out. Runners that compute where the blob is need nothing.
+  // Makes expert `expert` of `layer` resident where this runner computes, from `blob`, which
+  // may be freed once this returns: a GPU runner keeps its own copy in VRAM. Tasks then name it
+  // by expert_key(layer, expert). An error names what ran out. Runners that compute where the
+  // blob is need nothing.
   virtual Status make_resident(const ExpertGeometry& g, int64_t layer, int64_t expert, const uint8_t* blob) {
     (void)g, (void)layer, (void)expert, (void)blob;
     return ok_status();
   }
   // y[token] += weight * Expert(x[token]) for every task; may return before the work is done
   // (then wait() finishes it). x and y stay valid, and y untouched by the caller, until wait()
-  // returns. Every blob was made resident first.
+  // returns. A task with a key names an expert made resident first.
   virtual Status launch(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) = 0;
   virtual Status wait() { return ok_status(); }
   // Seconds the device worked on the last launched batch (known after wait(); a synchronous

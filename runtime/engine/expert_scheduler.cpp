@@ -82,24 +82,18 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
     MT_TRY(p->load_all(*c, blobs, o.show_progress));
     return c;
   };
-  if (!in_vram.empty()) {
-    MT_ASSIGN(p->vram_, make_resident(in_vram));
-    // A VRAM runner of its own gets each blob once, at its resident (never evicted) address.
-    // One it cannot take (the device is full: the plan's VRAM figure and the backend's differ)
-    // runs on the CPU from its RAM copy instead, and is counted.
-    if (p->vram_runner_ != p->cpu_runner_.get()) {
-      p->on_device_.assign(p->tier_.size(), std::vector<bool>(p->tier_.empty() ? 0 : p->tier_[0].size(), false));
-      for (const auto& b : in_vram) {
-        MT_ASSIGN(offload::ExpertHandle h, p->vram_->get(b.layer, b.expert));
-        const Status st = p->vram_runner_->make_resident(p->geom_, b.layer, b.expert, h.data());
-        if (st.ok()) {
-          p->on_device_[size_t(b.layer)][size_t(b.expert)] = true;
-        } else {
-          if (p->vram_on_cpu_ == 0) p->vram_refusal_ = st.error();
-          ++p->vram_on_cpu_;
-        }
-      }
+  if (!in_vram.empty() && p->vram_runner_ != p->cpu_runner_.get()) {
+    // A VRAM runner of its own keeps its own copy of each blob, so they stream to it through a
+    // small cache and the VRAM tier costs no RAM. One it cannot take (the device is full: the
+    // plan's VRAM figure and the backend's differ) runs on the CPU from a RAM copy instead.
+    p->on_device_.assign(p->tier_.size(), std::vector<bool>(p->tier_.empty() ? 0 : p->tier_[0].size(), false));
+    std::vector<offload::BlobInfo> refused;
+    MT_TRY(p->upload_to_runner(in_vram, refused, o.show_progress));
+    if (!refused.empty()) {
+      MT_ASSIGN(p->vram_, make_resident(refused));
     }
+  } else if (!in_vram.empty()) {
+    MT_ASSIGN(p->vram_, make_resident(in_vram));
   }
   if (!in_ram.empty()) {
     MT_ASSIGN(p->ram_, make_resident(in_ram));
@@ -129,6 +123,36 @@ Status ExpertScheduler::load_all(offload::ExpertCache& c, const std::vector<offl
   return ok_status();
 }
 
+Status ExpertScheduler::upload_to_runner(const std::vector<offload::BlobInfo>& blobs, std::vector<offload::BlobInfo>& refused,
+                                         bool progress) {
+  const size_t ahead = 16;  // reads in flight while the runner copies
+  offload::CacheOptions co;
+  co.budget_bytes = store_.manifest().blob_bytes * std::min<size_t>(blobs.size(), 2 * ahead);
+  co.policy = "lru";
+  co.register_io_buffers = false;
+  MT_ASSIGN(std::unique_ptr<offload::ExpertCache> stage,
+            offload::ExpertCache::create(store_.manifest().blob_bytes, *loader_, co));
+  for (size_t i = 0; i < std::min(ahead, blobs.size()); ++i) stage->prefetch(blobs[i].layer, blobs[i].expert);
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    const offload::BlobInfo& b = blobs[i];
+    if (i + ahead < blobs.size()) stage->prefetch(blobs[i + ahead].layer, blobs[i + ahead].expert);
+    MT_ASSIGN(offload::ExpertHandle h, stage->get(b.layer, b.expert));
+    const Status st = vram_runner_->make_resident(geom_, b.layer, b.expert, h.data());
+    if (st.ok()) {
+      on_device_[size_t(b.layer)][size_t(b.expert)] = true;
+    } else {
+      if (refused.empty()) vram_refusal_ = st.error();
+      refused.push_back(b);
+    }
+    if (progress && ((i + 1) * 20 / blobs.size()) != (i * 20 / blobs.size()))
+      std::fprintf(stderr, "\rmoetier: copying the VRAM tier's experts to %s %3.0f%%", vram_runner_->name(),
+                   100.0 * double(i + 1) / double(blobs.size()));
+  }
+  if (progress) std::fprintf(stderr, "\n");
+  vram_on_cpu_ = static_cast<int64_t>(refused.size());
+  return ok_status();
+}
+
 offload::ExpertCache& ExpertScheduler::cache_for(int64_t layer, int32_t expert) const {
   switch (tier_[static_cast<size_t>(layer)][static_cast<size_t>(expert)]) {
     case planner::Tier::Vram: return *vram_;
@@ -150,8 +174,8 @@ void ExpertScheduler::prefetch(int64_t layer, std::span<const int32_t> experts) 
   auto& pred = predicted_[static_cast<size_t>(layer)];
   pred.clear();
   for (size_t i = 0; i < order.size() && pred.size() < limit; ++i) {
-    offload::ExpertCache& c = cache_for(layer, order[i].second);
-    if (&c != cache_.get()) continue;
+    if (tier_[size_t(layer)][size_t(order[i].second)] != planner::Tier::Nvme) continue;  // resident: no read
+    offload::ExpertCache& c = *cache_;
     pred.push_back(order[i].second);
     c.prefetch(static_cast<int32_t>(layer), order[i].second);
   }
@@ -171,7 +195,7 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
   auto& pred = predicted_[static_cast<size_t>(layer)];
   if (!pred.empty()) {
     size_t streamed_used = 0;
-    for (auto& [e, u] : users) streamed_used += &cache_for(layer, e) == cache_.get();
+    for (auto& [e, u] : users) streamed_used += tier_[size_t(layer)][size_t(e)] == planner::Tier::Nvme;
     n_used_ += streamed_used;
     for (int32_t e : pred) n_hit_ += users.count(e);
     pred.clear();
@@ -197,16 +221,11 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
   waited_ += missing.size();
 
   std::chrono::steady_clock::time_point before_launch{};
-  std::vector<offload::ExpertHandle> vram_pins;
   std::vector<cpu::ExpertTask> vram_tasks;
   if (!on_vram.empty()) {
-    for (Item* it : on_vram) {
-      auto h = vram_->get(static_cast<int32_t>(layer), it->first);
-      if (!h.ok()) return make_error(h.error());
-      vram_tasks.push_back(cpu::ExpertTask{h->data(), it->second.first.data(), it->second.second.data(),
-                                           static_cast<int64_t>(it->second.first.size())});
-      vram_pins.push_back(std::move(*h));
-    }
+    for (Item* it : on_vram)  // the runner's own copies, by key
+      vram_tasks.push_back(cpu::ExpertTask{nullptr, it->second.first.data(), it->second.second.data(),
+                                           static_cast<int64_t>(it->second.first.size()), expert_key(layer, it->first)});
     vram_out_.assign(static_cast<size_t>(n * geom_.hidden), 0.0f);
     before_launch = std::chrono::steady_clock::now();
     MT_TRY(vram_runner_->launch(geom_, vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x, vram_out_.data()));
@@ -304,7 +323,7 @@ ExpertSchedulerStats ExpertScheduler::stats() const {
 
 Status ExpertScheduler::charge_memory(TierBudget& ram) const {
   if (vram_)
-    MT_TRY(ram.charge(vram_runner_ != cpu_runner_.get() ? "host copies of the VRAM tier's experts (a GPU holds them too)"
+    MT_TRY(ram.charge(vram_runner_ != cpu_runner_.get() ? "VRAM-tier experts the device refused (run on the CPU)"
                                                         : "routed experts of the VRAM tier (held in RAM: no GPU runner)",
                       vram_->stats().allocated_bytes));
   if (ram_) MT_TRY(ram.charge("routed experts of the RAM tier", ram_->stats().allocated_bytes));

@@ -93,13 +93,17 @@ class ExpertScheduler final : public RoutedExperts {
   std::unique_ptr<offload::BlobLoader> loader_;
   std::unique_ptr<offload::ExpertCache> cache_;      // NVMe tier (every expert without a plan), streamed
   std::unique_ptr<offload::ExpertCache> ram_;        // a plan's RAM tier, resident; null without one
-  std::unique_ptr<offload::ExpertCache> vram_;       // a plan's VRAM tier, resident; null without one
+  std::unique_ptr<offload::ExpertCache> vram_;       // a plan's VRAM tier in RAM: all of it without a VRAM
+                                                     // runner, else what the runner refused; null if none
   std::vector<std::vector<planner::Tier>> tier_;     // [layer][expert]; every expert Nvme without a plan
   std::unique_ptr<CpuExpertRunner> cpu_runner_;
   ExpertRunner* vram_runner_ = nullptr;              // cpu_runner_ when there is no GPU runner
   std::vector<float> vram_out_;                      // a separate VRAM runner's output, added at the end
   offload::ExpertCache& cache_for(int64_t layer, int32_t expert) const;
   Status load_all(offload::ExpertCache& c, const std::vector<offload::BlobInfo>& blobs, bool progress);
+  // Streams `blobs` to the VRAM runner (make_resident); what it refuses goes to `refused`.
+  Status upload_to_runner(const std::vector<offload::BlobInfo>& blobs, std::vector<offload::BlobInfo>& refused,
+                          bool progress);
   ExpertGeometry geom_;
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;

@@ -32,7 +32,7 @@ struct FakeDevice final : ExpertRunner {
   std::chrono::milliseconds delay{0};
   size_t blob_bytes = 0;
   size_t capacity = 1000;  // blobs it can hold
-  std::map<const uint8_t*, std::vector<uint8_t>> vram;
+  std::map<int64_t, std::vector<uint8_t>> vram;  // by expert_key
   std::set<std::pair<int64_t, int64_t>> resident;
   int resident_calls = 0, launches = 0, waits = 0;
   bool output_touched_before_wait = false;
@@ -41,7 +41,7 @@ struct FakeDevice final : ExpertRunner {
   Status make_resident(const ExpertGeometry&, int64_t layer, int64_t expert, const uint8_t* blob) override {
     ++resident_calls;
     if (vram.size() >= capacity) return make_error("fake VRAM is full");
-    vram[blob].assign(blob, blob + blob_bytes);
+    vram[expert_key(layer, expert)].assign(blob, blob + blob_bytes);  // the blob may be freed after
     resident.insert({layer, expert});
     return ok_status();
   }
@@ -52,8 +52,8 @@ struct FakeDevice final : ExpertRunner {
     tokens_.clear();
     weights_.clear();
     for (int64_t i = 0; i < n; ++i) {
-      auto it = vram.find(tasks[i].blob);
-      if (it == vram.end()) return make_error("fake device: a blob that was never made resident");
+      auto it = vram.find(tasks[i].key);
+      if (tasks[i].blob || it == vram.end()) return make_error("fake device: a task that does not name a resident expert");
       tokens_.emplace_back(tasks[i].tokens, tasks[i].tokens + tasks[i].n);
       weights_.emplace_back(tasks[i].weight, tasks[i].weight + tasks[i].n);
       for (int64_t r = 0; r < tasks[i].n; ++r) T = std::max<int64_t>(T, tasks[i].tokens[r] + 1);
@@ -194,6 +194,10 @@ TEST_CASE("hybrid experts: the VRAM tier goes to the device once, runs there, an
   CHECK_FALSE(dev.output_touched_before_wait);
   const ExpertSchedulerStats st = (*hybrid)->stats();
   CHECK(st.uses_vram == 3 * 6);  // experts 0, 1, 2, 3, 4, 5 each step
+  // The device keeps the VRAM tier: no RAM is held for it.
+  TierBudget ram("RAM");
+  REQUIRE((*hybrid)->charge_memory(ram).ok());
+  for (const auto& [what, bytes] : ram.items()) CHECK(what.find("VRAM") == std::string::npos);
 }
 
 TEST_CASE("hybrid experts: overlap accounting tells an asynchronous device from a synchronous one", "[runtime]") {
@@ -240,6 +244,13 @@ TEST_CASE("hybrid experts: what a full device refuses runs on the CPU, counted, 
   const ExpertSchedulerStats st0 = (*s)->stats();
   CHECK(st0.vram_on_cpu == 6 * moe_layers - 3);
   CHECK(st0.vram_refusal.find("fake VRAM is full") != std::string::npos);
+  // Only what it refused is held in RAM.
+  TierBudget ram("RAM");
+  REQUIRE((*s)->charge_memory(ram).ok());
+  uint64_t refused_bytes = 0;
+  for (const auto& [what, bytes] : ram.items())
+    if (what.find("VRAM") != std::string::npos) refused_bytes += bytes;
+  CHECK(refused_bytes == uint64_t(6 * moe_layers - 3) * f.blob);
   auto all_cpu = f.open(nullptr);
   REQUIRE(all_cpu.ok());
   Batch b(c.hidden_size);

@@ -263,16 +263,26 @@ TEST_CASE("the graph names its intermediates, and the names carry the tensors it
 
 namespace {
 
-// A stand-in for a GPU runner: computes on the CPU, but records what it was given and when.
+// A stand-in for a GPU runner: keeps its own copies of its experts and computes on the CPU,
+// but records what it was given and when.
 struct RecordingRunner final : ExpertRunner {
   CpuExpertRunner cpu{cpu::ExpertKernelConfig{}};
-  std::vector<std::vector<int32_t>> token_sets;  // per task, the tokens it ran
+  std::map<int64_t, std::vector<uint8_t>> copies;  // by expert_key
+  std::vector<std::vector<int32_t>> token_sets;    // per task, the tokens it ran
   std::vector<std::string>* events = nullptr;
   const char* name() const override { return "recording"; }
+  Status make_resident(const ExpertGeometry& g, int64_t layer, int64_t expert, const uint8_t* blob) override {
+    copies[expert_key(layer, expert)].assign(blob, blob + expert_blob_layout(g).total_bytes);
+    return ok_status();
+  }
   Status launch(const ExpertGeometry& g, const cpu::ExpertTask* tasks, int64_t n, const float* x, float* y) override {
     events->push_back("vram launch");
-    for (int64_t i = 0; i < n; ++i) token_sets.emplace_back(tasks[i].tokens, tasks[i].tokens + tasks[i].n);
-    return cpu.launch(g, tasks, n, x, y);
+    std::vector<cpu::ExpertTask> own(tasks, tasks + n);
+    for (auto& t : own) {
+      token_sets.emplace_back(t.tokens, t.tokens + t.n);
+      t.blob = copies.at(t.key).data();
+    }
+    return cpu.launch(g, own.data(), n, x, y);
   }
   Status wait() override {
     events->push_back("vram wait");
