@@ -79,7 +79,7 @@ class CudaBackend final : public backend::Backend {
  public:
   CudaBackend(std::unique_ptr<backend::Backend> host, const CudaOptions& o, std::shared_ptr<DeviceContext> ctx)
       : host_(std::move(host)), ctx_(std::move(ctx)), cache_bf16_(o.cache_dtype == DType::BF16), blas_(stream_.get()),
-        experts_(ctx_, /*resident=*/false) {
+        experts_(ctx_, /*resident=*/false), keep_free_(o.keep_free) {
     name_ = "cuda (" + ctx_->info.name + ") + " + host_->name();
   }
 
@@ -94,16 +94,19 @@ class CudaBackend final : public backend::Backend {
   // Called again for an address it has seen: the weight there is new (a test's reused
   // buffer), so the copy is replaced.
   void prepare_weight(const WeightView& w) override {
-    if (!setup_.ok()) return;
     auto old = weights_.find(w.data);
     if (old != weights_.end()) {
       ctx_->vram.release("dense weights", old->second.buf.bytes());
       weights_.erase(old);
     }
+    // What does not fit (leaving keep_free for the caches) stays where it is and runs on the
+    // host backend: a 24 GB card holds part of V3's 33 GB of BF16 dense weights, not all.
+    const uint64_t bytes = uint64_t(w.rows) * uint64_t(w.cols) * dtype_size(gpu_dense_dtype(w.dtype));
+    const TierBudget& v = ctx_->vram;
+    const bool room = v.limit() == 0 || v.used() + bytes + keep_free_ <= v.limit();
     DeviceWeight d;
-    const Status s = upload_dense(w, d, "dense weights");
-    if (!s.ok()) {  // stays on the host backend; the engine reports the first such failure
-      setup_ = make_error("VRAM: " + s.error());
+    if (!room || !upload_dense(w, d, "dense weights").ok()) {
+      host_bytes_ += bytes;
       return;
     }
     weights_.emplace(w.data, std::move(d));
@@ -211,6 +214,7 @@ class CudaBackend final : public backend::Backend {
 
   std::shared_ptr<DeviceContext> context() const { return ctx_; }
   const Status& setup() const { return setup_; }
+  uint64_t dense_bytes_on_host() const { return host_bytes_; }
 
  private:
   // Packs `w` into its GPU form and copies it into `d`, charged under `what`.
@@ -258,6 +262,7 @@ class CudaBackend final : public backend::Backend {
   std::vector<DeviceWeight> kvb_;                              // per layer
   std::vector<uint8_t> staging_;
   Status setup_ = ok_status();
+  uint64_t keep_free_ = 0, host_bytes_ = 0;
   // Per-op scratch, grown to the largest call and reused.
   DeviceBuffer xf_, xb_, yf_, tmp_, qf_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, out_, scores_, probs_, gathered_, idx_dev_,
       sort_keys_, sort_vals_in_, sort_vals_out_, sorted_, sort_temp_;
@@ -453,6 +458,11 @@ const TierBudget* vram_accounting(const backend::Backend& be) {
 Status setup_status(const backend::Backend& be) {
   auto* cb = dynamic_cast<const CudaBackend*>(&be);
   return cb ? cb->setup() : ok_status();
+}
+
+uint64_t dense_bytes_on_host(const backend::Backend& be) {
+  auto* cb = dynamic_cast<const CudaBackend*>(&be);
+  return cb ? cb->dense_bytes_on_host() : 0;
 }
 
 }  // namespace mt::gpu

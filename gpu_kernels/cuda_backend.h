@@ -22,6 +22,7 @@ namespace mt::gpu {
 struct CudaOptions {
   uint64_t vram_limit = 0;           // bytes the backend may allocate; 0: free VRAM at start-up less 1 GiB
   DType cache_dtype = DType::BF16;   // the latent cache: BF16 or F32
+  uint64_t keep_free = 0;            // VRAM that dense weights leave free (for the attention caches)
 };
 
 // Errors when this build has no CUDA, or no usable GPU (with the probe's reason).
@@ -31,7 +32,9 @@ Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<back
 Result<std::unique_ptr<ExpertRunner>> make_cuda_expert_runner(backend::Backend& be);
 // What a CUDA backend holds in VRAM, item by item; null for any other backend.
 const TierBudget* vram_accounting(const backend::Backend& be);
-// The first failure of a model-time preparation (a weight that did not fit in VRAM, ...), or ok.
+// The first failure of a model-time preparation (a layer's kv_b that did not fit in VRAM), or ok.
 Status setup_status(const backend::Backend& be);
+// Bytes of prepared dense weights that did not fit in VRAM and run on the host backend.
+uint64_t dense_bytes_on_host(const backend::Backend& be);
 
 }  // namespace mt::gpu

@@ -39,6 +39,13 @@ Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, cons
   return plan.placement;
 }
 
+// The model's config, read ahead of opening it (to size what the GPU must leave free).
+Result<ModelConfig> peek_config(const std::filesystem::path& dir) {
+  if (!offload::ExpertStore::looks_like_store(dir)) return load_config(dir);
+  MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(dir));
+  return parse_config_json(store.manifest().config_json, (dir / "manifest.json").string());
+}
+
 Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
     const std::filesystem::path& dir, ExpertSchedulerOptions o,
     const std::function<Result<planner::MachineProfile>()>& plan_auto_profile, bool gpu) {
@@ -79,7 +86,15 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   else return make_error("unknown backend '" + opt.backend + "' (cpu or reference)");
   ExpertSchedulerOptions packed_opt = opt.packed;
   if (opt.gpu) {
-    MT_ASSIGN(be, gpu::make_cuda_backend(std::move(be), gpu::CudaOptions{opt.gpu_vram, opt.gpu_cache}));
+    // Dense weights leave room for one sequence's attention caches and the ops' scratch.
+    gpu::CudaOptions co{opt.gpu_vram, opt.gpu_cache, 0};
+    if (auto c = peek_config(model_dir); c.ok()) {
+      const uint64_t ctx_tokens = uint64_t(opt.context > 0 ? opt.context : std::min<int64_t>(4096, c->max_position_embeddings));
+      const uint64_t per_token = uint64_t(c->kv_lora_rank + c->qk_rope_head_dim) * (opt.gpu_cache == DType::BF16 ? 2 : 4) +
+                                 (c->arch == ModelArch::V32 ? uint64_t(c->index_head_dim) * 4 : 0);
+      co.keep_free = uint64_t(c->num_hidden_layers) * ctx_tokens * per_token + (uint64_t{512} << 20);
+    }
+    MT_ASSIGN(be, gpu::make_cuda_backend(std::move(be), co));
     MT_ASSIGN(e->vram_runner_, gpu::make_cuda_expert_runner(*be));
     packed_opt.vram_runner = e->vram_runner_.get();
     if (opt.announce_device)
@@ -111,6 +126,11 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   e->model_ = std::make_unique<DeepSeekModel>(std::move(w), std::move(be), std::move(packed));
   if (opt.gpu) {
     MT_TRY(gpu::setup_status(e->model_->backend()));
+    if (const uint64_t host = gpu::dense_bytes_on_host(e->model_->backend()); host > 0)
+      std::fprintf(stderr,
+                   "moetier: %.1f GB of dense weights did not fit in VRAM beside the attention cache and run on the "
+                   "CPU (the GPU holds them as BF16)\n",
+                   double(host) / 1e9);
     if (e->packed_) {
       const ExpertSchedulerStats st = e->packed_->stats();
       if (st.vram_on_cpu > 0)
