@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "gpu_kernels/cuda_common.cuh"
+#include "gpu_kernels/cuda_elementwise.cuh"
 #include "gpu_kernels/cuda_experts.cuh"
 #include "gpu_kernels/cuda_ops.cuh"
 #include "gpu_kernels/gpu_layout.h"
@@ -72,6 +74,57 @@ class CudaCache final : public AttentionCache {
   std::shared_ptr<DeviceContext> ctx_;
 };
 
+// Activation memory in VRAM, recycled: a decode step asks for the same sizes every time, and
+// cudaMalloc/cudaFree synchronise the device. Buffers go back to the pool when the graph frees
+// them; every op runs on the backend's one stream, so a buffer reused at once is still written
+// only after the last op that read it. The pool's VRAM is charged as "activations".
+class ActivationPool {
+ public:
+  explicit ActivationPool(std::shared_ptr<DeviceContext> ctx) : ctx_(std::move(ctx)) {}
+  ~ActivationPool() { ctx_->vram.release("activations", charged_); }
+  ActivationPool(const ActivationPool&) = delete;
+  ActivationPool& operator=(const ActivationPool&) = delete;
+
+  DeviceBuffer take(size_t bytes) {
+    bytes = (std::max<size_t>(bytes, 1) + 4095) / 4096 * 4096;
+    // The smallest free buffer that fits and wastes no more than its request.
+    auto it = free_.lower_bound(bytes);
+    if (it != free_.end() && it->first <= 2 * bytes) {
+      DeviceBuffer b = std::move(it->second);
+      free_.erase(it);
+      return b;
+    }
+    const Status st = ctx_->charge("activations", bytes);
+    if (!st.ok()) throw DeviceError("activations: " + st.error());
+    charged_ += bytes;
+    DeviceBuffer b;
+    b.ensure(bytes);
+    return b;
+  }
+  void give(DeviceBuffer b) {
+    const size_t n = b.bytes();
+    free_.emplace(n, std::move(b));
+  }
+
+ private:
+  std::shared_ptr<DeviceContext> ctx_;
+  std::multimap<size_t, DeviceBuffer> free_;
+  uint64_t charged_ = 0;
+};
+
+class DeviceActivations final : public backend::ActivationBuffer {
+ public:
+  DeviceActivations(std::shared_ptr<ActivationPool> pool, int64_t n)
+      : ActivationBuffer(nullptr, n), pool_(std::move(pool)), buf_(pool_->take(size_t(n) * 4)) {
+    reset(buf_.as<float>(), n);
+  }
+  ~DeviceActivations() override { pool_->give(std::move(buf_)); }
+
+ private:
+  std::shared_ptr<ActivationPool> pool_;
+  DeviceBuffer buf_;
+};
+
 cudaDataType dt(bool bf16) { return bf16 ? CUDA_R_16BF : CUDA_R_32F; }
 size_t esize(bool bf16) { return bf16 ? 2 : 4; }
 
@@ -79,13 +132,14 @@ class CudaBackend final : public backend::Backend {
  public:
   CudaBackend(std::unique_ptr<backend::Backend> host, const CudaOptions& o, std::shared_ptr<DeviceContext> ctx)
       : host_(std::move(host)), ctx_(std::move(ctx)), cache_bf16_(o.cache_dtype == DType::BF16), blas_(stream_.get()),
-        experts_(ctx_, /*resident=*/false), keep_free_(o.keep_free) {
+        experts_(ctx_, /*resident=*/false), pool_(std::make_shared<ActivationPool>(ctx_)), keep_free_(o.keep_free) {
     name_ = "cuda (" + ctx_->info.name + ") + " + host_->name();
   }
 
   const char* name() const override { return name_.c_str(); }
-  // Every op runs: on the GPU (matmul, attention and its cache, the indexer, experts) or on
-  // the host backend (the rest).
+  // Every op runs: on the GPU, or (weights that are not in VRAM, the router's group-limited
+  // top-k, packed experts of a geometry the GPU kernels do not take) on the host backend,
+  // with the activations copied over for that op.
   bool supports(Op op, DType w) const override { return host_->supports(op, w); }
   bool supports_experts(ExpertQuant q) const override { return host_->supports_experts(q); }
   DType cache_dtype() const override { return cache_bf16_ ? DType::BF16 : DType::F32; }
@@ -124,45 +178,96 @@ class CudaBackend final : public backend::Backend {
     return std::make_unique<CudaCache>(s, max_tokens, cache_bf16_, ctx_);
   }
 
-  void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override { host_->embed(t, ids, n, out); }
+  // Activations live in VRAM; the host reaches them only through these.
+  std::unique_ptr<backend::ActivationBuffer> alloc_activations(int64_t n) override {
+    return std::make_unique<DeviceActivations>(pool_, n);
+  }
+  void upload(const float* host, float* dst, int64_t n) override {
+    // Returns once pageable memory is staged: the caller may free `host` at once.
+    if (n > 0) check(cudaMemcpyAsync(dst, host, size_t(n) * 4, cudaMemcpyHostToDevice, stream_.get()), "upload");
+  }
+  void download(const float* src, float* host, int64_t n) override {
+    if (n <= 0) return;
+    check(cudaMemcpyAsync(host, src, size_t(n) * 4, cudaMemcpyDeviceToHost, stream_.get()), "download");
+    stream_.sync("download");
+  }
+  void copy_rows(const float* src, int64_t ls, float* dst, int64_t ld, int64_t rows, int64_t cols) override {
+    if (rows <= 0 || cols <= 0) return;
+    check(cudaMemcpy2DAsync(dst, size_t(ld) * 4, src, size_t(ls) * 4, size_t(cols) * 4, size_t(rows),
+                            cudaMemcpyDeviceToDevice, stream_.get()),
+          "copy_rows");
+  }
+  void zero(float* dst, int64_t n) override {
+    if (n > 0) check(cudaMemsetAsync(dst, 0, size_t(n) * 4, stream_.get()), "zero");
+  }
+  // Re-preparing an address replaces its copy (a test's reused buffer).
+  void prepare_vector(const float* v, int64_t n) override {
+    auto old = vectors_.find(v);
+    if (old != vectors_.end()) {
+      ctx_->vram.release("norm weights and other model vectors", old->second.bytes());
+      vectors_.erase(old);
+    }
+    DeviceBuffer d;
+    if (!ctx_->charge("norm weights and other model vectors", size_t(n) * 4).ok()) return;  // used per call instead
+    if (!d.try_ensure(size_t(n) * 4).ok()) {
+      ctx_->vram.release("norm weights and other model vectors", size_t(n) * 4);
+      return;
+    }
+    check(cudaMemcpyAsync(d.as(), v, size_t(n) * 4, cudaMemcpyHostToDevice, stream_.get()), "prepare_vector");
+    stream_.sync("prepare_vector");
+    vectors_.emplace(v, std::move(d));
+  }
 
-  // Prepared weights on the GPU; any other (a checkpoint's routed experts) where it lies, on
-  // the CPU: copying it over PCIe for one product costs more than computing it there.
+  void embed(const WeightView& t, const int32_t* ids, int64_t n, float* out) override {
+    // The table stays in RAM (1.8 GB for V3; a few rows a step): gathered there, then uploaded.
+    host_tmp_.resize(size_t(n * t.cols));
+    host_->embed(t, ids, n, host_tmp_.data());
+    upload(host_tmp_.data(), out, n * t.cols);
+  }
+
+  // Prepared weights on the GPU; any other (a checkpoint's routed experts, a dense weight that
+  // did not fit) where it lies, on the CPU: copying a weight over PCIe for one product costs
+  // more than copying the activations.
   void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
     auto it = weights_.find(w.data);
-    if (it == weights_.end() || it->second.rows != w.rows || it->second.cols != w.cols || it->second.stored != w.dtype)
-      return host_->matmul(w, x, n, y);
+    if (it == weights_.end() || it->second.rows != w.rows || it->second.cols != w.cols || it->second.stored != w.dtype) {
+      std::vector<float> hx(size_t(n * w.cols)), hy(size_t(n * w.rows));
+      download(x, hx.data(), n * w.cols);
+      host_->matmul(w, hx.data(), n, hy.data());
+      return upload(hy.data(), y, n * w.rows);
+    }
     const DeviceWeight* d = &it->second;
     cudaStream_t s = stream_.get();
-    xf_.ensure(size_t(n * w.cols) * 4);
-    check(cudaMemcpyAsync(xf_.as(), x, size_t(n * w.cols) * 4, cudaMemcpyHostToDevice, s), "matmul: upload x");
-    const void* xa = xf_.as();
+    const void* xa = x;
     if (d->bf16) {
       xb_.ensure(size_t(n * w.cols) * 2);
-      convert_rows(xf_.as<float>(), w.cols, xb_.as(), true, w.cols, n, w.cols, s);
+      convert_rows(x, w.cols, xb_.as(), true, w.cols, n, w.cols, s);
       xa = xb_.as();
     }
-    yf_.ensure(size_t(n * w.rows) * 4);
     gemm_rm(blas_.get(), n, w.rows, w.cols, Mat{xa, dt(d->bf16), w.cols}, Mat{d->buf.as(), dt(d->bf16), w.cols}, true,
-            yf_.as(), CUDA_R_32F, w.rows);
-    check(cudaMemcpyAsync(y, yf_.as(), size_t(n * w.rows) * 4, cudaMemcpyDeviceToHost, s), "matmul: download y");
-    stream_.sync("matmul");
+            y, CUDA_R_32F, w.rows);
   }
 
   void rmsnorm(const float* x, const float* w, float* y, int64_t n, int64_t d, float eps) override {
-    host_->rmsnorm(x, w, y, n, d, eps);
+    rmsnorm_rows(x, vec(w, d, 0), y, n, d, eps, stream_.get());
   }
   void layernorm(const float* x, const float* w, const float* b, float* y, int64_t n, int64_t d, float eps) override {
-    host_->layernorm(x, w, b, y, n, d, eps);
+    layernorm_rows(x, vec(w, d, 0), vec(b, d, 1), y, n, d, eps, stream_.get());
   }
   void rope(backend::RopeLayout l, float* x, int64_t n, int64_t h, int64_t s, int64_t rd, int64_t p,
             const float* f) override {
-    host_->rope(l, x, n, h, s, rd, p, f);
+    rope_rows(l == backend::RopeLayout::Interleaved, x, n, h, s, rd, p, vec(f, rd / 2, 0), stream_.get());
   }
-  void silu_mul(const float* g, const float* u, float* out, int64_t n) override { host_->silu_mul(g, u, out, n); }
-  void add(float* acc, const float* x, int64_t n) override { host_->add(acc, x, n); }
+  void silu_mul(const float* g, const float* u, float* out, int64_t n) override {
+    gpu::silu_mul(g, u, out, n, stream_.get());
+  }
+  void add(float* acc, const float* x, int64_t n) override { add_into(acc, x, n, stream_.get()); }
+  // The group-limited top-k runs on the host, where its result is needed (a few hundred
+  // logits a token).
   void route(const float* l, const float* b, const RouterParams& p, int64_t n, int32_t* e, float* w) override {
-    host_->route(l, b, p, n, e, w);
+    host_tmp_.resize(size_t(n * p.n_experts));
+    download(l, host_tmp_.data(), n * p.n_experts);
+    host_->route(host_tmp_.data(), b, p, n, e, w);
   }
 
   void cache_store(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* latent,
@@ -170,22 +275,16 @@ class CudaBackend final : public backend::Backend {
     auto& c = static_cast<CudaCache&>(cache);
     cudaStream_t s = stream_.get();
     const int64_t R = c.shape.latent, rope = c.shape.rope;
-    tmp_.ensure(size_t(n * (R + rope)) * 4);
-    float* lat = tmp_.as<float>();
-    float* kr = lat + n * R;
-    check(cudaMemcpyAsync(lat, latent, size_t(n * R) * 4, cudaMemcpyHostToDevice, s), "cache_store: upload latent");
-    check(cudaMemcpyAsync(kr, k_rope, size_t(n * rope) * 4, cudaMemcpyHostToDevice, s), "cache_store: upload k_rope");
     uint8_t* rows = c.kv_layer(layer) + uint64_t(pos0) * uint64_t(c.row) * esize(c.bf16);
-    convert_rows(lat, R, rows, c.bf16, c.row, n, R, s);
-    convert_rows(kr, rope, rows + R * esize(c.bf16), c.bf16, c.row, n, rope, s);
-    // No wait: the host rows were staged when the copies returned (pageable memory), and every
-    // later op runs on the same stream, after these.
+    convert_rows(latent, R, rows, c.bf16, c.row, n, R, s);
+    convert_rows(k_rope, rope, rows + R * esize(c.bf16), c.bf16, c.row, n, rope, s);
   }
 
   void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) override {
     auto& c = static_cast<CudaCache&>(cache);
     const int64_t D = c.shape.index_key;
-    check(cudaMemcpyAsync(c.idx_layer(layer) + pos0 * D, keys, size_t(n * D) * 4, cudaMemcpyHostToDevice, stream_.get()),
+    check(cudaMemcpyAsync(c.idx_layer(layer) + pos0 * D, keys, size_t(n * D) * 4, cudaMemcpyDeviceToDevice,
+                          stream_.get()),
           "cache_store_index_key");
   }
 
@@ -195,7 +294,27 @@ class CudaBackend final : public backend::Backend {
 
   // Host blobs, copied to VRAM for this call only (the VRAM tier's resident experts go through
   // make_cuda_expert_runner instead).
+  // x and y are device rows; the runner takes host rows (its staging is pinned), so they go
+  // over and back. Only tests call this op: the model's experts go through the scheduler.
   void expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) override {
+    int64_t T = 0;
+    for (int64_t i = 0; i < n_tasks; ++i)
+      for (int64_t j = 0; j < tasks[i].n; ++j) T = std::max<int64_t>(T, tasks[i].tokens[j] + 1);
+    std::vector<float> hx(size_t(T * g.hidden)), hy(hx.size());
+    download(x, hx.data(), T * g.hidden);
+    download(y, hy.data(), T * g.hidden);
+    host_expert_ffn(g, tasks, n_tasks, hx.data(), hy.data());
+    upload(hy.data(), y, T * g.hidden);
+  }
+
+  std::shared_ptr<DeviceContext> context() const { return ctx_; }
+  // The ops' wait for the device, for a benchmark's timing.
+  void synchronize() { stream_.sync("synchronize"); }
+  const Status& setup() const { return setup_; }
+  uint64_t dense_bytes_on_host() const { return host_bytes_; }
+
+ private:
+  void host_expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) {
     std::string why;
     if (!gpu_expert_geometry_ok(g, &why)) return host_->expert_ffn(g, tasks, n_tasks, x, y);
     experts_.forget_all();
@@ -212,11 +331,17 @@ class CudaBackend final : public backend::Backend {
     if (!s.ok()) throw DeviceError("expert_ffn: " + s.error());
   }
 
-  std::shared_ptr<DeviceContext> context() const { return ctx_; }
-  const Status& setup() const { return setup_; }
-  uint64_t dense_bytes_on_host() const { return host_bytes_; }
+  // A host vector [n] as the device sees it: its prepared copy, or (not prepared) a copy made
+  // for this call in scratch slot `slot` (one per operand of an op).
+  const float* vec(const float* v, int64_t n, int slot) {
+    auto it = vectors_.find(v);
+    if (it != vectors_.end() && it->second.bytes() >= size_t(n) * 4) return it->second.as<float>();
+    DeviceBuffer& d = vec_tmp_[slot];
+    d.ensure(size_t(n) * 4);
+    upload(v, d.as<float>(), n);
+    return d.as<float>();
+  }
 
- private:
   // Packs `w` into its GPU form and copies it into `d`, charged under `what`.
   Status upload_dense(const WeightView& w, DeviceWeight& d, const std::string& what) {
     pack_dense_for_gpu(w, staging_);
@@ -260,12 +385,16 @@ class CudaBackend final : public backend::Backend {
   CudaExperts experts_;  // the expert_ffn op's transient copies
   std::unordered_map<const uint8_t*, DeviceWeight> weights_;  // prepared model weights, by address
   std::vector<DeviceWeight> kvb_;                              // per layer
+  std::unordered_map<const float*, DeviceBuffer> vectors_;     // prepared model vectors, by address
+  std::shared_ptr<ActivationPool> pool_;
+  std::vector<float> host_tmp_;                                // host side of ops that run there
   std::vector<uint8_t> staging_;
   Status setup_ = ok_status();
   uint64_t keep_free_ = 0, host_bytes_ = 0;
   // Per-op scratch, grown to the largest call and reused.
-  DeviceBuffer xf_, xb_, yf_, tmp_, qf_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, out_, scores_, probs_, gathered_, idx_dev_,
-      sort_keys_, sort_vals_in_, sort_vals_out_, sorted_, sort_temp_;
+  DeviceBuffer xb_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, scores_, probs_, gathered_, idx_dev_, sort_keys_, sort_vals_in_,
+      sort_vals_out_, sorted_, sort_temp_;
+  DeviceBuffer vec_tmp_[2];
 };
 
 void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a) {
@@ -279,13 +408,11 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
   const DeviceWeight& kvb = kvb_[size_t(a.layer)];
   const bool wb = kvb.bf16, cb = c.bf16;
 
-  // The queries, in kv_b's type for the absorption and in the cache's for the scores.
-  qf_.ensure(size_t(n * H * qk) * 4);
-  check(cudaMemcpyAsync(qf_.as(), a.q, size_t(n * H * qk) * 4, cudaMemcpyHostToDevice, s), "mla_attention: upload q");
-  const void* qw = qf_.as();
+  // The queries (device rows), in kv_b's type for the absorption and in the cache's for the scores.
+  const void* qw = a.q;
   if (wb) {
     qw_.ensure(size_t(n * H * qk) * 2);
-    convert_rows(qf_.as<float>(), n * H * qk, qw_.as(), true, n * H * qk, 1, n * H * qk, s);
+    convert_rows(a.q, n * H * qk, qw_.as(), true, n * H * qk, 1, n * H * qk, s);
     qw = qw_.as();
   }
   // q_abs[t, h] = q_nope[t, h] W_UK_h, W_UK_h = kv_b rows [h (nope + v), + nope) : [nope, R].
@@ -294,7 +421,7 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
           qabs_.as(), CUDA_R_32F, H * R, R, H);
   qcat_.ensure(size_t(n * H * row) * esize(cb));
   convert_rows(qabs_.as<float>(), R, qcat_.as(), cb, row, n * H, R, s);
-  convert_rows(qf_.as<float>() + d.nope, qk, qcat_.as<uint8_t>() + R * esize(cb), cb, row, n * H, d.rope, s);
+  convert_rows(a.q + d.nope, qk, qcat_.as<uint8_t>() + R * esize(cb), cb, row, n * H, d.rope, s);
 
   ctx_f_.ensure(size_t(n * H * R) * 4);
   const uint8_t* keys = c.kv_layer(a.layer);
@@ -343,13 +470,11 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
     convert_rows(ctx_f_.as<float>(), R, ctx_w_.as(), true, R, n * H, R, s);
     ctxw = ctx_w_.as();
   }
-  // out[t, h] = ctx[t, h] W_UV_h^T, W_UV_h = kv_b rows [h (nope + v) + nope, + v) : [v, R].
-  out_.ensure(size_t(n * H * V) * 4);
+  // out[t, h] = ctx[t, h] W_UV_h^T, W_UV_h = kv_b rows [h (nope + v) + nope, + v) : [v, R],
+  // straight into the device output.
   gemm_rm(blas_.get(), n, V, R, Mat{ctxw, dt(wb), H * R, R},
-          Mat{kvb.buf.as<uint8_t>() + d.nope * R * esize(wb), dt(wb), R, (d.nope + V) * R}, true, out_.as(), CUDA_R_32F,
+          Mat{kvb.buf.as<uint8_t>() + d.nope * R * esize(wb), dt(wb), R, (d.nope + V) * R}, true, a.out, CUDA_R_32F,
           H * V, V, H);
-  check(cudaMemcpyAsync(a.out, out_.as(), size_t(n * H * V) * 4, cudaMemcpyDeviceToHost, s), "mla_attention: download");
-  stream_.sync("mla_attention");
 }
 
 void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs& a,
@@ -363,11 +488,8 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
       for (int64_t p = 0; p <= pos0 + t; ++p) selected[size_t(t)].push_back(static_cast<int32_t>(p));
     return;
   }
-  qf_.ensure(size_t(n * nh * D + n * nh) * 4);
-  float* q = qf_.as<float>();
-  float* hw = q + n * nh * D;
-  check(cudaMemcpyAsync(q, a.q, size_t(n * nh * D) * 4, cudaMemcpyHostToDevice, s), "indexer: upload q");
-  check(cudaMemcpyAsync(hw, a.head_weight, size_t(n * nh) * 4, cudaMemcpyHostToDevice, s), "indexer: upload weights");
+  const float* q = a.q;  // device rows
+  const float* hw = a.head_weight;
   // G [m * heads, keys] = q k^T, fp32 throughout (the selection must order scores as the CPU
   // does), for chunks of m queries so that G stays within kScoreBytes.
   const int64_t chunk = std::clamp<int64_t>(kScoreBytes / std::max<int64_t>(nh * total * 4, 1), 1, n);
@@ -463,6 +585,10 @@ Status setup_status(const backend::Backend& be) {
 uint64_t dense_bytes_on_host(const backend::Backend& be) {
   auto* cb = dynamic_cast<const CudaBackend*>(&be);
   return cb ? cb->dense_bytes_on_host() : 0;
+}
+
+void synchronize(backend::Backend& be) {
+  if (auto* cb = dynamic_cast<CudaBackend*>(&be)) cb->synchronize();
 }
 
 }  // namespace mt::gpu

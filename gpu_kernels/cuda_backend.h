@@ -1,9 +1,11 @@
-// The CUDA backend (DESIGN.md, "The backend seam"): the weight-heavy ops on the GPU (every
-// dense matmul from VRAM copies of the model's weights, the latent KV cache and MLA attention
-// over it, the V3.2 indexer with its top-k and sparse attention, routed experts), the
-// element-wise ops on the CPU through a host backend, because the seam's activations are host
-// fp32 rows and a per-op PCIe round trip costs more than the op. The VRAM tier's experts run
-// through make_cuda_expert_runner, asynchronously, while the CPU computes the RAM tier.
+// The CUDA backend (DESIGN.md, "The backend seam"): activations in VRAM, and every op on the
+// GPU (dense matmuls from VRAM copies of the model's weights, the norms, RoPE, the latent KV
+// cache and MLA attention over it, the V3.2 indexer with its top-k and sparse attention), all
+// queued on one stream without waiting; the host is waited for only where it needs a result
+// (the router's choices, the indexer's selection, the routed experts' input, the logits). A
+// host backend computes what stays in RAM (dense weights that did not fit, the embedding
+// table) and the router's top-k. The VRAM tier's experts run through make_cuda_expert_runner,
+// asynchronously, while the CPU computes the RAM tier.
 // Every VRAM allocation is charged to one budget (vram_accounting).
 //
 // Compiled wherever nvcc is found; a build without it gets the same functions returning an
@@ -36,5 +38,8 @@ const TierBudget* vram_accounting(const backend::Backend& be);
 Status setup_status(const backend::Backend& be);
 // Bytes of prepared dense weights that did not fit in VRAM and run on the host backend.
 uint64_t dense_bytes_on_host(const backend::Backend& be);
+// Waits until a CUDA backend's queued ops have finished (a benchmark's clock); nothing for any
+// other backend, whose ops finish before they return.
+void synchronize(backend::Backend& be);
 
 }  // namespace mt::gpu

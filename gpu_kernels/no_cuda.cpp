@@ -29,5 +29,6 @@ Result<std::unique_ptr<ExpertRunner>> make_cuda_expert_runner(backend::Backend&)
 const TierBudget* vram_accounting(const backend::Backend&) { return nullptr; }
 Status setup_status(const backend::Backend&) { return ok_status(); }
 uint64_t dense_bytes_on_host(const backend::Backend&) { return 0; }
+void synchronize(backend::Backend&) {}
 
 }  // namespace mt::gpu

@@ -6,8 +6,12 @@
 // exact fp32, the oracle of tests/unit/test_backend_ops.cpp); fast CPU and CUDA backends plug
 // in here.
 //
-// Activations are fp32, row-major [n_tokens, width]. Weights arrive as WeightView (any stored
-// format). Ops do not fail on well-formed arguments: the graph validates inputs first.
+// Activations are fp32, row-major [n_tokens, width], in the backend's own memory (host memory
+// for the CPU backends, VRAM for the CUDA backend): the graph allocates them with
+// alloc_activations and touches them only through ops, upload and download. What crosses to the
+// host is said per op: token ids, the router's choices, the indexer's selection, the MLA
+// selection, and the vectors named below. Weights arrive as WeightView (any stored format).
+// Ops do not fail on well-formed arguments: the graph validates inputs first.
 #pragma once
 
 #include <cstdint>
@@ -111,6 +115,24 @@ struct IndexerArgs {
   const float* head_weight = nullptr;  // [n, heads]
 };
 
+// fp32 activation memory in a backend's space; freed on destruction.
+class ActivationBuffer {
+ public:
+  virtual ~ActivationBuffer() = default;
+  ActivationBuffer(const ActivationBuffer&) = delete;
+  ActivationBuffer& operator=(const ActivationBuffer&) = delete;
+  float* data() const { return data_; }
+  int64_t size() const { return n_; }
+
+ protected:
+  ActivationBuffer(float* data, int64_t n) : data_(data), n_(n) {}
+  void reset(float* data, int64_t n) { data_ = data, n_ = n; }
+
+ private:
+  float* data_ = nullptr;
+  int64_t n_ = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -128,13 +150,27 @@ class Backend {
   // error bound for attention follows it.
   virtual DType cache_dtype() const { return DType::F32; }
 
+  // Activation memory (contents unspecified) and the only ways the host reads or writes it.
+  // The defaults are host memory and memcpy.
+  virtual std::unique_ptr<ActivationBuffer> alloc_activations(int64_t n);
+  virtual void upload(const float* host, float* dst, int64_t n);
+  virtual void download(const float* src, float* host, int64_t n);
+  // dst[r * ld_dst + c] = src[r * ld_src + c], r < rows, c < cols (non-overlapping).
+  virtual void copy_rows(const float* src, int64_t ld_src, float* dst, int64_t ld_dst, int64_t rows, int64_t cols);
+  virtual void zero(float* dst, int64_t n);
+  // Says that the host vector `v` [n] is a model constant (a norm's weight or bias, the router's
+  // bias, the RoPE frequencies), valid and unchanged for the backend's lifetime, so a backend
+  // may keep a copy where its ops run. Such vectors are passed to ops as host pointers; one that
+  // was not prepared is used as it is, for that call only.
+  virtual void prepare_vector(const float* v, int64_t n) { (void)v, (void)n; }
+
   // Prepares absorbed attention for `layer` from its kv_b_proj [heads * (nope + v), latent].
   virtual void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims& dims) = 0;
   // Bytes this backend holds beyond the mapped weights (derived weights), for memory budgets.
   virtual uint64_t weight_bytes() const = 0;
   virtual std::unique_ptr<AttentionCache> make_cache(const CacheShape& shape, int64_t max_tokens) = 0;
 
-  // out[t] = table[ids[t]] (a row of the embedding, decoded to fp32).
+  // out[t] = table[ids[t]] (a row of the embedding, decoded to fp32); ids on the host.
   virtual void embed(const WeightView& table, const int32_t* ids, int64_t n, float* out) = 0;
   // y[n, w.rows] = x[n, w.cols] W^T
   virtual void matmul(const WeightView& w, const float* x, int64_t n, float* y) = 0;
@@ -148,7 +184,8 @@ class Backend {
   virtual void silu_mul(const float* gate, const float* up, float* out, int64_t n) = 0;
   // acc[i] += x[i]
   virtual void add(float* acc, const float* x, int64_t n) = 0;
-  // Router logits [n, n_experts] -> experts and weights [n, top_k]; bias may be null.
+  // Router logits [n, n_experts] -> experts and weights [n, top_k] on the host (the expert
+  // scheduler runs there); bias (a host vector) may be null.
   virtual void route(const float* logits, const float* bias, const RouterParams& p, int64_t n, int32_t* experts,
                      float* weights) = 0;
   // Writes n positions from pos0 of `layer`: latent [n, latent], k_rope [n, rope] (rotated).
@@ -157,9 +194,10 @@ class Backend {
   // Writes n V3.2 index keys [n, index_key] (rotated) from pos0 of `layer`.
   virtual void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) = 0;
   virtual void mla_attention(AttentionCache& cache, const MlaArgs& a) = 0;
+  // The selection is returned on the host.
   virtual void indexer_topk(AttentionCache& cache, const IndexerArgs& a, std::vector<std::vector<int32_t>>& selected) = 0;
-  // Routed experts over a task list: every task's tokens through its packed expert, into y
-  // ([T, hidden], accumulated); x is [T, hidden].
+  // Routed experts over a task list (host memory: blobs, tokens, weights): every task's tokens
+  // through its packed expert, into y ([T, hidden], accumulated); x is [T, hidden].
   virtual void expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) = 0;
 };
 

@@ -35,14 +35,33 @@ DeepSeekModel::DeepSeekModel(ModelWeights weights, std::unique_ptr<backend::Back
     prepare(f.up);
     prepare(f.down);
   };
+  // ...and every constant vector an op reads.
+  auto prepare_vector = [&](const std::vector<float>& v) {
+    if (!v.empty()) backend_->prepare_vector(v.data(), static_cast<int64_t>(v.size()));
+  };
   for (const LayerWeights& lw : w_.layers) {
     for (const Linear* l : {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.o, &lw.router}) prepare(*l);
-    if (lw.has_indexer)
+    for (const auto* v : {&lw.attn_norm, &lw.ffn_norm, &lw.q_a_norm, &lw.kv_a_norm, &lw.router_bias}) prepare_vector(*v);
+    if (lw.has_indexer) {
       for (const Linear* l : {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj}) prepare(*l);
+      prepare_vector(lw.indexer.k_norm_weight);
+      prepare_vector(lw.indexer.k_norm_bias);
+    }
     if (!lw.is_moe) prepare_ffn(lw.dense);
     if (lw.has_shared) prepare_ffn(lw.shared);
   }
   prepare(w_.lm_head);
+  prepare_vector(w_.final_norm);
+  prepare_vector(inv_freq_);
+}
+
+DeepSeekModel::Act DeepSeekModel::act(int64_t n) const { return backend_->alloc_activations(n); }
+
+void DeepSeekModel::name(const char* what, int64_t layer, const float* data, int64_t rows, int64_t cols) const {
+  if (!on_tensor_) return;
+  std::vector<float> host(static_cast<size_t>(rows * cols));
+  backend_->download(data, host.data(), rows * cols);
+  on_tensor_(what, layer, TensorView{host.data(), rows, cols});
 }
 
 std::unique_ptr<backend::AttentionCache> DeepSeekModel::make_cache(int64_t max_tokens) {
@@ -112,37 +131,41 @@ Status DeepSeekModel::forward_segments(std::span<const int32_t> ids, std::span<c
   mark_ = {};
   part_ = ModelPart::Other;
   switch_part(ModelPart::Other);
-  std::vector<float> h(static_cast<size_t>(n * D)), xn(h.size()), delta(h.size());
+  // The residual stream, the normalised input of a block, and a block's output.
+  const Act h_buf = act(n * D), xn_buf = act(n * D), delta_buf = act(n * D);
+  float* const h = h_buf->data();
+  float* const xn = xn_buf->data();
+  float* const delta = delta_buf->data();
   {
     PartScope ps(*this, ModelPart::Embedding);
-    be.embed(w_.embed.view(), ids.data(), n, h.data());
+    be.embed(w_.embed.view(), ids.data(), n, h);
     if (prof_) prof_->weight_bytes[static_cast<size_t>(ModelPart::Embedding)] += uint64_t(n) * w_.embed.view().stored_bytes() / uint64_t(c.vocab_size);
   }
-  name("embed", -1, h.data(), n, D);
+  name("embed", -1, h, n, D);
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
     const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
-    be.rmsnorm(h.data(), lw.attn_norm.data(), xn.data(), n, D, eps);
-    name("attn_norm", L, xn.data(), n, D);
+    be.rmsnorm(h, lw.attn_norm.data(), xn, n, D, eps);
+    name("attn_norm", L, xn, n, D);
     {
       PartScope ps(*this, ModelPart::Attention);
-      build_attention(L, xn.data(), n, segs, delta.data());
+      build_attention(L, xn, n, segs, delta);
     }
-    name("attn_out", L, delta.data(), n, D);
-    be.add(h.data(), delta.data(), n * D);
+    name("attn_out", L, delta, n, D);
+    be.add(h, delta, n * D);
 
-    be.rmsnorm(h.data(), lw.ffn_norm.data(), xn.data(), n, D, eps);
-    name("ffn_norm", L, xn.data(), n, D);
+    be.rmsnorm(h, lw.ffn_norm.data(), xn, n, D, eps);
+    name("ffn_norm", L, xn, n, D);
     if (lw.is_moe) {
-      MT_TRY(build_moe(L, xn.data(), n, delta.data()));
+      MT_TRY(build_moe(L, xn, n, delta));
     } else {
       PartScope ps(*this, ModelPart::DenseFfn);
-      build_ffn(lw.dense, c.intermediate_size, xn.data(), n, delta.data());
+      build_ffn(lw.dense, c.intermediate_size, xn, n, delta);
     }
-    name("ffn_out", L, delta.data(), n, D);
-    be.add(h.data(), delta.data(), n * D);
-    name("residual", L, h.data(), n, D);
+    name("ffn_out", L, delta, n, D);
+    be.add(h, delta, n * D);
+    name("residual", L, h, n, D);
   }
   for (const Segment& sg : segs) sg.cache->set_size(sg.pos0 + sg.n);
 
@@ -154,12 +177,14 @@ Status DeepSeekModel::forward_segments(std::span<const int32_t> ids, std::span<c
   {
     PartScope ps(*this, ModelPart::LmHead);
     for (int64_t r = 0; r < rows; ++r)
-      be.rmsnorm(&h[rows_out[r] * D], w_.final_norm.data(), &xn[r * D], 1, D, eps);
-    name("final_norm", -1, xn.data(), rows, D);
+      be.rmsnorm(h + rows_out[r] * D, w_.final_norm.data(), xn + r * D, 1, D, eps);
+    name("final_norm", -1, xn, rows, D);
+    const Act out = act(rows * c.vocab_size);
+    matmul(w_.lm_head, xn, rows, out->data());
     logits.resize(static_cast<size_t>(rows * c.vocab_size));
-    matmul(w_.lm_head, xn.data(), rows, logits.data());
+    be.download(out->data(), logits.data(), rows * c.vocab_size);
   }
-  name("logits", -1, logits.data(), rows, c.vocab_size);
+  if (on_tensor_) on_tensor_("logits", -1, TensorView{logits.data(), rows, c.vocab_size});
   switch_part(ModelPart::Other);
   return ok_status();
 }
@@ -174,41 +199,42 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, std::s
 
   // Query: c_q = RMSNorm(W_qa x); q = W_qb c_q, rope on the last `rope` dims of each head.
   // The projections run over every row of every segment at once (each weight read once).
-  std::vector<float> cq(static_cast<size_t>(n * c.q_lora_rank)), q(static_cast<size_t>(n * H * qk));
-  matmul(lw.q_a, x, n, cq.data());
-  be.rmsnorm(cq.data(), lw.q_a_norm.data(), cq.data(), n, c.q_lora_rank, eps);
-  name("q_latent", L, cq.data(), n, c.q_lora_rank);
-  matmul(lw.q_b, cq.data(), n, q.data());
+  const Act cq_buf = act(n * c.q_lora_rank), q_buf = act(n * H * qk);
+  float* const cq = cq_buf->data();
+  float* const q = q_buf->data();
+  matmul(lw.q_a, x, n, cq);
+  be.rmsnorm(cq, lw.q_a_norm.data(), cq, n, c.q_lora_rank, eps);
+  name("q_latent", L, cq, n, c.q_lora_rank);
+  matmul(lw.q_b, cq, n, q);
   for (const Segment& sg : segs)
-    be.rope(backend::RopeLayout::Interleaved, q.data() + sg.row0 * H * qk + nope, sg.n, H, qk, rope, sg.pos0,
-            inv_freq_.data());
-  name("q", L, q.data(), n, H * qk);
+    be.rope(backend::RopeLayout::Interleaved, q + sg.row0 * H * qk + nope, sg.n, H, qk, rope, sg.pos0, inv_freq_.data());
+  name("q", L, q, n, H * qk);
 
   // Key/value latent: a = W_kva x; c_kv = RMSNorm(a[:R]); k_rope = RoPE(a[R:]). Cached.
-  std::vector<float> kva(static_cast<size_t>(n * (R + rope))), latent(static_cast<size_t>(n * R)),
-      k_rope(static_cast<size_t>(n * rope));
-  matmul(lw.kv_a, x, n, kva.data());
-  for (int64_t t = 0; t < n; ++t) {
-    const float* a = &kva[t * (R + rope)];
-    be.rmsnorm(a, lw.kv_a_norm.data(), &latent[t * R], 1, R, eps);
-    std::copy(a + R, a + R + rope, &k_rope[t * rope]);
-  }
+  const Act kva_buf = act(n * (R + rope)), latent_buf = act(n * R), k_rope_buf = act(n * rope);
+  float* const kva = kva_buf->data();
+  float* const latent = latent_buf->data();
+  float* const k_rope = k_rope_buf->data();
+  matmul(lw.kv_a, x, n, kva);
+  be.copy_rows(kva, R + rope, latent, R, n, R);
+  be.copy_rows(kva + R, R + rope, k_rope, rope, n, rope);
+  be.rmsnorm(latent, lw.kv_a_norm.data(), latent, n, R, eps);
   for (const Segment& sg : segs) {
-    be.rope(backend::RopeLayout::Interleaved, k_rope.data() + sg.row0 * rope, sg.n, 1, rope, rope, sg.pos0,
-            inv_freq_.data());
-    be.cache_store(*sg.cache, L, sg.pos0, sg.n, latent.data() + sg.row0 * R, k_rope.data() + sg.row0 * rope);
+    be.rope(backend::RopeLayout::Interleaved, k_rope + sg.row0 * rope, sg.n, 1, rope, rope, sg.pos0, inv_freq_.data());
+    be.cache_store(*sg.cache, L, sg.pos0, sg.n, latent + sg.row0 * R, k_rope + sg.row0 * rope);
   }
-  name("kv_latent", L, latent.data(), n, R);
-  name("k_rope", L, k_rope.data(), n, rope);
+  name("kv_latent", L, latent, n, R);
+  name("k_rope", L, k_rope, n, rope);
 
   std::vector<std::vector<std::vector<int32_t>>> selected(segs.size());
   if (lw.has_indexer) {
     PartScope ps(*this, ModelPart::Indexer);
-    build_indexer(L, x, cq.data(), n, segs, selected);
+    build_indexer(L, x, cq, n, segs, selected);
   }
 
   // Absorbed attention over each sequence's latent cache.
-  std::vector<float> o(static_cast<size_t>(n * H * dv));
+  const Act o_buf = act(n * H * dv);
+  float* const o = o_buf->data();
   if (prof_) prof_->weight_bytes[static_cast<size_t>(part_)] += lw.kv_b.view().stored_bytes();  // read per head
   for (size_t i = 0; i < segs.size(); ++i) {
     const Segment& sg = segs[i];
@@ -219,13 +245,13 @@ void DeepSeekModel::build_attention(int64_t L, const float* x, int64_t n, std::s
     a.heads = H;
     a.dims = MlaHeadDims{nope, rope, dv, R};
     a.scale = softmax_scale_;
-    a.q = q.data() + sg.row0 * H * qk;
+    a.q = q + sg.row0 * H * qk;
     a.selected = lw.has_indexer ? &selected[i] : nullptr;
-    a.out = o.data() + sg.row0 * H * dv;
+    a.out = o + sg.row0 * H * dv;
     be.mla_attention(*sg.cache, a);
   }
-  name("attn_heads", L, o.data(), n, H * dv);
-  matmul(lw.o, o.data(), n, out);
+  name("attn_heads", L, o, n, H * dv);
+  matmul(lw.o, o, n, out);
 }
 
 void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, int64_t n, std::span<const Segment> segs,
@@ -236,26 +262,29 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
   const int64_t nh = c.index_n_heads, hd = c.index_head_dim, rope = c.qk_rope_head_dim;
 
   // Index queries: W_iq c_q, half-split RoPE on the first `rope` dims of each head.
-  std::vector<float> iq(static_cast<size_t>(n * nh * hd));
-  matmul(iw.wq_b, cq, n, iq.data());
+  const Act iq_buf = act(n * nh * hd);
+  float* const iq = iq_buf->data();
+  matmul(iw.wq_b, cq, n, iq);
   for (const Segment& sg : segs)
-    be.rope(backend::RopeLayout::HalfSplit, iq.data() + sg.row0 * nh * hd, sg.n, nh, hd, rope, sg.pos0, inv_freq_.data());
-  name("index_q", L, iq.data(), n, nh * hd);
+    be.rope(backend::RopeLayout::HalfSplit, iq + sg.row0 * nh * hd, sg.n, nh, hd, rope, sg.pos0, inv_freq_.data());
+  name("index_q", L, iq, n, nh * hd);
 
   // Index key: LayerNorm(W_ik x), half-split RoPE; cached.
-  std::vector<float> ik(static_cast<size_t>(n * hd));
-  matmul(iw.wk, x, n, ik.data());
-  be.layernorm(ik.data(), iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik.data(), n, hd, kIndexerNormEps);
+  const Act ik_buf = act(n * hd);
+  float* const ik = ik_buf->data();
+  matmul(iw.wk, x, n, ik);
+  be.layernorm(ik, iw.k_norm_weight.data(), iw.k_norm_bias.data(), ik, n, hd, kIndexerNormEps);
   for (const Segment& sg : segs) {
-    be.rope(backend::RopeLayout::HalfSplit, ik.data() + sg.row0 * hd, sg.n, 1, hd, rope, sg.pos0, inv_freq_.data());
-    be.cache_store_index_key(*sg.cache, L, sg.pos0, sg.n, ik.data() + sg.row0 * hd);
+    be.rope(backend::RopeLayout::HalfSplit, ik + sg.row0 * hd, sg.n, 1, hd, rope, sg.pos0, inv_freq_.data());
+    be.cache_store_index_key(*sg.cache, L, sg.pos0, sg.n, ik + sg.row0 * hd);
   }
-  name("index_k", L, ik.data(), n, hd);
+  name("index_k", L, ik, n, hd);
 
   // Head weights w = W_w x / sqrt(n_heads). The Hadamard rotation of the reference is omitted:
   // it is orthonormal, so without FP8 quantisation it leaves every q.k unchanged.
-  std::vector<float> hw(static_cast<size_t>(n * nh));
-  matmul(iw.weights_proj, x, n, hw.data());
+  const Act hw_buf = act(n * nh);
+  float* const hw = hw_buf->data();
+  matmul(iw.weights_proj, x, n, hw);
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(nh));
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (size_t i = 0; i < segs.size(); ++i) {
@@ -268,19 +297,19 @@ void DeepSeekModel::build_indexer(int64_t L, const float* x, const float* cq, in
     a.dim = hd;
     a.top_k = c.index_topk;
     a.scale = head_scale * dot_scale;
-    a.q = iq.data() + sg.row0 * nh * hd;
-    a.head_weight = hw.data() + sg.row0 * nh;
+    a.q = iq + sg.row0 * nh * hd;
+    a.head_weight = hw + sg.row0 * nh;
     be.indexer_topk(*sg.cache, a, selected[i]);
   }
 }
 
 void DeepSeekModel::build_ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, float* out) {
   backend::Backend& be = *backend_;
-  std::vector<float> g(static_cast<size_t>(n * width)), u(g.size());
-  matmul(f.gate, x, n, g.data());
-  matmul(f.up, x, n, u.data());
-  be.silu_mul(g.data(), u.data(), g.data(), n * width);
-  matmul(f.down, g.data(), n, out);
+  const Act g = act(n * width), u = act(n * width);
+  matmul(f.gate, x, n, g->data());
+  matmul(f.up, x, n, u->data());
+  be.silu_mul(g->data(), u->data(), g->data(), n * width);
+  matmul(f.down, g->data(), n, out);
 }
 
 void DeepSeekModel::build_router(int64_t L, const float* x, int64_t n, std::vector<int32_t>& experts,
@@ -288,12 +317,12 @@ void DeepSeekModel::build_router(int64_t L, const float* x, int64_t n, std::vect
   const ModelConfig& c = w_.config;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
   const int64_t E = c.n_routed_experts, K = c.num_experts_per_tok;
-  std::vector<float> logits(static_cast<size_t>(n * E));
-  matmul(lw.router, x, n, logits.data());
+  const Act logits = act(n * E);
+  matmul(lw.router, x, n, logits->data());
   const RouterParams rp{E, c.n_group, c.topk_group, K, static_cast<float>(c.routed_scaling_factor), c.norm_topk_prob};
   experts.resize(static_cast<size_t>(n * K));
   weights.resize(static_cast<size_t>(n * K));
-  backend_->route(logits.data(), lw.router_bias.data(), rp, n, experts.data(), weights.data());
+  backend_->route(logits->data(), lw.router_bias.data(), rp, n, experts.data(), weights.data());
 }
 
 Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out) {
@@ -319,18 +348,21 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
     build_router(L, x, n, chosen, weight);
   }
   if (observer_) observer_(L, chosen.data(), n, K);
-  std::fill(out, out + n * D, 0.0f);
   {
+    // The routed experts run on the host (the expert scheduler), on a host copy of x.
     PartScope ps(*this, ModelPart::RoutedExperts);
-    MT_TRY(experts_->apply(L, x, n, chosen.data(), weight.data(), K, out));
+    std::vector<float> xh(static_cast<size_t>(n * D)), yh(xh.size(), 0.0f);
+    backend_->download(x, xh.data(), n * D);
+    MT_TRY(experts_->apply(L, xh.data(), n, chosen.data(), weight.data(), K, yh.data()));
+    backend_->upload(yh.data(), out, n * D);
   }
   name("routed_out", L, out, n, D);
   if (lw.has_shared) {
     PartScope ps(*this, ModelPart::SharedExpert);
-    std::vector<float> ys(static_cast<size_t>(n * D));
-    build_ffn(lw.shared, c.n_shared_experts * c.moe_intermediate_size, x, n, ys.data());
-    name("shared_out", L, ys.data(), n, D);
-    backend_->add(out, ys.data(), n * D);
+    const Act ys = act(n * D);
+    build_ffn(lw.shared, c.n_shared_experts * c.moe_intermediate_size, x, n, ys->data());
+    name("shared_out", L, ys->data(), n, D);
+    backend_->add(out, ys->data(), n * D);
   }
   return ok_status();
 }
@@ -344,7 +376,8 @@ Status CheckpointExperts::apply(int64_t L, const float* x, int64_t n, const int3
   std::vector<std::vector<std::pair<int64_t, float>>> users(static_cast<size_t>(E));
   for (int64_t t = 0; t < n; ++t)
     for (int64_t k = 0; k < top_k; ++k) users[static_cast<size_t>(experts[t * top_k + k])].push_back({t, weights[t * top_k + k]});
-  std::vector<float> xe, g, u, ye;
+  // x and out are host rows; the backend computes on its own activation memory.
+  std::vector<float> xe, ye;
   for (int64_t e = 0; e < E; ++e) {
     const auto& us = users[static_cast<size_t>(e)];
     if (us.empty()) continue;
@@ -352,13 +385,15 @@ Status CheckpointExperts::apply(int64_t L, const float* x, int64_t n, const int3
     xe.resize(static_cast<size_t>(m * D));
     for (int64_t i = 0; i < m; ++i) std::copy(x + us[i].first * D, x + (us[i].first + 1) * D, &xe[i * D]);
     const FfnWeights& f = lw.experts[static_cast<size_t>(e)];
-    g.resize(static_cast<size_t>(m * W));
-    u.resize(g.size());
+    const auto xd = be_.alloc_activations(m * D), g = be_.alloc_activations(m * W), u = be_.alloc_activations(m * W),
+               yd = be_.alloc_activations(m * D);
+    be_.upload(xe.data(), xd->data(), m * D);
+    be_.matmul(f.gate.view(), xd->data(), m, g->data());
+    be_.matmul(f.up.view(), xd->data(), m, u->data());
+    be_.silu_mul(g->data(), u->data(), g->data(), m * W);
+    be_.matmul(f.down.view(), g->data(), m, yd->data());
     ye.resize(static_cast<size_t>(m * D));
-    be_.matmul(f.gate.view(), xe.data(), m, g.data());
-    be_.matmul(f.up.view(), xe.data(), m, u.data());
-    be_.silu_mul(g.data(), u.data(), g.data(), m * W);
-    be_.matmul(f.down.view(), g.data(), m, ye.data());
+    be_.download(yd->data(), ye.data(), m * D);
     for (int64_t i = 0; i < m; ++i) {
       float* o = out + us[i].first * D;
       const float w = us[i].second;

@@ -98,9 +98,11 @@ class DeepSeekModel {
   Status build_moe(int64_t layer, const float* x, int64_t n, float* out);
   // Routes n tokens of layer L: top_k experts and weights per token.
   void build_router(int64_t layer, const float* x, int64_t n, std::vector<int32_t>& experts, std::vector<float>& weights);
-  void name(const char* what, int64_t layer, const float* data, int64_t rows, int64_t cols) const {
-    if (on_tensor_) on_tensor_(what, layer, TensorView{data, rows, cols});
-  }
+  // Shows `data` (backend memory) to the tensor callback, through a host copy.
+  void name(const char* what, int64_t layer, const float* data, int64_t rows, int64_t cols) const;
+  // Activation memory of the backend, for one forward.
+  using Act = std::unique_ptr<backend::ActivationBuffer>;
+  Act act(int64_t n) const;
 
   ModelWeights w_;
   std::unique_ptr<backend::Backend> backend_;

@@ -23,6 +23,7 @@
 #include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "runtime/core/dtype.h"
+#include "tests/unit/guarded_backend.h"
 
 using namespace mt;
 using namespace mt::backend;
@@ -38,6 +39,9 @@ struct Registered {
 // (determinism, sentinels); faster backends register here.
 std::vector<Registered> backends_under_test() {
   std::vector<Registered> v = {{"reference", cpu::make_reference_backend}};
+  // The fast CPU backend behind the guard that faults any touch of its activations outside
+  // its ops: the harness itself keeps to the seam's memory contract.
+  v.push_back({"guarded cpu", [] { return std::make_unique<test::GuardedBackend>(cpu::make_cpu_backend({})); }});
   // The fast CPU backend at every ISA level this CPU has (level 0: its scalar fallbacks).
   for (int level = 0; level <= cpu::expert_detail::cpu_isa_level(); ++level)
     v.push_back({level == 0 ? "cpu-scalar" : level == 1 ? "cpu-avx2" : "cpu-avx512",
@@ -68,6 +72,26 @@ struct Guarded {
     return true;
   }
   const float* begin() const { return v.data() + kGuard; }
+};
+
+// Activation memory of a backend (VRAM for a GPU backend), with guard cells on both sides, as
+// the graph would hold it: filled by upload, read back by download.
+struct Act {
+  Backend& be;
+  int64_t n;
+  std::unique_ptr<ActivationBuffer> buf;
+  Act(Backend& b, int64_t count, const float* init = nullptr) : be(b), n(count), buf(b.alloc_activations(count + 2 * kGuard)) {
+    Guarded g(n);
+    if (init) std::copy(init, init + n, g.data());
+    be.upload(g.v.data(), buf->data(), n + 2 * kGuard);
+  }
+  Act(Backend& b, const std::vector<float>& init) : Act(b, static_cast<int64_t>(init.size()), init.data()) {}
+  float* data() const { return buf->data() + kGuard; }
+  Guarded read() const {
+    Guarded g(n);
+    be.download(buf->data(), g.v.data(), n + 2 * kGuard);
+    return g;
+  }
 };
 
 double tolerance(DType weights) {
@@ -138,6 +162,11 @@ std::vector<float> randn(int64_t n, std::mt19937& rng, float sd = 1.0f) {
 
 struct Failures {
   std::vector<std::string> list;
+  void check(const std::string& what, const Act& ref_act, const Act& got_act, int64_t n, double tol) {
+    const Guarded r = ref_act.read();
+    Guarded got = got_act.read();
+    check(what, r.begin(), got, n, tol);
+  }
   void check(const std::string& what, const float* ref, Guarded& got, int64_t n, double tol) {
     if (!got.guards_intact()) list.push_back(what + ": wrote outside its output");
     const double err = normalised_error(ref, got.begin(), n);
@@ -206,11 +235,11 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
         if (rows == 157) cand.prepare_weight(w.view);
         for (int64_t n : {1, 2, 3, 4, 5}) {
           auto x = randn(n * cols, rng);
-          Guarded a(n * rows), b(n * rows);
-          ref.matmul(w.view, x.data(), n, a.data());
-          cand.matmul(w.view, x.data(), n, b.data());
-          f.check(who + "matmul" + tag + " rows=" + std::to_string(rows) + " n=" + std::to_string(n), a.begin(), b,
-                  n * rows, tolerance(dt));
+          Act xa(ref, x), xb(cand, x), a(ref, n * rows), b(cand, n * rows);
+          ref.matmul(w.view, xa.data(), n, a.data());
+          cand.matmul(w.view, xb.data(), n, b.data());
+          f.check(who + "matmul" + tag + " rows=" + std::to_string(rows) + " n=" + std::to_string(n), a, b, n * rows,
+                  tolerance(dt));
         }
       }
     }
@@ -220,20 +249,20 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       StoredWeight w(dt, rows, cols, rng);
       cand.prepare_weight(w.view);
       auto x = randn(n * cols, rng);
-      Guarded a(n * rows), b(n * rows);
-      ref.matmul(w.view, x.data(), n, a.data());
-      cand.matmul(w.view, x.data(), n, b.data());
-      f.check(who + "matmul" + tag + " n=9 (prefill)", a.begin(), b, n * rows, tolerance(dt));
+      Act xa(ref, x), xb(cand, x), a(ref, n * rows), b(cand, n * rows);
+      ref.matmul(w.view, xa.data(), n, a.data());
+      cand.matmul(w.view, xb.data(), n, b.data());
+      f.check(who + "matmul" + tag + " n=9 (prefill)", a, b, n * rows, tolerance(dt));
     }
     if (cand.supports(Op::Embed, dt)) {
       const int64_t V = 29, D = cols_for(dt, 45);
       StoredWeight w(dt, V, D, rng);
       const std::vector<int32_t> ids = {3, 28, 0, 3, 17};
       const auto n = static_cast<int64_t>(ids.size());
-      Guarded a(n * D), b(n * D);
+      Act a(ref, n * D), b(cand, n * D);
       ref.embed(w.view, ids.data(), n, a.data());
       cand.embed(w.view, ids.data(), n, b.data());
-      f.check(who + "embed" + tag, a.begin(), b, n * D, tolerance(dt));
+      f.check(who + "embed" + tag, a, b, n * D, tolerance(dt));
     }
   }
 
@@ -241,17 +270,24 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
   {
     const int64_t n = 3, dim = 67;
     auto x = randn(n * dim, rng), w = randn(dim, rng), bias = randn(dim, rng);
+    Act xa(ref, x), xb(cand, x);
+    // A prepared norm weight, and one used as it is (both are host vectors).
+    if (seed % 2) cand.prepare_vector(w.data(), dim);
     if (cand.supports(Op::RmsNorm, DType::F32)) {
-      Guarded a(n * dim), b(n * dim);
-      ref.rmsnorm(x.data(), w.data(), a.data(), n, dim, 1e-6f);
-      cand.rmsnorm(x.data(), w.data(), b.data(), n, dim, 1e-6f);
-      f.check(who + "rmsnorm", a.begin(), b, n * dim, tol);
+      Act a(ref, n * dim), b(cand, n * dim);
+      ref.rmsnorm(xa.data(), w.data(), a.data(), n, dim, 1e-6f);
+      cand.rmsnorm(xb.data(), w.data(), b.data(), n, dim, 1e-6f);
+      f.check(who + "rmsnorm", a, b, n * dim, tol);
+      // In place, over a row range, as the graph normalises one row of a batch.
+      ref.rmsnorm(xa.data() + dim, w.data(), xa.data() + dim, 1, dim, 1e-6f);
+      cand.rmsnorm(xb.data() + dim, w.data(), xb.data() + dim, 1, dim, 1e-6f);
+      f.check(who + "rmsnorm in place", xa, xb, n * dim, tol);
     }
     if (cand.supports(Op::LayerNorm, DType::F32)) {
-      Guarded a(n * dim), b(n * dim);
-      ref.layernorm(x.data(), w.data(), bias.data(), a.data(), n, dim, 1e-6f);
-      cand.layernorm(x.data(), w.data(), bias.data(), b.data(), n, dim, 1e-6f);
-      f.check(who + "layernorm", a.begin(), b, n * dim, tol);
+      Act a(ref, n * dim), b(cand, n * dim);
+      ref.layernorm(xa.data(), w.data(), bias.data(), a.data(), n, dim, 1e-6f);
+      cand.layernorm(xb.data(), w.data(), bias.data(), b.data(), n, dim, 1e-6f);
+      f.check(who + "layernorm", a, b, n * dim, tol);
     }
   }
   if (cand.supports(Op::Rope, DType::F32)) {
@@ -260,42 +296,52 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     for (int64_t i = 0; i < rope / 2; ++i) inv_freq[static_cast<size_t>(i)] = std::pow(10000.0f, -2.0f * float(i) / float(rope));
     for (RopeLayout layout : {RopeLayout::Interleaved, RopeLayout::HalfSplit}) {
       auto x = randn(n * heads * stride, rng);
-      Guarded a(n * heads * stride), b(n * heads * stride);
-      std::copy(x.begin(), x.end(), a.data());
-      std::copy(x.begin(), x.end(), b.data());
+      Act a(ref, x), b(cand, x);
       // Rotate dims [2, 2 + rope) of each head: the rest must stay as it was.
       ref.rope(layout, a.data() + 2, n, heads, stride, rope, pos0, inv_freq.data());
       cand.rope(layout, b.data() + 2, n, heads, stride, rope, pos0, inv_freq.data());
-      f.check(who + (layout == RopeLayout::Interleaved ? "rope interleaved" : "rope half-split"), a.begin(), b,
+      f.check(who + (layout == RopeLayout::Interleaved ? "rope interleaved" : "rope half-split"), a, b,
               n * heads * stride, tol);
     }
   }
   {
     const int64_t n = 101;
     auto g = randn(n, rng, 3.0f), u = randn(n, rng);
+    Act ga(ref, g), gb(cand, g), ua(ref, u), ub(cand, u);
     if (cand.supports(Op::SiluMul, DType::F32)) {
-      Guarded a(n), b(n);
-      ref.silu_mul(g.data(), u.data(), a.data(), n);
-      cand.silu_mul(g.data(), u.data(), b.data(), n);
-      f.check(who + "silu_mul", a.begin(), b, n, tol);
+      Act a(ref, n), b(cand, n);
+      ref.silu_mul(ga.data(), ua.data(), a.data(), n);
+      cand.silu_mul(gb.data(), ub.data(), b.data(), n);
+      f.check(who + "silu_mul", a, b, n, tol);
     }
     if (cand.supports(Op::Add, DType::F32)) {
-      Guarded a(n), b(n);
-      std::copy(g.begin(), g.end(), a.data());
-      std::copy(g.begin(), g.end(), b.data());
-      ref.add(a.data(), u.data(), n);
-      cand.add(b.data(), u.data(), n);
-      f.check(who + "add", a.begin(), b, n, tol);
+      Act a(ref, g), b(cand, g);
+      ref.add(a.data(), ua.data(), n);
+      cand.add(b.data(), ub.data(), n);
+      f.check(who + "add", a, b, n, tol);
     }
+  }
+  {
+    // The graph's data movement: strided rows, zeroing.
+    const int64_t rows = 5, ld_src = 23, ld_dst = 11, cols = 9;
+    auto src = randn(rows * ld_src, rng), dst = randn(rows * ld_dst, rng);
+    Act sa(ref, src), sb(cand, src), a(ref, dst), b(cand, dst);
+    ref.copy_rows(sa.data() + 4, ld_src, a.data() + 1, ld_dst, rows, cols);
+    cand.copy_rows(sb.data() + 4, ld_src, b.data() + 1, ld_dst, rows, cols);
+    f.check(who + "copy_rows", a, b, rows * ld_dst, 0.0);
+    ref.zero(a.data() + 3, 17);
+    cand.zero(b.data() + 3, 17);
+    f.check(who + "zero", a, b, rows * ld_dst, 0.0);
   }
   if (cand.supports(Op::Route, DType::F32)) {
     const RouterParams p{16, 4, 2, 4, 2.5f, true};
     const int64_t n = 7;
     auto logits = randn(n * p.n_experts, rng), bias = randn(p.n_experts, rng, 0.3f);
     std::vector<int32_t> ea(static_cast<size_t>(n * p.top_k)), eb(ea.size());
-    Guarded wa(n * p.top_k), wb(n * p.top_k);
-    ref.route(logits.data(), bias.data(), p, n, ea.data(), wa.data());
-    cand.route(logits.data(), bias.data(), p, n, eb.data(), wb.data());
+    Guarded wa(n * p.top_k), wb(n * p.top_k);  // host outputs
+    Act la(ref, logits), lb(cand, logits);
+    ref.route(la.data(), bias.data(), p, n, ea.data(), wa.data());
+    cand.route(lb.data(), bias.data(), p, n, eb.data(), wb.data());
     if (ea != eb) f.list.push_back(who + "route: different experts");
     f.check(who + "route weights", wa.begin(), wb, n * p.top_k, tol);
   }
@@ -311,13 +357,15 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       auto latent = randn((pos0 + n) * d.latent, rng), k_rope = randn((pos0 + n) * d.rope, rng);
       // Written in two pieces, as prefill then decode would.
       for (auto [be, c] : {std::pair{&ref, ca.get()}, std::pair{&cand, cb.get()}}) {
-        be->cache_store(*c, layer, 0, pos0, latent.data(), k_rope.data());
-        be->cache_store(*c, layer, pos0, n, latent.data() + pos0 * d.latent, k_rope.data() + pos0 * d.rope);
+        Act lat(*be, latent), kr(*be, k_rope);
+        be->cache_store(*c, layer, 0, pos0, lat.data(), kr.data());
+        be->cache_store(*c, layer, pos0, n, lat.data() + pos0 * d.latent, kr.data() + pos0 * d.rope);
       }
       auto q = randn(n * H * (d.nope + d.rope), rng);
+      Act qa(ref, q), qb(cand, q);
       const std::vector<std::vector<int32_t>> sel = {{0, 2, 6}, {1, 7}, {0, 1, 2, 3, 4, 5, 6, 7, 8}};
       for (bool sparse : {false, true}) {
-        Guarded a(n * H * d.v), b(n * H * d.v);
+        Act a(ref, n * H * d.v), b(cand, n * H * d.v);
         MlaArgs args;
         args.layer = layer;
         args.n = n;
@@ -325,16 +373,17 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
         args.heads = H;
         args.dims = d;
         args.scale = 0.3f;
-        args.q = q.data();
+        args.q = qa.data();
         args.selected = sparse ? &sel : nullptr;
         args.out = a.data();
         ref.mla_attention(*ca, args);
+        args.q = qb.data();
         args.out = b.data();
         cand.mla_attention(*cb, args);
         // A bf16 cache rounds latents, queries and probabilities to bf16 as well.
         const double tol = std::max(tolerance(dt), cand.cache_dtype() == DType::BF16 ? 1e-2 : 0.0);
         f.check(who + "cache_store+mla_attention" + (sparse ? " sparse" : " causal") + " [kv_b " + std::string(dtype_name(dt)) + "]",
-                a.begin(), b, n * H * d.v, tol);
+                a, b, n * H * d.v, tol);
       }
     }
   }
@@ -343,10 +392,12 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     const CacheShape shape{1, 3, 2, dim};
     auto ca = ref.make_cache(shape, 32), cb = cand.make_cache(shape, 32);
     auto keys = randn((pos0 + n) * dim, rng);
-    ref.cache_store_index_key(*ca, layer, 0, pos0 + n, keys.data());
-    cand.cache_store_index_key(*cb, layer, 0, pos0, keys.data());
-    cand.cache_store_index_key(*cb, layer, pos0, n, keys.data() + pos0 * dim);
+    Act ka(ref, keys), kb(cand, keys);
+    ref.cache_store_index_key(*ca, layer, 0, pos0 + n, ka.data());
+    cand.cache_store_index_key(*cb, layer, 0, pos0, kb.data());
+    cand.cache_store_index_key(*cb, layer, pos0, n, kb.data() + pos0 * dim);
     auto q = randn(n * heads * dim, rng), hw = randn(n * heads, rng);
+    Act qa(ref, q), qb(cand, q), ha(ref, hw), hb(cand, hw);
     IndexerArgs args;
     args.layer = layer;
     args.n = n;
@@ -355,31 +406,33 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
     args.dim = dim;
     args.top_k = top_k;
     args.scale = 0.2f;
-    args.q = q.data();
-    args.head_weight = hw.data();
+    IndexerArgs args_b = args;
+    args.q = qa.data();
+    args.head_weight = ha.data();
+    args_b.q = qb.data();
+    args_b.head_weight = hb.data();
     std::vector<std::vector<int32_t>> sa, sb;
     ref.indexer_topk(*ca, args, sa);
-    cand.indexer_topk(*cb, args, sb);
+    cand.indexer_topk(*cb, args_b, sb);
     if (sa != sb) f.list.push_back(who + "cache_store_index_key+indexer_topk: different selections");
     // Few visible positions: every one is selected.
-    args.pos0 = 0;
-    args.n = 2;
+    args.pos0 = args_b.pos0 = 0;
+    args.n = args_b.n = 2;
     ref.indexer_topk(*ca, args, sa);
-    cand.indexer_topk(*cb, args, sb);
+    cand.indexer_topk(*cb, args_b, sb);
     if (sa != sb || sb.size() != 2 || sb[1].size() != 2) f.list.push_back(who + "indexer_topk: short contexts differ");
   }
   for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16}) {
     if (!cand.supports_experts(q)) continue;
     for (int64_t T : {5, 37}) {
       ExpertProblem p(q, rng, T);
-      Guarded a(p.T * p.g.hidden), b(p.T * p.g.hidden);
-      std::fill(a.data(), a.data() + a.size(), 0.25f);
-      std::fill(b.data(), b.data() + b.size(), 0.25f);
-      ref.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), a.data());
-      cand.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), p.x.data(), b.data());
+      const std::vector<float> quarter(static_cast<size_t>(p.T * p.g.hidden), 0.25f);
+      Act a(ref, quarter), b(cand, quarter), xa(ref, p.x), xb(cand, p.x);
+      ref.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), xa.data(), a.data());
+      cand.expert_ffn(p.g, p.tasks.data(), static_cast<int64_t>(p.tasks.size()), xb.data(), b.data());
       // Packed-expert kernels round activations (int8 for q4/q8, bf16 for bf16).
       f.check(who + "expert_ffn [" + std::string(expert_quant_name(q)) + "] " + std::to_string(T) + " tokens",
-              a.begin(), b, p.T * p.g.hidden, q == ExpertQuant::BF16 ? 1e-2 : 3e-2);
+              a, b, p.T * p.g.hidden, q == ExpertQuant::BF16 ? 1e-2 : 3e-2);
     }
   }
   return f;
@@ -460,6 +513,10 @@ TEST_CASE("op harness: every registered backend matches the reference on every o
       const Failures f = compare(*ref, *cand, seed);
       for (const std::string& s : f.list) UNSCOPED_INFO(s);
       CHECK(f.list.empty());
+      if (const auto* g = dynamic_cast<const test::GuardedBackend*>(cand.get())) {
+        for (const std::string& s : g->violations()) UNSCOPED_INFO(s);
+        CHECK(g->violations().empty());
+      }
     }
   }
 }

@@ -10,6 +10,8 @@
 #include <set>
 #include <unistd.h>
 #include <sstream>
+#include <csignal>
+#include <sys/wait.h>
 
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/ops.h"
@@ -22,6 +24,7 @@
 #include "runtime/model/deepseek_model.h"
 #include "tools/moetier/convert.h"
 #include "tools/moetier/synthetic_model.h"
+#include "tests/unit/guarded_backend.h"
 
 using namespace mt;
 namespace fs = std::filesystem;
@@ -465,4 +468,78 @@ TEST_CASE("forward_batch equals decoding each sequence alone", "[runtime][batch]
     }
     fs::remove_all(dir);
   }
+}
+
+// What lets a GPU backend keep activations in VRAM: the graph reads and writes them only
+// through the backend. The guarded backend makes every direct touch fault.
+TEST_CASE("the graph touches activations only through the backend", "[runtime][seam]") {
+  for (ModelArch arch : {ModelArch::V3, ModelArch::V32}) {
+    const fs::path dir = make(arch == ModelArch::V3 ? "guard3" : "guard32", arch, true, 23);
+    auto wa = ModelWeights::load(dir), wb = ModelWeights::load(dir);
+    REQUIRE(wa.ok());
+    REQUIRE(wb.ok());
+    DeepSeekModel plain(std::move(*wa), cpu::make_reference_backend());
+    auto guarded_be = std::make_unique<test::GuardedBackend>(cpu::make_reference_backend());
+    test::GuardedBackend& guard = *guarded_be;
+    DeepSeekModel guarded(std::move(*wb), std::move(guarded_be));
+    int64_t named = 0;
+    guarded.set_tensor_callback([&](const char*, int64_t, TensorView t) { named += t.rows * t.cols > 0; });
+    const int64_t V = plain.config().vocab_size, topk = std::max<int64_t>(plain.config().index_topk, 4);
+    // A prompt longer than the indexer's top-k (V3.2 selects), then decode steps, then a batch.
+    std::vector<int32_t> prompt;
+    for (int64_t i = 0; i < topk + 7; ++i) prompt.push_back(static_cast<int32_t>((i * 389 + 3) % V));
+    auto ca = plain.make_cache(64), cb = guarded.make_cache(64), ca2 = plain.make_cache(64), cb2 = guarded.make_cache(64);
+    std::vector<float> la, lb;
+    REQUIRE(plain.forward(prompt, *ca, true, la).ok());
+    REQUIRE(guarded.forward(prompt, *cb, true, lb).ok());
+    CHECK(la == lb);
+    for (int step = 0; step < 3; ++step) {
+      const int32_t next[2] = {static_cast<int32_t>(7 + step), static_cast<int32_t>(40 + step)};
+      REQUIRE(plain.forward(std::span<const int32_t>(next, 1), *ca2, false, la).ok());
+      REQUIRE(guarded.forward(std::span<const int32_t>(next, 1), *cb2, false, lb).ok());
+      CHECK(la == lb);
+      backend::AttentionCache* pa[2] = {ca.get(), ca2.get()};
+      backend::AttentionCache* pb[2] = {cb.get(), cb2.get()};
+      REQUIRE(plain.forward_batch(next, pa, la).ok());
+      REQUIRE(guarded.forward_batch(next, pb, lb).ok());
+      CHECK(la == lb);
+    }
+    CHECK(named > 0);
+    for (const std::string& v : guard.violations()) UNSCOPED_INFO(v);
+    CHECK(guard.violations().empty());
+    for (const std::string& v : guard.unprepared()) UNSCOPED_INFO(v);
+    CHECK(guard.unprepared().empty());  // a GPU would copy such a vector on every use
+    CHECK(guard.live_buffers() == 0);  // every activation freed after each forward
+    fs::remove_all(dir);
+  }
+}
+
+TEST_CASE("the guarded backend faults a direct read and reports a foreign pointer", "[runtime][seam]") {
+  test::GuardedBackend guard(cpu::make_reference_backend());
+  auto buf = guard.alloc_activations(37);
+  const std::vector<float> ones(37, 1.0f);
+  guard.upload(ones.data(), buf->data(), 37);
+  std::vector<float> back(37, 0.0f);
+  guard.download(buf->data(), back.data(), 37);
+  CHECK(back == ones);
+  CHECK(guard.violations().empty());
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    signal(SIGSEGV, SIG_DFL);  // die of it, without the test framework's handler
+    volatile float v = buf->data()[3];  // a direct read, outside any op
+    (void)v;
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV));
+  std::vector<float> host(37, 2.0f);
+  guard.add(buf->data(), host.data(), 37);  // x on the host: breaks the contract
+  REQUIRE(guard.violations().size() == 1);
+  CHECK_THAT(guard.violations()[0], Catch::Contains("add"));
+  const float w[3] = {1, 1, 1};
+  guard.rmsnorm(buf->data(), w, buf->data(), 1, 3, 1e-6f);  // an unprepared constant vector
+  CHECK(guard.violations().size() == 1);
+  CHECK(guard.unprepared().size() == 1);
 }

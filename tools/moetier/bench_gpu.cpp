@@ -1,7 +1,7 @@
 // MLA decode (one token over a 32K latent cache, 128 heads, kv_b in bf16) as GB/s against the
 // device's own copy bandwidth; sparse MLA over 2048 selected rows; the V3.2 indexer's scores
-// and top-2048 per token at 32K and 128K. Each call goes through the backend seam (so it
-// includes the query's upload and the output's download), median of --runs.
+// and top-2048 per token at 32K and 128K. Each call goes through the backend seam on device
+// activations, timed to the device's completion; median of --runs.
 #include "tools/moetier/bench_gpu.h"
 
 #include <algorithm>
@@ -72,17 +72,27 @@ int bench_gpu(const Args& a, nlohmann::ordered_json& out) {
                             d);
   const int64_t T_idx = std::max<int64_t>(T, 131072);
   auto cache = be.make_cache(backend::CacheShape{1, d.latent, d.rope, 128}, T_idx);
+  // Host rows as device activations.
+  auto on_device = [&](const std::vector<float>& v) {
+    auto b = be.alloc_activations(static_cast<int64_t>(v.size()));
+    be.upload(v.data(), b->data(), b->size());
+    return b;
+  };
   for (int64_t p0 = 0; p0 < T_idx; p0 += 4096) {  // random latents, keys and index keys
     const int64_t n = std::min<int64_t>(4096, T_idx - p0);
-    auto lat = randn(size_t(n * d.latent), rng), kr = randn(size_t(n * d.rope), rng), ik = randn(size_t(n * 128), rng);
-    be.cache_store(*cache, 0, p0, n, lat.data(), kr.data());
-    be.cache_store_index_key(*cache, 0, p0, n, ik.data());
+    auto lat = on_device(randn(size_t(n * d.latent), rng)), kr = on_device(randn(size_t(n * d.rope), rng)),
+         ik = on_device(randn(size_t(n * 128), rng));
+    be.cache_store(*cache, 0, p0, n, lat->data(), kr->data());
+    be.cache_store_index_key(*cache, 0, p0, n, ik->data());
   }
-  auto q = randn(size_t(H * (d.nope + d.rope)), rng);
-  std::vector<float> o(size_t(H * d.v));
+  auto q = on_device(randn(size_t(H * (d.nope + d.rope)), rng));
+  auto o = be.alloc_activations(H * d.v);
   backend::MlaArgs m;
-  m.layer = 0, m.n = 1, m.pos0 = T - 1, m.heads = H, m.dims = d, m.scale = 0.07f, m.q = q.data(), m.out = o.data();
-  const double t_mla = time_median(*runs, [&] { be.mla_attention(*cache, m); });
+  m.layer = 0, m.n = 1, m.pos0 = T - 1, m.heads = H, m.dims = d, m.scale = 0.07f, m.q = q->data(), m.out = o->data();
+  const double t_mla = time_median(*runs, [&] {
+    be.mla_attention(*cache, m);
+    gpu::synchronize(be);
+  });
   const double mla_bytes = double(T) * double(d.latent + d.rope) * 2.0 + double(kvb.size()) * 2.0;
   const double mla_gbs = mla_bytes / t_mla / 1e9;
   std::printf("%-44s %9.3f ms  %7.0f GB/s  %5.1f%% of the copy traffic\n",
@@ -93,16 +103,19 @@ int bench_gpu(const Args& a, nlohmann::ordered_json& out) {
   std::vector<std::vector<int32_t>> sel(1);
   for (int32_t p = 0; p < 2048; ++p) sel[0].push_back(static_cast<int32_t>(int64_t(p) * (T / 2048)));
   m.selected = &sel;
-  const double t_sparse = time_median(*runs, [&] { be.mla_attention(*cache, m); });
+  const double t_sparse = time_median(*runs, [&] {
+    be.mla_attention(*cache, m);
+    gpu::synchronize(be);
+  });
   std::printf("%-44s %9.3f ms\n", "MLA sparse, 1 token, 2048 selected keys", t_sparse * 1e3);
   out["mla_sparse_2048_ms"] = t_sparse * 1e3;
 
   // The V3.2 indexer: 64 heads of 128, top-2048.
   for (int64_t keys : {T, T_idx}) {
-    auto iq = randn(size_t(64 * 128), rng), hw = randn(64, rng);
+    auto iq = on_device(randn(size_t(64 * 128), rng)), hw = on_device(randn(64, rng));
     backend::IndexerArgs ia;
     ia.layer = 0, ia.n = 1, ia.pos0 = keys - 1, ia.heads = 64, ia.dim = 128, ia.top_k = 2048;
-    ia.scale = 0.01f, ia.q = iq.data(), ia.head_weight = hw.data();
+    ia.scale = 0.01f, ia.q = iq->data(), ia.head_weight = hw->data();
     std::vector<std::vector<int32_t>> s;
     const double t = time_median(*runs, [&] { be.indexer_topk(*cache, ia, s); });
     std::printf("%-44s %9.3f ms\n", ("indexer + top-2048, 1 token, " + std::to_string(keys) + " keys").c_str(), t * 1e3);
