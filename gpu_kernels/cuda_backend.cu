@@ -15,6 +15,7 @@
 #include "gpu_kernels/cuda_ops.cuh"
 #include "gpu_kernels/gpu_layout.h"
 #include "gpu_kernels/gpu_probe.h"
+#include "gpu_kernels/graph_policy.h"
 
 namespace mt::gpu {
 
@@ -25,6 +26,7 @@ using backend::Op;
 
 constexpr uint64_t kVramReserve = uint64_t{1} << 30;  // for cuBLAS workspaces, the context, fragmentation
 constexpr int64_t kScoreBytes = int64_t{256} << 20;    // attention scores + probabilities per chunk of queries
+constexpr size_t kCublasWorkspace = size_t{32} << 20;  // set, so that cuBLAS allocates nothing inside a graph capture
 
 // A dense weight in VRAM, in its GPU form (gpu_layout.h).
 struct DeviceWeight {
@@ -132,8 +134,14 @@ class CudaBackend final : public backend::Backend {
  public:
   CudaBackend(std::unique_ptr<backend::Backend> host, const CudaOptions& o, std::shared_ptr<DeviceContext> ctx)
       : host_(std::move(host)), ctx_(std::move(ctx)), cache_bf16_(o.cache_dtype == DType::BF16), blas_(stream_.get()),
-        experts_(ctx_, /*resident=*/false), pool_(std::make_shared<ActivationPool>(ctx_)), keep_free_(o.keep_free) {
+        experts_(ctx_, /*resident=*/false), pool_(std::make_shared<ActivationPool>(ctx_)), policy_(o.graphs),
+        keep_free_(o.keep_free) {
     name_ = "cuda (" + ctx_->info.name + ") + " + host_->name();
+    blas_workspace_.ensure(kCublasWorkspace);
+    check(cublasSetWorkspace(blas_.get(), blas_workspace_.as(), kCublasWorkspace), "cublasSetWorkspace");
+  }
+  ~CudaBackend() override {
+    for (auto& [key, exec] : execs_) cudaGraphExecDestroy(exec);
   }
 
   const char* name() const override { return name_.c_str(); }
@@ -183,13 +191,15 @@ class CudaBackend final : public backend::Backend {
     return std::make_unique<DeviceActivations>(pool_, n);
   }
   void upload(const float* host, float* dst, int64_t n) override {
+    touch_host("upload");
     // Returns once pageable memory is staged: the caller may free `host` at once.
     if (n > 0) check(cudaMemcpyAsync(dst, host, size_t(n) * 4, cudaMemcpyHostToDevice, stream_.get()), "upload");
   }
   void download(const float* src, float* host, int64_t n) override {
+    touch_host("download");
     if (n <= 0) return;
     check(cudaMemcpyAsync(host, src, size_t(n) * 4, cudaMemcpyDeviceToHost, stream_.get()), "download");
-    stream_.sync("download");
+    synchronize();
   }
   void copy_rows(const float* src, int64_t ls, float* dst, int64_t ld, int64_t rows, int64_t cols) override {
     if (rows <= 0 || cols <= 0) return;
@@ -240,7 +250,7 @@ class CudaBackend final : public backend::Backend {
     cudaStream_t s = stream_.get();
     const void* xa = x;
     if (d->bf16) {
-      xb_.ensure(size_t(n * w.cols) * 2);
+      grow(xb_, size_t(n * w.cols) * 2);
       convert_rows(x, w.cols, xb_.as(), true, w.cols, n, w.cols, s);
       xa = xb_.as();
     }
@@ -309,11 +319,94 @@ class CudaBackend final : public backend::Backend {
 
   std::shared_ptr<DeviceContext> context() const { return ctx_; }
   // The ops' wait for the device, for a benchmark's timing.
-  void synchronize() { stream_.sync("synchronize"); }
+  void synchronize() {
+    stream_.sync("synchronize");
+    graveyard_.clear();  // no launched graph uses them any more
+  }
+  GraphPolicyStats graph_stats() const { return policy_.stats(); }
+
+  // One layer's attention block: recorded as a CUDA graph and launched at end_region when the
+  // policy says so (decode steps that need nothing from the host), else run op by op.
+  void begin_region(const backend::Region& r) override {
+    if (in_region_) throw DeviceError("begin_region: a region is already open");
+    in_region_ = true;
+    host_touches_ = 0;
+    key_ = RegionKey{r.layer, r.rows, r.sequences};
+    if (policy_.begin(key_, r.decode) == RegionAction::Capture) {
+      check(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeRelaxed), "begin graph capture");
+      capturing_ = true;
+    }
+  }
+  void end_region(bool completed) override {
+    in_region_ = false;
+    if (!capturing_) return policy_.end_eager(host_touches_ > 0);
+    capturing_ = false;
+    cudaGraph_t g = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_.get(), &g);
+    if (!completed) {  // unwinding: nothing to launch, and no throwing
+      if (g) cudaGraphDestroy(g);
+      cudaGetLastError();
+      return;
+    }
+    if (e != cudaSuccess || !g) {
+      cudaGetLastError();
+      policy_.end_capture(CaptureOutcome::Failed);
+      throw DeviceError("recording layer " + std::to_string(key_.layer) + "'s attention as a CUDA graph failed (" +
+                        cudaGetErrorString(e) + "); --gpu-graphs off runs it op by op");
+    }
+    cudaGraphExec_t& exec = execs_[key_];
+    CaptureOutcome outcome = CaptureOutcome::Updated;
+    if (exec) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec, g, &info) != cudaSuccess) {  // the ops changed shape: instantiate anew
+        cudaGetLastError();
+        cudaGraphExecDestroy(exec);
+        exec = nullptr;
+      }
+    }
+    cudaError_t le = cudaSuccess;
+    if (!exec) {
+      outcome = CaptureOutcome::Instantiated;
+      le = cudaGraphInstantiate(&exec, g, 0);
+      if (le != cudaSuccess) exec = nullptr;
+    }
+    if (le == cudaSuccess) le = cudaGraphLaunch(exec, stream_.get());
+    cudaGraphDestroy(g);
+    if (le != cudaSuccess) {
+      cudaGetLastError();
+      policy_.end_capture(CaptureOutcome::Failed);
+      throw DeviceError("launching layer " + std::to_string(key_.layer) + "'s attention graph failed (" +
+                        cudaGetErrorString(le) + "); --gpu-graphs off runs it op by op");
+    }
+    policy_.end_capture(outcome);
+  }
   const Status& setup() const { return setup_; }
   uint64_t dense_bytes_on_host() const { return host_bytes_; }
 
  private:
+  // Every host transfer passes here. In an eager region it marks the region as one that needs
+  // the host (not to be recorded); inside a recording it cannot happen, since the policy records
+  // only regions whose eager run needed nothing from the host, so it is an internal error.
+  void touch_host(const char* what) {
+    ++host_touches_;
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t g = nullptr;
+    cudaStreamEndCapture(stream_.get(), &g);
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    policy_.end_capture(CaptureOutcome::Failed);
+    throw DeviceError(std::string("internal error: ") + what + " in layer " + std::to_string(key_.layer) +
+                      "'s recorded attention graph; --gpu-graphs off runs it op by op");
+  }
+  // Scratch that grows with the context: with headroom, and during a recording the old buffer
+  // is kept until the next synchronisation, since ops recorded before may still use it.
+  void grow(DeviceBuffer& b, size_t bytes) {
+    if (bytes <= b.bytes()) return;
+    if (capturing_) graveyard_.push_back(std::move(b));
+    b.ensure(bytes + bytes / 4);
+  }
+
   void host_expert_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y) {
     std::string why;
     if (!gpu_expert_geometry_ok(g, &why)) return host_->expert_ffn(g, tasks, n_tasks, x, y);
@@ -369,8 +462,8 @@ class CudaBackend final : public backend::Backend {
               int64_t first_valid, int64_t heads, float scale, float* ctx) {
     cudaStream_t s = stream_.get();
     const bool cb = cache_bf16_;
-    scores_.ensure(size_t(M * T) * 4);
-    probs_.ensure(size_t(M * T) * esize(cb));
+    grow(scores_, size_t(M * T) * 4);
+    grow(probs_, size_t(M * T) * esize(cb));
     gemm_rm(blas_.get(), M, T, row, Mat{qcat, dt(cb), row}, Mat{keys, dt(cb), row}, true, scores_.as(), CUDA_R_32F, T);
     softmax_rows(scores_.as<float>(), T, M, T, causal, first_valid, heads, scale, probs_.as(), cb, T, s);
     gemm_rm(blas_.get(), M, R, T, Mat{probs_.as(), dt(cb), T}, Mat{keys, dt(cb), row}, false, ctx, CUDA_R_32F, R);
@@ -388,6 +481,14 @@ class CudaBackend final : public backend::Backend {
   std::unordered_map<const float*, DeviceBuffer> vectors_;     // prepared model vectors, by address
   std::shared_ptr<ActivationPool> pool_;
   std::vector<float> host_tmp_;                                // host side of ops that run there
+  // CUDA graphs of the attention regions.
+  GraphPolicy policy_;
+  std::map<RegionKey, cudaGraphExec_t> execs_;
+  RegionKey key_;
+  bool in_region_ = false, capturing_ = false;
+  int64_t host_touches_ = 0;
+  std::vector<DeviceBuffer> graveyard_;
+  DeviceBuffer blas_workspace_;
   std::vector<uint8_t> staging_;
   Status setup_ = ok_status();
   uint64_t keep_free_ = 0, host_bytes_ = 0;
@@ -411,19 +512,19 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
   // The queries (device rows), in kv_b's type for the absorption and in the cache's for the scores.
   const void* qw = a.q;
   if (wb) {
-    qw_.ensure(size_t(n * H * qk) * 2);
+    grow(qw_, size_t(n * H * qk) * 2);
     convert_rows(a.q, n * H * qk, qw_.as(), true, n * H * qk, 1, n * H * qk, s);
     qw = qw_.as();
   }
   // q_abs[t, h] = q_nope[t, h] W_UK_h, W_UK_h = kv_b rows [h (nope + v), + nope) : [nope, R].
-  qabs_.ensure(size_t(n * H * R) * 4);
+  grow(qabs_, size_t(n * H * R) * 4);
   gemm_rm(blas_.get(), n, R, d.nope, Mat{qw, dt(wb), H * qk, qk}, Mat{kvb.buf.as(), dt(wb), R, (d.nope + V) * R}, false,
           qabs_.as(), CUDA_R_32F, H * R, R, H);
-  qcat_.ensure(size_t(n * H * row) * esize(cb));
+  grow(qcat_, size_t(n * H * row) * esize(cb));
   convert_rows(qabs_.as<float>(), R, qcat_.as(), cb, row, n * H, R, s);
   convert_rows(a.q + d.nope, qk, qcat_.as<uint8_t>() + R * esize(cb), cb, row, n * H, d.rope, s);
 
-  ctx_f_.ensure(size_t(n * H * R) * 4);
+  grow(ctx_f_, size_t(n * H * R) * 4);
   const uint8_t* keys = c.kv_layer(a.layer);
   if (!a.selected) {
     // Queries in chunks, so the scores of a long prompt stay within kScoreBytes; each chunk
@@ -447,10 +548,11 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
       first[size_t(t) + 1] = static_cast<int64_t>(all.size());
       widest = std::max<int64_t>(widest, static_cast<int64_t>(sel.size()));
     }
-    idx_dev_.ensure(std::max<size_t>(all.size(), 1) * 4);
-    gathered_.ensure(size_t(widest * row) * esize(cb));
-    scores_.ensure(size_t(H * widest) * 4);
-    probs_.ensure(size_t(H * widest) * esize(cb));
+    grow(idx_dev_, std::max<size_t>(all.size(), 1) * 4);
+    grow(gathered_, size_t(widest * row) * esize(cb));
+    grow(scores_, size_t(H * widest) * 4);
+    grow(probs_, size_t(H * widest) * esize(cb));
+    touch_host("mla_attention's selection");
     check(cudaMemcpyAsync(idx_dev_.as(), all.data(), all.size() * 4, cudaMemcpyHostToDevice, s),
           "mla_attention: upload the selection");
     for (int64_t t = 0; t < n; ++t) {
@@ -466,7 +568,7 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
   }
   const void* ctxw = ctx_f_.as();
   if (wb) {
-    ctx_w_.ensure(size_t(n * H * R) * 2);
+    grow(ctx_w_, size_t(n * H * R) * 2);
     convert_rows(ctx_f_.as<float>(), R, ctx_w_.as(), true, R, n * H, R, s);
     ctxw = ctx_w_.as();
   }
@@ -493,8 +595,8 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
   // G [m * heads, keys] = q k^T, fp32 throughout (the selection must order scores as the CPU
   // does), for chunks of m queries so that G stays within kScoreBytes.
   const int64_t chunk = std::clamp<int64_t>(kScoreBytes / std::max<int64_t>(nh * total * 4, 1), 1, n);
-  scores_.ensure(size_t(chunk * nh * total) * 4);
-  sort_keys_.ensure(size_t(chunk * total) * 4);
+  grow(scores_, size_t(chunk * nh * total) * 4);
+  grow(sort_keys_, size_t(chunk * total) * 4);
   float* score = sort_keys_.as<float>();
   size_t temp_bytes = 0, temp2 = 0;
   check(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, static_cast<const float*>(nullptr),
@@ -504,11 +606,11 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
   check(cub::DeviceRadixSort::SortKeys(nullptr, temp2, static_cast<const int32_t*>(nullptr),
                                        static_cast<int32_t*>(nullptr), static_cast<int>(a.top_k), 0, 32, s),
         "indexer: sort temporary size");
-  sort_temp_.ensure(std::max(temp_bytes, temp2));
-  sort_vals_in_.ensure(size_t(total) * 4);
-  sort_vals_out_.ensure(size_t(total) * 4);
-  probs_.ensure(size_t(total) * 4);  // the sorted scores (unused)
-  sorted_.ensure(size_t(n * a.top_k) * 4);
+  grow(sort_temp_, std::max(temp_bytes, temp2));
+  grow(sort_vals_in_, size_t(total) * 4);
+  grow(sort_vals_out_, size_t(total) * 4);
+  grow(probs_, size_t(total) * 4);  // the sorted scores (unused)
+  grow(sorted_, size_t(n * a.top_k) * 4);
   iota(sort_vals_in_.as<int32_t>(), total, s);
   for (int64_t t0 = 0; t0 < n; t0 += chunk) {
     const int64_t m = std::min(chunk, n - t0), keys = pos0 + t0 + m;
@@ -531,8 +633,9 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
     }
   }
   std::vector<int32_t> all(size_t(n * a.top_k));
+  touch_host("indexer_topk");
   check(cudaMemcpyAsync(all.data(), sorted_.as(), all.size() * 4, cudaMemcpyDeviceToHost, s), "indexer: download");
-  stream_.sync("indexer_topk");
+  synchronize();
   for (int64_t t = 0; t < n; ++t) {
     std::vector<int32_t>& sel = selected[size_t(t)];
     const int64_t visible = pos0 + t + 1;

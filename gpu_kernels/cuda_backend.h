@@ -25,6 +25,7 @@ struct CudaOptions {
   uint64_t vram_limit = 0;           // bytes the backend may allocate; 0: free VRAM at start-up less 1 GiB
   DType cache_dtype = DType::BF16;   // the latent cache: BF16 or F32
   uint64_t keep_free = 0;            // VRAM that dense weights leave free (for the attention caches)
+  bool graphs = true;                // record decode steps' attention blocks as CUDA graphs (graph_policy.h)
 };
 
 // Errors when this build has no CUDA, or no usable GPU (with the probe's reason).

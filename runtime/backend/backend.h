@@ -133,6 +133,13 @@ class ActivationBuffer {
   int64_t n_ = 0;
 };
 
+// A stretch of ops that a backend may record and replay as one (a CUDA graph): one layer's
+// attention block in one step. `decode`: every sequence of the step has one row.
+struct Region {
+  int64_t layer = 0, rows = 0, sequences = 0;
+  bool decode = false;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -163,6 +170,13 @@ class Backend {
   // may keep a copy where its ops run. Such vectors are passed to ops as host pointers; one that
   // was not prepared is used as it is, for that call only.
   virtual void prepare_vector(const float* v, int64_t n) { (void)v, (void)n; }
+
+  // Between begin_region and end_region a backend may defer the ops until end_region (it
+  // records them, then launches the record). So inside a region the graph must not download, and
+  // an op whose result goes to the host (route, indexer_topk) makes the region one that a
+  // backend runs op by op. end_region(false) (an exception unwinding) drops what is deferred.
+  virtual void begin_region(const Region& r) { (void)r; }
+  virtual void end_region(bool completed) { (void)completed; }
 
   // Prepares absorbed attention for `layer` from its kv_b_proj [heads * (nope + v), latent].
   virtual void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims& dims) = 0;

@@ -87,7 +87,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   ExpertSchedulerOptions packed_opt = opt.packed;
   if (opt.gpu) {
     // Dense weights leave room for one sequence's attention caches and the ops' scratch.
-    gpu::CudaOptions co{opt.gpu_vram, opt.gpu_cache, 0};
+    gpu::CudaOptions co{opt.gpu_vram, opt.gpu_cache, 0, opt.gpu_graphs};
     if (auto c = peek_config(model_dir); c.ok()) {
       const uint64_t ctx_tokens = uint64_t(opt.context > 0 ? opt.context : std::min<int64_t>(4096, c->max_position_embeddings));
       const uint64_t per_token = uint64_t(c->kv_lora_rank + c->qk_rope_head_dim) * (opt.gpu_cache == DType::BF16 ? 2 : 4) +

@@ -30,6 +30,7 @@ struct EngineOptions {
   bool gpu = false;
   uint64_t gpu_vram = 0;         // VRAM the CUDA backend may use; 0: what is free less 1 GiB
   DType gpu_cache = DType::BF16;  // its latent cache: BF16 or F32
+  bool gpu_graphs = true;         // decode steps' attention blocks as CUDA graphs
   ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
   // Plan at start-up (`--plan auto`): when set, the engine asks the planner for the placement of
   // the store it opens, from the manifest it has already read and the machine profile this

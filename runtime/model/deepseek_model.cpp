@@ -144,16 +144,22 @@ Status DeepSeekModel::forward_segments(std::span<const int32_t> ids, std::span<c
   name("embed", -1, h, n, D);
 
   const float eps = static_cast<float>(c.rms_norm_eps);
+  const bool decode = std::all_of(segs.begin(), segs.end(), [](const Segment& sg) { return sg.n == 1; });
   for (int64_t L = 0; L < c.num_hidden_layers; ++L) {
     const LayerWeights& lw = w_.layers[static_cast<size_t>(L)];
-    be.rmsnorm(h, lw.attn_norm.data(), xn, n, D, eps);
-    name("attn_norm", L, xn, n, D);
     {
-      PartScope ps(*this, ModelPart::Attention);
-      build_attention(L, xn, n, segs, delta);
+      // The attention block as one region (a GPU may replay it as a graph); not while the
+      // tensor callback reads its intermediates.
+      RegionScope region(be, backend::Region{L, n, static_cast<int64_t>(segs.size()), decode}, !on_tensor_);
+      be.rmsnorm(h, lw.attn_norm.data(), xn, n, D, eps);
+      name("attn_norm", L, xn, n, D);
+      {
+        PartScope ps(*this, ModelPart::Attention);
+        build_attention(L, xn, n, segs, delta);
+      }
+      name("attn_out", L, delta, n, D);
+      be.add(h, delta, n * D);
     }
-    name("attn_out", L, delta, n, D);
-    be.add(h, delta, n * D);
 
     be.rmsnorm(h, lw.ffn_norm.data(), xn, n, D, eps);
     name("ffn_norm", L, xn, n, D);

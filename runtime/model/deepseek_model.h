@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <exception>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -100,6 +101,19 @@ class DeepSeekModel {
   void build_router(int64_t layer, const float* x, int64_t n, std::vector<int32_t>& experts, std::vector<float>& weights);
   // Shows `data` (backend memory) to the tensor callback, through a host copy.
   void name(const char* what, int64_t layer, const float* data, int64_t rows, int64_t cols) const;
+  // A backend region for the scope; ended as incomplete when an exception leaves it.
+  struct RegionScope {
+    backend::Backend& be;
+    bool on;
+    int exceptions;
+    RegionScope(backend::Backend& b, const backend::Region& r, bool enabled)
+        : be(b), on(enabled), exceptions(std::uncaught_exceptions()) {
+      if (on) be.begin_region(r);
+    }
+    ~RegionScope() noexcept(false) {
+      if (on) be.end_region(std::uncaught_exceptions() == exceptions);
+    }
+  };
   // Activation memory of the backend, for one forward.
   using Act = std::unique_ptr<backend::ActivationBuffer>;
   Act act(int64_t n) const;

@@ -161,6 +161,8 @@ def main():
     expect_error("--gpu neither on nor off", gen + ["--gpu", "maybe"], "--gpu", "maybe")
     expect_error("--gpu-vram without --gpu on", gen + ["--gpu-vram", "1G"], "--gpu-vram", "--gpu on")
     expect_error("--gpu-cache of an unknown type", gen + ["--gpu", "on", "--gpu-cache", "f16"], "--gpu-cache", "f16")
+    expect_error("--gpu-graphs neither on nor off", gen + ["--gpu", "on", "--gpu-graphs", "yes"], "--gpu-graphs", "yes")
+    expect_error("--gpu-graphs without --gpu on", gen + ["--gpu-graphs", "off"], "--gpu-graphs", "--gpu on")
     # Without a usable GPU (CI, this machine), --gpu on is one error that says why. With one,
     # the case does not apply, and is reported as skipped, not passed.
     p = subprocess.run(gen + ["--gpu", "on"], capture_output=True, text=True, timeout=300)

@@ -4,7 +4,9 @@
 // could not on a GPU, faults. Every activation pointer an op receives must lie, with its whole
 // extent, inside a live buffer of this backend. What breaks the contract without faulting is
 // listed in violations(); constant vectors used without prepare_vector (legal, but a GPU then
-// copies them per call) in unprepared().
+// copies them per call) in unprepared(). Regions (Backend::begin_region) are checked too: no
+// upload or download inside one, no nesting; ops inside one whose results go to the host (which
+// keep a GPU from recording the region) are listed in host_results_in_regions().
 #pragma once
 
 #include <sys/mman.h>
@@ -30,6 +32,20 @@ class GuardedBackend final : public backend::Backend {
 
   const std::vector<std::string>& violations() const { return violations_; }
   const std::vector<std::string>& unprepared() const { return unprepared_; }
+  const std::vector<std::string>& host_results_in_regions() const { return host_in_region_; }
+  int64_t regions(bool decode) const { return decode ? decode_regions_ : other_regions_; }
+
+  void begin_region(const backend::Region& r) override {
+    if (in_region_) violations_.push_back("begin_region: nested in another region");
+    in_region_ = true;
+    ++(r.decode ? decode_regions_ : other_regions_);
+    inner_->begin_region(r);
+  }
+  void end_region(bool completed) override {
+    if (!in_region_) violations_.push_back("end_region: no region open");
+    in_region_ = false;
+    inner_->end_region(completed);
+  }
   int64_t live_buffers() const { return static_cast<int64_t>(regions_.size()); }
 
   const char* name() const override { return name_.c_str(); }
@@ -53,10 +69,12 @@ class GuardedBackend final : public backend::Backend {
     return std::make_unique<Region>(*this, n);
   }
   void upload(const float* host, float* dst, int64_t n) override {
+    if (in_region_) violations_.push_back("upload inside a region");
     Open o(*this, "upload", {{dst, n}});
     inner_->upload(host, dst, n);
   }
   void download(const float* src, float* host, int64_t n) override {
+    if (in_region_) violations_.push_back("download inside a region");
     Open o(*this, "download", {{src, n}});
     inner_->download(src, host, n);
   }
@@ -104,6 +122,7 @@ class GuardedBackend final : public backend::Backend {
   }
   void route(const float* l, const float* b, const RouterParams& p, int64_t n, int32_t* e, float* w) override {
     if (b) vector_used("route", b, p.n_experts);
+    if (in_region_) host_in_region_.push_back("route");
     Open o(*this, "route", {{l, n * p.n_experts}});
     inner_->route(l, b, p, n, e, w);
   }
@@ -123,10 +142,12 @@ class GuardedBackend final : public backend::Backend {
   }
   void indexer_topk(backend::AttentionCache& c, const backend::IndexerArgs& a,
                     std::vector<std::vector<int32_t>>& s) override {
+    if (in_region_) host_in_region_.push_back("indexer_topk");
     Open o(*this, "indexer_topk", {{a.q, a.n * a.heads * a.dim}, {a.head_weight, a.n * a.heads}});
     inner_->indexer_topk(c, a, s);
   }
   void expert_ffn(const ExpertGeometry& g, const ExpertTask* t, int64_t n, const float* x, float* y) override {
+    if (in_region_) host_in_region_.push_back("expert_ffn");
     Open o(*this, "expert_ffn", {{x, 1}, {y, 1}});
     inner_->expert_ffn(g, t, n, x, y);
   }
@@ -188,8 +209,9 @@ class GuardedBackend final : public backend::Backend {
   std::string name_;
   std::set<const Region*> regions_;
   std::map<const float*, int64_t> prepared_;
-  std::vector<std::string> violations_, unprepared_;
-  bool open_ = false;
+  std::vector<std::string> violations_, unprepared_, host_in_region_;
+  bool open_ = false, in_region_ = false;
+  int64_t decode_regions_ = 0, other_regions_ = 0;
 };
 
 }  // namespace mt::test

@@ -505,6 +505,21 @@ TEST_CASE("the graph touches activations only through the backend", "[runtime][s
       CHECK(la == lb);
     }
     CHECK(named > 0);
+    // With the tensor callback set no region opens (its intermediates are read on the host);
+    // without it, each layer's attention block is one, and in V3 nothing in it needs the host.
+    CHECK(guard.regions(true) + guard.regions(false) == 0);
+    guarded.set_tensor_callback(nullptr);
+    const int32_t one = 9;
+    REQUIRE(plain.forward(std::span<const int32_t>(&one, 1), *ca, false, la).ok());
+    REQUIRE(guarded.forward(std::span<const int32_t>(&one, 1), *cb, false, lb).ok());
+    CHECK(la == lb);
+    REQUIRE(guarded.forward(prompt, *guarded.make_cache(64), false, lb).ok());
+    const int64_t layers = plain.config().num_hidden_layers;
+    CHECK(guard.regions(true) == layers);
+    CHECK(guard.regions(false) == layers);
+    std::set<std::string> host_ops(guard.host_results_in_regions().begin(), guard.host_results_in_regions().end());
+    if (arch == ModelArch::V3) CHECK(host_ops.empty());
+    else CHECK(host_ops == std::set<std::string>{"indexer_topk"});  // the V3.2 selection
     for (const std::string& v : guard.violations()) UNSCOPED_INFO(v);
     CHECK(guard.violations().empty());
     for (const std::string& v : guard.unprepared()) UNSCOPED_INFO(v);

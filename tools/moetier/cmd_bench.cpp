@@ -63,7 +63,7 @@ options:
   --ram-budget SIZE   expert RAM budget for `decode` (also --cache-policy, --no-prefetch,
                       --pread, as for generate)                                [all in RAM]
   --backend NAME      backend for `decode`: cpu or reference                          [cpu]
-  --gpu on|off        `decode` on the CUDA backend (EXPERIMENTAL), --gpu-vram SIZE, --gpu-cache T [off]
+  --gpu on|off        `decode` on the CUDA backend (EXPERIMENTAL), --gpu-vram SIZE, --gpu-cache T, --gpu-graphs on|off [off]
   -n N                decode tokens for `decode`                                       [32]
   --prompt-tokens N   prompt length for `decode` (its prefill is timed too)           [16]
   --batch N           sequences decoded together in one step by `decode` (batched

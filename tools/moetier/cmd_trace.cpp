@@ -50,6 +50,7 @@ packed expert stores (moetier convert, make-model --packed):
                      backend (EXPERIMENTAL: not yet verified on a GPU)               [off]
   --gpu-vram SIZE    VRAM the CUDA backend may use                   [free VRAM less 1 GiB]
   --gpu-cache T      its latent KV cache: bf16 or f32                                [bf16]
+  --gpu-graphs on|off  replay decode steps' attention blocks as CUDA graphs           [on]
 
 A prompt longer than the context (after --max-tokens-per-prompt) is an error; decoding stops
 early when the context is full or (without --ignore-eos) at the end-of-sentence token.

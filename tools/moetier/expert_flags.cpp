@@ -19,6 +19,7 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"gpu"});
   flags.push_back({"gpu-vram"});
   flags.push_back({"gpu-cache"});
+  flags.push_back({"gpu-graphs"});
 }
 
 Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
@@ -69,6 +70,11 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
     if (!eo.gpu) return make_error("--gpu-cache needs --gpu on");
     if (*v != "bf16" && *v != "f32") return make_error("--gpu-cache must be bf16 or f32, got '" + *v + "'");
     eo.gpu_cache = *v == "bf16" ? DType::BF16 : DType::F32;
+  }
+  if (auto v = a.get("gpu-graphs")) {
+    if (!eo.gpu) return make_error("--gpu-graphs needs --gpu on");
+    if (*v != "on" && *v != "off") return make_error("--gpu-graphs must be on or off, got '" + *v + "'");
+    eo.gpu_graphs = *v == "on";
   }
   if (auto plan = a.get("plan")) {
     if (*plan == "auto") {
