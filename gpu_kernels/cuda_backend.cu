@@ -690,6 +690,12 @@ uint64_t dense_bytes_on_host(const backend::Backend& be) {
   return cb ? cb->dense_bytes_on_host() : 0;
 }
 
+bool graph_stats(const backend::Backend& be, GraphPolicyStats& out) {
+  auto* cb = dynamic_cast<const CudaBackend*>(&be);
+  if (cb) out = cb->graph_stats();
+  return cb != nullptr;
+}
+
 void synchronize(backend::Backend& be) {
   if (auto* cb = dynamic_cast<CudaBackend*>(&be)) cb->synchronize();
 }

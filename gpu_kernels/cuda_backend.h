@@ -14,6 +14,7 @@
 
 #include <memory>
 
+#include "gpu_kernels/graph_policy.h"
 #include "runtime/backend/backend.h"
 #include "runtime/backend/expert_runner.h"
 #include "runtime/core/memory_budget.h"
@@ -42,5 +43,8 @@ uint64_t dense_bytes_on_host(const backend::Backend& be);
 // Waits until a CUDA backend's queued ops have finished (a benchmark's clock); nothing for any
 // other backend, whose ops finish before they return.
 void synchronize(backend::Backend& be);
+// How a CUDA backend ran its attention regions (eager, recorded, updated, instantiated); false
+// for any other backend.
+bool graph_stats(const backend::Backend& be, GraphPolicyStats& out);
 
 }  // namespace mt::gpu

@@ -30,5 +30,6 @@ const TierBudget* vram_accounting(const backend::Backend&) { return nullptr; }
 Status setup_status(const backend::Backend&) { return ok_status(); }
 uint64_t dense_bytes_on_host(const backend::Backend&) { return 0; }
 void synchronize(backend::Backend&) {}
+bool graph_stats(const backend::Backend&, GraphPolicyStats&) { return false; }
 
 }  // namespace mt::gpu

@@ -82,7 +82,8 @@ fi
 
 # The wide model (real expert shape, 2 layers x 64 experts, q4): half the experts in VRAM by
 # plan (described hardware: no probe; 6.8 GB of VRAM leaves 33 of 64 experts per layer after
-# the dense weights), the rest in RAM, against all on the CPU; interleaved, 3 runs each.
+# the dense weights), the rest in RAM, against all on the CPU, and with the attention blocks
+# run op by op (--gpu-graphs off); interleaved, 3 runs each.
 WORK=${TMPDIR:-/tmp}/moetier-gpu-check
 W=$WORK/wide-q4
 if [ "$(elapsed)" -lt 330 ]; then
@@ -97,6 +98,8 @@ if [ "$(elapsed)" -lt 330 ]; then
       timeout 60 $B/moetier bench decode --model "$W" -n 16 --json "$OUT/decode_cpu_$r.json" > "$OUT/decode_cpu_$r.log" 2>&1
       timeout 60 $B/moetier bench decode --model "$W" -n 16 --plan "$OUT/placement.json" --gpu on \
         --json "$OUT/decode_gpu_$r.json" > "$OUT/decode_gpu_$r.log" 2>&1
+      timeout 60 $B/moetier bench decode --model "$W" -n 16 --plan "$OUT/placement.json" --gpu on --gpu-graphs off \
+        --json "$OUT/decode_eager_$r.json" > "$OUT/decode_eager_$r.log" 2>&1
     done
     summary=$(python3 - "$OUT" <<'PY' 2>&1
 import glob, json, statistics, sys
@@ -109,8 +112,11 @@ def med(kind, key, sub=None):
         if x is not None: v.append(x)
     return statistics.median(v) if v else float("nan")
 c, g = med("cpu", "decode_tokens_per_s"), med("gpu", "decode_tokens_per_s")
+e = med("eager", "decode_tokens_per_s")
 h = med("gpu", "cpu_hidden_fraction", "hybrid")
-print(f"all CPU {c:.2f} tok/s, VRAM/RAM split {g:.2f} tok/s ({g / c:.2f}x); CPU expert time hidden {100 * h:.0f}%")
+gr, fl = med("gpu", "graphs", "attention_regions"), med("gpu", "failed", "attention_regions")
+print(f"all CPU {c:.2f} tok/s, VRAM/RAM split {g:.2f} tok/s ({g / c:.2f}x); CPU expert time hidden {100 * h:.0f}%; "
+      f"graphs off {e:.2f} tok/s (graphs on {g / e:.2f}x; {gr:.0f} blocks as graphs, {fl:.0f} failed)")
 PY
 )
     row "wide decode: split vs all-CPU" "" "$summary"

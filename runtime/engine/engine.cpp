@@ -163,6 +163,8 @@ uint64_t Engine::mapped_weight_bytes() const {
 
 const TierBudget* Engine::vram_accounting() const { return gpu::vram_accounting(model_->backend()); }
 
+bool Engine::graph_stats(gpu::GraphPolicyStats& out) const { return gpu::graph_stats(model_->backend(), out); }
+
 Result<TierBudget> Engine::ram_accounting() const {
   TierBudget ram("RAM");
   backend::Backend& be = model_->backend();

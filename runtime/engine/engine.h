@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_kernels/graph_policy.h"
 #include "runtime/core/status.h"
 #include "planner/machine_profile.h"
 #include "runtime/engine/expert_scheduler.h"
@@ -79,6 +80,8 @@ class Engine {
   uint64_t mapped_weight_bytes() const;
   // What the CUDA backend holds in VRAM, or null without one.
   const TierBudget* vram_accounting() const;
+  // The CUDA backend's attention regions so far (gpu_kernels/graph_policy.h); false without one.
+  bool graph_stats(gpu::GraphPolicyStats& out) const;
   // Time and weight bytes of later eval() calls by part of the model (null: stop); bench decode.
   void set_profile(StepProfile* p) { model_->set_profile(p); }
   // Every routing decision of later eval() calls goes to `f` (null: none); see DeepSeekModel.

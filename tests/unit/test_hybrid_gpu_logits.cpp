@@ -50,17 +50,20 @@ TEST_CASE("hybrid CPU/GPU logits equal the CPU's on tiny V3 and V3.2", "[.gpu]")
     cpu_opt.packed.show_progress = false;
     auto cpu = Engine::open(o.out, cpu_opt);
     REQUIRE(cpu.ok());
-    for (DType cache : {DType::BF16, DType::F32}) {
+    // Each cache precision with the decode steps' attention recorded as CUDA graphs, and the
+    // bf16 cache with them run op by op.
+    for (auto [cache, graphs] : {std::pair{DType::BF16, true}, std::pair{DType::F32, true}, std::pair{DType::BF16, false}}) {
       EngineOptions gpu_opt = cpu_opt;
       gpu_opt.gpu = true;
       gpu_opt.gpu_cache = cache;
+      gpu_opt.gpu_graphs = graphs;
       gpu_opt.packed.placement = pl;
       auto gpu = Engine::open(o.out, gpu_opt);
       if (!gpu.ok()) FAIL(gpu.error());
       const int64_t V = c.vocab_size;
       // Shorter than index_topk (dense attention) and longer (the selection drops keys).
       for (int64_t len : {int64_t{5}, c.index_topk + 13}) {
-        CAPTURE(arch == ModelArch::V3 ? "V3" : "V3.2", cache == DType::BF16 ? "bf16 cache" : "f32 cache", len);
+        CAPTURE(arch == ModelArch::V3 ? "V3" : "V3.2", cache == DType::BF16 ? "bf16 cache" : "f32 cache", graphs, len);
         std::vector<int32_t> prompt;
         for (int64_t i = 0; i < len; ++i) prompt.push_back(static_cast<int32_t>((i * 613 + 7) % V));
         (*cpu)->reset();
@@ -87,6 +90,13 @@ TEST_CASE("hybrid CPU/GPU logits equal the CPU's on tiny V3 and V3.2", "[.gpu]")
       REQUIRE(sched);
       CHECK(sched->stats().uses_vram > 0);
       CHECK(std::string(sched->vram_runner_name()) == "cuda");
+      gpu::GraphPolicyStats gs;
+      REQUIRE((*gpu)->graph_stats(gs));
+      CHECK(gs.failed == 0);
+      // V3's decode blocks need nothing from the host, so after the first step they run as
+      // graphs; V3.2's indexer selection keeps its blocks eager.
+      if (graphs && arch == ModelArch::V3) CHECK(gs.captured > 0);
+      if (!graphs) CHECK(gs.captured == 0);
     }
     fs::remove_all(o.out);
   }

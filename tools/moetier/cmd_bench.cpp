@@ -398,6 +398,14 @@ int bench_decode(const Args& a, json& out) {
   if (!ram) return std::fprintf(stderr, "error: %s\n", ram.error().c_str()), 1;
   std::printf("\nRAM the runtime holds (mapped weights excluded):\n%s", ram->report().c_str());
   if (const TierBudget* vram = e.vram_accounting()) std::printf("\nVRAM the CUDA backend holds:\n%s", vram->report().c_str());
+  if (gpu::GraphPolicyStats g; e.graph_stats(g)) {
+    std::printf("%-36s %lld eager / %lld as graphs (%lld updated, %lld instantiated, %lld failed, %lld back-offs)\n",
+                "attention blocks", static_cast<long long>(g.eager), static_cast<long long>(g.captured),
+                static_cast<long long>(g.updated), static_cast<long long>(g.instantiated),
+                static_cast<long long>(g.failed), static_cast<long long>(g.backoffs));
+    out["attention_regions"] = {{"eager", g.eager},         {"graphs", g.captured},   {"updated", g.updated},
+                                {"instantiated", g.instantiated}, {"failed", g.failed}, {"backoffs", g.backoffs}};
+  }
   const double accounted = double(ram->used() + e.mapped_weight_bytes());
   std::printf("%-36s %10s\n", "mapped weight files", format_bytes(double(e.mapped_weight_bytes())).c_str());
   std::printf("%-36s %10s  (%.1f%% of accounted: runtime + weight files)\n", "process RSS after decode",
