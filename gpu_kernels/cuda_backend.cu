@@ -13,6 +13,7 @@
 #include "gpu_kernels/cuda_elementwise.cuh"
 #include "gpu_kernels/cuda_experts.cuh"
 #include "gpu_kernels/cuda_ops.cuh"
+#include "gpu_kernels/fp8_cache_layout.h"
 #include "gpu_kernels/gpu_layout.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "gpu_kernels/graph_policy.h"
@@ -37,14 +38,16 @@ struct DeviceWeight {
 };
 
 // One sequence's caches in VRAM: per layer [max_tokens, latent + rope] (latent and rotated
-// key side by side, so one GEMM scores both parts) in the cache dtype, and the V3.2 index
-// keys [max_tokens, index_key] fp32 (the top-k must order scores as the CPU does).
+// key side by side, so one GEMM scores both parts) in BF16 or F32, or FP8 rows
+// (fp8_cache_layout.h) that attention dequantises to BF16; and the V3.2 index keys
+// [max_tokens, index_key] fp32 (the top-k must order scores as the CPU does).
 class CudaCache final : public AttentionCache {
  public:
-  CudaCache(const backend::CacheShape& s, int64_t max_tokens, bool bf16, std::shared_ptr<DeviceContext> ctx)
-      : AttentionCache(max_tokens), shape(s), bf16(bf16), ctx_(std::move(ctx)) {
+  CudaCache(const backend::CacheShape& s, int64_t max_tokens, DType type, std::shared_ptr<DeviceContext> ctx)
+      : AttentionCache(max_tokens), shape(s), type(type), fp8(fp8_row(s.latent, s.rope)), ctx_(std::move(ctx)) {
     row = s.latent + s.rope;
-    kv_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * uint64_t(row) * (bf16 ? 2 : 4);
+    row_bytes = type == DType::F8_E4M3 ? fp8.bytes : uint64_t(row) * (type == DType::BF16 ? 2 : 4);
+    kv_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * row_bytes;
     idx_bytes = uint64_t(s.layers) * uint64_t(max_tokens) * uint64_t(s.index_key) * 4;
     const Status st = ctx_->charge("attention caches", kv_bytes + idx_bytes);
     if (!st.ok()) throw DeviceError(st.error());
@@ -59,17 +62,18 @@ class CudaCache final : public AttentionCache {
   }
   ~CudaCache() override { ctx_->vram.release("attention caches", kv_bytes + idx_bytes); }
   size_t bytes() const override { return kv_bytes + idx_bytes; }
-  uint8_t* kv_layer(int64_t layer) const {
-    return kv.as<uint8_t>() + uint64_t(layer) * uint64_t(max_tokens()) * uint64_t(row) * (bf16 ? 2 : 4);
-  }
+  uint8_t* kv_layer(int64_t layer) const { return kv.as<uint8_t>() + uint64_t(layer) * uint64_t(max_tokens()) * row_bytes; }
   float* idx_layer(int64_t layer) const {
     return idx.as<float>() + uint64_t(layer) * uint64_t(max_tokens()) * uint64_t(shape.index_key);
   }
+  // What attention computes in: BF16 for BF16 and FP8 rows.
+  bool bf16() const { return type != DType::F32; }
 
   backend::CacheShape shape;
-  bool bf16;
-  int64_t row = 0;
-  uint64_t kv_bytes = 0, idx_bytes = 0;
+  DType type;
+  Fp8Row fp8;
+  int64_t row = 0;  // elements
+  uint64_t row_bytes = 0, kv_bytes = 0, idx_bytes = 0;
   DeviceBuffer kv, idx;
 
  private:
@@ -96,7 +100,11 @@ class ActivationPool {
       free_.erase(it);
       return b;
     }
-    const Status st = ctx_->charge("activations", bytes);
+    Status st = ctx_->charge("activations", bytes);
+    if (!st.ok() && !free_.empty()) {  // a long prompt's buffers, idle now: give them back and retry
+      trim();
+      st = ctx_->charge("activations", bytes);
+    }
     if (!st.ok()) throw DeviceError("activations: " + st.error());
     charged_ += bytes;
     DeviceBuffer b;
@@ -106,6 +114,11 @@ class ActivationPool {
   void give(DeviceBuffer b) {
     const size_t n = b.bytes();
     free_.emplace(n, std::move(b));
+  }
+  // Frees every idle buffer (cudaFree waits for the device, so none is still in use).
+  void trim() {
+    for (auto& [n, b] : free_) ctx_->vram.release("activations", n), charged_ -= n;
+    free_.clear();
   }
 
  private:
@@ -133,7 +146,7 @@ size_t esize(bool bf16) { return bf16 ? 2 : 4; }
 class CudaBackend final : public backend::Backend {
  public:
   CudaBackend(std::unique_ptr<backend::Backend> host, const CudaOptions& o, std::shared_ptr<DeviceContext> ctx)
-      : host_(std::move(host)), ctx_(std::move(ctx)), cache_bf16_(o.cache_dtype == DType::BF16), blas_(stream_.get()),
+      : host_(std::move(host)), ctx_(std::move(ctx)), cache_type_(o.cache_dtype), blas_(stream_.get()),
         experts_(ctx_, /*resident=*/false), pool_(std::make_shared<ActivationPool>(ctx_)), policy_(o.graphs),
         keep_free_(o.keep_free) {
     name_ = "cuda (" + ctx_->info.name + ") + " + host_->name();
@@ -150,7 +163,7 @@ class CudaBackend final : public backend::Backend {
   // with the activations copied over for that op.
   bool supports(Op op, DType w) const override { return host_->supports(op, w); }
   bool supports_experts(ExpertQuant q) const override { return host_->supports_experts(q); }
-  DType cache_dtype() const override { return cache_bf16_ ? DType::BF16 : DType::F32; }
+  DType cache_dtype() const override { return cache_type_; }
   uint64_t weight_bytes() const override { return host_->weight_bytes(); }  // RAM only; VRAM: vram_accounting
 
   // Called again for an address it has seen: the weight there is new (a test's reused
@@ -183,7 +196,7 @@ class CudaBackend final : public backend::Backend {
   }
 
   std::unique_ptr<AttentionCache> make_cache(const backend::CacheShape& s, int64_t max_tokens) override {
-    return std::make_unique<CudaCache>(s, max_tokens, cache_bf16_, ctx_);
+    return std::make_unique<CudaCache>(s, max_tokens, cache_type_, ctx_);
   }
 
   // Activations live in VRAM; the host reaches them only through these.
@@ -285,9 +298,10 @@ class CudaBackend final : public backend::Backend {
     auto& c = static_cast<CudaCache&>(cache);
     cudaStream_t s = stream_.get();
     const int64_t R = c.shape.latent, rope = c.shape.rope;
-    uint8_t* rows = c.kv_layer(layer) + uint64_t(pos0) * uint64_t(c.row) * esize(c.bf16);
-    convert_rows(latent, R, rows, c.bf16, c.row, n, R, s);
-    convert_rows(k_rope, rope, rows + R * esize(c.bf16), c.bf16, c.row, n, rope, s);
+    uint8_t* rows = c.kv_layer(layer) + uint64_t(pos0) * c.row_bytes;
+    if (c.type == DType::F8_E4M3) return store_fp8_rows(latent, k_rope, n, c.fp8, rows, s);
+    convert_rows(latent, R, rows, c.bf16(), c.row, n, R, s);
+    convert_rows(k_rope, rope, rows + R * esize(c.bf16()), c.bf16(), c.row, n, rope, s);
   }
 
   void cache_store_index_key(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* keys) override {
@@ -329,23 +343,35 @@ class CudaBackend final : public backend::Backend {
   // policy says so (decode steps that need nothing from the host), else run op by op.
   void begin_region(const backend::Region& r) override {
     if (in_region_) throw DeviceError("begin_region: a region is already open");
-    in_region_ = true;
     host_touches_ = 0;
     key_ = RegionKey{r.layer, r.rows, r.sequences};
     if (policy_.begin(key_, r.decode) == RegionAction::Capture) {
-      check(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeRelaxed), "begin graph capture");
+      const cudaError_t e = cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeRelaxed);
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        policy_.end_capture(CaptureOutcome::Failed);
+        throw DeviceError(std::string("starting to record layer ") + std::to_string(r.layer) +
+                          "'s attention as a CUDA graph: " + cudaGetErrorString(e) + "; --gpu-graphs off runs it op by op");
+      }
       capturing_ = true;
     }
+    in_region_ = true;
   }
   void end_region(bool completed) override {
     in_region_ = false;
-    if (!capturing_) return policy_.end_eager(host_touches_ > 0);
+    if (!capturing_) {
+      // An unwinding region may have stopped before the op that needed the host: learn nothing.
+      if (completed) policy_.end_eager(host_touches_ > 0);
+      else policy_.abandon();
+      return;
+    }
     capturing_ = false;
     cudaGraph_t g = nullptr;
     const cudaError_t e = cudaStreamEndCapture(stream_.get(), &g);
     if (!completed) {  // unwinding: nothing to launch, and no throwing
       if (g) cudaGraphDestroy(g);
       cudaGetLastError();
+      policy_.abandon();
       return;
     }
     if (e != cudaSuccess || !g) {
@@ -461,7 +487,7 @@ class CudaBackend final : public backend::Backend {
   void attend(const void* qcat, int64_t M, const void* keys, int64_t T, int64_t row, int64_t R, bool causal,
               int64_t first_valid, int64_t heads, float scale, float* ctx) {
     cudaStream_t s = stream_.get();
-    const bool cb = cache_bf16_;
+    const bool cb = cache_type_ != DType::F32;
     grow(scores_, size_t(M * T) * 4);
     grow(probs_, size_t(M * T) * esize(cb));
     gemm_rm(blas_.get(), M, T, row, Mat{qcat, dt(cb), row}, Mat{keys, dt(cb), row}, true, scores_.as(), CUDA_R_32F, T);
@@ -471,7 +497,7 @@ class CudaBackend final : public backend::Backend {
 
   std::unique_ptr<backend::Backend> host_;
   std::shared_ptr<DeviceContext> ctx_;
-  bool cache_bf16_ = true;
+  DType cache_type_ = DType::BF16;
   std::string name_;
   Stream stream_;
   Cublas blas_;
@@ -495,7 +521,7 @@ class CudaBackend final : public backend::Backend {
   // Per-op scratch, grown to the largest call and reused.
   DeviceBuffer xb_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, scores_, probs_, gathered_, idx_dev_, sort_keys_, sort_vals_in_,
       sort_vals_out_, sorted_, sort_temp_;
-  DeviceBuffer vec_tmp_[2];
+  DeviceBuffer vec_tmp_[2], deq_;
 };
 
 void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a) {
@@ -507,7 +533,7 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
     throw DeviceError("mla_attention: layer " + std::to_string(a.layer) + "'s kv_b is not in VRAM (" +
                       (setup_.ok() ? std::string("never loaded") : setup_.error()) + ")");
   const DeviceWeight& kvb = kvb_[size_t(a.layer)];
-  const bool wb = kvb.bf16, cb = c.bf16;
+  const bool wb = kvb.bf16, cb = c.bf16();
 
   // The queries (device rows), in kv_b's type for the absorption and in the cache's for the scores.
   const void* qw = a.q;
@@ -526,6 +552,11 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
 
   grow(ctx_f_, size_t(n * H * R) * 4);
   const uint8_t* keys = c.kv_layer(a.layer);
+  if (!a.selected && c.type == DType::F8_E4M3) {  // the rows attended to, as BF16
+    grow(deq_, size_t((a.pos0 + n) * row) * 2);
+    load_fp8_rows(keys, c.fp8, nullptr, a.pos0 + n, deq_.as(), row, s);
+    keys = deq_.as<uint8_t>();
+  }
   if (!a.selected) {
     // Queries in chunks, so the scores of a long prompt stay within kScoreBytes; each chunk
     // scores only the keys its last query can see.
@@ -561,7 +592,10 @@ void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a
         check(cudaMemsetAsync(ctx_f_.as<float>() + t * H * R, 0, size_t(H * R) * 4, s), "mla_attention: empty selection");
         continue;
       }
-      gather_rows(keys, row, esize(cb), idx_dev_.as<int32_t>() + first[size_t(t)], k, gathered_.as(), row, s);
+      if (c.type == DType::F8_E4M3)
+        load_fp8_rows(keys, c.fp8, idx_dev_.as<int32_t>() + first[size_t(t)], k, gathered_.as(), row, s);
+      else
+        gather_rows(keys, row, esize(cb), idx_dev_.as<int32_t>() + first[size_t(t)], k, gathered_.as(), row, s);
       attend(qcat_.as<uint8_t>() + t * H * row * esize(cb), H, gathered_.as(), k, row, R, false, 0, H, a.scale,
              ctx_f_.as<float>() + t * H * R);
     }
@@ -652,8 +686,8 @@ void CudaBackend::indexer_topk(AttentionCache& cache, const backend::IndexerArgs
 Result<std::unique_ptr<backend::Backend>> make_cuda_backend(std::unique_ptr<backend::Backend> host, const CudaOptions& o) {
   const GpuInfo info = probe_gpu();
   if (!info.available) return make_error("--gpu on: no usable GPU (" + info.reason + ")");
-  if (o.cache_dtype != DType::BF16 && o.cache_dtype != DType::F32)
-    return make_error("the CUDA backend's attention cache is bf16 or f32");
+  if (o.cache_dtype != DType::BF16 && o.cache_dtype != DType::F32 && o.cache_dtype != DType::F8_E4M3)
+    return make_error("the CUDA backend's attention cache is bf16, f32 or fp8");
   const uint64_t free_b = uint64_t(info.free_bytes);
   uint64_t limit = o.vram_limit ? o.vram_limit : (free_b > kVramReserve ? free_b - kVramReserve : 0);
   if (limit == 0) return make_error("--gpu on: " + info.name + " has less than 1 GiB of free memory");

@@ -50,7 +50,9 @@ __global__ void layernorm_kernel(const float* x, const float* w, const float* b,
   sq = block_sum(sq, shared);
   const float inv = static_cast<float>(1.0 / sqrt(sq / double(dim) + eps));
   const float meanf = static_cast<float>(mean);
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yt[i] = (xt[i] - meanf) * inv * w[i] + b[i];
+  // Rounded op by op (no fused multiply-add), as the CPU reference computes it.
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x)
+    yt[i] = __fadd_rn(__fmul_rn(__fmul_rn(__fsub_rn(xt[i], meanf), inv), w[i]), b[i]);
 }
 
 // One thread per rotated pair.
@@ -64,8 +66,8 @@ __global__ void rope_kernel(bool interleaved, float* x, int64_t n, int64_t heads
   const float c = static_cast<float>(cos(double(phi))), s = static_cast<float>(sin(double(phi)));
   const int64_t i0 = interleaved ? 2 * k : k, i1 = interleaved ? 2 * k + 1 : k + half;
   const float a = v[i0], b = v[i1];
-  v[i0] = a * c - b * s;
-  v[i1] = a * s + b * c;
+  v[i0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));  // no fused multiply-add: as the CPU rounds
+  v[i1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
 }
 
 __global__ void silu_mul_kernel(const float* g, const float* u, float* out, int64_t n) {

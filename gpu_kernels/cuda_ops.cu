@@ -266,4 +266,42 @@ void expert_ffn(const ExpertGeometry& g, const GpuExpertLayout& L, const DeviceE
   check(cudaGetLastError(), "expert down kernel launch");
 }
 
+namespace {
+
+// One thread per (position, latent block); the block after the last writes the rotated key.
+__global__ void store_fp8_kernel(const float* latent, const float* k_rope, int64_t n, Fp8Row L, uint8_t* rows) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * (L.blocks + 1)) return;
+  const int64_t t = i / (L.blocks + 1), b = i % (L.blocks + 1);
+  uint8_t* row = rows + uint64_t(t) * L.bytes;
+  if (b < L.blocks) fp8_store_block(latent + t * L.latent, L, b, row);
+  else fp8_store_rope(k_rope + t * L.rope, L, row);
+}
+
+__global__ void load_fp8_kernel(const uint8_t* rows, Fp8Row L, const int32_t* idx, int64_t n, __nv_bfloat16* out,
+                                int64_t ld_out) {
+  const int64_t width = L.latent + L.rope;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * width) return;
+  const int64_t r = i / width, j = i % width;
+  const int64_t src = idx ? int64_t(idx[r]) : r;
+  out[r * ld_out + j] = __float2bfloat16_rn(fp8_load(rows + uint64_t(src) * L.bytes, L, j));
+}
+
+}  // namespace
+
+void store_fp8_rows(const float* latent, const float* k_rope, int64_t n, const Fp8Row& L, uint8_t* rows, cudaStream_t s) {
+  if (n <= 0) return;
+  store_fp8_kernel<<<blocks_for(n * (L.blocks + 1)), kThreads, 0, s>>>(latent, k_rope, n, L, rows);
+  check(cudaGetLastError(), "store_fp8_rows kernel");
+}
+
+void load_fp8_rows(const uint8_t* rows, const Fp8Row& L, const int32_t* idx, int64_t n, void* out_bf16, int64_t ld_out,
+                   cudaStream_t s) {
+  if (n <= 0) return;
+  load_fp8_kernel<<<blocks_for(n * (L.latent + L.rope)), kThreads, 0, s>>>(rows, L, idx, n,
+                                                                        static_cast<__nv_bfloat16*>(out_bf16), ld_out);
+  check(cudaGetLastError(), "load_fp8_rows kernel");
+}
+
 }  // namespace mt::gpu

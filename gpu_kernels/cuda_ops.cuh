@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "gpu_kernels/fp8_cache_layout.h"
 #include "gpu_kernels/gpu_layout.h"
 
 namespace mt::gpu {
@@ -30,6 +31,13 @@ void softmax_rows(const float* S, int64_t ld_s, int64_t rows, int64_t cols, bool
 void indexer_scores(const float* G, int64_t total, const float* w, int64_t n, int64_t heads, int64_t first_visible,
                     float scale, float* score, cudaStream_t s);
 void iota(int32_t* v, int64_t n, cudaStream_t s);
+
+// FP8 cache rows (fp8_cache_layout.h): n positions from latent [n, L.latent] and k_rope
+// [n, L.rope] fp32 into rows (L.bytes apart); and rows idx[i] (or i when idx is null) back as
+// bf16 [n, L.latent + L.rope], ld_out elements apart.
+void store_fp8_rows(const float* latent, const float* k_rope, int64_t n, const Fp8Row& L, uint8_t* rows, cudaStream_t s);
+void load_fp8_rows(const uint8_t* rows, const Fp8Row& L, const int32_t* idx, int64_t n, void* out_bf16, int64_t ld_out,
+                   cudaStream_t s);
 
 // One routed-expert task on the device: `n` rows of the batch (rows[off .. off+n) of the
 // token and weight arrays) through the expert at `blob` (GPU layout).

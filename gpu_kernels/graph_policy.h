@@ -1,6 +1,6 @@
 // When the CUDA backend records a region of ops as a CUDA graph and replays it, and when it
 // runs them one by one (eager). Host-only logic, built in every build and tested on the CPU
-// (tests/unit/test_graph_policy.cpp); gpu_kernels/cuda_backend.cu acts on its answers.
+// (tests/unit/test_gpu_graph_policy.cpp); gpu_kernels/cuda_backend.cu acts on its answers.
 //
 // A region is one layer's attention block of one step (runtime/backend/backend.h,
 // Backend::begin_region). Capture pays when a region is launched often with the same ops:
@@ -14,8 +14,11 @@
 //    vector, the indexer's selection cannot be captured); the first sighting also lets scratch
 //    grow before any capture;
 //  - a capture that failed: eager for good for that key;
-//  - more than half of the last kWindow captures re-instantiated: eager for a back-off that
-//    doubles each time (kBackoff0 .. kBackoffMax steps), then captures again.
+//  - more than half of a window of kWindow captures re-instantiated (windows follow one
+//    another, they do not slide): eager for a back-off that doubles each time (kBackoff0 ..
+//    kBackoffMax steps), then captures again.
+// Recording costs the host about what launching the ops one by one does; what a graph saves is
+// the GPU's idle time between small kernels. scripts/gpu_check.sh measures both ways.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +53,8 @@ class GraphPolicy {
   // or a capture's outcome.
   void end_eager(bool needed_host);
   void end_capture(CaptureOutcome o);
+  // The region begin() answered was abandoned (an exception): nothing is learnt from it.
+  void abandon() { current_ = nullptr; }
 
   const GraphPolicyStats& stats() const { return stats_; }
   bool enabled() const { return enabled_; }

@@ -7,6 +7,7 @@
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/cuda_backend.h"
+#include "gpu_kernels/fp8_cache_layout.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "planner/dense_format.h"
 #include "planner/plan_report.h"
@@ -90,8 +91,10 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     gpu::CudaOptions co{opt.gpu_vram, opt.gpu_cache, 0, opt.gpu_graphs};
     if (auto c = peek_config(model_dir); c.ok()) {
       const uint64_t ctx_tokens = uint64_t(opt.context > 0 ? opt.context : std::min<int64_t>(4096, c->max_position_embeddings));
-      const uint64_t per_token = uint64_t(c->kv_lora_rank + c->qk_rope_head_dim) * (opt.gpu_cache == DType::BF16 ? 2 : 4) +
-                                 (c->arch == ModelArch::V32 ? uint64_t(c->index_head_dim) * 4 : 0);
+      const uint64_t row = opt.gpu_cache == DType::F8_E4M3
+                               ? gpu::fp8_row(c->kv_lora_rank, c->qk_rope_head_dim).bytes
+                               : uint64_t(c->kv_lora_rank + c->qk_rope_head_dim) * (opt.gpu_cache == DType::BF16 ? 2 : 4);
+      const uint64_t per_token = row + (c->arch == ModelArch::V32 ? uint64_t(c->index_head_dim) * 4 : 0);
       co.keep_free = uint64_t(c->num_hidden_layers) * ctx_tokens * per_token + (uint64_t{512} << 20);
     }
     MT_ASSIGN(be, gpu::make_cuda_backend(std::move(be), co));

@@ -30,7 +30,7 @@ struct EngineOptions {
   // VRAM tier's experts, with `backend` as its host backend; an error when there is no GPU.
   bool gpu = false;
   uint64_t gpu_vram = 0;         // VRAM the CUDA backend may use; 0: what is free less 1 GiB
-  DType gpu_cache = DType::BF16;  // its latent cache: BF16 or F32
+  DType gpu_cache = DType::BF16;  // its latent cache: BF16, F32 or F8_E4M3 (gpu_kernels/fp8_cache_layout.h)
   bool gpu_graphs = true;         // decode steps' attention blocks as CUDA graphs
   ExpertSchedulerOptions packed;  // for a packed expert store (moetier convert / make-model --packed)
   // Plan at start-up (`--plan auto`): when set, the engine asks the planner for the placement of

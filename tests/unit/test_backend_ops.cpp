@@ -48,8 +48,8 @@ std::vector<Registered> backends_under_test() {
                  [level] { return cpu::make_cpu_backend(cpu::ExpertKernelConfig{level, -1}); }});
   // The CUDA backend where there is a GPU, with each latent-cache precision.
   if (gpu::probe_gpu().available)
-    for (DType cache : {DType::BF16, DType::F32})
-      v.push_back({cache == DType::BF16 ? "cuda (bf16 cache)" : "cuda (f32 cache)", [cache] {
+    for (DType cache : {DType::BF16, DType::F32, DType::F8_E4M3})
+      v.push_back({cache == DType::BF16 ? "cuda (bf16 cache)" : cache == DType::F32 ? "cuda (f32 cache)" : "cuda (fp8 cache)", [cache] {
                      auto be = gpu::make_cuda_backend(cpu::make_cpu_backend({}), gpu::CudaOptions{0, cache});
                      if (!be.ok()) FAIL(be.error());
                      return std::move(*be);
@@ -380,8 +380,10 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
         args.q = qb.data();
         args.out = b.data();
         cand.mla_attention(*cb, args);
-        // A bf16 cache rounds latents, queries and probabilities to bf16 as well.
-        const double tol = std::max(tolerance(dt), cand.cache_dtype() == DType::BF16 ? 1e-2 : 0.0);
+        // A bf16 cache rounds latents, queries and probabilities to bf16 as well; an fp8 cache
+        // keeps latents to 3 mantissa bits.
+        const DType cd = cand.cache_dtype();
+        const double tol = std::max(tolerance(dt), cd == DType::BF16 ? 1e-2 : cd == DType::F8_E4M3 ? 8e-2 : 0.0);
         f.check(who + "cache_store+mla_attention" + (sparse ? " sparse" : " causal") + " [kv_b " + std::string(dtype_name(dt)) + "]",
                 a, b, n * H * d.v, tol);
       }
@@ -585,5 +587,5 @@ TEST_CASE("op harness: on a GPU machine the CUDA backend is under test", "[.gpu]
   REQUIRE(info.available);
   int cuda = 0;
   for (const Registered& r : backends_under_test()) cuda += std::string(r.name).rfind("cuda", 0) == 0;
-  CHECK(cuda == 2);
+  CHECK(cuda == 3);
 }

@@ -99,3 +99,20 @@ TEST_CASE("graph policy: a window with half re-instantiated does not back off", 
               RegionAction::Capture);
   CHECK(p.stats().backoffs == 0);
 }
+
+TEST_CASE("graph policy: an abandoned region teaches nothing", "[gpu][graphs]") {
+  GraphPolicy p(true);
+  const RegionKey k{7, 1, 1};
+  // Unwinding before the op that needs the host: the key must not be taken as clean.
+  CHECK(p.begin(k, true) == RegionAction::Eager);
+  p.abandon();
+  p.end_eager(false);  // a stray report after abandon is ignored
+  CHECK(step(p, k, true, /*needed_host=*/true) == RegionAction::Eager);
+  CHECK(step(p, k, true, /*needed_host=*/true) == RegionAction::Eager);
+  // A recording dropped by an exception does not break the key either.
+  CHECK(step(p, k, true, false) == RegionAction::Eager);
+  CHECK(p.begin(k, true) == RegionAction::Capture);
+  p.abandon();
+  CHECK(step(p, k, true) == RegionAction::Capture);
+  CHECK(p.stats().failed == 0);
+}

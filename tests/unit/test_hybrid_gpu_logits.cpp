@@ -52,7 +52,8 @@ TEST_CASE("hybrid CPU/GPU logits equal the CPU's on tiny V3 and V3.2", "[.gpu]")
     REQUIRE(cpu.ok());
     // Each cache precision with the decode steps' attention recorded as CUDA graphs, and the
     // bf16 cache with them run op by op.
-    for (auto [cache, graphs] : {std::pair{DType::BF16, true}, std::pair{DType::F32, true}, std::pair{DType::BF16, false}}) {
+    for (auto [cache, graphs] : {std::pair{DType::BF16, true}, std::pair{DType::F32, true}, std::pair{DType::BF16, false},
+                                 std::pair{DType::F8_E4M3, true}}) {
       EngineOptions gpu_opt = cpu_opt;
       gpu_opt.gpu = true;
       gpu_opt.gpu_cache = cache;
@@ -63,7 +64,7 @@ TEST_CASE("hybrid CPU/GPU logits equal the CPU's on tiny V3 and V3.2", "[.gpu]")
       const int64_t V = c.vocab_size;
       // Shorter than index_topk (dense attention) and longer (the selection drops keys).
       for (int64_t len : {int64_t{5}, c.index_topk + 13}) {
-        CAPTURE(arch == ModelArch::V3 ? "V3" : "V3.2", cache == DType::BF16 ? "bf16 cache" : "f32 cache", graphs, len);
+        CAPTURE(arch == ModelArch::V3 ? "V3" : "V3.2", std::string(dtype_name(cache)), graphs, len);
         std::vector<int32_t> prompt;
         for (int64_t i = 0; i < len; ++i) prompt.push_back(static_cast<int32_t>((i * 613 + 7) % V));
         (*cpu)->reset();
@@ -77,8 +78,9 @@ TEST_CASE("hybrid CPU/GPU logits equal the CPU's on tiny V3 and V3.2", "[.gpu]")
           const int64_t rows = static_cast<int64_t>(a.size()) / V;
           for (int64_t r = 0; r < rows; ++r) {
             CAPTURE(step, r);
-            CHECK(argmax(&a[r * V], V) == argmax(&b[r * V], V));
-            CHECK(cosine(&a[r * V], &b[r * V], V) > 0.999);
+            // FP8 latents (3 mantissa bits) may flip a near tie; the others may not.
+            if (cache != DType::F8_E4M3) CHECK(argmax(&a[r * V], V) == argmax(&b[r * V], V));
+            CHECK(cosine(&a[r * V], &b[r * V], V) > (cache == DType::F8_E4M3 ? 0.99 : 0.999));
           }
           next = static_cast<int32_t>(argmax(&a[(rows - 1) * V], V));
           if (step == 4) break;

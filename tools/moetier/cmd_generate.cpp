@@ -39,7 +39,7 @@ packed expert stores (moetier convert, make-model --packed):
   --gpu on|off       run attention, dense weights and the plan's VRAM experts on the CUDA
                      backend (EXPERIMENTAL: not yet verified on a GPU)               [off]
   --gpu-vram SIZE    VRAM the CUDA backend may use                   [free VRAM less 1 GiB]
-  --gpu-cache T      its latent KV cache: bf16 or f32                                [bf16]
+  --gpu-cache T      its latent KV cache: bf16, f32 or fp8 (half bf16's VRAM)         [bf16]
   --gpu-graphs on|off  replay decode steps' attention blocks as CUDA graphs           [on]
 )";
 

@@ -68,8 +68,9 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
   }
   if (auto v = a.get("gpu-cache")) {
     if (!eo.gpu) return make_error("--gpu-cache needs --gpu on");
-    if (*v != "bf16" && *v != "f32") return make_error("--gpu-cache must be bf16 or f32, got '" + *v + "'");
-    eo.gpu_cache = *v == "bf16" ? DType::BF16 : DType::F32;
+    if (*v != "bf16" && *v != "f32" && *v != "fp8")
+      return make_error("--gpu-cache must be bf16, f32 or fp8, got '" + *v + "'");
+    eo.gpu_cache = *v == "bf16" ? DType::BF16 : *v == "fp8" ? DType::F8_E4M3 : DType::F32;
   }
   if (auto v = a.get("gpu-graphs")) {
     if (!eo.gpu) return make_error("--gpu-graphs needs --gpu on");
