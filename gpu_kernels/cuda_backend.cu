@@ -285,12 +285,22 @@ class CudaBackend final : public backend::Backend {
     gpu::silu_mul(g, u, out, n, stream_.get());
   }
   void add(float* acc, const float* x, int64_t n) override { add_into(acc, x, n, stream_.get()); }
-  // The group-limited top-k runs on the host, where its result is needed (a few hundred
-  // logits a token).
+  // The group-limited top-k on the GPU (router_topk.h); only the choices come down.
   void route(const float* l, const float* b, const RouterParams& p, int64_t n, int32_t* e, float* w) override {
-    host_tmp_.resize(size_t(n * p.n_experts));
-    download(l, host_tmp_.data(), n * p.n_experts);
-    host_->route(host_tmp_.data(), b, p, n, e, w);
+    if (!gpu_router_ok(p)) {  // more experts or groups than the kernel's arrays hold
+      host_tmp_.resize(size_t(n * p.n_experts));
+      download(l, host_tmp_.data(), n * p.n_experts);
+      return host_->route(host_tmp_.data(), b, p, n, e, w);
+    }
+    const int64_t k = n * p.top_k;
+    grow(route_out_, size_t(k) * 8);
+    int32_t* de = route_out_.as<int32_t>();
+    float* dw = reinterpret_cast<float*>(de + k);
+    route_tokens(l, b ? vec(b, p.n_experts, 0) : nullptr, p, n, de, dw, stream_.get());
+    touch_host("route");
+    check(cudaMemcpyAsync(e, de, size_t(k) * 4, cudaMemcpyDeviceToHost, stream_.get()), "route: download");
+    check(cudaMemcpyAsync(w, dw, size_t(k) * 4, cudaMemcpyDeviceToHost, stream_.get()), "route: download");
+    synchronize();
   }
 
   void cache_store(AttentionCache& cache, int64_t layer, int64_t pos0, int64_t n, const float* latent,
@@ -521,7 +531,7 @@ class CudaBackend final : public backend::Backend {
   // Per-op scratch, grown to the largest call and reused.
   DeviceBuffer xb_, qw_, qabs_, qcat_, ctx_f_, ctx_w_, scores_, probs_, gathered_, idx_dev_, sort_keys_, sort_vals_in_,
       sort_vals_out_, sorted_, sort_temp_;
-  DeviceBuffer vec_tmp_[2], deq_;
+  DeviceBuffer vec_tmp_[2], deq_, route_out_;
 };
 
 void CudaBackend::mla_attention(AttentionCache& cache, const backend::MlaArgs& a) {

@@ -4,7 +4,7 @@
 // queued on one stream without waiting; the host is waited for only where it needs a result
 // (the router's choices, the indexer's selection, the routed experts' input, the logits). A
 // host backend computes what stays in RAM (dense weights that did not fit, the embedding
-// table) and the router's top-k. The VRAM tier's experts run through make_cuda_expert_runner,
+// table). The VRAM tier's experts run through make_cuda_expert_runner,
 // asynchronously, while the CPU computes the RAM tier.
 // Every VRAM allocation is charged to one budget (vram_accounting).
 //

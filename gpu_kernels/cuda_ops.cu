@@ -304,4 +304,22 @@ void load_fp8_rows(const uint8_t* rows, const Fp8Row& L, const int32_t* idx, int
   check(cudaGetLastError(), "load_fp8_rows kernel");
 }
 
+namespace {
+// One thread per token: a token's routing is a few thousand compares, and its arrays are per
+// thread.
+__global__ void route_kernel(const float* logits, const float* bias, RouterParams p, int64_t n, int32_t* experts,
+                             float* weights) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n) return;
+  route_token(logits + t * p.n_experts, bias, p, experts + t * p.top_k, weights + t * p.top_k);
+}
+}  // namespace
+
+void route_tokens(const float* logits, const float* bias, const RouterParams& p, int64_t n, int32_t* experts,
+                  float* weights, cudaStream_t s) {
+  if (n <= 0) return;
+  route_kernel<<<static_cast<unsigned>((n + 63) / 64), 64, 0, s>>>(logits, bias, p, n, experts, weights);
+  check(cudaGetLastError(), "route kernel");
+}
+
 }  // namespace mt::gpu

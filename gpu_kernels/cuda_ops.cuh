@@ -9,6 +9,7 @@
 
 #include "gpu_kernels/fp8_cache_layout.h"
 #include "gpu_kernels/gpu_layout.h"
+#include "gpu_kernels/router_topk.h"
 
 namespace mt::gpu {
 
@@ -31,6 +32,11 @@ void softmax_rows(const float* S, int64_t ld_s, int64_t rows, int64_t cols, bool
 void indexer_scores(const float* G, int64_t total, const float* w, int64_t n, int64_t heads, int64_t first_visible,
                     float scale, float* score, cudaStream_t s);
 void iota(int32_t* v, int64_t n, cudaStream_t s);
+
+// The group-limited router (router_topk.h) for n tokens: logits [n, E] and bias [E] (or null)
+// on the device -> experts and weights [n, top_k] on the device. p must pass gpu_router_ok.
+void route_tokens(const float* logits, const float* bias, const RouterParams& p, int64_t n, int32_t* experts,
+                  float* weights, cudaStream_t s);
 
 // FP8 cache rows (fp8_cache_layout.h): n positions from latent [n, L.latent] and k_rope
 // [n, L.rope] fp32 into rows (L.bytes apart); and rows idx[i] (or i when idx is null) back as
