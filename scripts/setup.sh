@@ -3,8 +3,9 @@
 # compilers, CMake, Ninja, oneDNN (with the OpenCL headers its CMake config insists on), hwloc,
 # liburing, mimalloc, OpenMP, Catch2, nlohmann-json, PCRE2, cpp-httplib, Python 3 with NumPy for
 # the independent reference, and clang with its libFuzzer runtime for the coverage-guided
-# fuzzing. With --tests, one test-side reference from PyPI too (DESIGN.md): the official `openai`
-# client, in a virtual environment at .venv that also sees Debian's NumPy.
+# fuzzing. With --tests, two test-side references from PyPI too (DESIGN.md): the official `openai`
+# client, and llama.cpp's `gguf` package (the GGUF reader's independent reference), in a virtual
+# environment at .venv that also sees Debian's NumPy.
 # Idempotent and silent when everything is present; scripts/check_fresh_machine.sh proves the
 # list complete on a new Debian root.
 set -euo pipefail
@@ -45,18 +46,19 @@ if ! python3 -c "import numpy" >/dev/null 2>&1 && ! /usr/bin/python3 -c "import 
   exit 1
 fi
 
-# With --tests (scripts/test.sh): the official openai client for tests/e2e/test_serve.py, from
-# PyPI, in .venv (Debian's python3 with its NumPy visible); the tests prefer .venv/bin/python3.
-# The demo needs nothing from PyPI.
+# With --tests (scripts/test.sh): the official openai client for tests/e2e/test_serve.py and the
+# gguf package for tests/e2e/test_gguf.py, from PyPI, in .venv (Debian's python3 with its NumPy
+# visible); the tests prefer .venv/bin/python3. The demo needs nothing from PyPI.
 [ "${1:-}" = --tests ] || exit 0
 cd "$(dirname "$0")/.."
-if ! .venv/bin/python3 -c "import numpy, openai" >/dev/null 2>&1; then
-  echo "setup: installing the openai client from PyPI into .venv"
+GGUF_PIN="gguf==0.17.1"
+if ! .venv/bin/python3 -c "import numpy, openai, gguf" >/dev/null 2>&1; then
+  echo "setup: installing the openai client and $GGUF_PIN from PyPI into .venv"
   log=$(mktemp)
   if ! { /usr/bin/python3 -m venv --system-site-packages .venv &&
-         .venv/bin/python3 -m pip install -q --disable-pip-version-check openai; } >"$log" 2>&1; then
+         .venv/bin/python3 -m pip install -q --disable-pip-version-check openai "$GGUF_PIN"; } >"$log" 2>&1; then
     cat "$log" >&2; rm -f "$log"
-    echo "setup: error: could not install the openai client into .venv (is PyPI reachable?)" >&2
+    echo "setup: error: could not install the openai client and $GGUF_PIN into .venv (is PyPI reachable?)" >&2
     exit 1
   fi
   rm -f "$log"

@@ -16,6 +16,7 @@ int cmd_trace(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 int cmd_serve(int argc, char** argv);
 int cmd_chat(int argc, char** argv);
+int cmd_gguf(int argc, char** argv);
 
 }  // namespace mt::cli
 

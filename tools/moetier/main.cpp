@@ -19,6 +19,7 @@ commands:
   make-model   write a synthetic DeepSeek V3 / V3.2 checkpoint in the Hugging Face layout
   convert      turn a Hugging Face checkpoint into the packed expert store (q4/q8/bf16)
   info         describe a checkpoint or a built-in preset (shapes, sizes, tensors)
+  gguf         check a GGUF file (or split model): metadata, tensor types, decode a tensor
   bench        membw | moe | io | decode: measured against this machine's own bandwidth
   profile      measure this machine for the planner (RAM, disk, kernels, GPU), cached
   plan         place every expert in VRAM, RAM or NVMe and predict prefill/decode speed
@@ -47,6 +48,7 @@ static int run(int argc, char** argv) {
   if (cmd == "trace") return mt::cli::cmd_trace(argc - 1, argv + 1);
   if (cmd == "serve") return mt::cli::cmd_serve(argc - 1, argv + 1);
   if (cmd == "chat") return mt::cli::cmd_chat(argc - 1, argv + 1);
+  if (cmd == "gguf") return mt::cli::cmd_gguf(argc - 1, argv + 1);
   std::fprintf(stderr, "error: unknown command '%s'\n%s", cmd.c_str(), kUsage);
   return 2;
 }

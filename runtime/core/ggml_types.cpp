@@ -1,0 +1,57 @@
+#include "runtime/core/ggml_types.h"
+
+namespace mt {
+
+namespace {
+constexpr int64_t K = 256;  // QK_K: the super-block of the K-quants
+struct Entry {
+  uint32_t id;
+  GgmlTypeInfo info;
+};
+constexpr Entry kTypes[] = {
+    {0, {"F32", 1, 4}},
+    {1, {"F16", 1, 2}},
+    {2, {"Q4_0", 32, 2 + 16}},
+    {3, {"Q4_1", 32, 2 + 2 + 16}},
+    {6, {"Q5_0", 32, 2 + 4 + 16}},
+    {7, {"Q5_1", 32, 2 + 2 + 4 + 16}},
+    {8, {"Q8_0", 32, 2 + 32}},
+    {9, {"Q8_1", 32, 4 + 4 + 32}},
+    {10, {"Q2_K", K, 2 + 2 + K / 16 + K / 4}},
+    {11, {"Q3_K", K, 2 + K / 4 + K / 8 + 12}},
+    {12, {"Q4_K", K, 2 + 2 + K / 2 + 12}},
+    {13, {"Q5_K", K, 2 + 2 + K / 2 + K / 8 + 12}},
+    {14, {"Q6_K", K, 2 + K / 2 + K / 4 + K / 16}},
+    {15, {"Q8_K", K, 4 + K + K / 8}},
+    {16, {"IQ2_XXS", K, 2 + K / 4}},
+    {17, {"IQ2_XS", K, 2 + K / 4 + K / 32}},
+    {18, {"IQ3_XXS", K, 2 + K / 4 + K / 8}},
+    {19, {"IQ1_S", K, 2 + K / 8 + K / 16}},
+    {20, {"IQ4_NL", 32, 2 + 16}},
+    {21, {"IQ3_S", K, 2 + K / 4 + K / 8 + K / 32 + 4}},
+    {22, {"IQ2_S", K, 2 + K / 4 + K / 16}},
+    {23, {"IQ4_XS", K, 2 + 2 + K / 2 + K / 64}},
+    {24, {"I8", 1, 1}},
+    {25, {"I16", 1, 2}},
+    {26, {"I32", 1, 4}},
+    {27, {"I64", 1, 8}},
+    {28, {"F64", 1, 8}},
+    {29, {"IQ1_M", K, K / 8 + K / 16 + K / 32}},
+    {30, {"BF16", 1, 2}},
+    {34, {"TQ1_0", K, 2 + 4 * 13}},
+    {35, {"TQ2_0", K, 2 + 64}},
+};
+}  // namespace
+
+const GgmlTypeInfo* ggml_type_info(uint32_t type) {
+  for (const Entry& e : kTypes)
+    if (e.id == type) return &e.info;
+  return nullptr;
+}
+
+std::string ggml_type_name(uint32_t type) {
+  const GgmlTypeInfo* t = ggml_type_info(type);
+  return t ? std::string(t->name) : "type " + std::to_string(type);
+}
+
+}  // namespace mt

@@ -1,0 +1,30 @@
+// The tensor types of ggml (the GGUF files of llama.cpp): ids, block sizes and bytes per block,
+// for every type a GGUF may hold, so that any file's sizes can be checked and planned even
+// where moetier has no kernel for a type. Values from ggml's type table (ggml.h, gguf-py's
+// GGML_QUANT_SIZES).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace mt {
+
+enum class GgmlType : uint32_t {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
+  IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
+  I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30, TQ1_0 = 34, TQ2_0 = 35,
+};
+
+struct GgmlTypeInfo {
+  const char* name;
+  int64_t block;  // elements per block (along the innermost dimension)
+  int64_t bytes;  // bytes per block
+};
+
+// Null for an id this table does not know (a newer ggml type, or a corrupt file).
+const GgmlTypeInfo* ggml_type_info(uint32_t type);
+// The type's name, or "type N" for an unknown id.
+std::string ggml_type_name(uint32_t type);
+
+}  // namespace mt
