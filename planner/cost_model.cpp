@@ -122,10 +122,15 @@ double cache_hit_rate(const std::vector<double>& p, double slots, std::vector<do
   return total > 0 ? hits / total : 1.0;
 }
 
+DenseBytes dense_bytes_of(const CostInputs& in) {
+  if (in.dense_override) return *in.dense_override;
+  return dense_bytes(in.model, dense_format_valid(in.dense_format) ? in.dense_format : "fp8");
+}
+
 Prediction predict(const CostInputs& in, const Placement& pl) {
   const ModelConfig& c = in.model;
   const ModelSizes s = compute_model_sizes(c);
-  const DenseBytes db = dense_bytes(c, dense_format_valid(in.dense_format) ? in.dense_format : "fp8");
+  const DenseBytes db = dense_bytes_of(in);
   const CostRates r = cost_rates(in);
   const double eb = double(in.expert_bytes);
   const double B = double(std::max<int64_t>(1, in.batch));

@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
 #include "planner/activation_stats.h"
+#include "planner/dense_format.h"
 #include "planner/machine_profile.h"
 #include "planner/model_size.h"
 #include "planner/placement.h"
@@ -28,6 +31,9 @@ struct CostInputs {
   // The non-expert weights on the CPU path: "fp8" (as shipped, = convert --dense bf16), "q8",
   // "q4" (planner/dense_format.h). The GPU path holds them as shipped.
   std::string dense_format = "fp8";
+  // The non-expert weights' sizes as a file really holds them (a GGUF's mixed quantisation),
+  // instead of what dense_format implies; dense_format then only picks the kernel rates.
+  std::optional<DenseBytes> dense_override;
   int64_t context = 4096;             // KV cache length (sized for; reserves memory)
   int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
   int64_t batch = 1;                  // sequences decoded together
@@ -43,6 +49,9 @@ struct CostInputs {
   // that cost disk time and bytes. 1: every prediction is used.
   double prefetch_precision = 0.6;
 };
+
+// in.dense_override when set, else dense_bytes(in.model, in.dense_format) (fp8 for an unknown form).
+DenseBytes dense_bytes_of(const CostInputs& in);
 
 // The CPU decode step split the way `bench decode` times it (runtime/model/step_profile.h),
 // so that `plan --check` can set prediction and measurement side by side. Seconds per step.

@@ -59,7 +59,7 @@ uint64_t packed_store_bytes(const CostInputs& in) {
   const ModelConfig& c = in.model;
   const ModelSizes s = compute_model_sizes(c);
   const double experts = double(s.moe_layers) * double(c.n_routed_experts);
-  const double dense = dense_bytes(c, dense_format_valid(in.dense_format) ? in.dense_format : "fp8").resident;
+  const double dense = dense_bytes_of(in).resident;
   return static_cast<uint64_t>(dense + experts * double(in.expert_bytes));
 }
 

@@ -55,13 +55,15 @@ std::string format_plan_report(const Plan& plan, const CostInputs& in, const Rep
   const Placement& p = plan.placement;
   const Prediction& pr = plan.prediction;
   std::string s;
-  add(s, "moetier plan: %s, experts %s (%s each), context %lld, batch %lld\n", ctx.model_name.c_str(),
-      p.expert_format.c_str(), gb(double(p.expert_bytes)).c_str(), static_cast<long long>(in.context),
-      static_cast<long long>(in.batch));
+  add(s, "moetier plan: %s, experts %s%s (%s each), context %lld, batch %lld\n", ctx.model_name.c_str(),
+      in.dense_override ? "as the file holds them, planned at the rates of " : "", p.expert_format.c_str(),
+      gb(double(p.expert_bytes)).c_str(), static_cast<long long>(in.context), static_cast<long long>(in.batch));
   add(s, "machine: %s%s\n", ctx.machine_name.c_str(), plan.gpu ? "" : " (no GPU in this plan)");
   add(s, "%s\n", profile_provenance(in.machine, ctx.now_utc).c_str());
   if (!plan.gpu)
-    add(s, "dense weights: %s%s%s%s\n", in.dense_format == "q8" || in.dense_format == "q4" ? in.dense_format.c_str() : "as shipped (FP8)",
+    add(s, "dense weights: %s%s%s%s\n",
+        in.dense_override ? "as the file holds them"
+        : in.dense_format == "q8" || in.dense_format == "q4" ? in.dense_format.c_str() : "as shipped (FP8)",
         ctx.dense_note.empty() ? "" : " (", ctx.dense_note.c_str(), ctx.dense_note.empty() ? "" : ")");
   s += "\n";
 

@@ -66,8 +66,9 @@ Reserved ram_reservations(const CostInputs& in, bool gpu) {
     r.add("pinned staging buffers", double(256u << 20));
   } else {
     const std::string f = dense_format_valid(in.dense_format) ? in.dense_format : "fp8";
-    r.add(f == "q8" || f == "q4" ? "non-expert weights (" + f + ", mapped)" : "non-expert weights (FP8 as shipped, mapped)",
-          dense_bytes(c, f).resident);
+    r.add(in.dense_override ? std::string("non-expert weights (as the GGUF file holds them, mapped)")
+          : f == "q8" || f == "q4" ? "non-expert weights (" + f + ", mapped)" : "non-expert weights (FP8 as shipped, mapped)",
+          dense_bytes_of(in).resident);
     r.add("latent KV cache (fp32, " + std::to_string(in.context) + " tokens x " + std::to_string(in.batch) + ")",
           ctx * layers * double(c.kv_lora_rank + c.qk_rope_head_dim) * 4.0 * B);
     if (c.arch == ModelArch::V32) r.add("indexer key cache (fp32)", ctx * layers * double(c.index_head_dim) * 4.0 * B);

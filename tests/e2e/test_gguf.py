@@ -90,6 +90,106 @@ def raw_gguf(path, tensors, data, kv=(), version=3, alignment=32, magic=b"GGUF",
         f.write(out)
 
 
+def deepseek2_tensors(rng, H=256, F=512, E=8, W=256, heads=4, q_lora=64, kv_lora=64, rope=16, nope=32, v=32,
+                      vocab=1000, layers=3, dense_layers=1):
+    """A deepseek2 model's tensors in llama.cpp's layout (ggml shapes, innermost first), with a
+    Q4_K_M-like mix of types: name -> (qtype, dims)."""
+    t = {"token_embd.weight": (Q.Q8_0, [H, vocab]), "output_norm.weight": (Q.F32, [H]), "output.weight": (Q.Q6_K, [H, vocab])}
+    for l in range(layers):
+        b = f"blk.{l}."
+        t[b + "attn_norm.weight"] = (Q.F32, [H])
+        t[b + "attn_q_a.weight"] = (Q.Q8_0, [H, q_lora])
+        t[b + "attn_q_a_norm.weight"] = (Q.F32, [q_lora])
+        t[b + "attn_q_b.weight"] = (Q.Q8_0, [q_lora, heads * (nope + rope)])
+        t[b + "attn_kv_a_mqa.weight"] = (Q.Q8_0, [H, kv_lora + rope])
+        t[b + "attn_kv_a_norm.weight"] = (Q.F32, [kv_lora])
+        t[b + "attn_kv_b.weight"] = (Q.Q8_0, [kv_lora, heads * (nope + v)])
+        t[b + "attn_output.weight"] = (Q.Q8_0, [heads * v, H])
+        t[b + "ffn_norm.weight"] = (Q.F32, [H])
+        if l < dense_layers:
+            t[b + "ffn_gate.weight"] = (Q.Q4_K, [H, F])
+            t[b + "ffn_up.weight"] = (Q.Q4_K, [H, F])
+            t[b + "ffn_down.weight"] = (Q.Q6_K, [F, H])
+        else:
+            t[b + "ffn_gate_inp.weight"] = (Q.F32, [H, E])
+            t[b + "exp_probs_b.bias"] = (Q.F32, [E])
+            t[b + "ffn_gate_exps.weight"] = (Q.Q4_K, [H, W, E])
+            t[b + "ffn_up_exps.weight"] = (Q.Q4_K, [H, W, E])
+            t[b + "ffn_down_exps.weight"] = (Q.Q6_K if l % 2 else Q.Q4_K, [W, H, E])
+            t[b + "ffn_gate_shexp.weight"] = (Q.Q8_0, [H, W])
+            t[b + "ffn_up_shexp.weight"] = (Q.Q8_0, [H, W])
+            t[b + "ffn_down_shexp.weight"] = (Q.Q8_0, [W, H])
+    return t
+
+
+def plan_deepseek2(ck, exe, work, rng):
+    H, F, E, W, heads, q_lora, kv_lora, rope, nope, v, vocab, layers, dense = 256, 512, 8, 256, 4, 64, 64, 16, 32, 32, 1000, 3, 1
+    spec = deepseek2_tensors(rng)
+    tensors = []
+    for name, (qt, dims) in spec.items():
+        rows = int(np.prod(dims[1:])) if len(dims) > 1 else 1
+        if qt == Q.F32:
+            arr = rng.standard_normal(list(reversed(dims))).astype(np.float32)
+            tensors.append((name, arr, None))
+        else:
+            raw = random_blocks(rng, qt, rows, dims[0]).reshape(list(reversed(dims[1:])) + [-1])
+            tensors.append((name, raw, qt))
+    kv = [("deepseek2.block_count", layers), ("deepseek2.context_length", 4096), ("deepseek2.embedding_length", H),
+          ("deepseek2.feed_forward_length", F), ("deepseek2.attention.head_count", heads),
+          ("deepseek2.attention.head_count_kv", heads), ("deepseek2.rope.freq_base", 10000.0),
+          ("deepseek2.attention.layer_norm_rms_epsilon", 1e-6), ("deepseek2.expert_used_count", 2),
+          ("deepseek2.leading_dense_block_count", dense), ("deepseek2.vocab_size", vocab),
+          ("deepseek2.attention.q_lora_rank", q_lora), ("deepseek2.attention.kv_lora_rank", kv_lora),
+          ("deepseek2.attention.key_length", nope + rope), ("deepseek2.attention.value_length", v),
+          ("deepseek2.expert_feed_forward_length", W), ("deepseek2.expert_count", E),
+          ("deepseek2.expert_shared_count", 1), ("deepseek2.expert_weights_scale", 2.5),
+          ("deepseek2.expert_weights_norm", True), ("deepseek2.expert_gating_func", 2),
+          ("deepseek2.rope.dimension_count", rope)]
+    path = os.path.join(work, "ds2.gguf")
+    write_model(path, tensors, kv)
+    r = gguf.GGUFReader(path)
+    experts = sum(int(t.n_bytes) for t in r.tensors if "_exps." in t.name)
+    rest = sum(int(t.n_bytes) for t in r.tensors if "_exps." not in t.name)
+    out = os.path.join(work, "plan.json")
+    p = C.run_cli(exe, ["plan", "--model", path, "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2",
+                        "--no-gpu", "--json", out])
+    with open(out) as f:
+        plan = json.load(f)
+    mean_expert = -(-experts // ((layers - dense) * E))
+    ck.check("plan --model X.gguf: one expert is the GGUF's mean expert, in bytes",
+             plan.get("expert_bytes") == mean_expert, f"plan {plan.get('expert_bytes')} vs {mean_expert}")
+    ck.check("plan --model X.gguf: says the sizes are the GGUF's, with its types",
+             "as the GGUF holds them" in p.stdout and "Q4_K" in p.stdout and "Q6_K" in p.stdout, p.stdout[-600:])
+    # The non-expert weights are charged at the GGUF's size: the same model with its attention
+    # outputs in F16 instead of Q8_0 reserves exactly the difference more RAM.
+    wide = [(n, (gguf.quants.dequantize(a, q).astype(np.float16) if n.endswith("attn_output.weight") else a),
+             (None if n.endswith("attn_output.weight") else q)) for n, a, q in tensors]
+    path16 = os.path.join(work, "ds2_f16.gguf")
+    write_model(path16, wide, kv)
+    rest16 = sum(int(t.n_bytes) for t in gguf.GGUFReader(path16).tensors if "_exps." not in t.name)
+    out16 = os.path.join(work, "plan16.json")
+    C.run_cli(exe, ["plan", "--model", path16, "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2",
+                    "--no-gpu", "--json", out16])
+    with open(out16) as f:
+        plan16 = json.load(f)
+    grew = plan16["plan"]["ram_reserved_bytes"] - plan["plan"]["ram_reserved_bytes"]
+    ck.check("plan --model X.gguf: the non-expert weights are charged at the GGUF's own size",
+             rest16 > rest and grew == rest16 - rest, f"reserved {grew} more, the files differ by {rest16 - rest}")
+    ck.check("plan --model X.gguf: says the weights are as the file holds them",
+             "dense weights: as the file holds them" in p.stdout, p.stdout[:600])
+    # A deepseek2 file whose expert tensor disagrees with the metadata names the tensor.
+    bad = [(n, (a if n != "blk.2.ffn_down_exps.weight" else a[:, :128]), q) for n, a, q in tensors]
+    write_model(os.path.join(work, "ds2bad.gguf"), bad, kv)
+    C.expect_error(ck, "plan: an expert tensor of the wrong shape", [exe, "plan", "--model", os.path.join(work, "ds2bad.gguf"),
+                   "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2", "--no-gpu"],
+                   "blk.2.ffn_down_exps.weight", "shape")
+    kv_missing = [x for x in kv if x[0] != "deepseek2.expert_count"]
+    write_model(os.path.join(work, "ds2nokey.gguf"), tensors, kv_missing)
+    C.expect_error(ck, "plan: a missing deepseek2 key", [exe, "plan", "--model", os.path.join(work, "ds2nokey.gguf"),
+                   "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2", "--no-gpu"],
+                   "deepseek2.expert_count")
+
+
 def main():
     a = C.parse_args()
     ck = C.Checker()
@@ -240,6 +340,9 @@ def main():
     C.expect_error(ck, "decoding an IQ2_XXS tensor is refused by name",
                    [exe, "gguf", iq, "--tensor", "blk.3.ffn_down_exps.weight", "--out", os.path.join(work, "x.npy")],
                    "blk.3.ffn_down_exps.weight", "IQ2_XXS")
+    # ---- a deepseek2 model (small shapes), planned with the GGUF's real sizes ----
+    ck.guard("plan a deepseek2 GGUF", lambda: plan_deepseek2(ck, exe, work, rng))
+
     C.expect_error(ck, "a tensor that is not there", [exe, "gguf", one, "--tensor", "nope", "--out", os.path.join(work, "x.npy")],
                    "nope")
     ck.finish()

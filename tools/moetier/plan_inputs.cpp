@@ -7,19 +7,91 @@
 #include "offload/expert_store.h"
 #include "planner/dense_format.h"
 #include "planner/model_size.h"
+#include "runtime/core/ggml_types.h"
 #include "runtime/core/text_file.h"
+#include "runtime/weights/gguf_deepseek.h"
 #include "tools/moetier/machine_probe.h"
 
 namespace mt::cli {
 
 namespace {
 
+bool is_gguf(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
+// The kernel rates a GGUF's quantisation is planned with, by its bits per weight: moetier's
+// own q4/q8/bf16 kernels stand in for the K-quants until those have kernels of their own.
+std::string rate_format_for_bits(double bpw) { return bpw <= 5.0 ? "q4" : bpw <= 9.0 ? "q8" : "bf16"; }
+
+std::string types_text(const std::map<uint32_t, uint64_t>& types) {
+  uint64_t total = 0;
+  for (const auto& [t, b] : types) total += b;
+  std::string s;
+  for (const auto& [t, b] : types) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s%s %.0f%%", s.empty() ? "" : ", ", ggml_type_name(t).c_str(),
+                  total ? 100.0 * double(b) / double(total) : 0.0);
+    s += buf;
+  }
+  return s;
+}
+
+// A GGUF's real sizes as the planner's inputs: the mean routed expert, the non-expert weights
+// by part.
+Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, planner::ReportContext& ctx) {
+  MT_ASSIGN(GgufModel g, GgufModel::open(path));
+  MT_ASSIGN(GgufDeepSeek d, read_gguf_deepseek(g));
+  const ModelConfig& c = d.config;
+  in.model = c;
+  int64_t moe = 0, dense = 0;
+  planner::DenseBytes db;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const size_t i = size_t(l);
+    if (c.is_moe_layer(l)) {
+      ++moe;
+      db.moe_attention_packed += double(d.attention[i]);
+      db.moe_shared_packed += double(d.shared[i]);
+      db.moe_bf16 += double(d.router[i] + d.norms[i]);
+    } else {
+      ++dense;
+      db.dense_layer_packed += double(d.attention[i] + d.dense_ffn[i] + d.shared[i]);
+      db.dense_bf16 += double(d.norms[i]);
+    }
+  }
+  if (moe) db.moe_attention_packed /= double(moe), db.moe_shared_packed /= double(moe), db.moe_bf16 /= double(moe);
+  if (dense) db.dense_layer_packed /= double(dense), db.dense_bf16 /= double(dense);
+  db.lm_head_packed = double(d.lm_head);
+  db.lm_head_bf16 = double(d.final_norm);
+  db.embedding = double(d.embedding);
+  db.resident = double(d.dense_total());
+  in.dense_override = db;
+  const double experts = double(moe) * double(c.n_routed_experts);
+  in.expert_bytes = static_cast<uint64_t>((double(d.expert_total()) + experts - 1) / experts);
+  const double expert_bpw = 8.0 * double(in.expert_bytes) / (3.0 * double(c.hidden_size) * double(c.moe_intermediate_size));
+  const double dense_params = double(planner::compute_model_sizes(c).main_model.params) - experts * 3.0 *
+                              double(c.hidden_size) * double(c.moe_intermediate_size);
+  const double dense_bpw = dense_params > 0 ? 8.0 * db.resident / dense_params : 16.0;
+  in.expert_format = rate_format_for_bits(expert_bpw);
+  in.dense_format = rate_format_for_bits(dense_bpw);
+  if (in.dense_format == "bf16") in.dense_format = "fp8";
+  char note[512];
+  std::snprintf(note, sizeof note,
+                "sizes as the GGUF holds them: experts %.2f bits/weight (%s), the rest %.2f bits/weight (%s); "
+                "K-quants have no moetier kernel yet, so the speed is planned with moetier's %s and %s rates",
+                expert_bpw, types_text(d.expert_types).c_str(), dense_bpw, types_text(d.dense_types).c_str(),
+                in.expert_format.c_str(), in.dense_format.c_str());
+  ctx.dense_note = note;
+  for (const std::string& n : d.notes) ctx.dense_note += "; " + n;
+  return ok_status();
+}
+
 Result<planner::MachineProfile> machine_from_args(const Args& a) {
   if (a.has("hardware") && a.has("profile")) return make_error("give --hardware or --profile, not both");
   if (auto spec = a.get("hardware")) return planner::describe_hardware(*spec);
   if (auto file = a.get("profile")) return planner::load_profile(*file);
   ProbeOptions po;
-  if (auto m = a.get("model")) po.model_dir = *m;
+  if (auto m = a.get("model")) po.model_dir = is_gguf(*m) ? std::filesystem::path(*m).parent_path() : std::filesystem::path(*m);
   return load_or_measure_profile(po, /*force=*/false, /*quiet=*/a.has("quiet"));
 }
 
@@ -42,7 +114,13 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   if (a.has("model") == a.has("preset")) return make_error("plan needs exactly one of --model DIR or --preset NAME");
   std::string store_format, store_dense;
   uint64_t store_blob = 0;
-  if (auto dir = a.get("model")) {
+  const bool gguf = a.has("model") && is_gguf(*a.get("model"));
+  if (gguf) {
+    if (a.has("experts") || a.has("dense"))
+      return make_error("--experts and --dense do not apply to a GGUF file: it is planned as it is quantised");
+    MT_TRY(plan_inputs_from_gguf(*a.get("model"), in, s.context));
+    s.context.model_name = *a.get("model");
+  } else if (auto dir = a.get("model")) {
     const std::filesystem::path manifest = std::filesystem::path(*dir) / "manifest.json";
     if (std::filesystem::exists(manifest)) {
       MT_ASSIGN(std::string text, read_text_file(manifest));
@@ -59,12 +137,14 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
     MT_ASSIGN(in.model, preset_config(*a.get("preset")));
     s.context.model_name = *a.get("preset");
   }
-  const std::string fmt = a.get_or("experts", store_format.empty() ? "q4" : store_format);
+  const std::string fmt = gguf ? in.expert_format : a.get_or("experts", store_format.empty() ? "q4" : store_format);
   if (!store_format.empty() && fmt != store_format)
     return make_error("--experts " + fmt + ": the store at " + *a.get("model") + " holds " + store_format +
                       " experts (convert it again to plan another format)");
   in.expert_format = fmt;
-  if (store_blob) {
+  if (gguf) {
+    // expert_bytes: the GGUF's mean expert, set above
+  } else if (store_blob) {
     in.expert_bytes = store_blob;
   } else {
     MT_ASSIGN(in.expert_bytes, expert_bytes_for(fmt, in.model, 32));
@@ -82,8 +162,9 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   s.context.now_utc = planner::utc_now_iso();
   if (in.machine.gpu.present && in.use_gpu) s.context.machine_name += " + " + in.machine.gpu.name;
 
-  // The dense weights' form: the store's, or what convert --dense would write (auto).
-  std::string dense = a.get_or("dense", store_dense.empty() ? "auto" : store_dense);
+  // The dense weights' form: the store's, or what convert --dense would write (auto); a GGUF's
+  // as it is.
+  std::string dense = gguf ? in.dense_format : a.get_or("dense", store_dense.empty() ? "auto" : store_dense);
   if (dense == "bf16") dense = "fp8";
   if (dense != "auto" && !planner::dense_format_valid(dense))
     return make_error("--dense must be auto, q8, q4 or fp8 (as shipped), got '" + dense + "'");
