@@ -434,4 +434,23 @@ void PreTokenizer::split(std::string_view text, MatchScratch& scratch, std::dequ
   pieces.insert(pieces.end(), cur.begin(), cur.end());
 }
 
+const nlohmann::json* named_pre_tokenizer(const std::string& name) {
+  // DeepSeek V3's tokenizer.json pre_tokenizer (data/tokenizer-deepseek-v3): digits in threes,
+  // runs of CJK, then words / punctuation / whitespace, then byte-level mapping.
+  static const nlohmann::json kDeepSeekV3 = [] {
+    auto split = [](const std::string& re) {
+      return nlohmann::json{{"type", "Split"}, {"pattern", {{"Regex", re}}}, {"behavior", "Isolated"}, {"invert", false}};
+    };
+    nlohmann::json steps = nlohmann::json::array();
+    steps.push_back(split("\\p{N}{1,3}"));
+    steps.push_back(split("[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"));
+    steps.push_back(split("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+                          " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"));
+    steps.push_back({{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}});
+    return nlohmann::json{{"type", "Sequence"}, {"pretokenizers", steps}};
+  }();
+  if (name == "deepseek-v3") return &kDeepSeekV3;
+  return nullptr;
+}
+
 }  // namespace mt::tok

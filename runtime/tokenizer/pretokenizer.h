@@ -86,6 +86,11 @@ class PreTokenizer {
   bool has_byte_level_ = false;
 };
 
+// The pre_tokenizer of tokenizer.json for a pre-tokenizer named as GGUF files name them
+// (tokenizer.ggml.pre): "deepseek-v3" is DeepSeek V3's, exactly as its tokenizer.json gives it.
+// Null for a name this runtime does not know.
+const nlohmann::json* named_pre_tokenizer(const std::string& name);
+
 // UTF-8 helpers.
 // Length of the valid UTF-8 sequence starting at s[i] (1..4), or 0 if the bytes there are
 // not a valid sequence (overlong forms, surrogates and values above U+10FFFF are invalid).

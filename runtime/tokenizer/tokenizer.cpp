@@ -471,13 +471,71 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& path) {
     config = path.parent_path() / "tokenizer_config.json";
   }
   const std::string fname = file.string();
+  tok::TokenizerJson tj;
+  {
+    MT_ASSIGN(std::string text, read_file(file));
+    MT_ASSIGN(tj, tok::parse_tokenizer_json(text, fname));
+  }
+  std::optional<json> cfg;
+  if (fs::exists(config, ec)) {
+    try {
+      MT_ASSIGN(json c, parse_json_file(config));
+      cfg = std::move(c);
+    } catch (const std::exception& e) {
+      return make_error(config.string() + ": unexpected content: " + e.what());
+    }
+  }
+  return build(std::move(tj), fname, cfg, config.string());
+}
 
+Result<Tokenizer> Tokenizer::from_vocab(const TokenizerVocab& v, const std::string& label) {
+  // The same tables tokenizer.json would give: the vocabulary, the added tokens with their HF
+  // flags (control tokens are special and matched as written; user-defined ones are not
+  // special and are matched in the normalised pass), the merges, the named pre-tokenizer.
+  const json* pre = tok::named_pre_tokenizer(v.pre);
+  if (!pre)
+    return make_error(label + ": pre-tokenizer '" + v.pre + "' is not supported (DeepSeek V3's is 'deepseek-v3')");
+  if (v.types.size() != v.tokens.size())
+    return make_error(label + ": " + std::to_string(v.tokens.size()) + " tokens but " + std::to_string(v.types.size()) +
+                      " token types");
+  tok::TokenizerJson tj;
+  tj.has_vocab = tj.has_merges = true;
+  json added = json::array();
+  for (size_t id = 0; id < v.tokens.size(); ++id) {
+    const int t = v.types[id];
+    if (t == TokenizerVocab::kControl || t == TokenizerVocab::kUserDefined) {
+      const bool special = t == TokenizerVocab::kControl;
+      added.push_back({{"id", id}, {"content", v.tokens[id]}, {"special", special}, {"normalized", !special},
+                       {"lstrip", false}, {"rstrip", false}, {"single_word", false}});
+    } else {
+      tj.vocab.emplace_back(v.tokens[id], static_cast<int64_t>(id));
+    }
+  }
+  for (size_t k = 0; k < v.merges.size(); ++k) {
+    const std::string& m = v.merges[k];
+    const size_t sp = m.find(' ');
+    if (sp == std::string::npos || sp == 0 || sp + 1 == m.size() || m.find(' ', sp + 1) != std::string::npos)
+      return make_error(label + ": merge " + std::to_string(k) + " (\"" + m.substr(0, 40) + "\") is not two tokens");
+    tj.merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+  }
+  tj.root = {{"normalizer", {{"type", "Sequence"}, {"normalizers", json::array()}}},
+             {"model", {{"type", "BPE"}}},
+             {"added_tokens", std::move(added)},
+             {"pre_tokenizer", *pre}};
+  json cfg = json::object();
+  auto text_of = [&](int64_t id) { return id >= 0 && size_t(id) < v.tokens.size() ? v.tokens[size_t(id)] : std::string(); };
+  if (!text_of(v.bos_id).empty()) cfg["bos_token"] = text_of(v.bos_id);
+  if (!text_of(v.eos_id).empty()) cfg["eos_token"] = text_of(v.eos_id);
+  cfg["add_bos_token"] = v.add_bos;
+  if (!v.chat_template.empty()) cfg["chat_template"] = v.chat_template;
+  return build(std::move(tj), label, cfg, label);
+}
+
+Result<Tokenizer> Tokenizer::build(tok::TokenizerJson tj, const std::string& fname, const std::optional<json>& config,
+                                   const std::string& cname) {
   auto impl = std::make_shared<Impl>();
   impl->file = fname;
   try {
-    MT_ASSIGN(std::string text, read_file(file));
-    MT_ASSIGN(tok::TokenizerJson tj, tok::parse_tokenizer_json(text, fname));
-    text = std::string();
     const json& root = tj.root;
     if (!root.is_object()) return make_error(fname + ": top level is not a JSON object");
 
@@ -604,10 +662,9 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& path) {
 
   // ---- tokenizer_config.json (optional) ----
   std::string bos_text = kDefaultBos, eos_text = kDefaultEos;
-  if (fs::exists(config, ec)) {
-    const std::string cname = config.string();
+  if (config) {
     try {
-      MT_ASSIGN(json cfg, parse_json_file(config));
+      const json& cfg = *config;
       if (!cfg.is_object()) return make_error(cname + ": top level is not a JSON object");
       if (std::string s = config_token(cfg, "bos_token"); !s.empty()) bos_text = s;
       if (std::string s = config_token(cfg, "eos_token"); !s.empty()) eos_text = s;

@@ -24,10 +24,30 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/core/status.h"
 #include "runtime/tokenizer/chat_format.h"
 
 namespace mt {
+
+namespace tok {
+struct TokenizerJson;
+}
+
+// A byte-level BPE vocabulary given as lists, as GGUF files store it (tokenizer.ggml.*): token i
+// has id i, spelled as in tokenizer.json's vocab (byte-level: "Ġthe") or, for added tokens, as
+// their text; merges are "left right" strings in rank order.
+struct TokenizerVocab {
+  static constexpr int kNormal = 1, kControl = 3, kUserDefined = 4;  // llama.cpp's token types
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;  // kControl: a special added token; kUserDefined: an added token
+  std::vector<std::string> merges;
+  std::string pre;             // the pre-tokenizer's name ("deepseek-v3")
+  int64_t bos_id = -1, eos_id = -1;
+  bool add_bos = true;
+  std::string chat_template;
+};
 
 class Tokenizer {
  public:
@@ -38,6 +58,8 @@ class Tokenizer {
   // tokenizer_config.json), or a tokenizer.json file path (a tokenizer_config.json in the
   // same directory is read too). Errors name the file and what is wrong.
   static Result<Tokenizer> load(const std::filesystem::path& path);
+  // The same tokenizer from vocabulary lists (a GGUF's); `label` names the source in errors.
+  static Result<Tokenizer> from_vocab(const TokenizerVocab& v, const std::string& label);
 
   // Added/special tokens in the text are matched first; no BOS is added.
   std::vector<int32_t> encode(std::string_view text) const;
@@ -70,6 +92,8 @@ class Tokenizer {
   const std::string& chat_template() const;
 
  private:
+  static Result<Tokenizer> build(tok::TokenizerJson tj, const std::string& fname,
+                                 const std::optional<nlohmann::json>& config, const std::string& config_name);
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };

@@ -190,6 +190,66 @@ def plan_deepseek2(ck, exe, work, rng):
                    "deepseek2.expert_count")
 
 
+def tokenizer_from_gguf(ck, exe, work):
+    """A GGUF holding DeepSeek V3's tokenizer as llama.cpp's converter writes it (tokens in id
+    order, added tokens typed control/user-defined, merges, pre 'deepseek-v3', BOS/EOS, the chat
+    template): `moetier tokenize` on it gives the golden ids, without a tokenizer.json beside it."""
+    data = os.path.join(os.path.dirname(C.HERE), "..", "data", "tokenizer-deepseek-v3")
+    with open(os.path.join(data, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    with open(os.path.join(data, "tokenizer_config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    n = max(max(tj["model"]["vocab"].values()), max(a["id"] for a in tj["added_tokens"])) + 1
+    tokens, types = [""] * n, [int(gguf.TokenType.NORMAL)] * n
+    for s_, i in tj["model"]["vocab"].items():
+        tokens[i] = s_
+    for a in tj["added_tokens"]:
+        tokens[a["id"]] = a["content"]
+        types[a["id"]] = int(gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED)
+    d = os.path.join(work, "tok")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "model.gguf")
+    w = gguf.GGUFWriter(path, "deepseek2")
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("deepseek-v3")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(tj["model"]["merges"])
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(1)
+    w.add_add_bos_token(True)
+    w.add_chat_template(cfg["chat_template"])
+    w.add_tensor("token_embd.weight", np.zeros((2, 32), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    lines = [json.loads(l) for l in open(os.path.join(data, "golden_public.jsonl"), encoding="utf-8") if l.strip()]
+    inp = "".join(json.dumps({"text": l["text"]}) + "\n" for l in lines)
+    p = subprocess.run([exe, "tokenize", "--tokenizer", path, "--jsonl"], input=inp, capture_output=True,
+                       text=True, timeout=300)
+    got = [json.loads(l)["ids"] for l in p.stdout.splitlines() if l.strip()]
+    want = [l["ids"] if l["hf_rust_agrees"] else l["ids_hf_rust"] for l in lines]
+    same = sum(1 for a, b in zip(got, want) if a == b)
+    ck.check("tokenize with a GGUF's own tokenizer: every golden line's ids", p.returncode == 0 and same == len(want),
+             f"{same}/{len(want)} equal; {p.stderr[-300:]}")
+    chats = [json.loads(l) for l in open(os.path.join(data, "chat_golden.jsonl"), encoding="utf-8") if l.strip()]
+    chats = [c for c in chats if c["hf_rust_agrees"]]
+    inp = "".join(json.dumps({"messages": c["messages"], "add_generation_prompt": c["add_generation_prompt"]}) + "\n"
+                  for c in chats)
+    p = subprocess.run([exe, "tokenize", "--tokenizer", path, "--jsonl", "--chat"], input=inp, capture_output=True,
+                       text=True, timeout=300)
+    got = [json.loads(l)["ids"] for l in p.stdout.splitlines() if l.strip()]
+    same = sum(1 for g, c in zip(got, chats) if g == c["ids"])
+    ck.check("chat with a GGUF's own tokenizer and chat template: the golden renderings' ids",
+             p.returncode == 0 and same == len(chats), f"{same}/{len(chats)} equal; {p.stderr[-300:]}")
+    # A GGUF with no tokenizer: one error that says what to do.
+    bare = os.path.join(work, "bare.gguf")
+    write_model(bare, [("token_embd.weight", np.zeros((2, 32), dtype=np.float32), None)], [])
+    C.expect_error(ck, "tokenize with a GGUF that holds no tokenizer", [exe, "tokenize", "--tokenizer", bare],
+                   "bare.gguf", "tokenizer.json")
+
+
 def main():
     a = C.parse_args()
     ck = C.Checker()
@@ -342,6 +402,9 @@ def main():
                    "blk.3.ffn_down_exps.weight", "IQ2_XXS")
     # ---- a deepseek2 model (small shapes), planned with the GGUF's real sizes ----
     ck.guard("plan a deepseek2 GGUF", lambda: plan_deepseek2(ck, exe, work, rng))
+
+    # ---- the tokenizer stored in a GGUF ----
+    ck.guard("tokenizer from a GGUF", lambda: tokenizer_from_gguf(ck, exe, work))
 
     C.expect_error(ck, "a tensor that is not there", [exe, "gguf", one, "--tensor", "nope", "--out", os.path.join(work, "x.npy")],
                    "nope")

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/tokenizer/tokenizer.h"
+#include "runtime/weights/gguf_tokenizer.h"
 #include "tools/moetier/commands.h"
 
 namespace {
@@ -19,7 +20,8 @@ constexpr const char* kTokenizeUsage =
 Reads text on stdin and prints its token ids as a JSON array on one line.
 
   --tokenizer PATH         model directory holding tokenizer.json (and tokenizer_config.json),
-                           or the path of a tokenizer.json file
+                           or the path of a tokenizer.json file, or a GGUF model (the
+                           tokenizer.json beside it, else the tokenizer stored in the file)
   --jsonl                  read JSON lines {"text": "..."} and write one line {"ids": [...]} each
   --chat                   the input is a chat: a JSON array of messages (or {"messages": [...]}),
                            rendered with the model's chat format (DeepSeek V3 or V3.1, detected
@@ -120,7 +122,13 @@ int cmd_tokenize(int argc, char** argv) {
     return 2;
   }
 
-  auto loaded = mt::Tokenizer::load(args.tokenizer);
+  // A GGUF model: tokenizer.json beside it, else the tokenizer the file stores.
+  const bool gguf = args.tokenizer.size() > 5 && args.tokenizer.compare(args.tokenizer.size() - 5, 5, ".gguf") == 0;
+  auto loaded = [&]() -> mt::Result<mt::Tokenizer> {
+    if (!gguf) return mt::Tokenizer::load(args.tokenizer);
+    MT_ASSIGN(mt::GgufModel g, mt::GgufModel::open(args.tokenizer));
+    return mt::load_gguf_tokenizer(g, args.tokenizer);
+  }();
   if (!loaded.ok()) {
     std::cerr << "error: " << loaded.error() << "\n";
     return 1;
