@@ -22,6 +22,7 @@
 #include "runtime/engine/engine.h"
 #include "runtime/core/process_memory.h"
 #include "runtime/model/step_profile.h"
+#include "tools/moetier/bench_gguf.h"
 #include "tools/moetier/bench_gpu.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
@@ -36,7 +37,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using json = nlohmann::ordered_json;
 
-const char* kUsage = R"(usage: moetier bench membw|moe|io|decode|gpu [options] [--json FILE]
+const char* kUsage = R"(usage: moetier bench membw|moe|io|decode|gpu|gguf [options] [--json FILE]
 
   membw    RAM read bandwidth of this machine (streaming reads, all threads)
   moe      one MoE layer's decode at the real expert shape (hidden 7168, experts 2048 wide,
@@ -47,6 +48,8 @@ const char* kUsage = R"(usage: moetier bench membw|moe|io|decode|gpu [options] [
   decode   end-to-end decode tokens/s of a model with a RAM budget: cache hit rate, prefetch accuracy
   gpu      the CUDA backend at DeepSeek V3's attention shapes: MLA decode GB/s over the device's
            copy bandwidth (--ctx keys), sparse MLA, indexer + top-2048 at --ctx and 128K keys
+  gguf     the GGUF block GEMV (llama.cpp's Q8_0 / K-quant blocks as stored, fp32 activations)
+           at a routed expert's shape: GB/s and its ratio to membw, measured interleaved, per ISA
 
 options:
   --runs N            interleaved measurement pairs (median reported)                   [7]
@@ -69,6 +72,7 @@ options:
   --batch N           sequences decoded together in one step by `decode` (batched
                       decode: each weight read once per step); tokens/s counts all  [1]
   --ctx N             keys for `gpu`                                               [32768]
+  --type LIST         GGUF block types for `gguf`: Q8_0, Q2_K..Q6_K        [Q4_K,Q6_K,Q8_0]
   --json FILE         also write the results as JSON
 )";
 
@@ -423,7 +427,7 @@ int bench_decode(const Args& a, json& out) {
 int cmd_bench(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"runs"},        {"threads"},  {"quant"}, {"group"},  {"batch"},
                                  {"experts"},     {"tokens"},   {"model"}, {"queue-depth"},
-                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"ctx"}, {"json"}, {"help", false}};
+                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"ctx"}, {"type"}, {"json"}, {"help", false}};
   add_expert_streaming_flags(flags);
   auto parsed = Args::parse(argc, argv, flags, "bench");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
@@ -438,7 +442,8 @@ int cmd_bench(int argc, char** argv) {
   else if (what == "io") rc = bench_io(a, out);
   else if (what == "decode") rc = bench_decode(a, out);
   else if (what == "gpu") rc = bench_gpu(a, out);
-  else return std::fprintf(stderr, "error: unknown benchmark '%s' (membw, moe, io, decode, gpu)\n", what.c_str()), 2;
+  else if (what == "gguf") rc = bench_gguf(a, out);
+  else return std::fprintf(stderr, "error: unknown benchmark '%s' (membw, moe, io, decode, gpu, gguf)\n", what.c_str()), 2;
   if (rc == 0 && a.has("json")) {
     FILE* f = std::fopen(a.get("json")->c_str(), "w");
     if (!f) return std::fprintf(stderr, "error: cannot write %s\n", a.get("json")->c_str()), 1;

@@ -1,0 +1,135 @@
+#include "tools/moetier/bench_gguf.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <omp.h>
+
+#include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
+#include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/read_bandwidth.h"
+#include "runtime/core/dtype.h"
+#include "runtime/core/ggml_types.h"
+#include "tools/moetier/progress.h"
+
+namespace mt::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// Byte offsets of a block's fp16 scales, kept finite so the decoded values are sane.
+std::vector<int> f16_fields(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q8_0: return {0};
+    case GgmlType::Q2_K: return {80, 82};
+    case GgmlType::Q3_K: return {108};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
+    case GgmlType::Q6_K: return {208};
+    default: return {};
+  }
+}
+
+bool type_from_name(const std::string& s, GgmlType& t) {
+  for (GgmlType c : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+    if (ggml_type_name(uint32_t(c)) == s) return t = c, true;
+  return false;
+}
+
+const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
+
+}  // namespace
+
+int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
+  auto runs = a.get_int("runs", 7, 1, 1000);
+  auto threads = a.get_int("threads", 0, 0, 4096);
+  if (!runs || !threads) return std::fprintf(stderr, "error: %s\n", (!runs ? runs : threads).error().c_str()), 2;
+  if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
+  std::vector<GgmlType> types;
+  std::stringstream list(a.get_or("type", "Q4_K,Q6_K,Q8_0"));
+  for (std::string item; std::getline(list, item, ',');) {
+    GgmlType t;
+    if (!type_from_name(item, t))
+      return std::fprintf(stderr, "error: --type %s: one of Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\n", item.c_str()), 2;
+    types.push_back(t);
+  }
+  // A routed expert's gate matrix of DeepSeek V3: 2048 rows of 7168; enough copies that every
+  // product reads from RAM (> 512 MB).
+  const int64_t rows = 2048, cols = 7168;
+  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& v : x) v = nd(rng);
+  const int top = cpu::expert_detail::cpu_isa_level();
+  std::printf("bench gguf: %lld x %lld matrices (a routed expert's gate), 1 token, %d threads\n",
+              static_cast<long long>(rows), static_cast<long long>(cols), omp_get_max_threads());
+  std::printf("%-6s %-7s %10s %10s %8s  %s\n", "type", "ISA", "RAM GB/s", "GEMV GB/s", "ratio", "per-run ratios");
+  for (GgmlType t : types) {
+    const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
+    const size_t mat = size_t(rows * cols / ti->block * ti->bytes);
+    const int64_t copies = std::max<int64_t>(8, int64_t((size_t{512} << 20) / mat) + 1);
+    const size_t total = mat * size_t(copies);
+    auto* w = static_cast<uint8_t*>(cpu::alloc_huge(total));
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (size_t i = 0; i < mat; ++i) w[i] = static_cast<uint8_t>(byte(rng));
+    for (size_t b = 0; b < mat / size_t(ti->bytes); ++b)
+      for (int off : f16_fields(t)) {
+        const uint16_t h = f32_to_f16(0.05f * nd(rng));
+        std::memcpy(w + b * size_t(ti->bytes) + size_t(off), &h, 2);
+      }
+    for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
+    for (int level = 0; level <= top; ++level) {
+      int64_t next = 0;
+      auto gemv = [&] {
+        cpu::ggml_gemv(uint32_t(t), w + size_t(next) * mat, rows, cols, x.data(), y.data(), level);
+        next = (next + 1) % copies;
+      };
+      gemv();
+      std::vector<double> bw, gbs, ratio;
+      for (int64_t r = 0; r < *runs; ++r) {
+        const double m = cpu::measure_read_bandwidth_gbs(size_t{1} << 30, static_cast<int>(*threads), 0.3);
+        int64_t n = 0;
+        const auto t0 = Clock::now();
+        double el = 0;
+        do {
+          gemv();
+          ++n;
+          el = std::chrono::duration<double>(Clock::now() - t0).count();
+        } while (el < 0.3);
+        bw.push_back(m);
+        gbs.push_back(double(n) * double(mat) / el / 1e9);
+        ratio.push_back(gbs.back() / m);
+      }
+      std::string per;
+      for (double r : ratio) {
+        char b[16];
+        std::snprintf(b, sizeof b, "%.3f ", r);
+        per += b;
+      }
+      const bool simd = level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level);
+      std::printf("%-6s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), median_of(bw), median_of(gbs),
+                  100.0 * median_of(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
+      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(level)}, {"simd", simd},
+                                {"membw_gbs", median_of(bw)}, {"gemv_gbs", median_of(gbs)},
+                                {"ratio_median", median_of(ratio)}, {"ratios", ratio}});
+    }
+    cpu::free_huge(w, total);
+  }
+  out["threads"] = omp_get_max_threads();
+  out["rows"] = rows;
+  out["cols"] = cols;
+  return 0;
+}
+
+}  // namespace mt::cli
