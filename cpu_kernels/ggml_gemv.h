@@ -2,9 +2,9 @@
 // one token, W as llama.cpp stores it (rows of blocks, no repacking). Activations stay fp32: each
 // block is decoded in registers and multiplied in fp32, so the result equals the reference
 // decoder's (ggml_dequant.h) product to fp32 rounding, with no activation quantisation.
-//   level 2 (AVX-512) and 1 (AVX2): Q8_0, Q4_K, Q6_K, the types of a Q4_K_M / Q6_K / Q8_0 file;
-//   level 0 (scalar), and any type without a SIMD kernel that ggml_dequantize decodes: a block
-//   is decoded to fp32, then dotted.
+//   level 2 (AVX-512) and 1 (AVX2): Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K;
+//   level 0 (scalar), and F32/F16/BF16 (whose products are dense_gemv's): a block is decoded
+//   to fp32 by the reference decoder, then dotted.
 // Rows are split over OpenMP threads.
 #pragma once
 

@@ -108,6 +108,94 @@ float dot_q6_k(const uint8_t* row, const float* x, int64_t blocks) {
   return hsum(acc);
 }
 
+float dot_q5_k(const uint8_t* row, const float* x, int64_t blocks) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(0x01);
+  __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 176;
+    const float* xb = x + b * 256;
+    const float d = f16(blk), dmin = f16(blk + 2);
+    int sc[8], m[8];
+    scales_k4(blk + 4, sc, m);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+    const uint8_t* qs = blk + 48;
+    for (int c = 0; c < 4; ++c) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      const __m256i nib[2] = {_mm256_and_si256(bytes, low4), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)};
+      for (int h = 0; h < 2; ++h) {
+        const int g = 2 * c + h;
+        const __m256i fifth = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(g)), one);
+        const __m256i q = _mm256_or_si256(nib[h], _mm256_slli_epi16(fifth, 4));
+        const float* xs = xb + 32 * g;
+        const __m512 x0 = _mm512_loadu_ps(xs), x1 = _mm512_loadu_ps(xs + 16);
+        __m512 s = _mm512_mul_ps(u8x16(_mm256_castsi256_si128(q)), x0);
+        s = _mm512_fmadd_ps(u8x16(_mm256_extracti128_si256(q, 1)), x1, s);
+        acc = _mm512_fmadd_ps(s, _mm512_set1_ps(d * float(sc[g])), acc);
+        accm = _mm512_fmadd_ps(_mm512_add_ps(x0, x1), _mm512_set1_ps(dmin * float(m[g])), accm);
+      }
+    }
+  }
+  return hsum(acc) - hsum(accm);
+}
+
+float dot_q3_k(const uint8_t* row, const float* x, int64_t blocks) {
+  const __m256i low2 = _mm256_set1_epi8(0x03), one = _mm256_set1_epi8(0x01);
+  const __m512 k4 = _mm512_set1_ps(4.0f);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 110;
+    const uint8_t* s = blk + 96;
+    const float d = f16(blk + 108);
+    const float* xb = x + b * 256;
+    float dl[16];
+    for (int g = 0; g < 16; ++g)
+      dl[g] = d * float((((s[g % 8] >> (4 * (g / 8))) & 15) | (((s[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32);
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 32 * h));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i ql = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), low2);
+        const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * h + j)), one);
+        const __m256i q = _mm256_or_si256(ql, _mm256_slli_epi16(hb, 2));  // 0..7, less 4 below
+        const float* xs = xb + 128 * h + 32 * j;
+        const int g = 8 * h + 2 * j;
+        const __m512 f0 = _mm512_sub_ps(u8x16(_mm256_castsi256_si128(q)), k4);
+        const __m512 f1 = _mm512_sub_ps(u8x16(_mm256_extracti128_si256(q, 1)), k4);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(f0, _mm512_loadu_ps(xs)), _mm512_set1_ps(dl[g]), acc);
+        acc = _mm512_fmadd_ps(_mm512_mul_ps(f1, _mm512_loadu_ps(xs + 16)), _mm512_set1_ps(dl[g + 1]), acc);
+      }
+    }
+  }
+  return hsum(acc);
+}
+
+float dot_q2_k(const uint8_t* row, const float* x, int64_t blocks) {
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  __m512 acc = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 84;
+    const uint8_t* sc = blk;
+    const float d = f16(blk + 80), dmin = f16(blk + 82);
+    const float* xb = x + b * 256;
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * h));
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = _mm256_and_si256(_mm256_srl_epi16(qs, _mm_cvtsi32_si128(2 * j)), low2);
+        const float* xs = xb + 128 * h + 32 * j;
+        const int g = 8 * h + 2 * j;
+        for (int half = 0; half < 2; ++half) {
+          const __m128i v = half ? _mm256_extracti128_si256(q, 1) : _mm256_castsi256_si128(q);
+          const __m512 xv = _mm512_loadu_ps(xs + 16 * half);
+          const int gg = g + half;
+          acc = _mm512_fmadd_ps(_mm512_mul_ps(u8x16(v), xv), _mm512_set1_ps(d * float(sc[gg] & 15)), acc);
+          accm = _mm512_fmadd_ps(xv, _mm512_set1_ps(dmin * float(sc[gg] >> 4)), accm);
+        }
+      }
+    }
+  }
+  return hsum(acc) - hsum(accm);
+}
+
 }  // namespace
 
 RowDot avx512_row_dot(uint32_t type) {
@@ -115,6 +203,9 @@ RowDot avx512_row_dot(uint32_t type) {
     case GgmlType::Q8_0: return dot_q8_0;
     case GgmlType::Q4_K: return dot_q4_k;
     case GgmlType::Q6_K: return dot_q6_k;
+    case GgmlType::Q5_K: return dot_q5_k;
+    case GgmlType::Q3_K: return dot_q3_k;
+    case GgmlType::Q2_K: return dot_q2_k;
     default: return nullptr;
   }
 }

@@ -77,8 +77,8 @@ TEST_CASE("GGUF block GEMV equals the reference decoder's product at every ISA l
       }
     }
   }
-  // The SIMD levels cover the types of a Q4_K_M / Q6_K / Q8_0 file.
-  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K})
+  // The SIMD levels cover every quantised type the decoder takes.
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
     for (int level = 1; level <= top; ++level) CHECK(cpu::ggml_gemv_has_kernel(uint32_t(t), level));
 }
 
