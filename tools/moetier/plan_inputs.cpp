@@ -78,7 +78,7 @@ Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, p
   char note[512];
   std::snprintf(note, sizeof note,
                 "sizes as the GGUF holds them: experts %.2f bits/weight (%s), the rest %.2f bits/weight (%s); "
-                "K-quants have no moetier kernel yet, so the speed is planned with moetier's %s and %s rates",
+                "the profile has no K-quant rates yet, so the speed is planned with moetier's %s and %s rates",
                 expert_bpw, types_text(d.expert_types).c_str(), dense_bpw, types_text(d.dense_types).c_str(),
                 in.expert_format.c_str(), in.dense_format.c_str());
   ctx.dense_note = note;
