@@ -1,7 +1,9 @@
 // Decode-sized products straight from a GGUF tensor's own blocks: y[r] = sum_k W[r, k] x[k] for
 // one token, W as llama.cpp stores it (rows of blocks, no repacking). Activations stay fp32: each
 // block is decoded in registers and multiplied in fp32, so the result equals the reference
-// decoder's (ggml_dequant.h) product to fp32 rounding, with no activation quantisation.
+// decoder's (ggml_dequant.h) product to within fp32 accumulation error (a K-quant row's min
+// term is summed apart, Σ(d·sc)·q·x − Σ(dmin·m)·x, so the two sums may cancel), with no
+// activation quantisation.
 //   level 2 (AVX-512) and 1 (AVX2): Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K;
 //   level 0 (scalar), and F32/F16/BF16 (whose products are dense_gemv's): a block is decoded
 //   to fp32 by the reference decoder, then dotted.

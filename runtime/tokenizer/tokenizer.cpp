@@ -503,6 +503,9 @@ Result<Tokenizer> Tokenizer::from_vocab(const TokenizerVocab& v, const std::stri
   json added = json::array();
   for (size_t id = 0; id < v.tokens.size(); ++id) {
     const int t = v.types[id];
+    // Unused slots (the padding of a rounded-up vocabulary) and empty control tokens are no
+    // tokens at all, as in the Hugging Face tokenizer.
+    if (t == TokenizerVocab::kUnused || v.tokens[id].empty()) continue;
     if (t == TokenizerVocab::kControl || t == TokenizerVocab::kUserDefined) {
       const bool special = t == TokenizerVocab::kControl;
       added.push_back({{"id", id}, {"content", v.tokens[id]}, {"special", special}, {"normalized", !special},
@@ -523,16 +526,18 @@ Result<Tokenizer> Tokenizer::from_vocab(const TokenizerVocab& v, const std::stri
              {"added_tokens", std::move(added)},
              {"pre_tokenizer", *pre}};
   json cfg = json::object();
-  auto text_of = [&](int64_t id) { return id >= 0 && size_t(id) < v.tokens.size() ? v.tokens[size_t(id)] : std::string(); };
-  if (!text_of(v.bos_id).empty()) cfg["bos_token"] = text_of(v.bos_id);
-  if (!text_of(v.eos_id).empty()) cfg["eos_token"] = text_of(v.eos_id);
   cfg["add_bos_token"] = v.add_bos;
   if (!v.chat_template.empty()) cfg["chat_template"] = v.chat_template;
-  return build(std::move(tj), label, cfg, label);
+  // BOS and EOS by id (two tokens may share a spelling); without one, by the default spellings.
+  auto kept = [&](int64_t id) {
+    return id >= 0 && size_t(id) < v.tokens.size() && !v.tokens[size_t(id)].empty() &&
+           v.types[size_t(id)] != TokenizerVocab::kUnused;
+  };
+  return build(std::move(tj), label, cfg, label, kept(v.bos_id) ? v.bos_id : -2, kept(v.eos_id) ? v.eos_id : -2);
 }
 
 Result<Tokenizer> Tokenizer::build(tok::TokenizerJson tj, const std::string& fname, const std::optional<json>& config,
-                                   const std::string& cname) {
+                                   const std::string& cname, int64_t bos_id, int64_t eos_id) {
   auto impl = std::make_shared<Impl>();
   impl->file = fname;
   try {
@@ -695,8 +700,8 @@ Result<Tokenizer> Tokenizer::build(tok::TokenizerJson tj, const std::string& fna
     if (auto it = impl->added_by_content.find(t); it != impl->added_by_content.end()) return it->second;
     return impl->vocab.find(t);
   };
-  impl->bos = lookup(bos_text);
-  impl->eos = lookup(eos_text);
+  impl->bos = bos_id >= 0 ? static_cast<int32_t>(bos_id) : lookup(bos_text);
+  impl->eos = eos_id >= 0 ? static_cast<int32_t>(eos_id) : lookup(eos_text);
 
   Tokenizer tk;
   tk.impl_ = std::move(impl);

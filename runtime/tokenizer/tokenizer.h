@@ -39,9 +39,9 @@ struct TokenizerJson;
 // has id i, spelled as in tokenizer.json's vocab (byte-level: "Ġthe") or, for added tokens, as
 // their text; merges are "left right" strings in rank order.
 struct TokenizerVocab {
-  static constexpr int kNormal = 1, kControl = 3, kUserDefined = 4;  // llama.cpp's token types
+  static constexpr int kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;  // llama.cpp's token types
   std::vector<std::string> tokens;
-  std::vector<int32_t> types;  // kControl: a special added token; kUserDefined: an added token
+  std::vector<int32_t> types;  // kControl: a special added token; kUserDefined: an added token; kUnused: none
   std::vector<std::string> merges;
   std::string pre;             // the pre-tokenizer's name ("deepseek-v3")
   int64_t bos_id = -1, eos_id = -1;
@@ -92,8 +92,10 @@ class Tokenizer {
   const std::string& chat_template() const;
 
  private:
+  // bos_id / eos_id >= 0 override the config's spellings.
   static Result<Tokenizer> build(tok::TokenizerJson tj, const std::string& fname,
-                                 const std::optional<nlohmann::json>& config, const std::string& config_name);
+                                 const std::optional<nlohmann::json>& config, const std::string& config_name,
+                                 int64_t bos_id = -2, int64_t eos_id = -2);
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };

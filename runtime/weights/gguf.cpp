@@ -13,9 +13,9 @@ namespace mt {
 namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF", little-endian
-constexpr int kMaxArrayDepth = 4;
 constexpr uint64_t kMaxArrayElements = uint64_t{64} << 20;  // over all arrays of a file
 constexpr uint32_t kMaxDims = 4;                             // GGML_MAX_DIMS
+constexpr size_t kMaxName = 64;                              // GGML_MAX_NAME: llama.cpp refuses longer
 
 // Reads little-endian values from [p, end), failing (once) past the end.
 class Cursor {
@@ -95,18 +95,20 @@ struct Parser {
     return ok_status();
   }
 
-  Status value(GgufType t, GgufValue& v, const std::string& key, int depth) {
+  Status value(GgufType t, GgufValue& v, const std::string& key) {
     if (t != GgufType::Array) return scalar(t, v, key);
-    if (depth >= kMaxArrayDepth) return fail("key '" + key + "': arrays nested deeper than " + std::to_string(kMaxArrayDepth));
     v.type = GgufType::Array;
     uint32_t et = 0;
     uint64_t n = 0;
     if (!c.get(et) || !c.get(n)) return fail("key '" + key + "': its array header runs past the end of the file");
     if (!valid_type(et)) return fail("key '" + key + "': an array of unknown value type " + std::to_string(et));
+    // As llama.cpp: no arrays of arrays (no model key uses them, and each would cost far more
+    // memory than its bytes in the file).
+    if (GgufType(et) == GgufType::Array) return fail("key '" + key + "': an array of arrays (not supported)");
     v.elem = GgufType(et);
     v.count = n;
-    // Every element takes at least a byte (8 for a string's length, 12 for an array's header).
-    const uint64_t min_size = v.elem == GgufType::String ? 8 : v.elem == GgufType::Array ? 12 : fixed_size(v.elem);
+    // Every element takes at least a byte (8 for a string's length).
+    const uint64_t min_size = v.elem == GgufType::String ? 8 : fixed_size(v.elem);
     if (n > c.left() / min_size)
       return fail("key '" + key + "': an array of " + std::to_string(n) + " elements cannot fit in the rest of the file");
     array_elements += n;
@@ -114,10 +116,9 @@ struct Parser {
       return fail("key '" + key + "': more than " + std::to_string(kMaxArrayElements) + " array elements in the metadata");
     GgufValue e;
     for (uint64_t k = 0; k < n; ++k) {
-      MT_TRY(value(v.elem, e, key, depth + 1));
+      MT_TRY(value(v.elem, e, key));
       switch (v.elem) {
         case GgufType::String: v.strings.push_back(std::move(e.s)); break;
-        case GgufType::Array: v.arrays.push_back(std::move(e)); e = GgufValue{}; break;
         case GgufType::F32: case GgufType::F64: v.floats.push_back(e.f); break;
         case GgufType::I8: case GgufType::I16: case GgufType::I32: case GgufType::I64: v.ints.push_back(e.i); break;
         default: v.ints.push_back(static_cast<int64_t>(e.u)); break;
@@ -194,7 +195,7 @@ Result<GgufFile> parse_gguf(const uint8_t* data, size_t size, const std::string&
     if (!p.c.get(t)) return p.fail("key '" + key + "': its type runs past the end of the file");
     if (!valid_type(t)) return p.fail("key '" + key + "': unknown value type " + std::to_string(t));
     GgufValue v;
-    MT_TRY(p.value(GgufType(t), v, key, 0));
+    MT_TRY(p.value(GgufType(t), v, key));
     if (!f.kv.emplace(key, std::move(v)).second) return p.fail("key '" + key + "' appears twice");
   }
   if (auto it = f.kv.find("general.alignment"); it != f.kv.end()) {
@@ -210,6 +211,9 @@ Result<GgufFile> parse_gguf(const uint8_t* data, size_t size, const std::string&
     t.file = name;
     uint32_t n_dims = 0;
     if (!p.c.str(t.name)) return p.fail("tensor entry " + std::to_string(k) + " runs past the end of the file");
+    if (t.name.size() >= kMaxName)
+      return p.fail("tensor entry " + std::to_string(k) + ": a name of " + std::to_string(t.name.size()) +
+                    " bytes (llama.cpp's limit is " + std::to_string(kMaxName - 1) + ")");
     const std::string what = "tensor '" + t.name + "'";
     if (!names.insert(t.name).second) return p.fail(what + " appears twice");
     if (!p.c.get(n_dims)) return p.fail(what + ": its entry runs past the end of the file");
@@ -230,6 +234,8 @@ Result<GgufFile> parse_gguf(const uint8_t* data, size_t size, const std::string&
     if (t.dims[0] % ti->block != 0)
       return p.fail(what + ": its rows of " + std::to_string(t.dims[0]) + " are not whole " + ti->name + " blocks of " +
                     std::to_string(ti->block));
+    if (numel / uint64_t(ti->block) > UINT64_MAX / uint64_t(ti->bytes))
+      return p.fail(what + ": " + std::to_string(numel) + " elements of " + ti->name + " overflow a byte count");
     t.nbytes = numel / uint64_t(ti->block) * uint64_t(ti->bytes);
     if (t.offset % f.alignment != 0)
       return p.fail(what + ": its offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +

@@ -3,8 +3,9 @@
 // (NAME-00001-of-0000N.gguf). Validated as strictly as the safetensors reader: a bad magic, an
 // unknown value or tensor type, a string or array longer than the file, a tensor whose offset
 // is misaligned, whose bytes lie past the end of the file or overlap another's, a shape whose
-// size overflows or does not fill whole blocks, a duplicate name, a missing or inconsistent
-// split: each is one Error naming the file (and the key or tensor).
+// size overflows or does not fill whole blocks, a duplicate or over-long (64 bytes) name, an
+// array of arrays, a missing or inconsistent split: each is one Error naming the file (and the
+// key or tensor).
 #pragma once
 
 #include <cstdint>
@@ -32,13 +33,13 @@ struct GgufValue {
   int64_t i = 0;   // signed integers
   double f = 0;    // F32, F64
   std::string s;
-  // Array: the elements' type and count, kept by kind (a U64 above INT64_MAX keeps its bits).
+  // Array (of scalars or strings; arrays of arrays are refused): the elements' type and count,
+  // kept by kind (a U64 above INT64_MAX keeps its bits).
   GgufType elem = GgufType::U8;
   uint64_t count = 0;
   std::vector<int64_t> ints;         // integer and bool elements
   std::vector<double> floats;        // F32 and F64 elements
   std::vector<std::string> strings;  // String elements
-  std::vector<GgufValue> arrays;     // Array elements
 
   // An integer of any integer type that fits in int64, else nothing.
   std::optional<int64_t> as_int() const;

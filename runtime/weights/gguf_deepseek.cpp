@@ -1,7 +1,7 @@
 #include "runtime/weights/gguf_deepseek.h"
 
+#include <charconv>
 #include <numeric>
-#include <regex>
 
 namespace mt {
 
@@ -87,10 +87,12 @@ Result<GgufDeepSeek> read_gguf_deepseek(const GgufModel& g) {
     c.norm_topk_prob = false;  // llama.cpp's default when the key is absent
     d.notes.push_back(std::string(kArch) + ".expert_weights_norm absent: the experts' weights are not normalised");
   }
-  int64_t gating = 2;
+  // Absent, llama.cpp takes softmax (DeepSeek V2/V2.5 files predate the key).
+  int64_t gating = 1;
   MT_TRY(opt_int("expert_gating_func", gating));
   if (gating != 2)
-    return make_error(file + ": " + kArch + ".expert_gating_func " + std::to_string(gating) +
+    return make_error(file + ": " + kArch + ".expert_gating_func " +
+                      (key("expert_gating_func") ? std::to_string(gating) : std::string("absent")) +
                       " (softmax routing: DeepSeek V2); moetier runs V3's sigmoid routing");
   if (key("expert_group_count")) {
     MT_TRY(need_int("expert_group_count", c.n_group));
@@ -108,7 +110,7 @@ Result<GgufDeepSeek> read_gguf_deepseek(const GgufModel& g) {
     double log_mul = 0.0;
     MT_TRY(opt_num("rope.scaling.yarn_log_multiplier", log_mul));
     // llama.cpp stores 0.1 * mscale_all_dim; DeepSeek's mscale is 1 as well.
-    c.rope_scaling.mscale_all_dim = log_mul / 0.1;
+    c.rope_scaling.mscale_all_dim = static_cast<float>(log_mul / 0.1);  // the key is a float32
     c.rope_scaling.mscale = c.rope_scaling.mscale_all_dim;
   }
   // The vocabulary: the key, else the tokenizer's list, else the embedding's rows.
@@ -122,22 +124,39 @@ Result<GgufDeepSeek> read_gguf_deepseek(const GgufModel& g) {
   for (const char* k : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"})
     if (const GgufValue* v = g.find_key(k); v && v->as_int())
       (std::string(k).find("bos") != std::string::npos ? c.bos_token_id : c.eos_token_id) = *v->as_int();
+  // A converter that counts the MTP layers in block_count leaves them at its end, named nextn.
+  if (c.num_nextn_predict_layers > 0)
+    for (const GgufTensor& t : g.tensors())
+      if (t.name == "blk." + std::to_string(c.num_hidden_layers - 1) + ".nextn.eh_proj.weight") {
+        c.num_hidden_layers -= c.num_nextn_predict_layers;
+        d.notes.push_back("block_count includes the " + std::to_string(c.num_nextn_predict_layers) +
+                          " MTP layer(s) at its end; they are not run");
+        break;
+      }
   MT_TRY(validate_config(c, file));
 
   // Tensors by part.
   const auto L = static_cast<size_t>(c.num_hidden_layers);
   for (auto* v : {&d.attention, &d.norms, &d.router, &d.shared, &d.dense_ffn, &d.experts}) v->assign(L, 0);
-  static const std::regex kBlock(R"(blk\.(\d+)\.(.+))");
   std::vector<int> expert_parts(L, 0);
+  // "blk.N.part": N and part, parsed by hand (names are short, but a fuzzed one need not be).
+  auto block_of = [](const std::string& n, uint64_t& layer, std::string& part) {
+    if (n.rfind("blk.", 0) != 0) return false;
+    const char* first = n.data() + 4;
+    const char* last = n.data() + n.size();
+    const auto [end, ec] = std::from_chars(first, last, layer);
+    if (ec != std::errc() || end == first || end == last || *end != '.' || end + 1 == last) return false;
+    part.assign(end + 1, last);
+    return true;
+  };
   for (const GgufTensor& t : g.tensors()) {
-    std::smatch m;
     const std::string& n = t.name;
+    uint64_t layer = 0;
+    std::string part;
     if (n == "token_embd.weight") d.embedding += t.nbytes, d.dense_types[t.type] += t.nbytes;
     else if (n == "output.weight") d.lm_head += t.nbytes, d.dense_types[t.type] += t.nbytes;
     else if (n == "output_norm.weight") d.final_norm += t.nbytes;
-    else if (std::regex_match(n, m, kBlock)) {
-      const size_t layer = std::stoul(m[1].str());
-      const std::string part = m[2].str();
+    else if (block_of(n, layer, part)) {
       if (layer >= L || part.rfind("nextn.", 0) == 0) {  // the MTP module: not run
         d.skipped += t.nbytes;
         continue;

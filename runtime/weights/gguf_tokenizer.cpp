@@ -33,7 +33,7 @@ Result<TokenizerVocab> gguf_tokenizer_vocab(const GgufModel& g) {
   v.pre = *pre->as_string();
   for (auto [key, out] : {std::pair{"tokenizer.ggml.bos_token_id", &v.bos_id}, std::pair{"tokenizer.ggml.eos_token_id", &v.eos_id}})
     if (const GgufValue* id = get(key)) {
-      if (!id->as_int() || *id->as_int() >= static_cast<int64_t>(v.tokens.size()))
+      if (!id->as_int() || *id->as_int() < 0 || *id->as_int() >= static_cast<int64_t>(v.tokens.size()))
         return bad(key, "is not a token id of this vocabulary");
       *out = *id->as_int();
     }

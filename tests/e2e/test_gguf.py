@@ -183,6 +183,11 @@ def plan_deepseek2(ck, exe, work, rng):
     C.expect_error(ck, "plan: an expert tensor of the wrong shape", [exe, "plan", "--model", os.path.join(work, "ds2bad.gguf"),
                    "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2", "--no-gpu"],
                    "blk.2.ffn_down_exps.weight", "shape")
+    no_gating = [x for x in kv if x[0] != "deepseek2.expert_gating_func"]
+    write_model(os.path.join(work, "ds2v2.gguf"), tensors, no_gating)
+    C.expect_error(ck, "plan: no expert_gating_func (a DeepSeek V2 file) is refused", [exe, "plan", "--model",
+                   os.path.join(work, "ds2v2.gguf"), "--hardware", "ram=64G@50GB/s,disk=3GB/s,cores=8,isa=avx2", "--no-gpu"],
+                   "expert_gating_func absent", "softmax")
     kv_missing = [x for x in kv if x[0] != "deepseek2.expert_count"]
     write_model(os.path.join(work, "ds2nokey.gguf"), tensors, kv_missing)
     C.expect_error(ck, "plan: a missing deepseek2 key", [exe, "plan", "--model", os.path.join(work, "ds2nokey.gguf"),
@@ -373,6 +378,9 @@ def main():
         ("a bool of 2", dict(tensors=[], data=b"", kv=[("flag", 7, b"\x02")]), ["'flag'", "bool"]),
         ("duplicate key", dict(tensors=[], data=b"", kv=[("k", 4, b"\1\0\0\0"), ("k", 4, b"\2\0\0\0")]), ["'k'", "twice"]),
         ("alignment not a power of two", dict(tensors=[], data=b"", kv=[("general.alignment", 4, struct.pack("<I", 48))]), ["general.alignment"]),
+        ("an array of arrays", dict(tensors=[], data=b"", kv=[("nest", 9, struct.pack("<IQ", 9, 1) + struct.pack("<IQ", 4, 0))]), ["'nest'", "array of arrays"]),
+        ("a 64-byte tensor name", dict(tensors=[("w" * 64, F32, [8], 0)], data=d), ["name of 64 bytes"]),
+        ("a byte count that overflows", dict(tensors=[("huge", F32, [1 << 31, 1 << 31], 0)], data=d), ["'huge'", "overflow"]),
     ]
     for name, kwargs, needles in cases:
         raw_gguf(bad, **kwargs)

@@ -99,6 +99,30 @@ TEST_CASE("a tokenizer from GGUF-style lists encodes the golden files as HF does
   CHECK(compared >= 318);
 }
 
+TEST_CASE("unused slots and empty control tokens are no tokens; BOS and EOS go by id", "[tokenizer][gguf]") {
+  const json tj = read_json(kDir + "/tokenizer.json"), cfg = read_json(kDir + "/tokenizer_config.json");
+  mt::TokenizerVocab v = lists_from_hf(tj, cfg);
+  const auto hf = mt::Tokenizer::load(kDir);
+  REQUIRE(hf.ok());
+  // A vocabulary padded as converters pad it, with an empty control token in the padding.
+  for (int i = 0; i < 5; ++i) {
+    v.tokens.push_back("[PAD" + std::to_string(i) + "]");
+    v.types.push_back(mt::TokenizerVocab::kUnused);
+  }
+  v.tokens.push_back("");
+  v.types.push_back(mt::TokenizerVocab::kControl);
+  auto t = mt::Tokenizer::from_vocab(v, "padded");
+  REQUIRE(t.ok());
+  CHECK(t->vocab_size() == hf->vocab_size());
+  CHECK(t->encode("[PAD0] hello") == hf->encode("[PAD0] hello"));
+  // EOS given by id, even where its spelling is not the default one.
+  v.eos_id = 2;
+  auto e = mt::Tokenizer::from_vocab(v, "eos2");
+  REQUIRE(e.ok());
+  CHECK(e->eos_id() == 2);
+  CHECK(e->bos_id() == 0);
+}
+
 TEST_CASE("bad vocabulary lists are one clear error", "[tokenizer][gguf]") {
   const json tj = read_json(kDir + "/tokenizer.json"), cfg = read_json(kDir + "/tokenizer_config.json");
   mt::TokenizerVocab v = lists_from_hf(tj, cfg);

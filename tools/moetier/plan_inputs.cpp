@@ -67,6 +67,7 @@ Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, p
   db.resident = double(d.dense_total());
   in.dense_override = db;
   const double experts = double(moe) * double(c.n_routed_experts);
+  if (experts == 0) return make_error(path + ": a model without routed experts (nothing for the planner to place)");
   in.expert_bytes = static_cast<uint64_t>((double(d.expert_total()) + experts - 1) / experts);
   const double expert_bpw = 8.0 * double(in.expert_bytes) / (3.0 * double(c.hidden_size) * double(c.moe_intermediate_size));
   const double dense_params = double(planner::compute_model_sizes(c).main_model.params) - experts * 3.0 *
