@@ -59,26 +59,14 @@ void q3_k(const uint8_t* b, float* y) {
   }
 }
 
-// The 6-bit scales and mins of Q4_K and Q5_K's 8 groups of 32, packed in 12 bytes.
-void scale_min_k4(const uint8_t* s, int g, int& sc, int& m) {
-  if (g < 4) {
-    sc = s[g] & 63;
-    m = s[g + 4] & 63;
-  } else {
-    sc = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4);
-    m = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-  }
-}
-
 // Q4_K: [d f16][dmin f16][scales 12][qs 128]; group g = 2c + nibble, byte c*32 + i.
 void q4_k(const uint8_t* b, float* y) {
   const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s = b + 4;
+  int sc[8], m[8];
+  ggml_k4_scales(b + 4, sc, m);
   const uint8_t* qs = b + 16;
   for (int g = 0; g < 8; ++g) {
-    int sc, m;
-    scale_min_k4(s, g, sc, m);
-    const float dl = d * float(sc), ml = dmin * float(m);
+    const float dl = d * float(sc[g]), ml = dmin * float(m[g]);
     const int c = g / 2, nib = g % 2;
     for (int i = 0; i < 32; ++i) y[g * 32 + i] = dl * float((qs[c * 32 + i] >> (4 * nib)) & 15) - ml;
   }
@@ -87,13 +75,12 @@ void q4_k(const uint8_t* b, float* y) {
 // Q5_K: [d f16][dmin f16][scales 12][qh 32][qs 128]; Q4_K's codes plus a fifth bit, bit g of qh[i].
 void q5_k(const uint8_t* b, float* y) {
   const float d = f16_at(b), dmin = f16_at(b + 2);
-  const uint8_t* s = b + 4;
+  int sc[8], m[8];
+  ggml_k4_scales(b + 4, sc, m);
   const uint8_t* qh = b + 16;
   const uint8_t* qs = b + 48;
   for (int g = 0; g < 8; ++g) {
-    int sc, m;
-    scale_min_k4(s, g, sc, m);
-    const float dl = d * float(sc), ml = dmin * float(m);
+    const float dl = d * float(sc[g]), ml = dmin * float(m[g]);
     const int c = g / 2, nib = g % 2;
     for (int i = 0; i < 32; ++i) {
       const int q = ((qs[c * 32 + i] >> (4 * nib)) & 15) | (((qh[i] >> g) & 1) << 4);

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "cpu_kernels/ggml_dequant.h"  // ggml_k4_scales
 #include "cpu_kernels/ggml_gemv.h"
 #include "runtime/core/ggml_types.h"
 
@@ -48,10 +49,6 @@ float dot_q8_0(const uint8_t* row, const float* x, int64_t blocks) {
   return hsum(acc);
 }
 
-inline void scales_k4(const uint8_t* s, int* sc, int* m) {
-  for (int g = 0; g < 4; ++g) sc[g] = s[g] & 63, m[g] = s[g + 4] & 63;
-  for (int g = 4; g < 8; ++g) sc[g] = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4), m[g] = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-}
 
 float dot_q4_k(const uint8_t* row, const float* x, int64_t blocks) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -61,7 +58,7 @@ float dot_q4_k(const uint8_t* row, const float* x, int64_t blocks) {
     const float* xb = x + b * 256;
     const float d = f16(blk), dmin = f16(blk + 2);
     int sc[8], m[8];
-    scales_k4(blk + 4, sc, m);
+    ggml_k4_scales(blk + 4, sc, m);
     const uint8_t* qs = blk + 16;
     for (int c = 0; c < 4; ++c) {
       const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
@@ -124,7 +121,7 @@ float dot_q5_k(const uint8_t* row, const float* x, int64_t blocks) {
     const float* xb = x + b * 256;
     const float d = f16(blk), dmin = f16(blk + 2);
     int sc[8], m[8];
-    scales_k4(blk + 4, sc, m);
+    ggml_k4_scales(blk + 4, sc, m);
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
     const uint8_t* qs = blk + 48;
     for (int c = 0; c < 4; ++c) {

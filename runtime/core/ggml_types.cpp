@@ -54,4 +54,15 @@ std::string ggml_type_name(uint32_t type) {
   return t ? std::string(t->name) : "type " + std::to_string(type);
 }
 
+std::vector<int> ggml_f16_scale_offsets(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::Q8_0: return {0};
+    case GgmlType::Q2_K: return {80, 82};
+    case GgmlType::Q3_K: return {108};
+    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
+    case GgmlType::Q6_K: return {208};
+    default: return {};
+  }
+}
+
 }  // namespace mt

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mt {
 
@@ -26,5 +27,8 @@ struct GgmlTypeInfo {
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
 // The type's name, or "type N" for an unknown id.
 std::string ggml_type_name(uint32_t type);
+// Byte offsets, within one block, of the fp16 scale fields of Q8_0 and Q2_K..Q6_K (empty for
+// other types): what a maker of valid random blocks (tests, benchmarks) must keep finite.
+std::vector<int> ggml_f16_scale_offsets(uint32_t type);
 
 }  // namespace mt

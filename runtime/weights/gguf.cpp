@@ -71,18 +71,18 @@ struct Parser {
     v.type = t;
     bool ok = true;
     switch (t) {
-      case GgufType::U8: { uint8_t x; ok = c.get(x); v.u = x; break; }
-      case GgufType::I8: { int8_t x; ok = c.get(x); v.i = x; break; }
-      case GgufType::U16: { uint16_t x; ok = c.get(x); v.u = x; break; }
-      case GgufType::I16: { int16_t x; ok = c.get(x); v.i = x; break; }
-      case GgufType::U32: { uint32_t x; ok = c.get(x); v.u = x; break; }
-      case GgufType::I32: { int32_t x; ok = c.get(x); v.i = x; break; }
-      case GgufType::U64: { uint64_t x; ok = c.get(x); v.u = x; break; }
-      case GgufType::I64: { int64_t x; ok = c.get(x); v.i = x; break; }
-      case GgufType::F32: { float x; ok = c.get(x); v.f = x; break; }
-      case GgufType::F64: { double x; ok = c.get(x); v.f = x; break; }
+      case GgufType::U8: { uint8_t x{}; ok = c.get(x); v.u = x; break; }
+      case GgufType::I8: { int8_t x{}; ok = c.get(x); v.i = x; break; }
+      case GgufType::U16: { uint16_t x{}; ok = c.get(x); v.u = x; break; }
+      case GgufType::I16: { int16_t x{}; ok = c.get(x); v.i = x; break; }
+      case GgufType::U32: { uint32_t x{}; ok = c.get(x); v.u = x; break; }
+      case GgufType::I32: { int32_t x{}; ok = c.get(x); v.i = x; break; }
+      case GgufType::U64: { uint64_t x{}; ok = c.get(x); v.u = x; break; }
+      case GgufType::I64: { int64_t x{}; ok = c.get(x); v.i = x; break; }
+      case GgufType::F32: { float x{}; ok = c.get(x); v.f = x; break; }
+      case GgufType::F64: { double x{}; ok = c.get(x); v.f = x; break; }
       case GgufType::Bool: {
-        uint8_t x;
+        uint8_t x = 0;
         ok = c.get(x);
         if (ok && x > 1) return fail("key '" + key + "': a bool of value " + std::to_string(x));
         v.u = x;

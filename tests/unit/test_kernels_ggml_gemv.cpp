@@ -18,17 +18,6 @@ using namespace mt;
 
 namespace {
 
-// Byte offsets of each block's fp16 scale fields.
-std::vector<int> f16_fields(GgmlType t) {
-  switch (t) {
-    case GgmlType::Q8_0: return {0};
-    case GgmlType::Q2_K: return {80, 82};
-    case GgmlType::Q3_K: return {108};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
-    case GgmlType::Q6_K: return {208};
-    default: return {};
-  }
-}
 
 std::vector<uint8_t> random_blocks(GgmlType t, int64_t rows, int64_t cols, std::mt19937& rng) {
   const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
@@ -38,7 +27,7 @@ std::vector<uint8_t> random_blocks(GgmlType t, int64_t rows, int64_t cols, std::
   std::normal_distribution<float> nd(0.0f, 0.05f);
   for (auto& b : w) b = static_cast<uint8_t>(byte(rng));
   for (int64_t b = 0; b < blocks; ++b)
-    for (int off : f16_fields(t)) {
+    for (int off : ggml_f16_scale_offsets(uint32_t(t))) {
       const uint16_t h = f32_to_f16(nd(rng));
       std::memcpy(&w[size_t(b * ti->bytes + off)], &h, 2);
     }

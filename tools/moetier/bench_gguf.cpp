@@ -29,17 +29,6 @@ double median_of(std::vector<double> v) {
   return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// Byte offsets of a block's fp16 scales, kept finite so the decoded values are sane.
-std::vector<int> f16_fields(GgmlType t) {
-  switch (t) {
-    case GgmlType::Q8_0: return {0};
-    case GgmlType::Q2_K: return {80, 82};
-    case GgmlType::Q3_K: return {108};
-    case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};
-    case GgmlType::Q6_K: return {208};
-    default: return {};
-  }
-}
 
 bool type_from_name(const std::string& s, GgmlType& t) {
   for (GgmlType c : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
@@ -84,7 +73,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     std::uniform_int_distribution<int> byte(0, 255);
     for (size_t i = 0; i < mat; ++i) w[i] = static_cast<uint8_t>(byte(rng));
     for (size_t b = 0; b < mat / size_t(ti->bytes); ++b)
-      for (int off : f16_fields(t)) {
+      for (int off : ggml_f16_scale_offsets(uint32_t(t))) {
         const uint16_t h = f32_to_f16(0.05f * nd(rng));
         std::memcpy(w + b * size_t(ti->bytes) + size_t(off), &h, 2);
       }
