@@ -74,6 +74,11 @@ struct GgufFile {
 // into `data`.
 Result<GgufFile> parse_gguf(const uint8_t* data, size_t size, const std::string& name);
 
+// Whether a model path names a GGUF file (by its ending), so that the CLI reads it as one.
+inline bool is_gguf_path(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+}
+
 // The parts of a split model, in order, given any one of them (or the one file of an unsplit
 // model); errors when a part is missing.
 Result<std::vector<std::filesystem::path>> gguf_split_paths(const std::filesystem::path& any_part);

@@ -16,6 +16,7 @@
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
+#include "tools/moetier/median.h"
 #include "tools/moetier/progress.h"
 
 namespace mt::cli {
@@ -23,11 +24,6 @@ namespace mt::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 
 bool type_from_name(const std::string& s, GgmlType& t) {
@@ -107,11 +103,11 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         per += b;
       }
       const bool simd = level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level);
-      std::printf("%-6s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), median_of(bw), median_of(gbs),
-                  100.0 * median_of(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
+      std::printf("%-6s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), median(bw), median(gbs),
+                  100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
       out["results"].push_back({{"type", ti->name}, {"isa", isa_name(level)}, {"simd", simd},
-                                {"membw_gbs", median_of(bw)}, {"gemv_gbs", median_of(gbs)},
-                                {"ratio_median", median_of(ratio)}, {"ratios", ratio}});
+                                {"membw_gbs", median(bw)}, {"gemv_gbs", median(gbs)},
+                                {"ratio_median", median(ratio)}, {"ratios", ratio}});
     }
     cpu::free_huge(w, total);
   }

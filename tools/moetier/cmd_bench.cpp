@@ -28,6 +28,7 @@
 #include "tools/moetier/commands.h"
 #include "tools/moetier/decode_run.h"
 #include "tools/moetier/expert_flags.h"
+#include "tools/moetier/median.h"
 #include "tools/moetier/progress.h"
 
 namespace mt::cli {
@@ -75,13 +76,6 @@ options:
   --type LIST         GGUF block types for `gguf`: Q8_0, Q2_K..Q6_K        [Q4_K,Q6_K,Q8_0]
   --json FILE         also write the results as JSON
 )";
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 double seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 

@@ -123,9 +123,8 @@ int cmd_tokenize(int argc, char** argv) {
   }
 
   // A GGUF model: tokenizer.json beside it, else the tokenizer the file stores.
-  const bool gguf = args.tokenizer.size() > 5 && args.tokenizer.compare(args.tokenizer.size() - 5, 5, ".gguf") == 0;
   auto loaded = [&]() -> mt::Result<mt::Tokenizer> {
-    if (!gguf) return mt::Tokenizer::load(args.tokenizer);
+    if (!mt::is_gguf_path(args.tokenizer)) return mt::Tokenizer::load(args.tokenizer);
     MT_ASSIGN(mt::GgufModel g, mt::GgufModel::open(args.tokenizer));
     return mt::load_gguf_tokenizer(g, args.tokenizer);
   }();

@@ -20,6 +20,7 @@
 #include "cpu_kernels/read_bandwidth.h"
 #include "offload/disk_bandwidth.h"
 #include "runtime/core/dtype.h"
+#include "tools/moetier/median.h"
 #include "tools/moetier/other_cpu_use.h"
 #include "tools/moetier/progress.h"
 
@@ -39,13 +40,6 @@ std::string num(double v, int decimals = 1) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
   return buf;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 // (max - min) / median of repeated measurements of one figure.

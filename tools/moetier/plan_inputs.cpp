@@ -16,10 +16,6 @@ namespace mt::cli {
 
 namespace {
 
-bool is_gguf(const std::string& path) {
-  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
-}
-
 // The kernel rates a GGUF's quantisation is planned with, by its bits per weight: moetier's
 // own q4/q8/bf16 kernels stand in for the K-quants until those have kernels of their own.
 std::string rate_format_for_bits(double bpw) { return bpw <= 5.0 ? "q4" : bpw <= 9.0 ? "q8" : "bf16"; }
@@ -92,7 +88,7 @@ Result<planner::MachineProfile> machine_from_args(const Args& a) {
   if (auto spec = a.get("hardware")) return planner::describe_hardware(*spec);
   if (auto file = a.get("profile")) return planner::load_profile(*file);
   ProbeOptions po;
-  if (auto m = a.get("model")) po.model_dir = is_gguf(*m) ? std::filesystem::path(*m).parent_path() : std::filesystem::path(*m);
+  if (auto m = a.get("model")) po.model_dir = is_gguf_path(*m) ? std::filesystem::path(*m).parent_path() : std::filesystem::path(*m);
   return load_or_measure_profile(po, /*force=*/false, /*quiet=*/a.has("quiet"));
 }
 
@@ -115,7 +111,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   if (a.has("model") == a.has("preset")) return make_error("plan needs exactly one of --model DIR or --preset NAME");
   std::string store_format, store_dense;
   uint64_t store_blob = 0;
-  const bool gguf = a.has("model") && is_gguf(*a.get("model"));
+  const bool gguf = a.has("model") && is_gguf_path(*a.get("model"));
   if (gguf) {
     if (a.has("experts") || a.has("dense"))
       return make_error("--experts and --dense do not apply to a GGUF file: it is planned as it is quantised");
