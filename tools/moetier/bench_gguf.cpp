@@ -39,7 +39,9 @@ const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "a
 int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   auto runs = a.get_int("runs", 7, 1, 1000);
   auto threads = a.get_int("threads", 0, 0, 4096);
-  if (!runs || !threads) return std::fprintf(stderr, "error: %s\n", (!runs ? runs : threads).error().c_str()), 2;
+  auto batch = a.get_int("batch", 1, 1, 64);
+  if (!runs || !threads || !batch)
+    return std::fprintf(stderr, "error: %s\n", (!runs ? runs : !threads ? threads : batch).error().c_str()), 2;
   if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
   std::vector<GgmlType> types;
   std::stringstream list(a.get_or("type", "Q4_K,Q6_K,Q8_0"));
@@ -50,16 +52,20 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     types.push_back(t);
   }
   // A routed expert's gate matrix of DeepSeek V3: 2048 rows of 7168; enough copies that every
-  // product reads from RAM (> 512 MB).
-  const int64_t rows = 2048, cols = 7168;
-  std::vector<float> x(static_cast<size_t>(cols)), y(static_cast<size_t>(rows));
+  // product reads from RAM (> 512 MB). --batch tokens per product (each weight read once).
+  const int64_t rows = 2048, cols = 7168, n = *batch;
+  std::vector<float> x(static_cast<size_t>(cols * n)), y(static_cast<size_t>(rows * n));
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (float& v : x) v = nd(rng);
   const int top = cpu::expert_detail::cpu_isa_level();
-  std::printf("bench gguf: %lld x %lld matrices (a routed expert's gate), 1 token, %d threads\n",
-              static_cast<long long>(rows), static_cast<long long>(cols), omp_get_max_threads());
-  std::printf("%-6s %-7s %10s %10s %8s  %s\n", "type", "ISA", "RAM GB/s", "GEMV GB/s", "ratio", "per-run ratios");
+  std::printf("bench gguf: %lld x %lld matrices (a routed expert's gate), %lld token%s, %d threads\n",
+              static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(n), n > 1 ? "s" : "",
+              omp_get_max_threads());
+  std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
+              "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n");
+  std::printf("%-6s %-7s %-5s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
+              "per-run ratios");
   for (GgmlType t : types) {
     const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
     const size_t mat = size_t(rows * cols / ti->block * ti->bytes);
@@ -74,26 +80,31 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         std::memcpy(w + b * size_t(ti->bytes) + size_t(off), &h, 2);
       }
     for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
-    for (int level = 0; level <= top; ++level) {
+    // The scalar level once, then each SIMD level's integer and fp32 paths.
+    std::vector<std::pair<int, cpu::GgmlGemvPath>> variants = {{0, cpu::GgmlGemvPath::Fp32}};
+    for (int level = 1; level <= top; ++level)
+      for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.emplace_back(level, p);
+    for (auto [level, path] : variants) {
+      const char* path_name = level == 0 ? "fp32" : path == cpu::GgmlGemvPath::Int8 ? "int8" : "fp32";
       int64_t next = 0;
-      auto gemv = [&] {
-        cpu::ggml_gemv(uint32_t(t), w + size_t(next) * mat, rows, cols, x.data(), y.data(), level);
+      auto gemv = [&, level = level, path = path] {
+        cpu::ggml_gemv_tokens(uint32_t(t), w + size_t(next) * mat, rows, cols, n, x.data(), y.data(), level, path);
         next = (next + 1) % copies;
       };
       gemv();
       std::vector<double> bw, gbs, ratio;
       for (int64_t r = 0; r < *runs; ++r) {
         const double m = cpu::measure_read_bandwidth_gbs(size_t{1} << 30, static_cast<int>(*threads), 0.3);
-        int64_t n = 0;
+        int64_t calls = 0;
         const auto t0 = Clock::now();
         double el = 0;
         do {
           gemv();
-          ++n;
+          ++calls;
           el = std::chrono::duration<double>(Clock::now() - t0).count();
         } while (el < 0.3);
         bw.push_back(m);
-        gbs.push_back(double(n) * double(mat) / el / 1e9);
+        gbs.push_back(double(calls) * double(mat) / el / 1e9);
         ratio.push_back(gbs.back() / m);
       }
       std::string per;
@@ -102,10 +113,10 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         std::snprintf(b, sizeof b, "%.3f ", r);
         per += b;
       }
-      const bool simd = level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level);
-      std::printf("%-6s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), median(bw), median(gbs),
-                  100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
-      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(level)}, {"simd", simd},
+      const bool simd = level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level, path);
+      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), path_name, median(bw),
+                  median(gbs), 100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
+      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(level)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw)}, {"gemv_gbs", median(gbs)},
                                 {"ratio_median", median(ratio)}, {"ratios", ratio}});
     }
@@ -114,6 +125,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   out["threads"] = omp_get_max_threads();
   out["rows"] = rows;
   out["cols"] = cols;
+  out["tokens"] = n;
   return 0;
 }
 

@@ -1,0 +1,260 @@
+// The Int8 path's row dots of the GGUF block GEMV (cpu_kernels/ggml_gemv.h), included once per
+// instruction set by ggml_gemv_avx2.cpp and ggml_gemv_avx512.cpp, each inside a namespace of its
+// own and compiled with its own flags. No include guard on purpose. The includer defines, on
+// 256-bit vectors:
+//   dot_u8s8(acc, u, s):  acc + per int32 lane the sum of 4 products u8 x s8 (never saturating
+//                         for |u| <= 128, |s| <= 127);
+//   madd_acc(acc, p, s):  acc + per int32 lane p0*s0 + p1*s1 of int16 pairs.
+// Every kernel runs NT tokens (1..kMaxTokens) against each weight block decoded once.
+//
+// Per weight block the codes come out of their bytes by 16-bit shifts and byte masks (each byte's
+// bits stay in that byte once masked), then vpmaddubsw multiplies them (unsigned, at most 63) by
+// the activation codes (signed, |q| <= 127): at most 2 * 63 * 127 = 16002 per int16 pair, so it
+// never saturates. The (sub-)block scales multiply those pairs as int16 into int32 (madd_acc),
+// so a block's sum is one exact int32 (at most 256 * 63 * 127 * 128 < 2^31), scaled once by the
+// block's fp16 scale times the activation block's scale. Offsets (Q3_K's 4, Q6_K's 32) and mins
+// are Σ scale[g] * bsum[g]: the codes' sums per 16, from the quantisation.
+
+inline float f16_scale(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+inline float hsum4(__m128 s) {
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hsum8(__m256 v) { return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))); }
+
+// int16 lanes 0..7 = s16[g], lanes 8..15 = s16[g + 1]: the scales of two groups of 16 values,
+// against vpmaddubsw's pairs of a 32-byte run (bytes 0..15 group g, 16..31 group g + 1).
+inline __m256i scale_pair(const int16_t* s16, int g) {
+  const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                        2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+  int32_t two;
+  std::memcpy(&two, s16 + g, 4);
+  return _mm256_shuffle_epi8(_mm256_set1_epi32(two), pick);
+}
+
+// Q4_K / Q5_K's 12 scale bytes -> int16 [sc0..sc7, m0..m7] (ggml_k4_scales, four bytes at a time).
+inline __m256i k4_scales16(const uint8_t* s) {
+  uint32_t u[3];
+  std::memcpy(u, s, 12);
+  const uint32_t sc_lo = u[0] & 0x3f3f3f3f, sc_hi = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+  const uint32_t m_lo = u[1] & 0x3f3f3f3f, m_hi = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+  return _mm256_cvtepu8_epi16(_mm_setr_epi32(int(sc_lo), int(sc_hi), int(m_lo), int(m_hi)));
+}
+
+// Q3_K's 12 scale bytes -> int16 signed scales of the 16 groups (-32..31).
+inline __m256i k3_scales16(const uint8_t* s) {
+  uint32_t u[3];
+  std::memcpy(u, s, 12);
+  const uint32_t w0 = (u[0] & 0x0f0f0f0f) | ((u[2] << 4) & 0x30303030);
+  const uint32_t w1 = (u[1] & 0x0f0f0f0f) | ((u[2] << 2) & 0x30303030);
+  const uint32_t w2 = ((u[0] >> 4) & 0x0f0f0f0f) | (u[2] & 0x30303030);
+  const uint32_t w3 = ((u[1] >> 4) & 0x0f0f0f0f) | ((u[2] >> 2) & 0x30303030);
+  return _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_setr_epi32(int(w0), int(w1), int(w2), int(w3))),
+                          _mm256_set1_epi16(32));
+}
+
+// Q8_0 [d f16][32 x int8] against 32-value activation blocks: |w| (unsigned) times x with w's
+// sign, so vpmaddubsw cannot saturate (128 * 127 * 2 < 32768).
+template <int NT>
+void int_q8_0(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 34;
+    const __m256i wq = load256(blk + 2);
+    const __m256i aw = _mm256_abs_epi8(wq);  // -128 gives 0x80: 128 unsigned
+    const float dw = f16_scale(blk);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i xs = _mm256_sign_epi8(load256(a[t].q + 32 * b), wq);
+      const __m256i p = dot_u8s8(_mm256_setzero_si256(), aw, xs);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[t].d[b]), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum8(acc[t]);
+}
+
+// Q4_K [d][dmin][scales 12][qs 128] and Q5_K (the same plus qh 32 before qs, the fifth bit of
+// group g in bit g): groups of 32, group 2c + nibble in byte 32c + i.
+template <int NT, bool Q5>
+void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+  constexpr int64_t kBytes = Q5 ? 176 : 144;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(0x01);
+  __m256 acc[NT];
+  __m128 accm[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), accm[t] = _mm_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * kBytes;
+    const float d = f16_scale(blk), dmin = f16_scale(blk + 2);
+    const __m256i sv = k4_scales16(blk + 4);
+    alignas(32) int16_t s16[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    const uint8_t* qs = blk + (Q5 ? 48 : 16);
+    __m256i qh = Q5 ? load256(blk + 16) : _mm256_setzero_si256();
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i bytes = load256(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+      if constexpr (Q5) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+        qh = _mm256_srli_epi16(qh, 2);
+      }
+      const __m256i slo = _mm256_set1_epi16(s16[2 * c]), shi = _mm256_set1_epi16(s16[2 * c + 1]);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 64 * c;
+        isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(lo, load256(xq)), slo);
+        isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(hi, load256(xq + 32)), shi);
+      }
+    }
+    const __m128i mins = _mm256_extracti128_si256(sv, 1);  // m0..m7
+    for (int t = 0; t < NT; ++t) {
+      // The codes' sums per 32: pairs of the sums per 16.
+      const int16_t* bs = a[t].bsum + 16 * b;
+      const __m128i mp = _mm_madd_epi16(mins, _mm_hadd_epi16(load128(bs), load128(bs + 8)));
+      const float dx = a[t].d[b];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[t]);
+      accm[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(mp), _mm_set1_ps(dmin * dx), accm[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum8(acc[t]) - hsum4(accm[t]);
+}
+
+// Q6_K [ql 128][qh 64][scales 16 x int8][d]: 6-bit codes, less 32; groups of 16.
+template <int NT>
+void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 210;
+    const __m256i sv = _mm256_cvtepi8_epi16(load128(blk + 192));
+    alignas(32) int16_t s16[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t)  // - 32 Σ_g sc[g] bsum[g]
+      isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                 _mm256_slli_epi32(_mm256_madd_epi16(sv, load256(a[t].bsum + 16 * b)), 5));
+    for (int h = 0; h < 2; ++h) {
+      const __m256i l0 = load256(blk + 64 * h), l1 = load256(blk + 64 * h + 32);
+      __m256i hb = load256(blk + 128 + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i l = j % 2 ? l1 : l0;
+        const __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), low4);
+        const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, low2), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        for (int t = 0; t < NT; ++t)
+          isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
+      }
+    }
+    const float d = f16_scale(blk + 208);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum8(acc[t]);
+}
+
+// Q3_K [hmask 32][qs 64][scales 12][d]: 2 low bits in qs, the third in hmask (set: no offset),
+// so code = low | hbit << 2 in 0..7, less 4; groups of 16 with 6-bit signed scales.
+template <int NT>
+void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+  const __m256i low2 = _mm256_set1_epi8(0x03), one = _mm256_set1_epi8(0x01);
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 110;
+    const __m256i sv = k3_scales16(blk + 96);
+    alignas(32) int16_t s16[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t)  // - 4 Σ_g sc[g] bsum[g]
+      isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                 _mm256_slli_epi32(_mm256_madd_epi16(sv, load256(a[t].bsum + 16 * b)), 2));
+    __m256i hm = load256(blk);
+    for (int h = 0; h < 2; ++h) {
+      __m256i qv = load256(blk + 32 + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = _mm256_or_si256(_mm256_and_si256(qv, low2), _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
+        qv = _mm256_srli_epi16(qv, 2);
+        hm = _mm256_srli_epi16(hm, 1);
+        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        for (int t = 0; t < NT; ++t)
+          isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
+      }
+    }
+    const float d = f16_scale(blk + 108);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * a[t].d[b]), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum8(acc[t]);
+}
+
+// Q2_K [scales 16: low nibble scale, high nibble min][qs 64][d][dmin]: 2-bit codes, groups of 16.
+template <int NT>
+void int_q2_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  __m256 acc[NT], accm[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * 84;
+    const __m128i sb = load128(blk);
+    const __m256i sv = _mm256_cvtepu8_epi16(_mm_and_si128(sb, low4));
+    const __m256i mv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), low4));
+    alignas(32) int16_t s16[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    __m256i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      __m256i qv = load256(blk + 16 + 32 * h);
+      for (int j = 0; j < 4; ++j) {
+        const __m256i q = _mm256_and_si256(qv, low2);
+        qv = _mm256_srli_epi16(qv, 2);
+        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        for (int t = 0; t < NT; ++t)
+          isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
+      }
+    }
+    const float d = f16_scale(blk + 80), dmin = f16_scale(blk + 82);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i mp = _mm256_madd_epi16(mv, load256(a[t].bsum + 16 * b));
+      const float dx = a[t].d[b];
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[t]);
+      accm[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mp), _mm256_set1_ps(dmin * dx), accm[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum8(acc[t]) - hsum8(accm[t]);
+}
+
+template <int NT>
+IntRowDot int_kernel(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::Q8_0: return int_q8_0<NT>;
+    case GgmlType::Q2_K: return int_q2_k<NT>;
+    case GgmlType::Q3_K: return int_q3_k<NT>;
+    case GgmlType::Q4_K: return int_q45_k<NT, false>;
+    case GgmlType::Q5_K: return int_q45_k<NT, true>;
+    case GgmlType::Q6_K: return int_q6_k<NT>;
+    default: return nullptr;
+  }
+}
+
+inline IntRowDot int_kernel_for(uint32_t type, int nt) {
+  switch (nt) {
+    case 1: return int_kernel<1>(type);
+    case 2: return int_kernel<2>(type);
+    case 3: return int_kernel<3>(type);
+    case 4: return int_kernel<4>(type);
+    default: return nullptr;
+  }
+}
