@@ -6,6 +6,7 @@
 #include "cpu_kernels/dense_gemm.h"
 #include "cpu_kernels/dense_gemv.h"
 #include "cpu_kernels/expert_ffn_internal.h"
+#include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/packed_matmul.h"
 #include "cpu_kernels/attention.h"
@@ -42,6 +43,11 @@ class CpuBackend final : public backend::Backend {
   void matmul(const WeightView& w, const float* x, int64_t n, float* y) override {
     if (is_packed(w.dtype)) {  // convert --dense q4|q8: the routed-expert kernels, any token count
       packed_matmul(w, x, n, y, kernels_, packed_scratch_);
+      return;
+    }
+    if (w.dtype == DType::GGUF && n <= kGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
+      // A GGUF's block formats, token by token straight from the blocks (cpu_kernels/ggml_gemv.h).
+      for (int64_t t = 0; t < n; ++t) ggml_gemv(w.ggml_type, w.data, w.rows, w.cols, x + t * w.cols, y + t * w.rows, isa_);
       return;
     }
     if (n <= kGemvMaxTokens) {

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "cpu_kernels/ggml_dequant.h"
 #include "cpu_kernels/ops.h"
+#include "runtime/core/ggml_types.h"
 
 namespace mt::cpu {
 
@@ -48,6 +50,15 @@ void check_view(const WeightView& w) {
       if (w.block <= 0 || w.block % ck || w.cols % w.block)
         throw std::invalid_argument("WeightView: packed weights need a group that divides cols and is a multiple of " +
                                     std::to_string(ck));
+      return;
+    }
+    case DType::GGUF: {
+      const GgmlTypeInfo* ti = ggml_type_info(w.ggml_type);
+      if (!ti || !ggml_can_dequantize(w.ggml_type))
+        throw std::invalid_argument("WeightView: no decoder for ggml type " + ggml_type_name(w.ggml_type));
+      if (w.cols % ti->block)
+        throw std::invalid_argument("WeightView: " + ggml_type_name(w.ggml_type) + " rows of " + std::to_string(w.cols) +
+                                    " values are not whole blocks of " + std::to_string(ti->block));
       return;
     }
     default:
@@ -134,6 +145,11 @@ void decode_row(const WeightView& w, int64_t r, float* out) {
     case DType::Q8_PACKED:
       decode_packed_row(w, r, out);
       return;
+    case DType::GGUF: {
+      const uint64_t row_bytes = ggml_row_bytes(w.ggml_type, cols);
+      ggml_dequantize(w.ggml_type, w.data + uint64_t(r) * row_bytes, cols, out);
+      return;
+    }
     default:
       return;  // rejected by check_view
   }

@@ -26,7 +26,7 @@ class ReferenceBackend final : public backend::Backend {
   bool supports(backend::Op op, DType weight) const override {
     if (op != backend::Op::Matmul && op != backend::Op::Embed) return true;
     return weight == DType::F32 || weight == DType::BF16 || weight == DType::F16 || weight == DType::F8_E4M3 ||
-           is_packed(weight);
+           is_packed(weight) || weight == DType::GGUF;  // GGUF: a decodable ggml type (check_view)
   }
 
   void load_attention_weights(int64_t layer, const WeightView& kv_b, const MlaHeadDims&) override {

@@ -16,6 +16,7 @@ std::string_view dtype_name(DType t) {
     case DType::U8: return "U8";
     case DType::Q4_PACKED: return "Q4_PACKED";
     case DType::Q8_PACKED: return "Q8_PACKED";
+    case DType::GGUF: return "GGUF";
   }
   return "?";
 }
@@ -37,7 +38,7 @@ size_t dtype_size(DType t) {
     case DType::F16: case DType::BF16: return 2;
     case DType::F8_E4M3: case DType::U8: return 1;
     case DType::I64: return 8;
-    case DType::Q4_PACKED: case DType::Q8_PACKED: return 0;
+    case DType::Q4_PACKED: case DType::Q8_PACKED: case DType::GGUF: return 0;
   }
   return 0;
 }

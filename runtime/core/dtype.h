@@ -13,7 +13,9 @@ namespace mt {
 // (runtime/core/expert_format.h: row tiles of 16, codes then per-group scales), written by
 // `moetier convert --dense q4|q8`. Never a safetensors dtype: dtype_from_name does not return them,
 // and they have no per-element size (dtype_size is 0; see packed_matrix_bytes).
-enum class DType : uint8_t { F32, F16, BF16, F8_E4M3, I32, I64, U8, Q4_PACKED, Q8_PACKED };
+// GGUF: a matrix kept in one of ggml's block formats (a GGUF file's Q8_0, Q4_K, ...), rows of
+// whole blocks back to back; which format is WeightView::ggml_type. No per-element size either.
+enum class DType : uint8_t { F32, F16, BF16, F8_E4M3, I32, I64, U8, Q4_PACKED, Q8_PACKED, GGUF };
 
 inline bool is_packed(DType t) { return t == DType::Q4_PACKED || t == DType::Q8_PACKED; }
 

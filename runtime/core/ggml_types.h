@@ -25,6 +25,11 @@ struct GgmlTypeInfo {
 
 // Null for an id this table does not know (a newer ggml type, or a corrupt file).
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
+// Bytes of one row of `cols` values (a whole number of blocks); 0 for an unknown type.
+inline uint64_t ggml_row_bytes(uint32_t type, int64_t cols) {
+  const GgmlTypeInfo* t = ggml_type_info(type);
+  return t ? uint64_t(cols / t->block) * uint64_t(t->bytes) : 0;
+}
 // The type's name, or "type N" for an unknown id.
 std::string ggml_type_name(uint32_t type);
 // Byte offsets, within one block, of the fp16 scale fields of Q8_0 and Q2_K..Q6_K (empty for

@@ -13,6 +13,9 @@
 #include "planner/plan_report.h"
 #include "planner/solver.h"
 #include "runtime/engine/store_dense.h"
+#include "runtime/model/gguf_weights.h"
+#include "runtime/weights/gguf_deepseek.h"
+#include "runtime/weights/gguf_tokenizer.h"
 
 namespace mt {
 
@@ -40,12 +43,6 @@ Result<planner::Placement> plan_at_startup(const offload::StoreManifest& m, cons
   return plan.placement;
 }
 
-// The model's config, read ahead of opening it (to size what the GPU must leave free).
-Result<ModelConfig> peek_config(const std::filesystem::path& dir) {
-  if (!offload::ExpertStore::looks_like_store(dir)) return load_config(dir);
-  MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(dir));
-  return parse_config_json(store.manifest().config_json, (dir / "manifest.json").string());
-}
 
 Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
     const std::filesystem::path& dir, ExpertSchedulerOptions o,
@@ -75,11 +72,35 @@ Result<std::pair<ModelWeights, std::unique_ptr<ExpertScheduler>>> open_packed(
 
 }  // namespace
 
+Result<ModelConfig> peek_model_config(const std::filesystem::path& model) {
+  if (is_gguf_path(model.string())) {
+    MT_ASSIGN(GgufModel g, GgufModel::open(model));
+    MT_ASSIGN(GgufDeepSeek d, read_gguf_deepseek(g));
+    return d.config;
+  }
+  if (!offload::ExpertStore::looks_like_store(model)) return load_config(model);
+  MT_ASSIGN(offload::ExpertStore store, offload::ExpertStore::open(model));
+  return parse_config_json(store.manifest().config_json, (model / "manifest.json").string());
+}
+
+Result<Tokenizer> load_model_tokenizer(const std::filesystem::path& model) {
+  if (!is_gguf_path(model.string())) return Tokenizer::load(model);
+  MT_ASSIGN(GgufModel g, GgufModel::open(model));
+  return load_gguf_tokenizer(g, model);
+}
+
 Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_dir, const EngineOptions& opt) {
   if (model_dir.filename().string().ends_with(".partial") || model_dir.string().ends_with(".partial/"))
     return make_error(model_dir.string() + " is an unfinished conversion or make-model (.partial); re-run it");
   auto e = std::unique_ptr<Engine>(new Engine());
   e->dir_ = model_dir;
+  const bool gguf = is_gguf_path(model_dir.string());
+  if (gguf && opt.gpu)
+    return make_error(model_dir.string() + ": --gpu on does not take GGUF models yet (the CUDA backend has no "
+                      "kernels for ggml's block formats); run it on the CPU (--gpu off)");
+  if (gguf && (opt.packed.placement || opt.plan_auto_profile))
+    return make_error(model_dir.string() + " is a GGUF file, which runs from RAM as mapped; a placement needs the "
+                      "packed store (moetier plan --model " + model_dir.string() + " shows how it would be placed)");
   // The backend first: with --gpu on, the expert scheduler needs its VRAM runner.
   std::unique_ptr<backend::Backend> be;
   if (opt.backend == "cpu") be = cpu::make_cpu_backend(opt.packed.kernels);
@@ -89,7 +110,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   if (opt.gpu) {
     // Dense weights leave room for one sequence's attention caches and the ops' scratch.
     gpu::CudaOptions co{opt.gpu_vram, opt.gpu_cache, 0, opt.gpu_graphs};
-    if (auto c = peek_config(model_dir); c.ok()) {
+    if (auto c = peek_model_config(model_dir); c.ok()) {
       const uint64_t ctx_tokens = uint64_t(opt.context > 0 ? opt.context : std::min<int64_t>(4096, c->max_position_embeddings));
       const uint64_t row = opt.gpu_cache == DType::F8_E4M3
                                ? gpu::fp8_row(c->kv_lora_rank, c->qk_rope_head_dim).bytes
@@ -112,6 +133,12 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile, opt.gpu));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
+  } else if (gguf) {
+    GgufLoadInfo info;
+    MT_ASSIGN(ModelWeights w, load_gguf_weights(model_dir, &info));
+    if (opt.announce_device)
+      for (const std::string& n : info.notes) std::fprintf(stderr, "moetier: %s: %s\n", model_dir.string().c_str(), n.c_str());
+    weights.emplace(std::move(w));
   } else {
     if (opt.packed.placement || opt.plan_auto_profile)
       return make_error(model_dir.string() + " is a Hugging Face checkpoint; a placement needs the packed store "
@@ -159,6 +186,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
 }
 
 uint64_t Engine::mapped_weight_bytes() const {
+  if (model_->weights().gguf) return model_->weights().gguf->data_bytes();
   uint64_t b = 0;
   for (const auto& [name, t] : model_->weights().store.tensors()) b += t.nbytes;
   return b;
@@ -173,6 +201,9 @@ Result<TierBudget> Engine::ram_accounting() const {
   backend::Backend& be = model_->backend();
   MT_TRY(ram.charge(std::string("derived weights of the ") + be.name() + " backend (fp32 kv_b for absorbed attention)",
                     be.weight_bytes()));
+  uint64_t rebuilt = 0;
+  for (const std::vector<float>& v : model_->weights().derived) rebuilt += v.size() * sizeof(float);
+  if (rebuilt > 0) MT_TRY(ram.charge("kv_b rejoined from the GGUF's attn_k_b and attn_v_b (fp32)", rebuilt));
   if (!vram_accounting())  // a CUDA backend's cache is in VRAM, charged there
     MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
   if (packed_) MT_TRY(packed_->charge_memory(ram));
@@ -180,6 +211,10 @@ Result<TierBudget> Engine::ram_accounting() const {
 }
 
 Result<const Tokenizer*> Engine::tokenizer() {
+  if (!tokenizer_ && model_->weights().gguf) {
+    MT_ASSIGN(Tokenizer t, load_gguf_tokenizer(*model_->weights().gguf, dir_));
+    tokenizer_.emplace(std::move(t));
+  }
   if (!tokenizer_) {
     MT_ASSIGN(Tokenizer t, Tokenizer::load(dir_));
     tokenizer_.emplace(std::move(t));

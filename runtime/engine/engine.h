@@ -42,7 +42,8 @@ struct EngineOptions {
 
 class Engine {
  public:
-  // `model_dir` is a Hugging Face checkpoint or a packed expert store.
+  // `model_dir` is a Hugging Face checkpoint, a packed expert store, or a GGUF file (any part of a
+  // split one), run from its own block formats on the CPU.
   static Result<std::unique_ptr<Engine>> open(const std::filesystem::path& model_dir, const EngineOptions& opt);
 
   const ModelConfig& config() const { return model_->config(); }
@@ -96,6 +97,13 @@ class Engine {
   std::unique_ptr<backend::AttentionCache> cache_;
   std::optional<Tokenizer> tokenizer_;
 };
+
+// A model's config without opening its weights: a checkpoint's config.json, a packed store's
+// manifest, a GGUF's metadata.
+Result<ModelConfig> peek_model_config(const std::filesystem::path& model);
+// A model's tokenizer: a checkpoint's or store's tokenizer.json; for a GGUF, tokenizer.json
+// beside the file, else the one the file stores.
+Result<Tokenizer> load_model_tokenizer(const std::filesystem::path& model);
 
 // Turns a user prompt into token ids: plain text gets BOS (if the tokenizer adds one); chat
 // mode renders the model's chat format (system prompt optional, V3.1/V3.2 thinking mode).

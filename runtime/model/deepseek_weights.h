@@ -5,13 +5,16 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "runtime/core/weight_view.h"
 #include "runtime/config/model_config.h"
 #include "runtime/core/status.h"
+#include "runtime/weights/gguf.h"
 #include "runtime/weights/safetensors.h"
 
 namespace mt {
@@ -23,9 +26,10 @@ struct Linear {
   int64_t rows = 0, cols = 0;
   std::vector<float> scale;  // FP8 only: [ceil(rows/block), ceil(cols/block)]
   int64_t block = 128;
+  uint32_t ggml_type = 0;    // DType::GGUF only: the ggml block format
 
   WeightView view() const {
-    return WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block};
+    return WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block, ggml_type};
   }
 };
 
@@ -55,6 +59,8 @@ struct LayerWeights {
 struct ModelWeights {
   ModelConfig config;
   TensorStore store;  // owns the mappings the views point into
+  std::shared_ptr<const GgufModel> gguf;  // a GGUF model's mappings (runtime/model/gguf_weights.h)
+  std::deque<std::vector<float>> derived;  // weights rebuilt at load (a GGUF's kv_b), views point here
   Linear embed;
   std::vector<float> final_norm;
   Linear lm_head;

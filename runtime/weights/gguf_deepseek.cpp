@@ -192,9 +192,15 @@ Result<GgufDeepSeek> read_gguf_deepseek(const GgufModel& g) {
   if (!g.find("output.weight")) return make_error(file + ": no tensor 'output.weight'");
   for (size_t l = 0; l < L; ++l) {
     const bool moe = c.is_moe_layer(static_cast<int64_t>(l));
-    if (moe && expert_parts[l] != 3)
+    if (moe && expert_parts[l] != 3) {
+      std::string missing;
+      for (const char* part : {"gate", "up", "down"}) {
+        const std::string name = "blk." + std::to_string(l) + ".ffn_" + part + "_exps.weight";
+        if (!g.find(name)) missing += (missing.empty() ? "" : ", ") + name;
+      }
       return make_error(file + ": layer " + std::to_string(l) + " has " + std::to_string(expert_parts[l]) +
-                        " of its 3 routed-expert tensors (blk." + std::to_string(l) + ".ffn_{gate,up,down}_exps.weight)");
+                        " of its 3 routed-expert tensors; missing: " + missing);
+    }
     if (!moe && expert_parts[l] != 0)
       return make_error(file + ": layer " + std::to_string(l) + " is a dense layer but holds routed experts");
     if (d.attention[l] == 0) return make_error(file + ": layer " + std::to_string(l) + " has no attention tensors");

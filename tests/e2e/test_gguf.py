@@ -24,6 +24,7 @@ import e2e_common as C  # noqa: E402
 try:
     import gguf  # noqa: E402
     from gguf import GGMLQuantizationType as Q  # noqa: E402
+    import hf_to_gguf  # noqa: E402  (tests/reference, on the path through e2e_common)
 except ImportError:  # a missing reference is a failure, not a skip
     print("FAIL import gguf: run scripts/setup.sh --tests (installs the gguf package into .venv)")
     print("0 passed, 1 failed")
@@ -200,30 +201,13 @@ def tokenizer_from_gguf(ck, exe, work):
     order, added tokens typed control/user-defined, merges, pre 'deepseek-v3', BOS/EOS, the chat
     template): `moetier tokenize` on it gives the golden ids, without a tokenizer.json beside it."""
     data = os.path.join(os.path.dirname(C.HERE), "..", "data", "tokenizer-deepseek-v3")
-    with open(os.path.join(data, "tokenizer.json"), encoding="utf-8") as f:
-        tj = json.load(f)
-    with open(os.path.join(data, "tokenizer_config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
-    n = max(max(tj["model"]["vocab"].values()), max(a["id"] for a in tj["added_tokens"])) + 1
-    tokens, types = [""] * n, [int(gguf.TokenType.NORMAL)] * n
-    for s_, i in tj["model"]["vocab"].items():
-        tokens[i] = s_
-    for a in tj["added_tokens"]:
-        tokens[a["id"]] = a["content"]
-        types[a["id"]] = int(gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED)
     d = os.path.join(work, "tok")
     os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "model.gguf")
     w = gguf.GGUFWriter(path, "deepseek2")
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("deepseek-v3")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(tj["model"]["merges"])
+    hf_to_gguf.add_tokenizer(w, data)
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
-    w.add_add_bos_token(True)
-    w.add_chat_template(cfg["chat_template"])
     w.add_tensor("token_embd.weight", np.zeros((2, 32), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()

@@ -2,6 +2,7 @@
 
 #include "planner/model_size.h"
 #include "runtime/config/model_config.h"
+#include "runtime/engine/engine.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/progress.h"
@@ -14,7 +15,7 @@ const char* kUsage = R"(usage: moetier info (--model DIR | --preset NAME [--arch
 Prints a model's configuration and the size of each component (parameters and bytes in the
 FP8 checkpoint format), computed from config.json alone: no weights are read.
 
-  --model DIR     a checkpoint directory (only config.json is read)
+  --model PATH    a checkpoint directory (only config.json is read), packed store or GGUF file
   --preset NAME   deepseek-v3, deepseek-r1, deepseek-v3.1, deepseek-v3.2, tiny, demo, wide
   --arch ARCH     v3 or v3.2 (for the synthetic presets)
 )";
@@ -38,7 +39,7 @@ int cmd_info(int argc, char** argv) {
     else if (*s == "v3.2") arch = ModelArch::V32;
     else return fail("--arch must be v3 or v3.2");
   }
-  auto cfg = a.has("model") ? load_config(*a.get("model")) : preset_config(*a.get("preset"), arch);
+  auto cfg = a.has("model") ? peek_model_config(*a.get("model")) : preset_config(*a.get("preset"), arch);
   if (!cfg) return fail(cfg.error());
   const ModelConfig& c = *cfg;
   const planner::ModelSizes s = planner::compute_model_sizes(c);

@@ -14,7 +14,7 @@ const char* kUsage = R"(usage: moetier logits --model DIR (--ids 0,1,2,... | --p
 Writes the float32 logits of every position as a NumPy array [n_positions, vocab]; row i is
 the prediction after token i. Use it to compare engines and quantisations on the same weights.
 
-  --model DIR      checkpoint directory (config.json + safetensors)
+  --model PATH     checkpoint directory (config.json + safetensors), packed store, or GGUF file
   --ids LIST       comma-separated token ids, used as given (no BOS added)
   --prompt TEXT    text, tokenised with the model's tokenizer (BOS added as the tokenizer says)
   --out FILE       output .npy (written to FILE.tmp, then renamed)
@@ -47,14 +47,14 @@ int cmd_logits(int argc, char** argv) {
   if (!chunk) return fail(chunk.error());
 
   if (a.has("prompt")) {
-    auto tok = Tokenizer::load(*a.get("model"));
+    auto tok = load_model_tokenizer(*a.get("model"));
     if (!tok) return fail(tok.error());
     auto r = build_prompt(*tok, *a.get("prompt"), {});
     if (!r) return fail(r.error());
     ids = *r;
   }
   if (ids.empty()) return fail("no tokens given (--ids is empty)");
-  auto cfg = load_config(*a.get("model"));
+  auto cfg = peek_model_config(*a.get("model"));
   if (!cfg) return fail(cfg.error());
   if (static_cast<int64_t>(ids.size()) > cfg->max_position_embeddings)
     return fail("the input is " + std::to_string(ids.size()) + " tokens, longer than the model's context of " +

@@ -1,0 +1,183 @@
+"""A DeepSeek V3 GGUF run end to end: moetier's logits from the GGUF's own block formats against
+the independent float64 NumPy reference (tests/reference/deepseek_ref.py) on the same weights.
+
+A tiny V3 checkpoint (hidden 256 so that K-quant rows are whole blocks; the full vocabulary so
+that the file's own tokenizer runs) is written in llama.cpp's `deepseek2` layout by the `gguf`
+package's writer (tests/reference/hf_to_gguf.py: llama.cpp's names, kv_b split into attn_k_b
+(transposed) and attn_v_b, experts stacked per layer), with every type moetier runs: Q4_K, Q5_K,
+Q6_K, Q8_0, F16, BF16, F32. The reference reads that file back through gguf's GGUFReader and NumPy
+dequantisation, so moetier's reader, decoders, kv_b rejoin, expert slicing and GEMV are all
+checked against code that shares nothing with them.
+
+- reference backend: GGUF logits equal those of the dequantised F32 checkpoint (same decoded
+  weights, same arithmetic) to fp32 rounding;
+- fast CPU backend, prefill and token-by-token decode (the GGUF GEMV): equal to the NumPy
+  reference on the dequantised weights; and within the quantisation's error of the original
+  unquantised checkpoint; a reference with kv_b rejoined wrongly fails the same check;
+- a split GGUF and an old-layout file (attn_kv_b kept whole) give the same logits;
+- `generate` runs from the GGUF alone with the tokenizer it stores;
+- types without a kernel, missing tensors, truncated files, --gpu on and --plan: one clear error.
+"""
+
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_common as C  # noqa: E402
+
+try:
+    import gguf  # noqa: E402
+    from gguf import GGMLQuantizationType as Q  # noqa: E402
+    import hf_to_gguf  # noqa: E402
+except ImportError:  # a missing reference is a failure, not a skip
+    print("FAIL import gguf: run scripts/setup.sh --tests (installs the gguf package into .venv)")
+    print("0 passed, 1 failed")
+    sys.exit(1)
+
+TOKENIZER = os.path.join(os.path.dirname(C.HERE), "..", "data", "tokenizer-deepseek-v3")
+
+
+def config():
+    cfg = C.tiny_config(vocab=129280)
+    cfg.update({"hidden_size": 256, "intermediate_size": 512, "moe_intermediate_size": 256, "q_lora_rank": 64,
+                "kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32,
+                "num_attention_heads": 4, "num_key_value_heads": 4, "n_routed_experts": 16,
+                "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2, "num_nextn_predict_layers": 0})
+    cfg.pop("quantization_config")
+    return cfg
+
+
+def mix(name, shape, layer=None):
+    """Every type moetier runs, spread over the model (a Q4_K_M-like core)."""
+    if len(shape) == 1 or "ffn_gate_inp" in name:
+        return Q.F32
+    table = {"token_embd": Q.Q4_K, "attn_q_a.": Q.Q5_K, "attn_q_b": Q.Q8_0,
+             "attn_kv_a_mqa": Q.Q4_K, "attn_k_b": Q.Q8_0, "attn_v_b": Q.F16, "attn_kv_b": Q.Q8_0, "attn_output": Q.Q8_0,
+             "ffn_gate.": Q.Q4_K, "ffn_up.": Q.Q4_K, "ffn_down.": Q.Q6_K, "ffn_gate_exps": Q.Q4_K,
+             "ffn_up_exps": Q.Q4_K, "ffn_gate_shexp": Q.BF16, "ffn_up_shexp": Q.Q8_0, "ffn_down_shexp": Q.Q8_0}
+    if name == "output.weight":
+        return Q.Q6_K
+    if "ffn_down_exps" in name:
+        return Q.Q6_K if layer % 2 else Q.Q5_K
+    for key, qt in table.items():
+        if key in name:
+            return qt
+    raise KeyError(name)
+
+
+def wrong_kv_b_reference(deq_dir, cfg, work):
+    """The dequantised checkpoint with each head's W_UK rows taken from attn_k_b without the
+    transpose (a plausible rejoin bug): must fail the comparison."""
+    from safetensors_np import Checkpoint
+    ck = Checkpoint(deq_dir)
+    H, nope, v, R = cfg["num_attention_heads"], cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"]
+    T = {n: ("F32", ck.tensor(n)) for n in ck.names()}
+    for L in range(cfg["num_hidden_layers"]):
+        name = f"model.layers.{L}.self_attn.kv_b_proj.weight"
+        w = T[name][1].reshape(H, nope + v, R).copy()
+        k_t = w[:, :nope, :].transpose(0, 2, 1).reshape(H, nope, R)  # the transposed bytes read as [nope, R]
+        w[:, :nope, :] = k_t
+        T[name] = ("F32", w.reshape(H * (nope + v), R))
+    out = os.path.join(work, "wrong-kvb")
+    C.write_checkpoint(out, dict(ck.config), T, n_shards=0)
+    return out
+
+
+def main():
+    a = C.parse_args()
+    ck = C.Checker()
+    exe, work = a.moetier, a.workdir
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    cfg = config()
+
+    # The original checkpoint (F32), its GGUF, and what the GGUF holds as gguf-py decodes it.
+    orig = os.path.join(work, "orig")
+    C.write_checkpoint(orig, cfg, C.tiny_tensors(cfg, seed=5, wdtype="F32", extra_mtp_layer=False), n_shards=0)
+    model = os.path.join(work, "model.gguf")
+    written = hf_to_gguf.write_gguf(orig, model, mix, tokenizer_dir=TOKENIZER)
+    used = sorted({qt.name for qt in written.values()})
+    ck.check("the test GGUF holds every type moetier runs", set(used) >= {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16",
+                                                                         "BF16", "F32"}, ", ".join(used))
+    deq = os.path.join(work, "dequantized")
+    hf_to_gguf.dequantized_checkpoint([model], cfg, deq, lambda d, c, t: C.write_checkpoint(d, c, t, n_shards=0))
+    ids, ref, _, _ = C.pick_ids(deq, 12, seed=11)
+    C.check_not_degenerate(ck, "numpy reference on the GGUF's weights", ref)
+
+    # 1. Reference backend: the GGUF's blocks decoded in place equal the dequantised checkpoint.
+    out = lambda tag: os.path.join(work, tag + ".npy")  # noqa: E731
+    g_ref = C.engine_logits(exe, model, ids, out("gguf-reference"), extra=["--backend", "reference"])
+    d_ref = C.engine_logits(exe, deq, ids, out("deq-reference"), extra=["--backend", "reference"])
+    diff = np.max(np.abs(g_ref - d_ref)) / np.std(d_ref)
+    ck.check("reference backend: GGUF logits = the dequantised checkpoint's (max |diff| / std <= 1e-6)", diff <= 1e-6,
+             f"{diff:.2e}")
+    C.compare_logits(ck, "reference backend, GGUF vs numpy reference", ref, g_ref, cos_min=0.99999)
+
+    # 2. The fast CPU backend: prefill (oneDNN over decoded slabs) and decode (the block GEMV).
+    g_cpu = C.engine_logits(exe, model, ids, out("gguf-cpu"))
+    C.compare_logits(ck, "cpu backend prefill, GGUF vs numpy reference", ref, g_cpu, cos_min=0.9999)
+    g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1)
+    C.compare_logits(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec, cos_min=0.999)
+    for isa in ("avx2", "scalar"):
+        g_isa = C.engine_logits(exe, model, ids[:6], out("gguf-" + isa), chunk=1, extra=["--isa", isa])
+        C.compare_logits(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa, cos_min=0.999)
+    wrong = wrong_kv_b_reference(deq, cfg, work)
+    C.check_power(ck, "kv_b rejoined without the transpose", C.deepseek_ref.logits(wrong, ids), g_cpu, cos_min=0.9999)
+
+    # 3. Within the quantisation's error of the unquantised model.
+    ref_orig = C.deepseek_ref.logits(orig, ids)
+    cos_q = C.cosine_rows(ref_orig, g_cpu)
+    cos_deq = C.cosine_rows(ref_orig, ref)
+    ck.info(f"cosine to the unquantised model's logits: GGUF in moetier {cos_q.min():.5f}, its weights in the "
+            f"numpy reference {cos_deq.min():.5f} (a tiny random model amplifies quantisation noise)")
+    ck.check("GGUF logits within the quantisation's error of the original model: as close to it as the "
+             "dequantised weights themselves (|diff of cosines| < 1e-3 at every position)",
+             np.max(np.abs(cos_q - cos_deq)) < 1e-3, f"{np.max(np.abs(cos_q - cos_deq)):.2e}")
+
+    # 4. A split model (from its second part) and the old layout with attn_kv_b whole.
+    split = os.path.join(work, "split", "model.gguf")
+    os.makedirs(os.path.dirname(split))
+    hf_to_gguf.write_gguf(orig, split, mix, split_max_tensors=25)
+    parts = sorted(f for f in os.listdir(os.path.dirname(split)) if f.endswith(".gguf"))
+    ck.check("the split model has several parts", len(parts) >= 3, ", ".join(parts))
+    g_split = C.engine_logits(exe, os.path.join(os.path.dirname(split), parts[1]), ids, out("gguf-split"))
+    ck.check("split GGUF (opened from part 2): the same logits as one file", np.array_equal(g_split, g_cpu),
+             f"max |diff| {np.max(np.abs(g_split - g_cpu)):.2e}")
+    old = os.path.join(work, "old-layout.gguf")
+    hf_to_gguf.write_gguf(orig, old, mix, split_kv_b=False)
+    deq_old = os.path.join(work, "dequantized-old")
+    hf_to_gguf.dequantized_checkpoint([old], cfg, deq_old, lambda d, c, t: C.write_checkpoint(d, c, t, n_shards=0))
+    C.compare_logits(ck, "old layout (attn_kv_b), GGUF vs numpy reference", C.deepseek_ref.logits(deq_old, ids),
+                     C.engine_logits(exe, old, ids, out("gguf-old")), cos_min=0.9999)
+
+    # 5. generate from the GGUF alone: its own tokenizer (no tokenizer.json beside it).
+    p = C.run_cli(exe, ["generate", "--model", model, "--prompt", "The capital of France is", "-n", "5"])
+    ck.check("generate from a GGUF with the tokenizer it stores", p.returncode == 0 and "tokens/s" in (p.stdout + p.stderr),
+             (p.stdout + p.stderr)[-300:])
+
+    # 6. Bad input: one clear error each.
+    q40 = os.path.join(work, "q4_0.gguf")
+    hf_to_gguf.write_gguf(orig, q40, lambda n, s, l=None: Q.Q4_0 if "ffn_up_exps" in n else mix(n, s, l))
+    C.expect_error(ck, "a type without a kernel is refused by name, with its tensors",
+                   [exe, "logits", "--model", q40, "--ids", "1,2", "--out", out("x")], "Q4_0", "blk.1.ffn_up_exps.weight")
+    missing = os.path.join(work, "missing.gguf")
+    hf_to_gguf.write_gguf(orig, missing, mix, drop=("blk.2.ffn_down_exps.weight",))
+    C.expect_error(ck, "a missing tensor is named", [exe, "logits", "--model", missing, "--ids", "1,2", "--out", out("x")],
+                   "blk.2.ffn_down_exps.weight")
+    trunc = os.path.join(work, "truncated.gguf")
+    with open(model, "rb") as f, open(trunc, "wb") as g:
+        g.write(f.read(os.path.getsize(model) - 1000))
+    C.expect_error(ck, "a truncated download", [exe, "logits", "--model", trunc, "--ids", "1,2", "--out", out("x")],
+                   "truncated.gguf")
+    C.expect_error(ck, "--gpu on with a GGUF", [exe, "generate", "--model", model, "--prompt", "hi", "--gpu", "on"],
+                   "GGUF")
+    C.expect_error(ck, "--plan with a GGUF", [exe, "generate", "--model", model, "--prompt", "hi", "--plan", "auto"],
+                   "GGUF")
+    ck.finish()
+
+
+if __name__ == "__main__":
+    main()
