@@ -77,37 +77,29 @@ void gemv_fp32(uint32_t type, const GgmlTypeInfo& ti, const uint8_t* w, int64_t 
   }
 }
 
-// The Int8 path for nt <= kMaxTokens tokens: quantise each token's x (the activation blocks
-// spread over the threads), then the rows.
+// The Int8 path for nt <= kMaxTokens tokens: quantise each token's x, then the rows.
 void gemv_int8(uint32_t type, const GgmlTypeInfo& ti, const uint8_t* w, int64_t rows, int64_t cols, int64_t nt,
                const float* x, float* y, IntRowDot dot) {
   const int64_t ab = ggml_gemv_detail::act_block(type), ablocks = cols / ab;
   std::vector<int8_t> q(static_cast<size_t>(nt * cols));
   std::vector<float> d(static_cast<size_t>(nt * ablocks));
-  std::vector<int16_t> bsum(static_cast<size_t>(nt * cols / 16));
+  std::vector<int16_t> bsum(static_cast<size_t>(nt * cols / 16)), bsum32(static_cast<size_t>(nt * cols / 32));
+  // In the calling thread, before the rows' parallel loop (a few microseconds for 7168 values):
+  // a barrier here would make every call wait for the slowest thread to be scheduled.
+  ggml_gemv_detail::quantize_act_avx2(x, nt * ablocks, ab, q.data(), d.data(), bsum.data());
+  for (size_t i = 0; i < bsum32.size(); ++i) bsum32[i] = static_cast<int16_t>(bsum[2 * i] + bsum[2 * i + 1]);
   Q8Act act[kMaxTokens];
   for (int64_t t = 0; t < nt; ++t)
-    act[t] = Q8Act{q.data() + t * cols, d.data() + t * ablocks, bsum.data() + t * cols / 16};
+    act[t] = Q8Act{q.data() + t * cols, d.data() + t * ablocks, bsum.data() + t * cols / 16, bsum32.data() + t * cols / 32};
   const int64_t blocks = cols / ti.block, row_bytes = blocks * ti.bytes;
   const int64_t chunks = (rows + kChunk - 1) / kChunk;
-  // A quantisation task: 8 activation blocks of one token (2048 values for the K-quants).
-  const int64_t qtasks_per_token = (ablocks + 7) / 8;
-#pragma omp parallel if (worth_threads(rows, row_bytes))
-  {
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < nt * qtasks_per_token; ++i) {
-      const int64_t t = i / qtasks_per_token, b0 = (i % qtasks_per_token) * 8, nb = std::min<int64_t>(8, ablocks - b0);
-      ggml_gemv_detail::quantize_act_avx2(x + t * cols + b0 * ab, nb, ab, q.data() + t * cols + b0 * ab,
-                                          d.data() + t * ablocks + b0, bsum.data() + (t * cols + b0 * ab) / 16);
-    }
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t r0 = c * kChunk, r1 = std::min(rows, r0 + kChunk);
-      float out[kMaxTokens];
-      for (int64_t r = r0; r < r1; ++r) {
-        dot(w + r * row_bytes, act, blocks, out);
-        for (int64_t t = 0; t < nt; ++t) y[t * rows + r] = out[t];
-      }
+#pragma omp parallel for schedule(dynamic, 4) if (worth_threads(rows, row_bytes))
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t r0 = c * kChunk, r1 = std::min(rows, r0 + kChunk);
+    float out[kMaxTokens];
+    for (int64_t r = r0; r < r1; ++r) {
+      dot(w + r * row_bytes, act, blocks, out);
+      for (int64_t t = 0; t < nt; ++t) y[t * rows + r] = out[t];
     }
   }
 }

@@ -55,11 +55,13 @@ inline constexpr int kMaxTokens = 4;  // tokens per pass of the Int8 kernels
 // Values per activation block for a weight type: 32 for Q8_0, 256 for the K-quants.
 int64_t act_block(uint32_t type);
 // One token's quantised activations (row of `cols` values): q [cols] codes, d [cols / block]
-// scales, bsum [cols / 16] sums of the codes per 16 (every type fills it; Q8_0 does not read it).
+// scales, bsum [cols / 16] sums of the codes per 16 (Q2_K, Q3_K, Q6_K), bsum32 [cols / 32] per 32
+// (Q4_K, Q5_K's mins); Q8_0 reads neither.
 struct Q8Act {
   const int8_t* q = nullptr;
   const float* d = nullptr;
   const int16_t* bsum = nullptr;
+  const int16_t* bsum32 = nullptr;
 };
 // Quantises `blocks` activation blocks of `block` values (32 or 256) at x into q, d, bsum (each
 // at its block's place). Every ISA's version gives bit-identical results.

@@ -31,14 +31,23 @@ inline float hsum4(__m128 s) {
 }
 inline float hsum8(__m256 v) { return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))); }
 
-// int16 lanes 0..7 = s16[g], lanes 8..15 = s16[g + 1]: the scales of two groups of 16 values,
-// against vpmaddubsw's pairs of a 32-byte run (bytes 0..15 group g, 16..31 group g + 1).
-inline __m256i scale_pair(const int16_t* s16, int g) {
-  const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
-                                        2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-  int32_t two;
-  std::memcpy(&two, s16 + g, 4);
-  return _mm256_shuffle_epi8(_mm256_set1_epi32(two), pick);
+// A block's 16 int16 scales (or Q4_K's 8 scales and 8 mins) as int32 words holding the scale in
+// both halves, stored so that a scale vector is a broadcast load (no shuffle port): vpunpck*wd
+// leave them in the order T0..3, T8..11, T4..7, T12..15 (table_pos).
+struct ScaleTable {
+  alignas(32) int32_t w[16];
+};
+inline void scale_table(__m256i s16, ScaleTable& t) {
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t.w), _mm256_unpacklo_epi16(s16, s16));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t.w + 8), _mm256_unpackhi_epi16(s16, s16));
+}
+constexpr int table_pos(int g) { return (g & 3) | ((g & 4) << 1) | ((g & 8) >> 1); }
+// All 16 int16 lanes = scale g.
+inline __m256i scale_all(const ScaleTable& t, int g) { return _mm256_set1_epi32(t.w[table_pos(g)]); }
+// int16 lanes 0..7 = scale g, lanes 8..15 = scale g + 1: two groups of 16 values, against
+// vpmaddubsw's pairs of a 32-byte run (bytes 0..15 group g, 16..31 group g + 1).
+inline __m256i scale_pair(const ScaleTable& t, int g) {
+  return _mm256_blend_epi32(scale_all(t, g), scale_all(t, g + 1), 0xF0);
 }
 
 // Q4_K / Q5_K's 12 scale bytes -> int16 [sc0..sc7, m0..m7] (ggml_k4_scales, four bytes at a time).
@@ -95,8 +104,8 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
     const uint8_t* blk = row + b * kBytes;
     const float d = f16_scale(blk), dmin = f16_scale(blk + 2);
     const __m256i sv = k4_scales16(blk + 4);
-    alignas(32) int16_t s16[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    ScaleTable st;
+    scale_table(sv, st);
     const uint8_t* qs = blk + (Q5 ? 48 : 16);
     __m256i qh = Q5 ? load256(blk + 16) : _mm256_setzero_si256();
     __m256i isum[NT];
@@ -109,7 +118,7 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
         qh = _mm256_srli_epi16(qh, 2);
       }
-      const __m256i slo = _mm256_set1_epi16(s16[2 * c]), shi = _mm256_set1_epi16(s16[2 * c + 1]);
+      const __m256i slo = scale_all(st, 2 * c), shi = scale_all(st, 2 * c + 1);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 64 * c;
         isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(lo, load256(xq)), slo);
@@ -118,9 +127,7 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
     }
     const __m128i mins = _mm256_extracti128_si256(sv, 1);  // m0..m7
     for (int t = 0; t < NT; ++t) {
-      // The codes' sums per 32: pairs of the sums per 16.
-      const int16_t* bs = a[t].bsum + 16 * b;
-      const __m128i mp = _mm_madd_epi16(mins, _mm_hadd_epi16(load128(bs), load128(bs + 8)));
+      const __m128i mp = _mm_madd_epi16(mins, load128(a[t].bsum32 + 8 * b));
       const float dx = a[t].d[b];
       acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_set1_ps(d * dx), acc[t]);
       accm[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(mp), _mm_set1_ps(dmin * dx), accm[t]);
@@ -138,8 +145,8 @@ void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 210;
     const __m256i sv = _mm256_cvtepi8_epi16(load128(blk + 192));
-    alignas(32) int16_t s16[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    ScaleTable st;
+    scale_table(sv, st);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t)  // - 32 Σ_g sc[g] bsum[g]
       isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
@@ -152,7 +159,7 @@ void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
         const __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), low4);
         const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, low2), 4));
         hb = _mm256_srli_epi16(hb, 2);
-        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        const __m256i sp = scale_pair(st, 8 * h + 2 * j);
         for (int t = 0; t < NT; ++t)
           isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
       }
@@ -174,8 +181,8 @@ void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 110;
     const __m256i sv = k3_scales16(blk + 96);
-    alignas(32) int16_t s16[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    ScaleTable st;
+    scale_table(sv, st);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t)  // - 4 Σ_g sc[g] bsum[g]
       isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(),
@@ -187,7 +194,7 @@ void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
         const __m256i q = _mm256_or_si256(_mm256_and_si256(qv, low2), _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
         qv = _mm256_srli_epi16(qv, 2);
         hm = _mm256_srli_epi16(hm, 1);
-        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        const __m256i sp = scale_pair(st, 8 * h + 2 * j);
         for (int t = 0; t < NT; ++t)
           isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
       }
@@ -211,8 +218,8 @@ void int_q2_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
     const __m128i sb = load128(blk);
     const __m256i sv = _mm256_cvtepu8_epi16(_mm_and_si128(sb, low4));
     const __m256i mv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), low4));
-    alignas(32) int16_t s16[16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(s16), sv);
+    ScaleTable st;
+    scale_table(sv, st);
     __m256i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
@@ -220,7 +227,7 @@ void int_q2_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
       for (int j = 0; j < 4; ++j) {
         const __m256i q = _mm256_and_si256(qv, low2);
         qv = _mm256_srli_epi16(qv, 2);
-        const __m256i sp = scale_pair(s16, 8 * h + 2 * j);
+        const __m256i sp = scale_pair(st, 8 * h + 2 * j);
         for (int t = 0; t < NT; ++t)
           isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
       }
