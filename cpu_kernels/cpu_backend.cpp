@@ -46,8 +46,8 @@ class CpuBackend final : public backend::Backend {
       return;
     }
     if (w.dtype == DType::GGUF && n <= kGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
-      // A GGUF's block formats, token by token straight from the blocks (cpu_kernels/ggml_gemv.h).
-      for (int64_t t = 0; t < n; ++t) ggml_gemv(w.ggml_type, w.data, w.rows, w.cols, x + t * w.cols, y + t * w.rows, isa_);
+      // A GGUF's block formats straight from the blocks, every token in one pass (cpu_kernels/ggml_gemv.h).
+      ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }
     if (n <= kGemvMaxTokens) {

@@ -169,6 +169,7 @@ class CudaBackend final : public backend::Backend {
   // Called again for an address it has seen: the weight there is new (a test's reused
   // buffer), so the copy is replaced.
   void prepare_weight(const WeightView& w) override {
+    if (w.dtype == DType::GGUF) return;  // no kernels for ggml's block formats: the host backend runs them
     auto old = weights_.find(w.data);
     if (old != weights_.end()) {
       ctx_->vram.release("dense weights", old->second.buf.bytes());

@@ -1,5 +1,10 @@
 #include "runtime/core/ggml_types.h"
 
+#include <cstring>
+#include <random>
+
+#include "runtime/core/dtype.h"
+
 namespace mt {
 
 namespace {
@@ -63,6 +68,22 @@ std::vector<int> ggml_f16_scale_offsets(uint32_t type) {
     case GgmlType::Q6_K: return {208};
     default: return {};
   }
+}
+
+void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32_t seed, float scale_sd) {
+  const GgmlTypeInfo* ti = ggml_type_info(type);
+  if (!ti) return;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> nd(0.0f, scale_sd);
+  const size_t n = size_t(blocks) * size_t(ti->bytes);
+  for (size_t i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(byte(rng));
+  const std::vector<int> offsets = ggml_f16_scale_offsets(type);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int off : offsets) {
+      const uint16_t h = f32_to_f16(nd(rng));
+      std::memcpy(dst + size_t(b) * size_t(ti->bytes) + size_t(off), &h, 2);
+    }
 }
 
 }  // namespace mt

@@ -35,5 +35,8 @@ std::string ggml_type_name(uint32_t type);
 // Byte offsets, within one block, of the fp16 scale fields of Q8_0 and Q2_K..Q6_K (empty for
 // other types): what a maker of valid random blocks (tests, benchmarks) must keep finite.
 std::vector<int> ggml_f16_scale_offsets(uint32_t type);
+// Fills `blocks` blocks of `type` at dst with random bytes, then the fp16 scale fields with
+// finite N(0, scale_sd) values: valid random weights for tests and benchmarks. Deterministic in seed.
+void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32_t seed, float scale_sd = 0.05f);
 
 }  // namespace mt

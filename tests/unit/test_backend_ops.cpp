@@ -23,6 +23,7 @@
 #include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "runtime/core/dtype.h"
+#include "runtime/core/ggml_types.h"
 #include "tests/unit/guarded_backend.h"
 
 using namespace mt;
@@ -263,6 +264,34 @@ Failures compare(Backend& ref, Backend& cand, uint32_t seed) {
       ref.embed(w.view, ids.data(), n, a.data());
       cand.embed(w.view, ids.data(), n, b.data());
       f.check(who + "embed" + tag, a, b, n * D, tolerance(dt));
+    }
+  }
+
+  // GGUF block formats (DType::GGUF): decode sizes (a backend may quantise activations to 8 bits
+  // per block, as the CPU backend's block GEMV does) and a prefill size; odd row counts.
+  for (GgmlType gt : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    if (!cand.supports(Op::Matmul, DType::GGUF)) break;
+    const GgmlTypeInfo* ti = ggml_type_info(uint32_t(gt));
+    const std::string tag = " [GGUF " + std::string(ti->name) + "]";
+    for (const int64_t n : {1, 3, 4, 9}) {
+      const int64_t rows = n == 9 ? 261 : 37, cols = ti->block * (gt == GgmlType::Q8_0 ? 9 : 3);
+      std::vector<uint8_t> blocks(size_t(rows * cols / ti->block * ti->bytes));
+      ggml_fill_random_blocks(uint32_t(gt), blocks.data(), rows * cols / ti->block, rng());
+      WeightView w{DType::GGUF, blocks.data(), rows, cols, nullptr, 0, uint32_t(gt)};
+      auto x = randn(n * cols, rng);
+      Act xa(ref, x), xb(cand, x), a(ref, n * rows), b(cand, n * rows);
+      ref.matmul(w, xa.data(), n, a.data());
+      cand.matmul(w, xb.data(), n, b.data());
+      // Random K-quant mins make rows whose terms cancel, so 8-bit activations (an error of up to
+      // sum |w| d/2 per row, held exactly by test_kernels_ggml_gemv) reach ~1.6% of max |y| (seen).
+      f.check(who + "matmul" + tag + " n=" + std::to_string(n), a, b, n * rows, 3e-2);
+      if (n == 1 && cand.supports(Op::Embed, DType::GGUF)) {
+        const std::vector<int32_t> ids = {3, 36, 0, 3};
+        Act ea(ref, 4 * cols), eb(cand, 4 * cols);
+        ref.embed(w, ids.data(), 4, ea.data());
+        cand.embed(w, ids.data(), 4, eb.data());
+        f.check(who + "embed" + tag, ea, eb, 4 * cols, 1e-6);
+      }
     }
   }
 
