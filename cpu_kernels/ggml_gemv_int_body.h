@@ -139,7 +139,7 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 // Q6_K [ql 128][qh 64][scales 16 x int8][d]: 6-bit codes, less 32; groups of 16.
 template <int NT>
 void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  const __m256i low4 = _mm256_set1_epi8(0x0F), hi2 = _mm256_set1_epi8(0x30);
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -153,12 +153,15 @@ void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
                                  _mm256_slli_epi32(_mm256_madd_epi16(sv, load256(a[t].bsum + 16 * b)), 5));
     for (int h = 0; h < 2; ++h) {
       const __m256i l0 = load256(blk + 64 * h), l1 = load256(blk + 64 * h + 32);
-      __m256i hb = load256(blk + 128 + 32 * h);
+      const __m256i hb = load256(blk + 128 + 32 * h);
       for (int j = 0; j < 4; ++j) {
         const __m256i l = j % 2 ? l1 : l0;
         const __m256i lo = _mm256_and_si256(j < 2 ? l : _mm256_srli_epi16(l, 4), low4);
-        const __m256i q = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, low2), 4));
-        hb = _mm256_srli_epi16(hb, 2);
+        // Bits 2j, 2j + 1 of each qh byte moved to bits 4, 5 (16-bit shifts: the mask keeps
+        // only bits that stayed in their byte).
+        const __m256i hs = j == 0 ? _mm256_slli_epi16(hb, 4) : j == 1 ? _mm256_slli_epi16(hb, 2)
+                           : j == 2 ? hb : _mm256_srli_epi16(hb, 2);
+        const __m256i q = _mm256_or_si256(lo, _mm256_and_si256(hs, hi2));
         const __m256i sp = scale_pair(st, 8 * h + 2 * j);
         for (int t = 0; t < NT; ++t)
           isum[t] = madd_acc(isum[t], _mm256_maddubs_epi16(q, load256(a[t].q + 256 * b + 128 * h + 32 * j)), sp);
