@@ -56,6 +56,11 @@ def all_f32(name, shape):
     return Q.F32
 
 
+def mix_bf16(name, shape):
+    """BF16 matrices, F32 vectors and router: what llama-quantize starts from."""
+    return Q.F32 if len(shape) == 1 or "ffn_gate_inp" in name else Q.BF16
+
+
 def quantize(arr, qtype):
     """arr [..., cols] float -> what GGUFWriter.add_tensor takes for qtype (raw blocks for quantised types)."""
     a = np.ascontiguousarray(arr, dtype=np.float32)
@@ -88,43 +93,54 @@ class Stacked:
 
 
 def gguf_tensors(ck, cfg, split_kv_b=True):
-    """(name, float array in ggml's reversed-shape NumPy order) in llama.cpp's order and layout."""
+    """(name, NumPy shape, read) in llama.cpp's order and layout; read() gives the float array
+    (NumPy order: ggml's shape reversed), or a Stacked for the routed experts."""
     H = cfg["num_attention_heads"]
-    nope, v = cfg["qk_nope_head_dim"], cfg["v_head_dim"]
-    yield "token_embd.weight", ck.tensor("model.embed_tokens.weight")
+    nope, v, R = cfg["qk_nope_head_dim"], cfg["v_head_dim"], cfg["kv_lora_rank"]
+
+    def plain(hf):
+        return tuple(ck.shape(hf)), lambda: ck.tensor(hf)
+
+    def kv_b_part(a, part):
+        def read():
+            per_head = ck.tensor(a + "kv_b_proj.weight").reshape(H, nope + v, R)
+            if part == "k":
+                return np.ascontiguousarray(per_head[:, :nope, :].transpose(0, 2, 1))  # [H, R, nope]
+            return np.ascontiguousarray(per_head[:, nope:, :])  # [H, v, R]
+        return ((H, R, nope) if part == "k" else (H, v, R)), read
+
+    yield ("token_embd.weight",) + plain("model.embed_tokens.weight")
     for L in range(cfg["num_hidden_layers"]):
         p, b = f"model.layers.{L}.", f"blk.{L}."
         a = p + "self_attn."
-        yield b + "attn_norm.weight", ck.tensor(p + "input_layernorm.weight")
-        yield b + "attn_q_a.weight", ck.tensor(a + "q_a_proj.weight")
-        yield b + "attn_q_a_norm.weight", ck.tensor(a + "q_a_layernorm.weight")
-        yield b + "attn_q_b.weight", ck.tensor(a + "q_b_proj.weight")
-        yield b + "attn_kv_a_mqa.weight", ck.tensor(a + "kv_a_proj_with_mqa.weight")
-        yield b + "attn_kv_a_norm.weight", ck.tensor(a + "kv_a_layernorm.weight")
-        kv_b = ck.tensor(a + "kv_b_proj.weight")
+        yield (b + "attn_norm.weight",) + plain(p + "input_layernorm.weight")
+        yield (b + "attn_q_a.weight",) + plain(a + "q_a_proj.weight")
+        yield (b + "attn_q_a_norm.weight",) + plain(a + "q_a_layernorm.weight")
+        yield (b + "attn_q_b.weight",) + plain(a + "q_b_proj.weight")
+        yield (b + "attn_kv_a_mqa.weight",) + plain(a + "kv_a_proj_with_mqa.weight")
+        yield (b + "attn_kv_a_norm.weight",) + plain(a + "kv_a_layernorm.weight")
         if split_kv_b:
-            per_head = kv_b.reshape(H, nope + v, kv_b.shape[-1])
-            yield b + "attn_k_b.weight", np.ascontiguousarray(per_head[:, :nope, :].transpose(0, 2, 1))  # [H, R, nope]
-            yield b + "attn_v_b.weight", np.ascontiguousarray(per_head[:, nope:, :])  # [H, v, R]
+            yield (b + "attn_k_b.weight",) + kv_b_part(a, "k")
+            yield (b + "attn_v_b.weight",) + kv_b_part(a, "v")
         else:
-            yield b + "attn_kv_b.weight", kv_b
-        yield b + "attn_output.weight", ck.tensor(a + "o_proj.weight")
-        yield b + "ffn_norm.weight", ck.tensor(p + "post_attention_layernorm.weight")
+            yield (b + "attn_kv_b.weight",) + plain(a + "kv_b_proj.weight")
+        yield (b + "attn_output.weight",) + plain(a + "o_proj.weight")
+        yield (b + "ffn_norm.weight",) + plain(p + "post_attention_layernorm.weight")
         m = p + "mlp."
         if L < cfg["first_k_dense_replace"]:
             for part in ("gate", "up", "down"):
-                yield b + f"ffn_{part}.weight", ck.tensor(m + f"{part}_proj.weight")
+                yield (b + f"ffn_{part}.weight",) + plain(m + f"{part}_proj.weight")
             continue
-        yield b + "ffn_gate_inp.weight", ck.tensor(m + "gate.weight")
-        yield b + "exp_probs_b.bias", ck.tensor(m + "gate.e_score_correction_bias")
+        yield (b + "ffn_gate_inp.weight",) + plain(m + "gate.weight")
+        yield (b + "exp_probs_b.bias",) + plain(m + "gate.e_score_correction_bias")
         for part in ("gate", "up", "down"):  # stacked [E, rows, cols], one expert at a time (real sizes are GBs)
-            names = [m + f"experts.{e}.{part}_proj.weight" for e in range(cfg["n_routed_experts"])]
-            yield b + f"ffn_{part}_exps.weight", Stacked(ck, names)
+            st = Stacked(ck, [m + f"experts.{e}.{part}_proj.weight" for e in range(cfg["n_routed_experts"])])
+            yield b + f"ffn_{part}_exps.weight", st.shape, (lambda st=st: st)
         if cfg.get("n_shared_experts", 0) > 0:
             for part in ("gate", "up", "down"):
-                yield b + f"ffn_{part}_shexp.weight", ck.tensor(m + f"shared_experts.{part}_proj.weight")
-    yield "output_norm.weight", ck.tensor("model.norm.weight")
-    yield "output.weight", ck.tensor("lm_head.weight")
+                yield (b + f"ffn_{part}_shexp.weight",) + plain(m + f"shared_experts.{part}_proj.weight")
+    yield ("output_norm.weight",) + plain("model.norm.weight")
+    yield ("output.weight",) + plain("lm_head.weight")
 
 
 def metadata(cfg):
@@ -213,29 +229,46 @@ def write_gguf(model_dir, out_path, types=mix_q8_0, split_max_tensors=0, split_k
             w.add_string(k, v)
         else:
             w.add_array(k, v)
-    written = {}
-    for name, arr in gguf_tensors(ck, cfg, split_kv_b):
+    plan = []  # (name, NumPy shape, read, type)
+    for name, shape, read in gguf_tensors(ck, cfg, split_kv_b):
         if name in drop:
             continue
         try:
-            qt = types(name, arr.shape, layer_of(name))
+            qt = types(name, shape, layer_of(name))
         except TypeError:
-            qt = types(name, arr.shape)
+            qt = types(name, shape)
+        plan.append((name, shape, read, qt))
+
+    def encoded(read, qt):
+        arr = read()
         if isinstance(arr, Stacked):
-            data = np.stack([quantize(e, qt) for e in arr])
-        else:
-            data = quantize(arr, qt)
-        if qt in (Q.F32, Q.F16):
-            w.add_tensor(name, data)
-        else:
-            w.add_tensor(name, data, raw_dtype=qt)
-        written[name] = qt
-        if progress:
-            print(f"  {name} {list(arr.shape)} {qt.name}", file=sys.stderr, flush=True)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file(progress=progress)
+            return np.stack([quantize(e, qt) for e in arr])
+        return quantize(arr, qt)
+
+    if split_max_tensors:  # gguf's writer splits only what it holds in memory: small models
+        for name, shape, read, qt in plan:
+            w.add_tensor(name, encoded(read, qt), raw_dtype=None if qt in (Q.F32, Q.F16) else qt)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file(progress=progress)
+    else:  # streamed: the tensor table first, then each tensor encoded and written in turn
+        for name, shape, read, qt in plan:
+            block, size = gguf.GGML_QUANT_SIZES[qt]
+            if qt in (Q.F32, Q.F16):
+                w.add_tensor_info(name, shape, np.dtype(np.float32 if qt == Q.F32 else np.float16),
+                                  int(np.prod(shape)) * size)
+            else:
+                byte_shape = tuple(shape[:-1]) + (shape[-1] // block * size,)
+                w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qt)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for name, shape, read, qt in plan:
+            w.write_tensor_data(np.ascontiguousarray(encoded(read, qt)))
+            if progress:
+                print(f"  {name} {list(shape)} {qt.name}", file=sys.stderr, flush=True)
     w.close()
+    written = {name: qt for name, shape, read, qt in plan}
     return written
 
 
@@ -293,11 +326,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="Hugging Face checkpoint directory")
     ap.add_argument("--out", required=True, help="output .gguf")
-    ap.add_argument("--mix", default="q4_k_m", choices=["q4_k_m", "q8_0", "f32"])
+    ap.add_argument("--mix", default="q4_k_m", choices=["q4_k_m", "q8_0", "bf16", "f32"])
+    ap.add_argument("--tokenizer", help="store this tokenizer directory's tokenizer in the file")
     a = ap.parse_args()
-    types = {"q4_k_m": mix_q4_k_m, "q8_0": mix_q8_0, "f32": all_f32}[a.mix]
+    types = {"q4_k_m": mix_q4_k_m, "q8_0": mix_q8_0, "bf16": mix_bf16, "f32": all_f32}[a.mix]
     tmp = a.out + ".partial"
-    written = write_gguf(a.model, tmp, types, progress=True)
+    written = write_gguf(a.model, tmp, types, tokenizer_dir=a.tokenizer, progress=True)
     os.replace(tmp, a.out)
     by_type = {}
     for qt in written.values():
