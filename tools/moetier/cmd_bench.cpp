@@ -61,7 +61,7 @@ options:
                                                         [MOETIER_ISA, else the CPU's best]
   --experts N         distinct resident experts for `moe` (working set >> caches)       [64]
   --tokens N          prefill tokens for `moe`                                        [256]
-  --model DIR         packed store for `io` and `decode`
+  --model PATH        packed store for `io`; checkpoint, store or GGUF file for `decode`
   --queue-depth N     reads in flight for `io`                                         [16]
   --chunk-kb N        size of each read for `io` (blobs are split)        [the loader's, 1024]
   --ram-budget SIZE   expert RAM budget for `decode` (also --cache-policy, --no-prefetch,

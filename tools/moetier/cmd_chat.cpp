@@ -36,7 +36,7 @@ Type a message and Enter. Commands:
   /quit           leave (or Ctrl-D)
 Ctrl-C stops the answer being written, not the program.
 
-  --model DIR        checkpoint or packed store
+  --model PATH       checkpoint, packed store or GGUF file
   --system TEXT      system prompt
   --think            start with thinking mode on (V3.1/V3.2)
   -n, --n-predict N  longest answer in tokens                                   [1024]

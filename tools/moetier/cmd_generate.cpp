@@ -15,7 +15,8 @@ const char* kUsage = R"(usage: moetier generate --model DIR --prompt TEXT [optio
 
 Generates text, streaming it as it is produced, and ends with prefill and decode tokens/s.
 
-  --model DIR        checkpoint directory (config.json, safetensors, tokenizer.json)
+  --model PATH       checkpoint directory (config.json, safetensors, tokenizer.json), packed
+                     store, or llama.cpp GGUF file (any part of a split one; docs/gguf.md)
   --prompt TEXT      the prompt
   -n, --n-predict N  tokens to generate at most                               [64]
   --chat             wrap the prompt in the model's chat format (as a user turn)

@@ -30,7 +30,7 @@ Up to --parallel requests decode together in one batched step (each weight read 
 step); more wait in arrival order. Each of those sequences holds a KV cache of --context tokens,
 made at start-up.
 
-  --model DIR        checkpoint or packed store (config.json, weights, tokenizer.json)
+  --model PATH       checkpoint or packed store (config.json, weights, tokenizer.json), or GGUF file
   --host ADDR        address to listen on; loopback unless told otherwise       [127.0.0.1]
   --port N           TCP port (0: any free one, printed)                          [8080]
   --api-key KEY      require "Authorization: Bearer KEY" on /v1 and /metrics   [none]
