@@ -291,6 +291,10 @@ void expert_ffn(const ExpertGeometry& g, const uint8_t* blob, const float* x, in
 void experts_ffn(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
                  const ExpertKernelConfig& cfg, ExpertWorkspace* ws) {
   check_geometry(g, "experts_ffn");
+  if (g.quant == ExpertQuant::GGUF) {
+    const int top = cpu_isa_level();
+    return experts_ffn_gguf(g, tasks, n_tasks, x, y, cfg.isa_level < 0 ? top : std::min(cfg.isa_level, top));
+  }
   const int64_t pmin = prefill_min_tokens(g.quant, cfg);
   std::vector<ExpertTask> small;
   small.reserve(static_cast<size_t>(std::max<int64_t>(n_tasks, 0)));

@@ -155,6 +155,10 @@ const KernelSet& kernels_for(const ExpertKernelConfig& cfg);
 // Highest ISA this CPU supports: 0 scalar, 1 avx2, 2 avx512.
 int cpu_isa_level();
 
+// Experts whose blobs hold GGUF blocks (ExpertQuant::GGUF): expert_ffn_gguf.cpp.
+void experts_ffn_gguf(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                      int isa_level);
+
 // Decode path (GEMV kernels) and prefill path (oneDNN) for a set of tasks; expert_ffn and
 // experts_ffn choose between them by token count.
 void decode_tasks(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu_kernels/expert_ffn_internal.h"
+#include "cpu_kernels/ggml_dequant.h"
 #include "runtime/core/dtype.h"
 
 namespace mt::cpu {
@@ -150,6 +151,8 @@ void unpack_matrix(const PackedMat& m, float* w) {
 }  // namespace
 
 void pack_expert(const ExpertGeometry& g, const float* gate, const float* up, const float* down, uint8_t* blob) {
+  if (g.quant == ExpertQuant::GGUF)  // GGUF blobs hold a file's blocks as they are (moetier convert copies them)
+    throw std::invalid_argument("pack_expert: GGUF experts are copied from a GGUF file, not packed from fp32");
   const ExpertBlobLayout L = expert_blob_layout(g);
   std::memset(blob, 0, L.total_bytes);
   pack_matrix(g.quant, gate, g.inter, g.hidden, g.group, blob + L.gate_offset);
@@ -194,6 +197,13 @@ RawExpertMatrix raw_expert_matrix(const ExpertGeometry& g, const uint8_t* blob, 
 }
 
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down) {
+  if (g.quant == ExpertQuant::GGUF) {  // the reference decoder, matrix by matrix
+    const ExpertBlobLayout L = expert_blob_layout(g);
+    ggml_dequantize(g.ggml[0], blob + L.gate_offset, g.inter * g.hidden, gate);
+    ggml_dequantize(g.ggml[1], blob + L.up_offset, g.inter * g.hidden, up);
+    ggml_dequantize(g.ggml[2], blob + L.down_offset, g.hidden * g.inter, down);
+    return;
+  }
   unpack_matrix(packed_matrix(g, blob, 0), gate);
   unpack_matrix(packed_matrix(g, blob, 1), up);
   unpack_matrix(packed_matrix(g, blob, 2), down);

@@ -20,7 +20,7 @@ class ReferenceBackend final : public backend::Backend {
   const char* name() const override { return "reference"; }
 
   bool supports_experts(ExpertQuant q) const override {
-    return q == ExpertQuant::Q4 || q == ExpertQuant::Q8 || q == ExpertQuant::BF16;
+    return q == ExpertQuant::Q4 || q == ExpertQuant::Q8 || q == ExpertQuant::BF16 || q == ExpertQuant::GGUF;
   }
 
   bool supports(backend::Op op, DType weight) const override {

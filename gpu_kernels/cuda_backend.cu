@@ -162,7 +162,7 @@ class CudaBackend final : public backend::Backend {
   // top-k, packed experts of a geometry the GPU kernels do not take) on the host backend,
   // with the activations copied over for that op.
   bool supports(Op op, DType w) const override { return host_->supports(op, w); }
-  bool supports_experts(ExpertQuant q) const override { return host_->supports_experts(q); }
+  bool supports_experts(ExpertQuant q) const override { return q != ExpertQuant::GGUF && host_->supports_experts(q); }
   DType cache_dtype() const override { return cache_type_; }
   uint64_t weight_bytes() const override { return host_->weight_bytes(); }  // RAM only; VRAM: vram_accounting
 

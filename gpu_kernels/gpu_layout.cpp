@@ -64,6 +64,8 @@ void pack_expert_for_gpu(const ExpertGeometry& g, const uint8_t* cpu_blob, uint8
           codes[i / 2] = static_cast<uint8_t>((raw.codes[i] & 15) | ((raw.codes[i + 1] & 15) << 4));
         std::memcpy(out + m.scales, raw.scale_bits.data(), raw.scale_bits.size() * 2);
         break;
+      case ExpertQuant::GGUF:  // no GPU kernels for ggml blocks: the CUDA backend refuses them first
+        break;
     }
   }
 }

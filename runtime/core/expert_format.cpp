@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "runtime/core/ggml_types.h"
+
 namespace mt {
 
 namespace {
@@ -13,12 +15,13 @@ std::string_view expert_quant_name(ExpertQuant q) {
     case ExpertQuant::Q4: return "q4";
     case ExpertQuant::Q8: return "q8";
     case ExpertQuant::BF16: return "bf16";
+    case ExpertQuant::GGUF: return "gguf";
   }
   return "?";
 }
 
 bool expert_quant_from_name(std::string_view name, ExpertQuant& out) {
-  for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16})
+  for (ExpertQuant q : {ExpertQuant::Q4, ExpertQuant::Q8, ExpertQuant::BF16, ExpertQuant::GGUF})
     if (name == expert_quant_name(q)) {
       out = q;
       return true;
@@ -31,10 +34,22 @@ bool expert_geometry_valid(const ExpertGeometry& g, std::string* why) {
     if (why) *why = m;
     return false;
   };
-  if (g.quant != ExpertQuant::Q4 && g.quant != ExpertQuant::Q8 && g.quant != ExpertQuant::BF16)
+  if (g.quant != ExpertQuant::Q4 && g.quant != ExpertQuant::Q8 && g.quant != ExpertQuant::BF16 &&
+      g.quant != ExpertQuant::GGUF)
     return fail("unknown expert quantisation");
   if (g.hidden <= 0 || g.inter <= 0) return fail("hidden and inter must be positive");
   if (g.hidden > (int64_t{1} << 24) || g.inter > (int64_t{1} << 24)) return fail("hidden/inter too large");
+  if (g.quant == ExpertQuant::GGUF) {
+    const char* names[3] = {"gate", "up", "down"};
+    for (int m = 0; m < 3; ++m) {
+      const GgmlTypeInfo* t = ggml_type_info(g.ggml[m]);
+      if (!t) return fail(std::string(names[m]) + ": unknown ggml type " + std::to_string(g.ggml[m]));
+      const int64_t k = m == 2 ? g.inter : g.hidden;
+      if (k % t->block)
+        return fail(std::string(names[m]) + ": " + t->name + " rows of " + std::to_string(k) + " are not whole blocks");
+    }
+    return true;
+  }
   if (g.quant == ExpertQuant::BF16) {
     if (g.hidden % 8 || g.inter % 8) return fail("bf16 experts need hidden and inter multiples of 8");
     return true;
@@ -56,6 +71,8 @@ size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t gr
       return round_up(rp * c, 64) + round_up(rp * (c / static_cast<size_t>(group)) * 4, 64);
     case ExpertQuant::BF16:
       return round_up(rp * c * 2, 64);
+    case ExpertQuant::GGUF:
+      return 0;  // per ggml type: expert_blob_layout
   }
   return 0;
 }
@@ -64,9 +81,15 @@ ExpertBlobLayout expert_blob_layout(const ExpertGeometry& g) {
   std::string why;
   if (!expert_geometry_valid(g, &why)) throw std::invalid_argument("expert_blob_layout: " + why);
   ExpertBlobLayout L;
-  L.gate_bytes = packed_matrix_bytes(g.quant, g.inter, g.hidden, g.group);
-  L.up_bytes = L.gate_bytes;
-  L.down_bytes = packed_matrix_bytes(g.quant, g.hidden, g.inter, g.group);
+  if (g.quant == ExpertQuant::GGUF) {
+    L.gate_bytes = round_up(size_t(g.inter) * ggml_row_bytes(g.ggml[0], g.hidden), 64);
+    L.up_bytes = round_up(size_t(g.inter) * ggml_row_bytes(g.ggml[1], g.hidden), 64);
+    L.down_bytes = round_up(size_t(g.hidden) * ggml_row_bytes(g.ggml[2], g.inter), 64);
+  } else {
+    L.gate_bytes = packed_matrix_bytes(g.quant, g.inter, g.hidden, g.group);
+    L.up_bytes = L.gate_bytes;
+    L.down_bytes = packed_matrix_bytes(g.quant, g.hidden, g.inter, g.group);
+  }
   L.gate_offset = 0;
   L.up_offset = L.gate_offset + L.gate_bytes;
   L.down_offset = L.up_offset + L.up_bytes;

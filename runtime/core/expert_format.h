@@ -7,7 +7,9 @@
 //   Q4:   rows*cols/2 bytes of 4-bit codes, then rows*cols/group fp16 scales
 //   Q8:   rows*cols bytes of int8 codes, then rows*cols/group fp32 scales
 //   BF16: rows*cols bf16 values
-// each part rounded up to 64 bytes; the blob is zero-padded to a multiple of 4096 bytes. The code
+// each part rounded up to 64 bytes; the blob is zero-padded to a multiple of 4096 bytes.
+//   GGUF: each matrix as a GGUF file holds it (rows of ggml blocks back to back, the type per
+//   matrix in ExpertGeometry::ggml), copied from the file unchanged; no row padding. The code
 // order inside a row (interleaving for the SIMD kernels) belongs to the kernels
 // (cpu_kernels/expert_pack.cpp is its only writer and reader).
 #pragma once
@@ -19,9 +21,9 @@
 
 namespace mt {
 
-enum class ExpertQuant : uint8_t { Q4 = 1, Q8 = 2, BF16 = 3 };
+enum class ExpertQuant : uint8_t { Q4 = 1, Q8 = 2, BF16 = 3, GGUF = 4 };
 
-std::string_view expert_quant_name(ExpertQuant q);                // "q4", "q8", "bf16"
+std::string_view expert_quant_name(ExpertQuant q);                // "q4", "q8", "bf16", "gguf"
 bool expert_quant_from_name(std::string_view name, ExpertQuant& out);
 
 struct ExpertGeometry {
@@ -29,6 +31,7 @@ struct ExpertGeometry {
   int64_t hidden = 0;  // model hidden size (gate/up K, down N)
   int64_t inter = 0;   // expert width (gate/up N, down K)
   int64_t group = 32;  // quantisation group along K (Q4/Q8); must divide hidden and inter
+  uint32_t ggml[3] = {0, 0, 0};  // GGUF: the GgmlType ids of gate, up and down (may differ by layer)
 };
 
 struct ExpertBlobLayout {

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -606,6 +607,63 @@ TEST_CASE("the packed-expert kernels, on every ISA, match the reference backend'
       }
     }
   }
+}
+
+TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA match the reference backend", "[backend]") {
+  auto ref = cpu::make_reference_backend();
+  std::mt19937 rng(12);
+  using T = GgmlType;
+  const std::vector<std::array<T, 3>> mixes = {{T::Q4_K, T::Q4_K, T::Q6_K}, {T::Q8_0, T::Q5_K, T::Q8_0},
+                                                {T::Q2_K, T::Q3_K, T::Q4_K}};
+  for (const auto& mix : mixes) {
+    ExpertGeometry g{ExpertQuant::GGUF, 512, 256, 0};
+    for (int m = 0; m < 3; ++m) g.ggml[m] = uint32_t(mix[size_t(m)]);
+    const ExpertBlobLayout L = expert_blob_layout(g);
+    CHECK(L.gate_bytes == (ggml_row_bytes(g.ggml[0], 512) * 256 + 63) / 64 * 64);
+    CHECK(L.down_offset == L.gate_bytes + L.up_bytes);
+    CHECK(L.total_bytes % 4096 == 0);
+    const int64_t n_tokens = 12;  // one decode-sized task, an empty one, one past the GEMM threshold
+    const std::vector<std::vector<int32_t>> tokens = {{0, 5, 7}, {}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}};
+    std::vector<std::vector<uint8_t>> blobs;
+    std::vector<std::vector<float>> weights;
+    std::vector<ExpertTask> tasks;
+    for (const auto& tk : tokens) {
+      blobs.emplace_back(L.total_bytes, 0);
+      uint8_t* b = blobs.back().data();
+      const size_t offs[3] = {L.gate_offset, L.up_offset, L.down_offset};
+      for (int m = 0; m < 3; ++m) {
+        const int64_t elems = g.hidden * g.inter;
+        ggml_fill_random_blocks(g.ggml[m], b + offs[m], elems / ggml_type_info(g.ggml[m])->block, rng(), 0.02f);
+      }
+      weights.emplace_back();
+      for (size_t i = 0; i < tk.size(); ++i) weights.back().push_back(0.3f + 0.2f * float(i));
+    }
+    for (size_t e = 0; e < tokens.size(); ++e)
+      tasks.push_back({blobs[e].data(), tokens[e].data(), weights[e].data(), int64_t(tokens[e].size())});
+    const auto x = randn(n_tokens * g.hidden, rng);
+    std::vector<float> a(size_t(n_tokens * g.hidden), 0.0f);
+    ref->expert_ffn(g, tasks.data(), int64_t(tasks.size()), x.data(), a.data());
+    for (const char* isa : {"scalar", "avx2", "avx512"}) {
+      cpu::ExpertKernelConfig cfg;
+      REQUIRE(cpu::isa_level_from_name(isa, cfg.isa_level));
+      Guarded b(n_tokens * g.hidden);
+      std::fill(b.data(), b.data() + b.size(), 0.0f);
+      cpu::experts_ffn(g, tasks.data(), int64_t(tasks.size()), x.data(), b.data(), cfg);
+      INFO(ggml_type_name(g.ggml[0]) << "/" << ggml_type_name(g.ggml[1]) << "/" << ggml_type_name(g.ggml[2]) << " "
+                                     << cpu::expert_kernel_isa(cfg));
+      CHECK(b.guards_intact());
+      // 8-bit activations in the decode-sized task (the block GEMV), exact fp32 in the GEMM one.
+      CHECK(normalised_error(a.data(), b.begin(), n_tokens * g.hidden) < 3e-2);
+      // Token 11 is only in the 12-token (GEMM) task: decoded slabs in fp32, so to fp32 rounding.
+      CHECK(normalised_error(a.data() + 11 * g.hidden, b.begin() + 11 * g.hidden, g.hidden) < 1e-4);
+    }
+  }
+  // Not packable from fp32: convert copies a GGUF's blocks.
+  ExpertGeometry g{ExpertQuant::GGUF, 512, 256, 0};
+  g.ggml[0] = g.ggml[1] = g.ggml[2] = uint32_t(GgmlType::Q8_0);
+  std::vector<float> w(size_t(512 * 256));
+  std::vector<uint8_t> blob(expert_blob_layout(g).total_bytes);
+  CHECK_THROWS_AS(cpu::pack_expert(g, w.data(), w.data(), w.data(), blob.data()), std::invalid_argument);
 }
 
 // Run by scripts/gpu_check.sh on a GPU machine (hidden here): the CUDA backend must be among

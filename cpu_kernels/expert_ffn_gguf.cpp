@@ -1,0 +1,57 @@
+// Routed experts whose blobs hold a GGUF file's blocks as they are (ExpertQuant::GGUF, written by
+// `moetier convert FILE.gguf`): per task, the tokens' rows gathered, gate and up, SiLU·up, down,
+// then y[token] += weight · out. A few tokens (decode) go through the block GEMV
+// (cpu_kernels/ggml_gemv.h: 8-bit activations, every token in one pass over the weights); more
+// (prefill) through oneDNN over slabs of rows decoded to fp32 (dense_gemm), as the GGUF's other
+// matrices do. The reference backend decodes the whole blob (unpack_expert) instead.
+#include <algorithm>
+#include <vector>
+
+#include "cpu_kernels/dense_gemm.h"
+#include "cpu_kernels/expert_ffn_internal.h"
+#include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/ops.h"
+
+namespace mt::cpu::expert_detail {
+
+namespace {
+
+// Tokens from which a task's products go through the GEMM (decoded slabs) instead of the GEMV.
+constexpr int64_t kGemmTokens = 8;
+
+void product(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y,
+             int isa_level) {
+  if (n < kGemmTokens) return ggml_gemv_tokens(type, w, rows, cols, n, x, y, isa_level);
+  WeightView v{DType::GGUF, w, rows, cols, nullptr, 0, type};
+  dense_gemm(v, x, n, y);
+}
+
+}  // namespace
+
+void experts_ffn_gguf(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,
+                      int isa_level) {
+  const ExpertBlobLayout L = expert_blob_layout(g);
+  const int64_t H = g.hidden, I = g.inter;
+  std::vector<float> xe, gv, uv, ye;
+  for (int64_t i = 0; i < n_tasks; ++i) {
+    const ExpertTask& t = tasks[i];
+    if (t.n <= 0) continue;
+    xe.resize(static_cast<size_t>(t.n * H));
+    for (int64_t r = 0; r < t.n; ++r) std::copy_n(x + int64_t(t.tokens[r]) * H, H, &xe[size_t(r * H)]);
+    gv.resize(static_cast<size_t>(t.n * I));
+    uv.resize(gv.size());
+    ye.resize(xe.size());
+    product(g.ggml[0], t.blob + L.gate_offset, I, H, xe.data(), t.n, gv.data(), isa_level);
+    product(g.ggml[1], t.blob + L.up_offset, I, H, xe.data(), t.n, uv.data(), isa_level);
+    silu_mul(gv.data(), uv.data(), gv.data(), t.n * I);
+    product(g.ggml[2], t.blob + L.down_offset, H, I, gv.data(), t.n, ye.data(), isa_level);
+    for (int64_t r = 0; r < t.n; ++r) {
+      const float w = t.weight ? t.weight[r] : 1.0f;
+      float* yr = y + int64_t(t.tokens[r]) * H;
+      const float* er = &ye[size_t(r * H)];
+      for (int64_t d = 0; d < H; ++d) yr[d] += w * er[d];
+    }
+  }
+}
+
+}  // namespace mt::cpu::expert_detail
