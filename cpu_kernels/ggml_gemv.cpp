@@ -96,9 +96,15 @@ void gemv_int8(uint32_t type, const GgmlTypeInfo& ti, const uint8_t* w, int64_t 
 #pragma omp parallel for schedule(dynamic, 4) if (worth_threads(rows, row_bytes))
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t r0 = c * kChunk, r1 = std::min(rows, r0 + kChunk);
+    // The chunk's rows are one stream: its first kPrefetch bytes at once (the hardware
+    // prefetcher's ramp-up), then each kernel kPrefetch bytes ahead.
+    const uint8_t* start = w + r0 * row_bytes;
+    const uint8_t* end = w + r1 * row_bytes;
+    for (const uint8_t* p = start; p < end && p < start + ggml_gemv_detail::kPrefetch; p += 64)
+      __builtin_prefetch(p, 0, 3);
     float out[kMaxTokens];
     for (int64_t r = r0; r < r1; ++r) {
-      dot(w + r * row_bytes, act, blocks, out);
+      dot(w + r * row_bytes, act, blocks, out, end);
       for (int64_t t = 0; t < nt; ++t) y[t * rows + r] = out[t];
     }
   }

@@ -69,7 +69,10 @@ using QuantFn = void (*)(const float* x, int64_t blocks, int64_t block, int8_t* 
 void quantize_act_scalar(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum);
 void quantize_act_avx2(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum);
 // out[t] = the dot of one row (`blocks` weight blocks at row) with token t's activations, t < nt.
-using IntRowDot = void (*)(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out);
+// The kernel prefetches kPrefetch bytes ahead of the block it reads while that stays before
+// `stream_end` (the end of the rows the thread streams; the next ones are usually elsewhere).
+inline constexpr int64_t kPrefetch = 2048;
+using IntRowDot = void (*)(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
 IntRowDot avx512_int_row_dot(uint32_t type, int nt);  // nt in 1..kMaxTokens; null: no kernel
 IntRowDot avx2_int_row_dot(uint32_t type, int nt);
 

@@ -61,7 +61,7 @@ inline __m256i k4_scales16_vec(const uint8_t* s) {
 }
 
 template <int NT, bool Q5>
-void k_q45(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void k_q45(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   constexpr int64_t kBytes = Q5 ? 176 : 144;
   const __m512i low4 = _mm512_set1_epi8(0x0F), shift = counts(0, 4), k16 = _mm512_set1_epi8(16);
   const __m512i sidx[4] = {scale_index(0, 2), scale_index(2, 2), scale_index(4, 2), scale_index(6, 2)};
@@ -72,6 +72,7 @@ void k_q45(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), accm[t] = _mm_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * kBytes;
+    prefetch_ahead<kBytes>(blk, stream_end);
     const __m256i sv = k4_scales16_vec(blk + 4);
     const __m512i sz = _mm512_castsi256_si512(sv);
     const uint8_t* qs = blk + (Q5 ? 48 : 16);
@@ -98,7 +99,7 @@ void k_q45(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 }
 
 template <int NT>
-void k_q6(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void k_q6(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), hi2 = _mm512_set1_epi8(0x30);
   const __m512i sh_a = counts(4, 2), sh_b = counts(0, 2);  // bits 0-1 / 2-3 up to 4-5; 4-5 / 6-7 to 4-5
   const __m512i sidx[4] = {scale_index(0, 4), scale_index(4, 4), scale_index(8, 4), scale_index(12, 4)};
@@ -106,6 +107,7 @@ void k_q6(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 210;
+    prefetch_ahead<210>(blk, stream_end);
     const __m256i sv = _mm256_cvtepi8_epi16(load128(blk + 192));
     const __m512i sz = _mm512_castsi256_si512(sv);
     __m512i isum[NT];
@@ -146,7 +148,7 @@ inline __m256i k3_scales16_vec(const uint8_t* s) {
 }
 
 template <int NT>
-void k_q3(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void k_q3(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m512i low2 = _mm512_set1_epi8(0x03), k4 = _mm512_set1_epi8(4);
   const __m512i sh_a = counts(0, 2), sh_b = counts(4, 6);
   const __m512i sidx[4] = {scale_index(0, 4), scale_index(4, 4), scale_index(8, 4), scale_index(12, 4)};
@@ -156,6 +158,7 @@ void k_q3(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 110;
+    prefetch_ahead<110>(blk, stream_end);
     const __m256i sv = k3_scales16_vec(blk + 96);
     const __m512i sz = _mm512_castsi256_si512(sv);
     const __m512i hm = both_halves(blk);
@@ -184,7 +187,7 @@ void k_q3(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 }
 
 template <int NT>
-void k_q2(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void k_q2(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m512i low2 = _mm512_set1_epi8(0x03);
   const __m128i low4 = _mm_set1_epi8(0x0F);
   const __m512i sh_a = counts(0, 2), sh_b = counts(4, 6);
@@ -194,6 +197,7 @@ void k_q2(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps(), accm[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 84;
+    prefetch_ahead<84>(blk, stream_end);
     const __m128i sb = load128(blk);
     const __m512i sz = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(sb, low4)));
     const __m256i mv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), low4));

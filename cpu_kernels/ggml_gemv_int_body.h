@@ -21,6 +21,14 @@ inline float f16_scale(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
+// Software prefetch of the block kPrefetch bytes ahead, one per cache line it may touch.
+template <int64_t kBytes>
+inline void prefetch_ahead(const uint8_t* blk, const uint8_t* stream_end) {
+  const uint8_t* p = blk + kPrefetch;
+  if (p + kBytes > stream_end) return;
+  for (int64_t o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
 inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
@@ -74,11 +82,12 @@ inline __m256i k3_scales16(const uint8_t* s) {
 // Q8_0 [d f16][32 x int8] against 32-value activation blocks: |w| (unsigned) times x with w's
 // sign, so vpmaddubsw cannot saturate (128 * 127 * 2 < 32768).
 template <int NT>
-void int_q8_0(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void int_q8_0(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 34;
+    prefetch_ahead<34>(blk, stream_end);
     const __m256i wq = load256(blk + 2);
     const __m256i aw = _mm256_abs_epi8(wq);  // -128 gives 0x80: 128 unsigned
     const float dw = f16_scale(blk);
@@ -94,7 +103,7 @@ void int_q8_0(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 // Q4_K [d][dmin][scales 12][qs 128] and Q5_K (the same plus qh 32 before qs, the fifth bit of
 // group g in bit g): groups of 32, group 2c + nibble in byte 32c + i.
 template <int NT, bool Q5>
-void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   constexpr int64_t kBytes = Q5 ? 176 : 144;
   const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(0x01);
   __m256 acc[NT];
@@ -102,6 +111,7 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps(), accm[t] = _mm_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * kBytes;
+    prefetch_ahead<kBytes>(blk, stream_end);
     const float d = f16_scale(blk), dmin = f16_scale(blk + 2);
     const __m256i sv = k4_scales16(blk + 4);
     ScaleTable st;
@@ -138,12 +148,13 @@ void int_q45_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 
 // Q6_K [ql 128][qh 64][scales 16 x int8][d]: 6-bit codes, less 32; groups of 16.
 template <int NT>
-void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), hi2 = _mm256_set1_epi8(0x30);
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 210;
+    prefetch_ahead<210>(blk, stream_end);
     const __m256i sv = _mm256_cvtepi8_epi16(load128(blk + 192));
     ScaleTable st;
     scale_table(sv, st);
@@ -177,12 +188,13 @@ void int_q6_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 // Q3_K [hmask 32][qs 64][scales 12][d]: 2 low bits in qs, the third in hmask (set: no offset),
 // so code = low | hbit << 2 in 0..7, less 4; groups of 16 with 6-bit signed scales.
 template <int NT>
-void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m256i low2 = _mm256_set1_epi8(0x03), one = _mm256_set1_epi8(0x01);
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 110;
+    prefetch_ahead<110>(blk, stream_end);
     const __m256i sv = k3_scales16(blk + 96);
     ScaleTable st;
     scale_table(sv, st);
@@ -211,13 +223,14 @@ void int_q3_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
 
 // Q2_K [scales 16: low nibble scale, high nibble min][qs 64][d][dmin]: 2-bit codes, groups of 16.
 template <int NT>
-void int_q2_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out) {
+void int_q2_k(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
   const __m256i low2 = _mm256_set1_epi8(0x03);
   const __m128i low4 = _mm_set1_epi8(0x0F);
   __m256 acc[NT], accm[NT];
   for (int t = 0; t < NT; ++t) acc[t] = accm[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* blk = row + b * 84;
+    prefetch_ahead<84>(blk, stream_end);
     const __m128i sb = load128(blk);
     const __m256i sv = _mm256_cvtepu8_epi16(_mm_and_si128(sb, low4));
     const __m256i mv = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), low4));
