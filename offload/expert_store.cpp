@@ -3,6 +3,7 @@
 // The on-disk format is described in docs/formats.md.
 #include "offload/expert_store.h"
 
+#include "runtime/core/ggml_types.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <utility>
 
 #include "runtime/core/expert_format.h"
+#include "runtime/core/ggml_types.h"
 #include "runtime/core/json_fields.h"
 #include "runtime/core/text_file.h"
 
@@ -74,6 +76,7 @@ const char* type_name(const ojson& v) { return v.type_name(); }
 std::optional<DType> dense_dtype_from_name(std::string_view n) {
   if (n == "Q4_PACKED") return DType::Q4_PACKED;
   if (n == "Q8_PACKED") return DType::Q8_PACKED;
+  if (n == "GGUF") return DType::GGUF;
   auto t = dtype_from_name(n);
   if (t && (*t == DType::F32 || *t == DType::F16 || *t == DType::BF16 || *t == DType::F8_E4M3)) return t;
   return std::nullopt;
@@ -183,7 +186,8 @@ std::string blob_file_name(int32_t layer) {
   return buf;
 }
 
-uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why) {
+uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why,
+                            uint32_t ggml_type) {
   auto fail = [&](const std::string& w) {
     if (why) *why = w;
     return uint64_t{0};
@@ -191,6 +195,13 @@ uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int6
   if (shape.empty() || shape.size() > 2) return fail("shape must have 1 or 2 dimensions");
   for (int64_t d : shape)
     if (d <= 0 || d > kMaxDim) return fail("dimension " + std::to_string(d) + " is out of range 1..2^31");
+  if (dtype == DType::GGUF) {
+    const GgmlTypeInfo* t = ggml_type_info(ggml_type);
+    if (!t) return fail("unknown ggml type " + std::to_string(ggml_type));
+    if (shape.back() % t->block)
+      return fail(std::string(t->name) + " rows of " + std::to_string(shape.back()) + " values are not whole blocks");
+    return uint64_t(shape.size() == 2 ? shape[0] : 1) * ggml_row_bytes(ggml_type, shape.back());  // < 2^31 * 2^33
+  }
   if (is_packed(dtype)) {
     const int64_t ck = dtype == DType::Q4_PACKED ? 8 : 4;
     if (shape.size() != 2) return fail("a packed tensor must be a matrix");
@@ -222,6 +233,11 @@ Result<std::string> manifest_to_json(const StoreManifest& m) {
     experts["hidden"] = m.hidden;
     experts["inter"] = m.inter;
     experts["blob_bytes"] = m.blob_bytes;
+    if (!m.expert_ggml_types.empty()) {
+      ojson types = ojson::array();
+      for (const auto& [layer, t] : m.expert_ggml_types) types.push_back({layer, t[0], t[1], t[2]});
+      experts["ggml_types"] = types;
+    }
     ojson files = ojson::array();
     for (const auto& f : m.files) files.push_back(f);
 
@@ -239,6 +255,7 @@ Result<std::string> manifest_to_json(const StoreManifest& m) {
       ojson e = ojson::object();
       e["name"] = t.name;
       e["dtype"] = std::string(dtype_name(t.dtype));
+      if (t.dtype == DType::GGUF) e["ggml_type"] = t.ggml_type;
       e["shape"] = t.shape;
       e["offset"] = t.offset;
       e["bytes"] = t.bytes;
@@ -312,6 +329,26 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     MT_ASSIGN(m.blob_bytes, JsonFields<ojson>(*ex, ew).count("blob_bytes", 0, std::numeric_limits<uint64_t>::max()));
     if (m.blob_bytes > (uint64_t{1} << 40))
       return make_error(ew + ": \"blob_bytes\" " + std::to_string(m.blob_bytes) + " is implausibly large");
+    if (auto gt = ex->find("ggml_types"); gt != ex->end()) {
+      if (!gt->is_array()) return make_error(ew + ": \"ggml_types\" must be an array of [layer, gate, up, down]");
+      for (const ojson& row : *gt) {
+        if (!row.is_array() || row.size() != 4)
+          return make_error(ew + ": \"ggml_types\" must hold [layer, gate, up, down] arrays");
+        std::array<int64_t, 4> v{};
+        for (size_t k = 0; k < 4; ++k) {
+          if (!row[k].is_number_unsigned() || row[k].get<uint64_t>() > uint64_t(std::numeric_limits<int32_t>::max()))
+            return make_error(ew + ": \"ggml_types\" holds a value that is not a small non-negative integer");
+          v[k] = int64_t(row[k].get<uint64_t>());
+        }
+        for (size_t k = 1; k < 4; ++k)
+          if (!ggml_type_info(uint32_t(v[k])))
+            return make_error(ew + ": layer " + std::to_string(v[0]) + " has unknown ggml type " + std::to_string(v[k]));
+        if (!m.expert_ggml_types.emplace(int32_t(v[0]), std::array<uint32_t, 3>{uint32_t(v[1]), uint32_t(v[2]), uint32_t(v[3])}).second)
+          return make_error(ew + ": \"ggml_types\" lists layer " + std::to_string(v[0]) + " twice");
+      }
+    }
+    if ((m.expert_quant == "gguf") != !m.expert_ggml_types.empty())
+      return make_error(ew + ": \"ggml_types\" must be given exactly for \"gguf\" experts");
 
     MT_ASSIGN(m.dense_file, JsonFields<ojson>(j, label).string("dense_file"));
     auto dn = j.find("dense");
@@ -338,6 +375,10 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       auto dtype = dense_dtype_from_name(dt);
       if (!dtype) return make_error(w + ": unknown dtype \"" + dt + "\"");
       t.dtype = *dtype;
+      if (t.dtype == DType::GGUF) {
+        MT_ASSIGN(int64_t gt, JsonFields<ojson>(e, w).integer("ggml_type", 0, std::numeric_limits<int32_t>::max()));
+        t.ggml_type = uint32_t(gt);
+      }
       auto sh = e.find("shape");
       if (sh == e.end() || !sh->is_array() || sh->empty() || sh->size() > 2)
         return make_error(w + ": \"shape\" must be an array of 1 or 2 integers");
@@ -353,7 +394,7 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       MT_ASSIGN(int64_t crc, JsonFields<ojson>(e, w).integer("crc32c", 0, std::numeric_limits<uint32_t>::max()));
       t.crc = static_cast<uint32_t>(crc);
       std::string why;
-      const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why);
+      const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why, t.ggml_type);
       if (want == 0) return make_error(w + ": " + why);
       if (t.bytes != want)
         return make_error(w + ": " + std::to_string(t.bytes) + " bytes, but its dtype and shape need " +
@@ -688,7 +729,7 @@ Status ExpertStoreWriter::add_blob(int32_t layer, int32_t expert, const uint8_t*
 }
 
 Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                                    const uint8_t* data, size_t bytes) {
+                                    const uint8_t* data, size_t bytes, uint32_t ggml_type) {
   if (!impl_) return make_error("expert store writer: used after being moved from");
   Impl& w = *impl_;
   const std::string who = "dense tensor '" + name + "'";
@@ -697,7 +738,7 @@ Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const 
   if (name.empty() || name.size() > kMaxTensorName) return make_error("expert store: a dense tensor name is empty or too long");
   if (w.dense_names.count(name)) return make_error("expert store: " + who + " was already added");
   std::string why;
-  const uint64_t want = dense_tensor_bytes(dtype, shape, w.m.dense_group, &why);
+  const uint64_t want = dense_tensor_bytes(dtype, shape, w.m.dense_group, &why, ggml_type);
   if (want == 0) return make_error("expert store: " + who + ": " + why);
   if (bytes != want)
     return make_error("expert store: " + who + " is " + std::to_string(bytes) + " bytes; its dtype and shape need " +
@@ -712,6 +753,7 @@ Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const 
   DenseTensorInfo t;
   t.name = name;
   t.dtype = dtype;
+  t.ggml_type = dtype == DType::GGUF ? ggml_type : 0;
   t.shape = shape;
   t.offset = offset;
   t.bytes = bytes;

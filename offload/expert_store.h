@@ -9,6 +9,7 @@
 // bytes whose size its dtype and shape fix.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -45,21 +46,26 @@ struct BlobInfo {
 // One non-expert tensor in the dense file.
 struct DenseTensorInfo {
   std::string name;
-  DType dtype = DType::F32;      // a safetensors dtype, or Q4_PACKED / Q8_PACKED
+  DType dtype = DType::F32;      // a safetensors dtype, Q4_PACKED / Q8_PACKED, or GGUF (ggml blocks)
+  uint32_t ggml_type = 0;        // GGUF only: the GgmlType id
   std::vector<int64_t> shape;    // 1 or 2 dims (packed: 2)
   uint64_t offset = 0;           // multiple of kBlobAlign
   uint64_t bytes = 0;            // fixed by dtype, shape and (packed) dense_group
   uint32_t crc = 0;              // crc32c of the bytes
 };
 
-// Bytes a dense tensor of this dtype and shape must have (packed: with `group`); 0 when the
-// combination is invalid (and `why` says why).
-uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why);
+// Bytes a dense tensor of this dtype and shape must have (packed: with `group`; GGUF: of
+// `ggml_type`); 0 when the combination is invalid (and `why` says why).
+uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why,
+                            uint32_t ggml_type = 0);
 
 struct StoreManifest {
   int version = kStoreFormatVersion;
   std::string config_json;            // the model's HF config.json text
-  std::string expert_quant;           // "q4" | "q8" | "bf16"
+  std::string expert_quant;           // "q4" | "q8" | "bf16" | "gguf"
+  // "gguf" (convert FILE.gguf): per MoE layer, the GgmlType ids of its experts' gate, up and
+  // down, as the GGUF holds them; blob_bytes is the largest layer's blob (the others padded).
+  std::map<int32_t, std::array<uint32_t, 3>> expert_ggml_types;
   int64_t group = 0;
   int64_t hidden = 0, inter = 0;      // expert geometry, for checking
   uint64_t blob_bytes = 0;
@@ -94,7 +100,7 @@ class ExpertStoreWriter {
   const std::filesystem::path& staging_dir() const;
   // Appends one dense tensor (bytes.size() == dense_tensor_bytes) to the dense file, 4096-aligned.
   Status add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const uint8_t* data,
-                   size_t bytes);
+                   size_t bytes, uint32_t ggml_type = 0);
   // Appends one blob (bytes.size() == blob_bytes) to experts-L<layer>.bin.
   Status add_blob(int32_t layer, int32_t expert, const uint8_t* data, size_t bytes);
   // Writes manifest.json, fsyncs, renames the staging directory to the final one.

@@ -18,11 +18,33 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
   p->cpu_runner_ = std::make_unique<CpuExpertRunner>(o.kernels);
   p->vram_runner_ = o.vram_runner ? o.vram_runner : p->cpu_runner_.get();
   std::string why;
-  if (!expert_geometry_valid(p->geom_, &why))
-    return make_error(p->store_.dir().string() + "/manifest.json: unusable expert geometry: " + why);
-  if (expert_blob_layout(p->geom_).total_bytes != m.blob_bytes)
-    return make_error(p->store_.dir().string() + "/manifest.json: blob_bytes " + std::to_string(m.blob_bytes) +
-                      " does not match the " + m.expert_quant + " layout of this build; re-run moetier convert");
+  if (q == ExpertQuant::GGUF) {
+    // The GGUF's block types, layer by layer; each layer's blob fits the (largest) blob size.
+    if (o.vram_runner)
+      return make_error(p->store_.dir().string() + ": a store of GGUF blocks runs its experts on the CPU; --gpu on "
+                        "does not take it yet");
+    for (const auto& [layer, types] : m.expert_ggml_types) {
+      ExpertGeometry g = p->geom_;
+      for (int k = 0; k < 3; ++k) g.ggml[k] = types[size_t(k)];
+      if (!expert_geometry_valid(g, &why))
+        return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(layer) +
+                          ": unusable expert geometry: " + why);
+      if (expert_blob_layout(g).total_bytes > m.blob_bytes)
+        return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(layer) +
+                          "'s experts need more than blob_bytes " + std::to_string(m.blob_bytes) + "; re-run moetier convert");
+      p->layer_geom_[layer] = g;
+    }
+    for (const auto& b : m.blobs)
+      if (!p->layer_geom_.count(b.layer))
+        return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(b.layer) +
+                          " has expert blobs but no ggml_types; re-run moetier convert");
+  } else {
+    if (!expert_geometry_valid(p->geom_, &why))
+      return make_error(p->store_.dir().string() + "/manifest.json: unusable expert geometry: " + why);
+    if (expert_blob_layout(p->geom_).total_bytes != m.blob_bytes)
+      return make_error(p->store_.dir().string() + "/manifest.json: blob_bytes " + std::to_string(m.blob_bytes) +
+                        " does not match the " + m.expert_quant + " layout of this build; re-run moetier convert");
+  }
 
   int64_t max_layer = 0, max_expert = 0;
   for (const auto& b : m.blobs) max_layer = std::max<int64_t>(max_layer, b.layer), max_expert = std::max<int64_t>(max_expert, b.expert);
@@ -137,7 +159,7 @@ Status ExpertScheduler::upload_to_runner(const std::vector<offload::BlobInfo>& b
     const offload::BlobInfo& b = blobs[i];
     if (i + ahead < blobs.size()) stage->prefetch(blobs[i + ahead].layer, blobs[i + ahead].expert);
     MT_ASSIGN(offload::ExpertHandle h, stage->get(b.layer, b.expert));
-    const Status st = vram_runner_->make_resident(geom_, b.layer, b.expert, h.data());
+    const Status st = vram_runner_->make_resident(geometry(b.layer), b.layer, b.expert, h.data());
     if (st.ok()) {
       on_device_[size_t(b.layer)][size_t(b.expert)] = true;
     } else {
@@ -228,7 +250,8 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
                                            static_cast<int64_t>(it->second.first.size()), expert_key(layer, it->first)});
     vram_out_.assign(static_cast<size_t>(n * geom_.hidden), 0.0f);
     before_launch = std::chrono::steady_clock::now();
-    MT_TRY(vram_runner_->launch(geom_, vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x, vram_out_.data()));
+    MT_TRY(vram_runner_->launch(geometry(layer), vram_tasks.data(), static_cast<int64_t>(vram_tasks.size()), x,
+                                vram_out_.data()));
   }
   using clock = std::chrono::steady_clock;
   const auto launched = clock::now();
@@ -253,7 +276,7 @@ Status ExpertScheduler::apply(int64_t layer, const float* x, int64_t n, const in
     }
     if (start_reads_after_pinning)
       for (size_t k = 0; k < missing.size() && k < batch; ++k) cache_->prefetch(static_cast<int32_t>(layer), missing[k]->first);
-    return cpu_runner_->launch(geom_, tasks.data(), static_cast<int64_t>(tasks.size()), x, out);
+    return cpu_runner_->launch(geometry(layer), tasks.data(), static_cast<int64_t>(tasks.size()), x, out);
   };
   size_t i = 0;
   bool started = ready.empty();

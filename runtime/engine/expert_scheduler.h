@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -79,7 +80,12 @@ class ExpertScheduler final : public RoutedExperts {
   // Charges what it holds now to `ram`: each tier's cache memory and the kernels' workspace.
   Status charge_memory(TierBudget& ram) const;
   void reset_stats();
-  const ExpertGeometry& geometry() const { return geom_; }
+  // The experts' geometry in `layer` (a store of GGUF blocks: that layer's block types).
+  const ExpertGeometry& geometry(int64_t layer) const {
+    if (layer_geom_.empty()) return geom_;
+    auto it = layer_geom_.find(static_cast<int32_t>(layer));
+    return it != layer_geom_.end() ? it->second : geom_;
+  }
   const offload::ExpertStore& store() const { return store_; }
   const char* io_backend() const { return loader_->backend(); }
   // Names of the runners: the VRAM tier's and the CPU tiers'.
@@ -105,6 +111,7 @@ class ExpertScheduler final : public RoutedExperts {
   Status upload_to_runner(const std::vector<offload::BlobInfo>& blobs, std::vector<offload::BlobInfo>& refused,
                           bool progress);
   ExpertGeometry geom_;
+  std::map<int32_t, ExpertGeometry> layer_geom_;  // GGUF blocks: per MoE layer
   bool prefetch_enabled_ = false;
   bool all_resident_ = false;
   int64_t stats_resident_ = 0, stats_streamed_ = 0;

@@ -86,6 +86,8 @@ class Binder {
         return make_error(where + " is " + std::string(dtype_name(t->dtype)) + " with group " +
                           std::to_string(t->group) + ", which does not divide its " + std::to_string(cols) + " columns");
       l.block = t->group;
+    } else if (t->dtype == DType::GGUF) {  // a packed store of a GGUF's weights: the file's blocks
+      l.ggml_type = t->ggml_type;
     } else if (t->dtype != DType::BF16 && t->dtype != DType::F16 && t->dtype != DType::F32) {
       return make_error(where + " has dtype " + std::string(dtype_name(t->dtype)) +
                         "; expected F8_E4M3, BF16, F16 or F32");

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "planner/dense_format.h"
+#include "runtime/weights/gguf.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/convert.h"
@@ -12,6 +13,7 @@ namespace mt::cli {
 
 namespace {
 const char* kUsage = R"(usage: moetier convert SRC DST [--experts q4|q8|bf16] [--dense auto|q8|q4|bf16] [--group N] [--force]
+       moetier convert FILE.gguf DST [--force]
 
 Turns a Hugging Face DeepSeek checkpoint (FP8 block-scaled or BF16) into the packed store that
 moetier runs from (format 2): manifest.json (config, formats, a crc32c per blob and per tensor),
@@ -29,6 +31,11 @@ a store that looks valid.
                   this machine's RAM (the 671B model below ~40 GB)                      [auto]
   --group N       quantisation group size along the reduction dimension                  [32]
   --force         replace DST if it exists
+
+A GGUF file (llama.cpp's deepseek2, any part of a split model) keeps its own quantisation: each
+expert's blocks are copied into its blob as they are (Q4_K_M's Q4_K and Q6_K mix included), every
+other weight into dense.bin as stored, so the store computes what the GGUF does and streams its
+experts from disk like any store (docs/gguf.md). kv_b is stored rejoined in fp32.
 )";
 }  // namespace
 
@@ -48,6 +55,22 @@ int cmd_convert(int argc, char** argv) {
   if (!group) return fail(group.error());
   o.group = *group;
   o.overwrite = a.has("force");
+  if (is_gguf_path(o.src.string())) {
+    // A GGUF keeps its own quantisation: its blocks are copied, not re-encoded.
+    if (a.has("experts") || a.has("dense") || a.has("group"))
+      return fail("--experts, --dense and --group do not apply to a GGUF file: the store keeps its blocks as they are");
+    auto plan = plan_gguf_conversion(o);
+    if (!plan) return fail(plan.error());
+    std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks, %s of other weights as stored\n",
+                 static_cast<unsigned long long>(plan->n_blobs), format_bytes(double(plan->blob_bytes)).c_str(),
+                 format_bytes(double(plan->dense_bytes)).c_str());
+    ProgressBar bar("converting", static_cast<int64_t>(plan->input_bytes));
+    Status st = convert_gguf_to_store(o, [&](uint64_t b) { bar.advance(static_cast<int64_t>(b)); });
+    bar.finish();
+    if (!st) return fail(st.error());
+    std::printf("wrote %s\n", o.dst.c_str());
+    return 0;
+  }
   const std::string dense = a.get_or("dense", "auto");
   if (dense != "auto" && dense != "q8" && dense != "q4" && dense != "bf16")
     return fail("--dense must be auto, q8, q4 or bf16, got '" + dense + "'");

@@ -39,6 +39,11 @@ Result<ConvertPlan> plan_conversion(const ConvertOptions& o);
 
 Status convert_to_store(const ConvertOptions& o, const std::function<void(uint64_t bytes)>& progress);
 
+// A GGUF file (llama.cpp's deepseek2; any part of a split model) -> packed store keeping every
+// tensor's GGUF blocks (convert_gguf.cpp); `quant`, `group` and `dense` do not apply.
+Result<ConvertPlan> plan_gguf_conversion(const ConvertOptions& o);
+Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(uint64_t bytes)>& progress);
+
 // config.json and friends: a small text file, written whole or not at all reported.
 Status write_text_file(const std::filesystem::path& path, const std::string& text);
 
