@@ -84,9 +84,16 @@ Result<ModelConfig> peek_model_config(const std::filesystem::path& model) {
 }
 
 Result<Tokenizer> load_model_tokenizer(const std::filesystem::path& model) {
-  if (!is_gguf_path(model.string())) return Tokenizer::load(model);
-  MT_ASSIGN(GgufModel g, GgufModel::open(model));
-  return load_gguf_tokenizer(g, model);
+  std::filesystem::path gguf = model;
+  if (!is_gguf_path(model.string())) {
+    // A store converted from a GGUF keeps the file's tokenizer as tokenizer.gguf.
+    std::error_code ec;
+    gguf = model / "tokenizer.gguf";
+    if (std::filesystem::exists(model / "tokenizer.json", ec) || !std::filesystem::exists(gguf, ec))
+      return Tokenizer::load(model);
+  }
+  MT_ASSIGN(GgufModel g, GgufModel::open(gguf));
+  return load_gguf_tokenizer(g, gguf);
 }
 
 Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_dir, const EngineOptions& opt) {
@@ -216,7 +223,7 @@ Result<const Tokenizer*> Engine::tokenizer() {
     tokenizer_.emplace(std::move(t));
   }
   if (!tokenizer_) {
-    MT_ASSIGN(Tokenizer t, Tokenizer::load(dir_));
+    MT_ASSIGN(Tokenizer t, load_model_tokenizer(dir_));
     tokenizer_.emplace(std::move(t));
   }
   return &*tokenizer_;

@@ -101,8 +101,9 @@ class Engine {
 // A model's config without opening its weights: a checkpoint's config.json, a packed store's
 // manifest, a GGUF's metadata.
 Result<ModelConfig> peek_model_config(const std::filesystem::path& model);
-// A model's tokenizer: a checkpoint's or store's tokenizer.json; for a GGUF, tokenizer.json
-// beside the file, else the one the file stores.
+// A model's tokenizer: a checkpoint's or store's tokenizer.json (a store converted from a GGUF
+// without one: its tokenizer.gguf); for a GGUF, tokenizer.json beside the file, else the one
+// the file stores.
 Result<Tokenizer> load_model_tokenizer(const std::filesystem::path& model);
 
 // Turns a user prompt into token ids: plain text gets BOS (if the tokenizer adds one); chat

@@ -182,6 +182,12 @@ def main():
     # Streamed experts are summed in arrival order: fp32 rounding only.
     ck.check("... and with its experts streamed from disk through a 3 MB cache (max |diff| / std <= 1e-5)",
              diff <= 1e-5, f"{diff:.2e}")
+    p = C.run_cli(exe, ["generate", "--model", store, "--prompt", "The capital of France is", "-n", "5"])
+    g = C.run_cli(exe, ["generate", "--model", model, "--prompt", "The capital of France is", "-n", "5"])
+    ck.check("generate from the store with the GGUF's tokenizer (tokenizer.gguf): the GGUF's text",
+             p.returncode == 0 and os.path.exists(os.path.join(store, "tokenizer.gguf")) and
+             p.stdout.strip() == g.stdout.strip() and len(p.stdout.strip()) > len("The capital of France is"),
+             f"store: {p.stdout.strip()[-80:]!r} gguf: {g.stdout.strip()[-80:]!r} {p.stderr[-200:]}")
     C.compare_logits(ck, "store prefill vs numpy reference", ref,
                      C.engine_logits(exe, store, ids, out("store-prefill")), cos_min=0.9999)
 

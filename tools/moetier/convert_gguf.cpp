@@ -12,6 +12,7 @@
 #include "offload/expert_store.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/model/gguf_weights.h"
+#include "runtime/weights/gguf_writer.h"
 #include "tools/moetier/convert.h"
 
 namespace mt {
@@ -163,8 +164,17 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
     }
   }
   MT_TRY(write_text_file(writer.staging_dir() / "config.json", header.config_json));
-  // The tokenizer: tokenizer.json beside the GGUF, else none (the store then needs one copied in).
-  MT_TRY(copy_tokenizer_files(o.src.parent_path(), writer.staging_dir()));
+  // The tokenizer: tokenizer.json beside the GGUF, else the one the file stores, kept as a
+  // metadata-only GGUF (tokenizer.gguf) that the store's loader reads.
+  std::error_code ec;
+  if (std::filesystem::exists(o.src.parent_path() / "tokenizer.json", ec)) {
+    MT_TRY(copy_tokenizer_files(o.src.parent_path(), writer.staging_dir()));
+  } else if (w.gguf->find_key("tokenizer.ggml.model")) {
+    std::map<std::string, GgufValue, std::less<>> kv;
+    for (const auto& [key, v] : w.gguf->metadata())
+      if (key.rfind("tokenizer.", 0) == 0) kv.emplace(key, v);
+    MT_TRY(write_gguf_metadata(writer.staging_dir() / "tokenizer.gguf", kv));
+  }
   return writer.finish();
 }
 
