@@ -1,6 +1,6 @@
 // The GGUF block GEMV's Int8 path on AVX-512 VNNI (cpu_kernels/ggml_gemv.h). Level 2 requires
 // VNNI (cpu_isa_level), so no further check.
-//   Q8_0: ggml_gemv_int_body.h's kernel with vpdpbusd (|w| x signed x, 4 products per int32).
+//   Q8_0: 8 blocks per step in zmm (k_q8_0), vpdpbusd (|w| x signed x, 4 products per int32).
 //   K-quants: 512-bit kernels of their own. A weight block's 32 code bytes that hold two groups
 //   (low and high nibbles, or two 2-bit planes) are broadcast to both 256-bit halves and shifted
 //   by a different count per half (vpsrlvw), so one zmm holds 64 codes in the activations' own
@@ -225,10 +225,51 @@ void k_q2(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const 
   for (int t = 0; t < NT; ++t) out[t] = hsum16(acc[t]) - hsum8(accm[t]);
 }
 
+// Q8_0 [d f16][32 x int8], 8 blocks per step: two blocks per zmm, |w| times x with w's sign
+// (negated under the sign-bit mask) in vpdpbusd, so lanes 0..7 hold block 2p's partial sums and
+// 8..15 block 2p + 1's; the 8 blocks' scales d_w · d_x are formed at once (fp16 gathered through
+// a small buffer) and spread to the lanes by vpermps. Leftover blocks take the 256-bit kernel.
+template <int NT>
+void k_q8_0(const uint8_t* row, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i pair[4] = {scale_index(0, 2), scale_index(2, 2), scale_index(4, 2), scale_index(6, 2)};
+  int64_t b = 0;
+  for (; b + 8 <= blocks; b += 8) {
+    const uint8_t* blk = row + b * 34;
+    prefetch_ahead<8 * 34>(blk, stream_end);
+    alignas(16) uint16_t h[8];
+    for (int i = 0; i < 8; ++i) std::memcpy(&h[i], blk + 34 * i, 2);
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+    __m512 s[NT];
+    for (int t = 0; t < NT; ++t) s[t] = _mm512_castps256_ps512(_mm256_mul_ps(dw, _mm256_loadu_ps(a[t].d + b)));
+    for (int p = 0; p < 4; ++p) {
+      const uint8_t* bp = blk + 68 * p;
+      const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(load256(bp + 2)), load256(bp + 36), 1);
+      const __m512i aw = _mm512_abs_epi8(w);  // -128 gives 0x80: 128 unsigned
+      const __mmask64 neg = _mm512_movepi8_mask(w);
+      for (int t = 0; t < NT; ++t) {
+        const __m512i xv = load512(a[t].q + 32 * (b + 2 * p));
+        const __m512i xs = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
+        const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, xs);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_permutexvar_ps(pair[p], s[t]), acc[t]);
+      }
+    }
+  }
+  float rest[NT];
+  for (int t = 0; t < NT; ++t) rest[t] = 0.0f;
+  if (b < blocks) {
+    Q8Act tail[NT];
+    for (int t = 0; t < NT; ++t) tail[t] = Q8Act{a[t].q + 32 * b, a[t].d + b, nullptr, nullptr};
+    int_q8_0<NT>(row + b * 34, tail, blocks - b, rest, stream_end);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum16(acc[t]) + rest[t];
+}
+
 template <int NT>
 IntRowDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::Q8_0: return int_q8_0<NT>;
+    case GgmlType::Q8_0: return k_q8_0<NT>;
     case GgmlType::Q2_K: return k_q2<NT>;
     case GgmlType::Q3_K: return k_q3<NT>;
     case GgmlType::Q4_K: return k_q45<NT, false>;

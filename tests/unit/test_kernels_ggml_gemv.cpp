@@ -213,6 +213,34 @@ TEST_CASE("GGUF block GEMV, Int8 path: every level against the integer model and
     for (int level = 1; level <= top; ++level) CHECK(cpu::ggml_gemv_has_kernel(uint32_t(t), level));
 }
 
+TEST_CASE("GGUF block GEMV, Int8 path: Q8_0 rows of any number of blocks", "[kernels][gguf]") {
+  // The AVX-512 kernel takes 8 blocks per step and the rest one by one.
+  std::mt19937 rng(13);
+  const int top = cpu::expert_detail::cpu_isa_level();
+  for (int64_t blocks : {1, 3, 7, 9, 13, 17}) {
+    const int64_t rows = 29, cols = 32 * blocks;
+    const auto w = random_blocks(GgmlType::Q8_0, rows, cols, rng);
+    const auto x = grid_x(cols, 32, rng);
+    const Dense dn = dense_product(GgmlType::Q8_0, w, rows, cols, x);
+    std::vector<double> model(static_cast<size_t>(rows)), mag(static_cast<size_t>(rows));
+    gd::int_gemv_model(uint32_t(GgmlType::Q8_0), w.data(), rows, cols, x.data(), model.data(), mag.data());
+    for (int level = 1; level <= top; ++level) {
+      for (int64_t n : {1, 3}) {
+        std::vector<float> xs, y(static_cast<size_t>(n * rows));
+        for (int64_t i = 0; i < n; ++i) xs.insert(xs.end(), x.begin(), x.end());
+        cpu::ggml_gemv_tokens(uint32_t(GgmlType::Q8_0), w.data(), rows, cols, n, xs.data(), y.data(), level);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < rows; ++r) {
+            INFO("blocks " << blocks << " level " << level << " tokens " << n << " row " << r);
+            const double yr = y[size_t(i * rows + r)], tol = 1e-5 * mag[size_t(r)];
+            CHECK(std::fabs(yr - model[size_t(r)]) <= tol);
+            CHECK(std::fabs(yr - dn.ref[size_t(r)]) <= tol + 1e-5 * std::fabs(dn.ref[size_t(r)]));
+          }
+      }
+    }
+  }
+}
+
 TEST_CASE("GGUF block GEMV, Int8 path: a few tokens at once equal each token alone", "[kernels][gguf]") {
   std::mt19937 rng(9);
   const int top = cpu::expert_detail::cpu_isa_level();
