@@ -24,6 +24,31 @@ void q8_0(const uint8_t* b, float* y) {
   for (int i = 0; i < 32; ++i) y[i] = float(static_cast<int8_t>(b[2 + i])) * d;
 }
 
+// The legacy 32-value formats (llama.cpp falls back to them for rows that are not whole K-quant
+// blocks, e.g. DeepSeek's 128-wide attn_k_b in Q4_K_M files). Value i of a block: the low nibble
+// of byte i (i < 16) or the high nibble of byte i - 16; Q5's fifth bit is bit i of qh (LE u32).
+//   Q4_0: [d][qs 16]            (q - 8) * d
+//   Q4_1: [d][m][qs 16]         q * d + m
+//   Q5_0: [d][qh 4][qs 16]      (q - 16) * d
+//   Q5_1: [d][m][qh 4][qs 16]   q * d + m
+void legacy_32(const uint8_t* b, float* y, bool has_min, bool five_bits) {
+  const float d = f16_at(b);
+  const float m = has_min ? f16_at(b + 2) : 0.0f;
+  const uint8_t* p = b + (has_min ? 4 : 2);
+  uint32_t qh = 0;
+  if (five_bits) {
+    std::memcpy(&qh, p, 4);
+    p += 4;
+  }
+  const int offset = has_min ? 0 : (five_bits ? 16 : 8);
+  for (int i = 0; i < 32; ++i) {
+    int q = i < 16 ? (p[i] & 15) : (p[i - 16] >> 4);
+    if (five_bits) q |= int((qh >> i) & 1) << 4;
+    const float v = float(q - offset) * d;
+    y[i] = has_min ? v + m : v;
+  }
+}
+
 // Q2_K: [scales 16][qs 64][d f16][dmin f16]; 16 groups of 16, 2-bit codes; scale byte: low
 // nibble the group's scale, high nibble its min.
 void q2_k(const uint8_t* b, float* y) {
@@ -108,7 +133,8 @@ void q6_k(const uint8_t* b, float* y) {
 bool ggml_can_dequantize(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::F32: case GgmlType::F16: case GgmlType::BF16: case GgmlType::Q8_0: case GgmlType::Q2_K:
-    case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return true;
+    case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: return true;
     default: return false;
   }
 }
@@ -131,6 +157,10 @@ void ggml_dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst) {
       case GgmlType::Q4_K: q4_k(b, y); break;
       case GgmlType::Q5_K: q5_k(b, y); break;
       case GgmlType::Q6_K: q6_k(b, y); break;
+      case GgmlType::Q4_0: legacy_32(b, y, false, false); break;
+      case GgmlType::Q4_1: legacy_32(b, y, true, false); break;
+      case GgmlType::Q5_0: legacy_32(b, y, false, true); break;
+      case GgmlType::Q5_1: legacy_32(b, y, true, true); break;
       default: break;
     }
   }

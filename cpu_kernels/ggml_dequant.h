@@ -9,7 +9,8 @@
 
 namespace mt::cpu {
 
-// Whether ggml_dequantize decodes this GgmlType id: F32, F16, BF16, Q8_0, Q2_K..Q6_K.
+// Whether ggml_dequantize decodes this GgmlType id: F32, F16, BF16, Q8_0, Q2_K..Q6_K, and the
+// legacy Q4_0, Q4_1, Q5_0, Q5_1 (no SIMD GEMV: the scalar path runs them).
 bool ggml_can_dequantize(uint32_t type);
 // n values (a whole number of the type's blocks) from src into dst.
 void ggml_dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst);

@@ -61,7 +61,8 @@ std::string ggml_type_name(uint32_t type) {
 
 std::vector<int> ggml_f16_scale_offsets(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::Q8_0: return {0};
+    case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0: return {0};
+    case GgmlType::Q4_1: case GgmlType::Q5_1: return {0, 2};
     case GgmlType::Q2_K: return {80, 82};
     case GgmlType::Q3_K: return {108};
     case GgmlType::Q4_K: case GgmlType::Q5_K: return {0, 2};

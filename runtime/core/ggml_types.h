@@ -32,7 +32,7 @@ inline uint64_t ggml_row_bytes(uint32_t type, int64_t cols) {
 }
 // The type's name, or "type N" for an unknown id.
 std::string ggml_type_name(uint32_t type);
-// Byte offsets, within one block, of the fp16 scale fields of Q8_0 and Q2_K..Q6_K (empty for
+// Byte offsets, within one block, of the fp16 scale fields of Q4_0..Q8_0 and Q2_K..Q6_K (empty for
 // other types): what a maker of valid random blocks (tests, benchmarks) must keep finite.
 std::vector<int> ggml_f16_scale_offsets(uint32_t type);
 // Fills `blocks` blocks of `type` at dst with random bytes, then the fp16 scale fields with

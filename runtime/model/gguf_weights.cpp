@@ -146,7 +146,8 @@ class GgufBinder {
              (names.size() == 1 ? "" : "s") + ": " + names.front() + (names.size() > 1 ? ", ..." : "") + ")";
       first = false;
     }
-    return make_error(msg + ". It runs F32, F16, BF16, Q8_0 and Q2_K..Q6_K: pick a quantisation of those types");
+    return make_error(msg + ". It runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K..Q6_K: pick a quantisation "
+                            "of those types");
   }
 
   // Tensors nobody asked for: an error, except the MTP module (blk.N.nextn.*, or N past the

@@ -2,7 +2,7 @@
 
 - files written by gguf's GGUFWriter (one file, a split model, a custom alignment) read back with
   the same metadata and tensor table that gguf's GGUFReader sees;
-- every type moetier decodes (F32, F16, BF16, Q8_0, Q2_K..Q6_K), on random blocks, equals gguf's
+- every type moetier decodes (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K), on random blocks, equals gguf's
   NumPy dequantisation bit for bit;
 - malformed files (truncated, misaligned, overlapping, lying sizes, bad magic/version/types,
   strings and arrays longer than the file, a missing or inconsistent split) each give one clear
@@ -31,7 +31,7 @@ except ImportError:  # a missing reference is a failure, not a skip
     sys.exit(1)
 
 F16_FIELDS = {  # byte offsets of the fp16 scale fields in one block
-    Q.Q8_0: [0], Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
+    Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0: [0], Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208],
 }
 
 
@@ -256,9 +256,9 @@ def main():
         ("blk.0.bf16.weight", gguf.quants.quantize(rng.standard_normal((4, 32)).astype(np.float32), Q.BF16), Q.BF16),
         ("blk.0.q8.weight", gguf.quants.quantize(rng.standard_normal((7, 96)).astype(np.float32), Q.Q8_0), Q.Q8_0),
     ]
-    raw_types = [Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+    raw_types = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
     for qt in raw_types:
-        cols = 64 if qt == Q.Q8_0 else 512
+        cols = 64 if gguf.GGML_QUANT_SIZES[qt][0] == 32 else 512
         tensors.append((f"blk.1.ffn_{qt.name.lower()}_exps.weight", random_blocks(rng, qt, 3, cols), qt))
     kv = [("deepseek2.block_count", 61), ("deepseek2.expert_count", 256), ("deepseek2.rope.freq_base", 10000.0),
           ("deepseek2.expert_weights_norm", True), ("general.name", "tiny test"),
@@ -324,7 +324,7 @@ def main():
     # ---- a split model, opened from any part; a custom alignment ----
     split = os.path.join(work, "split", "model.gguf")
     os.makedirs(os.path.dirname(split))
-    write_model(split, tensors, kv, split_max_tensors=4)
+    write_model(split, tensors, kv, split_max_tensors=6)
     parts = sorted(os.path.join(os.path.dirname(split), f) for f in os.listdir(os.path.dirname(split)))
     ck.check("gguf wrote a split model", len(parts) == 3 and parts[0].endswith("-00001-of-00003.gguf"), str(parts))
     ck.guard("split model", lambda: check_against_reader("split model (from part 2)", parts[1], parts))

@@ -55,9 +55,9 @@ def mix(name, shape, layer=None):
     if len(shape) == 1 or "ffn_gate_inp" in name:
         return Q.F32
     table = {"token_embd": Q.Q4_K, "attn_q_a.": Q.Q5_K, "attn_q_b": Q.Q8_0,
-             "attn_kv_a_mqa": Q.Q4_K, "attn_k_b": Q.Q8_0, "attn_v_b": Q.F16, "attn_kv_b": Q.Q8_0, "attn_output": Q.Q8_0,
+             "attn_kv_a_mqa": Q.Q4_K, "attn_k_b": Q.Q5_0, "attn_v_b": Q.F16, "attn_kv_b": Q.Q4_1, "attn_output": Q.Q8_0,
              "ffn_gate.": Q.Q4_K, "ffn_up.": Q.Q4_K, "ffn_down.": Q.Q6_K, "ffn_gate_exps": Q.Q4_K,
-             "ffn_up_exps": Q.Q4_K, "ffn_gate_shexp": Q.BF16, "ffn_up_shexp": Q.Q8_0, "ffn_down_shexp": Q.Q8_0}
+             "ffn_up_exps": Q.Q4_K, "ffn_gate_shexp": Q.BF16, "ffn_up_shexp": Q.Q4_0, "ffn_down_shexp": Q.Q5_1}
     if name == "output.weight":
         return Q.Q6_K
     if "ffn_down_exps" in name:
@@ -66,6 +66,23 @@ def mix(name, shape, layer=None):
         if key in name:
             return qt
     raise KeyError(name)
+
+
+def compare_int8(ck, name, ref, eng, cos_min=0.999):
+    """The block GEMV's 8-bit activations move logits by a little (a max |diff| of a few percent of
+    their spread): cosine > cos_min everywhere, and the same argmax wherever the reference's top
+    token leads its runner-up by more than twice that row's max |diff| (at least a quarter of the rows)."""
+    cos = C.cosine_rows(ref, eng)
+    ck.check(f"{name}: cosine > {cos_min} at every position", np.all(cos > cos_min), f"min {cos.min():.6f}")
+    top2 = np.sort(ref, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    err = np.max(np.abs(ref - eng), axis=-1)
+    clear = margin > 2 * err
+    same = np.argmax(ref, axis=-1) == np.argmax(eng, axis=-1)
+    ck.check(f"{name}: identical argmax where the reference's lead exceeds twice the error (>= 1/4 of positions)",
+             np.all(same[clear]) and clear.sum() * 4 >= len(clear),
+             f"{int(clear.sum())}/{len(clear)} clear positions, {int((~same[clear]).sum())} mismatches among them, "
+             f"{int((~same).sum())} overall")
 
 
 def wrong_kv_b_reference(deq_dir, cfg, work):
@@ -100,8 +117,8 @@ def main():
     model = os.path.join(work, "model.gguf")
     written = hf_to_gguf.write_gguf(orig, model, mix, tokenizer_dir=TOKENIZER)
     used = sorted({qt.name for qt in written.values()})
-    ck.check("the test GGUF holds every type moetier runs", set(used) >= {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16",
-                                                                         "BF16", "F32"}, ", ".join(used))
+    ck.check("the test GGUF holds every type moetier runs but Q2_K/Q3_K",
+             set(used) >= {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q5_0", "Q5_1", "F16", "BF16", "F32"}, ", ".join(used))
     deq = os.path.join(work, "dequantized")
     hf_to_gguf.dequantized_checkpoint([model], cfg, deq, lambda d, c, t: C.write_checkpoint(d, c, t, n_shards=0))
     ids, ref, _, _ = C.pick_ids(deq, 12, seed=11)
@@ -120,10 +137,10 @@ def main():
     g_cpu = C.engine_logits(exe, model, ids, out("gguf-cpu"))
     C.compare_logits(ck, "cpu backend prefill, GGUF vs numpy reference", ref, g_cpu, cos_min=0.9999)
     g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1)
-    C.compare_logits(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec, cos_min=0.999)
+    compare_int8(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec)
     for isa in ("avx2", "scalar"):
         g_isa = C.engine_logits(exe, model, ids[:6], out("gguf-" + isa), chunk=1, extra=["--isa", isa])
-        C.compare_logits(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa, cos_min=0.999)
+        compare_int8(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa)
     wrong = wrong_kv_b_reference(deq, cfg, work)
     C.check_power(ck, "kv_b rejoined without the transpose", C.deepseek_ref.logits(wrong, ids), g_cpu, cos_min=0.9999)
 
@@ -188,8 +205,8 @@ def main():
              p.returncode == 0 and os.path.exists(os.path.join(store, "tokenizer.gguf")) and
              p.stdout.strip() == g.stdout.strip() and len(p.stdout.strip()) > len("The capital of France is"),
              f"store: {p.stdout.strip()[-80:]!r} gguf: {g.stdout.strip()[-80:]!r} {p.stderr[-200:]}")
-    C.compare_logits(ck, "store prefill vs numpy reference", ref,
-                     C.engine_logits(exe, store, ids, out("store-prefill")), cos_min=0.9999)
+    compare_int8(ck, "store prefill (experts through the block GEMV) vs numpy reference", ref,
+                 C.engine_logits(exe, store, ids, out("store-prefill")))
 
     # 6. generate from the GGUF alone: its own tokenizer (no tokenizer.json beside it).
     p = C.run_cli(exe, ["generate", "--model", model, "--prompt", "The capital of France is", "-n", "5"])
@@ -197,10 +214,10 @@ def main():
              (p.stdout + p.stderr)[-300:])
 
     # 7. Bad input: one clear error each.
-    q40 = os.path.join(work, "q4_0.gguf")
-    hf_to_gguf.write_gguf(orig, q40, lambda n, s, l=None: Q.Q4_0 if "ffn_up_exps" in n else mix(n, s, l))
+    tq = os.path.join(work, "tq1_0.gguf")
+    hf_to_gguf.write_gguf(orig, tq, lambda n, s, l=None: Q.TQ1_0 if "ffn_up_exps" in n else mix(n, s, l))
     C.expect_error(ck, "a type without a kernel is refused by name, with its tensors",
-                   [exe, "logits", "--model", q40, "--ids", "1,2", "--out", out("x")], "Q4_0", "blk.1.ffn_up_exps.weight")
+                   [exe, "logits", "--model", tq, "--ids", "1,2", "--out", out("x")], "TQ1_0", "blk.1.ffn_up_exps.weight")
     missing = os.path.join(work, "missing.gguf")
     hf_to_gguf.write_gguf(orig, missing, mix, drop=("blk.2.ffn_down_exps.weight",))
     C.expect_error(ck, "a missing tensor is named", [exe, "logits", "--model", missing, "--ids", "1,2", "--out", out("x")],

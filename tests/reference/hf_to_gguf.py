@@ -68,7 +68,7 @@ def quantize(arr, qtype):
         return a
     if qtype == Q.F16:
         return a.astype(np.float16)
-    if qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1):  # gguf's own quantisers
+    if qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.TQ1_0):  # gguf's own quantisers
         return gguf.quants.quantize(a, qtype)
     rows = a.reshape(-1, a.shape[-1])
     raw = kquant_np.encode(rows, qtype.name)
