@@ -19,6 +19,10 @@ namespace {
 
 using backend::AttentionCache;
 
+// Tokens up to which GGUF blocks go through the block GEMV rather than decoded slabs + oneDNN:
+// eight passes over the weights at GEMV speed still beat the scalar decoder's one.
+constexpr int64_t kGgufGemvMaxTokens = 32;
+
 class CpuBackend final : public backend::Backend {
  public:
   explicit CpuBackend(ExpertKernelConfig k)
@@ -45,8 +49,9 @@ class CpuBackend final : public backend::Backend {
       packed_matmul(w, x, n, y, kernels_, packed_scratch_);
       return;
     }
-    if (w.dtype == DType::GGUF && n <= kGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
-      // A GGUF's block formats straight from the blocks, every token in one pass (cpu_kernels/ggml_gemv.h).
+    if (w.dtype == DType::GGUF && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
+      // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h):
+      // up to a short prompt that beats decoding the blocks to fp32 for oneDNN (the reference decoder).
       ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }

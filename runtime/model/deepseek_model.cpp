@@ -361,6 +361,12 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
     backend_->download(x, xh.data(), n * D);
     MT_TRY(experts_->apply(L, xh.data(), n, chosen.data(), weight.data(), K, yh.data()));
     backend_->upload(yh.data(), out, n * D);
+    if (prof_) {  // each distinct expert's weights are read once per step
+      std::vector<int32_t> distinct(chosen);
+      std::sort(distinct.begin(), distinct.end());
+      distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+      for (int32_t e : distinct) prof_->weight_bytes[static_cast<size_t>(ModelPart::RoutedExperts)] += experts_->expert_bytes(L, e);
+    }
   }
   name("routed_out", L, out, n, D);
   if (lw.has_shared) {
@@ -371,6 +377,11 @@ Status DeepSeekModel::build_moe(int64_t L, const float* x, int64_t n, float* out
     backend_->add(out, ys->data(), n * D);
   }
   return ok_status();
+}
+
+uint64_t CheckpointExperts::expert_bytes(int64_t L, int32_t e) const {
+  const FfnWeights& f = w_.layers[static_cast<size_t>(L)].experts[static_cast<size_t>(e)];
+  return f.gate.view().stored_bytes() + f.up.view().stored_bytes() + f.down.view().stored_bytes();
 }
 
 Status CheckpointExperts::apply(int64_t L, const float* x, int64_t n, const int32_t* experts, const float* weights,

@@ -25,6 +25,9 @@ class RoutedExperts {
   // The experts `layer` will probably need next, most likely first. Only a hint.
   virtual void prefetch(int64_t layer, std::span<const int32_t> experts) { (void)layer, (void)experts; }
   virtual bool wants_prefetch() const { return false; }
+  // Weight bytes one use of this expert reads, for a profile; 0 where the runner counts its own
+  // (the expert scheduler's blobs).
+  virtual uint64_t expert_bytes(int64_t layer, int32_t expert) const { (void)layer, (void)expert; return 0; }
 };
 
 // The reference path: experts are the checkpoint's FFN tensors, run through the model's backend.
@@ -33,6 +36,7 @@ class CheckpointExperts final : public RoutedExperts {
   CheckpointExperts(const ModelWeights& w, backend::Backend& be) : w_(w), be_(be) {}
   Status apply(int64_t layer, const float* x, int64_t n, const int32_t* experts, const float* weights,
                int64_t top_k, float* out) override;
+  uint64_t expert_bytes(int64_t layer, int32_t expert) const override;
 
  private:
   const ModelWeights& w_;

@@ -17,7 +17,7 @@ const char* model_part_name(ModelPart p);  // "attention", "routed experts", ...
 
 struct StepProfile {
   std::array<double, kModelParts> seconds{};
-  std::array<uint64_t, kModelParts> weight_bytes{};  // weights the graph read (routed experts: not counted here)
+  std::array<uint64_t, kModelParts> weight_bytes{};  // weights the graph read (a store's routed experts: by the caller)
   void reset() { *this = StepProfile{}; }
   double total_seconds() const;
   uint64_t total_weight_bytes() const;

@@ -8,6 +8,8 @@
 #include "runtime/core/ggml_types.h"
 #include "runtime/weights/safetensors.h"  // MappedFile
 
+#include <sys/mman.h>
+
 namespace mt {
 
 namespace {
@@ -340,6 +342,23 @@ uint64_t GgufModel::data_bytes() const {
   uint64_t b = 0;
   for (const GgufTensor& t : tensors_) b += t.nbytes;
   return b;
+}
+
+void GgufModel::prefault() const {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+  constexpr uintptr_t kPage = 4096;
+  for (const GgufTensor& t : tensors_) {
+    if (!t.data || t.nbytes == 0) continue;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(t.data) & ~(kPage - 1);
+    const uintptr_t e = reinterpret_cast<uintptr_t>(t.data) + t.nbytes;
+    if (::madvise(reinterpret_cast<void*>(a), e - a, MADV_POPULATE_READ) == 0) continue;
+    // An older kernel: touch one byte per page.
+    volatile uint8_t sink = 0;
+    for (uintptr_t p = std::max(a, reinterpret_cast<uintptr_t>(t.data)); p < e; p += kPage)
+      sink = sink + *reinterpret_cast<const uint8_t*>(p);
+  }
 }
 
 }  // namespace mt

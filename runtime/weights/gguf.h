@@ -96,6 +96,9 @@ class GgufModel {
   const std::vector<std::filesystem::path>& files() const { return files_; }
   uint32_t version() const { return version_; }
   uint64_t data_bytes() const;
+  // Maps every tensor's pages now (reading them from disk where the page cache lacks them), so
+  // that running the model takes no page faults: for a model that fits in RAM. Best effort.
+  void prefault() const;
 
  private:
   std::vector<std::filesystem::path> files_;

@@ -622,8 +622,9 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
     CHECK(L.gate_bytes == (ggml_row_bytes(g.ggml[0], 512) * 256 + 63) / 64 * 64);
     CHECK(L.down_offset == L.gate_bytes + L.up_bytes);
     CHECK(L.total_bytes % 4096 == 0);
-    const int64_t n_tokens = 12;  // one decode-sized task, an empty one, one past the GEMM threshold
-    const std::vector<std::vector<int32_t>> tokens = {{0, 5, 7}, {}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}};
+    const int64_t n_tokens = 40;  // one decode-sized task, an empty one, one past the GEMM threshold (33)
+    std::vector<std::vector<int32_t>> tokens = {{0, 5, 7}, {}, {}};
+    for (int32_t t = 0; t < n_tokens; ++t) tokens[2].push_back(t);
     std::vector<std::vector<uint8_t>> blobs;
     std::vector<std::vector<float>> weights;
     std::vector<ExpertTask> tasks;
@@ -654,8 +655,8 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
       CHECK(b.guards_intact());
       // 8-bit activations in the decode-sized task (the block GEMV), exact fp32 in the GEMM one.
       CHECK(normalised_error(a.data(), b.begin(), n_tokens * g.hidden) < 3e-2);
-      // Token 11 is only in the 12-token (GEMM) task: decoded slabs in fp32, so to fp32 rounding.
-      CHECK(normalised_error(a.data() + 11 * g.hidden, b.begin() + 11 * g.hidden, g.hidden) < 1e-4);
+      // Token 39 is only in the 40-token (GEMM) task: decoded slabs in fp32, so to fp32 rounding.
+      CHECK(normalised_error(a.data() + 39 * g.hidden, b.begin() + 39 * g.hidden, g.hidden) < 1e-4);
     }
   }
   // Not packable from fp32: convert copies a GGUF's blocks.
