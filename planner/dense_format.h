@@ -35,8 +35,9 @@ bool dense_format_valid(const std::string& format);
 std::string default_dense_format(const ModelConfig& c, uint64_t ram_bytes, std::string* why);
 
 // The planner's form for a packed store's `dense.quant` ("q8", "q4"; "bf16" keeps the weights as
-// shipped: "fp8").
+// shipped: "fp8"; "gguf", a GGUF's blocks of 4.5 to 8.5 bits a weight: costed as "q8").
 inline std::string dense_format_of_store(const std::string& store_dense_quant) {
+  if (store_dense_quant == "gguf") return "q8";
   return store_dense_quant == "bf16" ? "fp8" : store_dense_quant;
 }
 

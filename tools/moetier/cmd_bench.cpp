@@ -49,8 +49,9 @@ const char* kUsage = R"(usage: moetier bench membw|moe|io|decode|gpu|gguf [optio
   decode   end-to-end decode tokens/s of a model with a RAM budget: cache hit rate, prefetch accuracy
   gpu      the CUDA backend at DeepSeek V3's attention shapes: MLA decode GB/s over the device's
            copy bandwidth (--ctx keys), sparse MLA, indexer + top-2048 at --ctx and 128K keys
-  gguf     the GGUF block GEMV (llama.cpp's Q8_0 / K-quant blocks as stored, fp32 activations)
-           at a routed expert's shape: GB/s and its ratio to membw, measured interleaved, per ISA
+  gguf     the GGUF block GEMV (llama.cpp's Q8_0 / K-quant blocks as stored) at a routed
+           expert's shape, 8-bit (default) and fp32 activations: GB/s and its ratio to membw,
+           measured interleaved, per ISA (--type Q4_K,Q6_K,Q8_0, --batch N tokens per pass)
 
 options:
   --runs N            interleaved measurement pairs (median reported)                   [7]
