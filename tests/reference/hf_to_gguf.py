@@ -184,7 +184,7 @@ def metadata(cfg):
     return kv
 
 
-def add_tokenizer(w, tokenizer_dir):
+def add_tokenizer(w, tokenizer_dir, vocab_size=None):
     """DeepSeek V3's tokenizer (tokenizer.json + tokenizer_config.json in tokenizer_dir) as
     llama.cpp's converter stores it: tokens in id order, added tokens typed control or
     user-defined, the merges, pre-tokenizer 'deepseek-v3', BOS/EOS and the chat template."""
@@ -199,6 +199,11 @@ def add_tokenizer(w, tokenizer_dir):
     for a in tj["added_tokens"]:
         tokens[a["id"]] = a["content"]
         types[a["id"]] = int(gguf.TokenType.CONTROL if a["special"] else gguf.TokenType.USER_DEFINED)
+    # Padded to the model's vocabulary with unused tokens, as llama.cpp's converter does (llama.cpp
+    # sizes the embedding by the token list).
+    for i in range(n, vocab_size or n):
+        tokens.append(f"[PAD{i}]")
+        types.append(int(gguf.TokenType.UNUSED))
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("deepseek-v3")
     w.add_token_list(tokens)
@@ -217,7 +222,7 @@ def write_gguf(model_dir, out_path, types=mix_q8_0, split_max_tensors=0, split_k
     w = gguf.GGUFWriter(out_path, "deepseek2", split_max_tensors=split_max_tensors)
     w.add_name("moetier test model")
     if tokenizer_dir:
-        add_tokenizer(w, tokenizer_dir)
+        add_tokenizer(w, tokenizer_dir, cfg["vocab_size"])
     for k, v in list(metadata(cfg)) + list(extra_kv):
         if isinstance(v, bool):
             w.add_bool(k, v)
