@@ -142,8 +142,11 @@ class GgufBinder {
     std::string msg = g_.files().front().string() + ": moetier has no kernel for ";
     bool first = true;
     for (const auto& [type, names] : unsupported_) {
-      msg += (first ? "" : "; ") + ggml_type_name(type) + " (" + std::to_string(names.size()) + " tensor" +
-             (names.size() == 1 ? "" : "s") + ": " + names.front() + (names.size() > 1 ? ", ..." : "") + ")";
+      if (!first) msg += "; ";
+      msg += ggml_type_name(type);
+      msg += " (" + std::to_string(names.size()) + (names.size() == 1 ? " tensor: " : " tensors: ");
+      msg += names.front();
+      msg += names.size() > 1 ? ", ...)" : ")";
       first = false;
     }
     return make_error(msg + ". It runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K..Q6_K: pick a quantisation "

@@ -37,14 +37,7 @@ std::vector<uint8_t> random_blocks(GgmlType t, int64_t rows, int64_t cols, std::
   const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
   const int64_t blocks = rows * cols / ti->block;
   std::vector<uint8_t> w(static_cast<size_t>(blocks * ti->bytes));
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  for (auto& b : w) b = static_cast<uint8_t>(byte(rng));
-  for (int64_t b = 0; b < blocks; ++b)
-    for (int off : ggml_f16_scale_offsets(uint32_t(t))) {
-      const uint16_t h = f32_to_f16(nd(rng));
-      std::memcpy(&w[size_t(b * ti->bytes + off)], &h, 2);
-    }
+  ggml_fill_random_blocks(uint32_t(t), w.data(), blocks, rng());
   return w;
 }
 

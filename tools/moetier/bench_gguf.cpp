@@ -72,13 +72,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     const int64_t copies = std::max<int64_t>(8, int64_t((size_t{512} << 20) / mat) + 1);
     const size_t total = mat * size_t(copies);
     auto* w = static_cast<uint8_t*>(cpu::alloc_huge(total));
-    std::uniform_int_distribution<int> byte(0, 255);
-    for (size_t i = 0; i < mat; ++i) w[i] = static_cast<uint8_t>(byte(rng));
-    for (size_t b = 0; b < mat / size_t(ti->bytes); ++b)
-      for (int off : ggml_f16_scale_offsets(uint32_t(t))) {
-        const uint16_t h = f32_to_f16(0.05f * nd(rng));
-        std::memcpy(w + b * size_t(ti->bytes) + size_t(off), &h, 2);
-      }
+    ggml_fill_random_blocks(uint32_t(t), w, int64_t(mat / size_t(ti->bytes)), rng());
     for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
     // The scalar level once, then each SIMD level's integer and fp32 paths.
     std::vector<std::pair<int, cpu::GgmlGemvPath>> variants = {{0, cpu::GgmlGemvPath::Fp32}};
