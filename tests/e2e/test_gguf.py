@@ -50,17 +50,7 @@ def write_model(path, tensors, kv, split_max_tensors=0, alignment=None):
     w = gguf.GGUFWriter(path, "deepseek2", split_max_tensors=split_max_tensors)
     if alignment:
         w.add_custom_alignment(alignment)
-    for k, v in kv:
-        if isinstance(v, bool):
-            w.add_bool(k, v)
-        elif isinstance(v, int):
-            w.add_uint32(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        elif isinstance(v, str):
-            w.add_string(k, v)
-        else:
-            w.add_array(k, v)
+    hf_to_gguf.add_kv(w, kv)
     for name, arr, qtype in tensors:
         if qtype is None:
             w.add_tensor(name, arr)

@@ -184,6 +184,22 @@ def metadata(cfg):
     return kv
 
 
+def add_kv(w, kv):
+    """Metadata (key, value) pairs, typed as llama.cpp's converter types them: bool, uint32,
+    float32, string, or an array."""
+    for k, v in kv:
+        if isinstance(v, bool):
+            w.add_bool(k, v)
+        elif isinstance(v, int):
+            w.add_uint32(k, v)
+        elif isinstance(v, float):
+            w.add_float32(k, v)
+        elif isinstance(v, str):
+            w.add_string(k, v)
+        else:
+            w.add_array(k, v)
+
+
 def add_tokenizer(w, tokenizer_dir, vocab_size=None):
     """DeepSeek V3's tokenizer (tokenizer.json + tokenizer_config.json in tokenizer_dir) as
     llama.cpp's converter stores it: tokens in id order, added tokens typed control or
@@ -223,17 +239,7 @@ def write_gguf(model_dir, out_path, types=mix_q8_0, split_max_tensors=0, split_k
     w.add_name("moetier test model")
     if tokenizer_dir:
         add_tokenizer(w, tokenizer_dir, cfg["vocab_size"])
-    for k, v in list(metadata(cfg)) + list(extra_kv):
-        if isinstance(v, bool):
-            w.add_bool(k, v)
-        elif isinstance(v, int):
-            w.add_uint32(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        elif isinstance(v, str):
-            w.add_string(k, v)
-        else:
-            w.add_array(k, v)
+    add_kv(w, list(metadata(cfg)) + list(extra_kv))
     plan = []  # (name, NumPy shape, read, type)
     for name, shape, read in gguf_tensors(ck, cfg, split_kv_b):
         if name in drop:
