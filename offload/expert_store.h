@@ -47,11 +47,11 @@ struct BlobInfo {
 struct DenseTensorInfo {
   std::string name;
   DType dtype = DType::F32;      // a safetensors dtype, Q4_PACKED / Q8_PACKED, or GGUF (ggml blocks)
-  uint32_t ggml_type = 0;        // GGUF only: the GgmlType id
   std::vector<int64_t> shape;    // 1 or 2 dims (packed: 2)
   uint64_t offset = 0;           // multiple of kBlobAlign
   uint64_t bytes = 0;            // fixed by dtype, shape and (packed) dense_group
   uint32_t crc = 0;              // crc32c of the bytes
+  uint32_t ggml_type = 0;        // GGUF only: the GgmlType id
 };
 
 // Bytes a dense tensor of this dtype and shape must have (packed: with `group`; GGUF: of

@@ -135,7 +135,7 @@ def main():
 
     # 2. The fast CPU backend: prefill (oneDNN over decoded slabs) and decode (the block GEMV).
     g_cpu = C.engine_logits(exe, model, ids, out("gguf-cpu"))
-    C.compare_logits(ck, "cpu backend prefill, GGUF vs numpy reference", ref, g_cpu, cos_min=0.9999)
+    compare_int8(ck, "cpu backend prefill (the block GEMV up to 32 tokens), GGUF vs numpy reference", ref, g_cpu)
     g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1)
     compare_int8(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec)
     for isa in ("avx2", "scalar"):
@@ -151,8 +151,8 @@ def main():
     ck.info(f"cosine to the unquantised model's logits: GGUF in moetier {cos_q.min():.5f}, its weights in the "
             f"numpy reference {cos_deq.min():.5f} (a tiny random model amplifies quantisation noise)")
     ck.check("GGUF logits within the quantisation's error of the original model: as close to it as the "
-             "dequantised weights themselves (|diff of cosines| < 1e-3 at every position)",
-             np.max(np.abs(cos_q - cos_deq)) < 1e-3, f"{np.max(np.abs(cos_q - cos_deq)):.2e}")
+             "dequantised weights themselves, give or take the 8-bit activations (|diff of cosines| < 1e-2)",
+             np.max(np.abs(cos_q - cos_deq)) < 1e-2, f"{np.max(np.abs(cos_q - cos_deq)):.2e}")
 
     # 4. A split model (from its second part) and the old layout with attn_kv_b whole.
     split = os.path.join(work, "split", "model.gguf")
@@ -167,8 +167,9 @@ def main():
     hf_to_gguf.write_gguf(orig, old, mix, split_kv_b=False)
     deq_old = os.path.join(work, "dequantized-old")
     hf_to_gguf.dequantized_checkpoint([old], cfg, deq_old, lambda d, c, t: C.write_checkpoint(d, c, t, n_shards=0))
-    C.compare_logits(ck, "old layout (attn_kv_b), GGUF vs numpy reference", C.deepseek_ref.logits(deq_old, ids),
-                     C.engine_logits(exe, old, ids, out("gguf-old")), cos_min=0.9999)
+    C.compare_logits(ck, "old layout (attn_kv_b), reference backend vs numpy reference",
+                     C.deepseek_ref.logits(deq_old, ids),
+                     C.engine_logits(exe, old, ids, out("gguf-old"), extra=["--backend", "reference"]), cos_min=0.99999)
 
     # 5. convert FILE.gguf STORE keeps the blocks: the store computes what the GGUF does, also
     #    when its experts stream from disk through a small RAM cache.

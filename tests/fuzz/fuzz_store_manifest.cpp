@@ -103,6 +103,15 @@ std::vector<std::vector<uint8_t>> fuzz_seed_corpus() {
                      packed_matrix_bytes(ExpertQuant::Q8, 129280, 7168, 32), 6});
   m.dense.push_back({"kv_b.weight", DType::F8_E4M3, {32768, 512}, 16384 + 1048576000ull, 32768ull * 512, 7});
   add(*manifest_to_json(m));
+  // A store converted from a GGUF: per-layer ggml block types, dense tensors as GGUF blocks.
+  StoreManifest g = m;
+  g.expert_quant = "gguf";
+  g.group = 0;
+  g.dense_quant = "gguf";
+  for (int32_t l = 3; l < 6; ++l) g.expert_ggml_types[l] = {12, 12, l % 2 ? 14u : 12u};
+  g.dense.push_back({"q_a.weight", DType::GGUF, {1536, 7168}, 16384 + 1048576000ull + 32768ull * 512,
+                     1536ull * (7168 / 256) * 144, 8, 12});
+  add(*manifest_to_json(g));
   // An empty store, and one blob.
   StoreManifest e = m;
   e.files.clear();
