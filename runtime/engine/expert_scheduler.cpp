@@ -5,6 +5,9 @@
 #include <cstdio>
 #include <map>
 
+#include "cpu_kernels/ggml_dequant.h"
+#include "runtime/core/ggml_types.h"
+
 namespace mt {
 
 Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertStore store, const ExpertSchedulerOptions& o) {
@@ -29,6 +32,10 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
       if (!expert_geometry_valid(g, &why))
         return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(layer) +
                           ": unusable expert geometry: " + why);
+      for (uint32_t t : types)
+        if (!cpu::ggml_can_dequantize(t))
+          return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(layer) +
+                            ": moetier has no kernel for " + ggml_type_name(t) + " experts");
       if (expert_blob_layout(g).total_bytes > m.blob_bytes)
         return make_error(p->store_.dir().string() + "/manifest.json: layer " + std::to_string(layer) +
                           "'s experts need more than blob_bytes " + std::to_string(m.blob_bytes) + "; re-run moetier convert");

@@ -209,6 +209,14 @@ def main():
     compare_int8(ck, "store prefill (experts through the block GEMV) vs numpy reference", ref,
                  C.engine_logits(exe, store, ids, out("store-prefill")))
 
+    bad_store = os.path.join(work, "bad-store")
+    shutil.copytree(store, bad_store)
+    man["experts"]["ggml_types"][0][3] = int(Q.IQ2_XXS)
+    with open(os.path.join(bad_store, "manifest.json"), "w") as f:
+        json.dump(man, f)
+    C.expect_error(ck, "a store whose manifest names expert blocks without a kernel",
+                   [exe, "logits", "--model", bad_store, "--ids", "1,2", "--out", out("x")], "IQ2_XXS", "layer 1")
+
     # 6. generate from the GGUF alone: its own tokenizer (no tokenizer.json beside it).
     p = C.run_cli(exe, ["generate", "--model", model, "--prompt", "The capital of France is", "-n", "5"])
     ck.check("generate from a GGUF with the tokenizer it stores", p.returncode == 0 and "tokens/s" in (p.stdout + p.stderr),
