@@ -80,17 +80,11 @@ void gemv_fp32(uint32_t type, const GgmlTypeInfo& ti, const uint8_t* w, int64_t 
 // The Int8 path for nt <= kMaxTokens tokens: quantise each token's x, then the rows.
 void gemv_int8(uint32_t type, const GgmlTypeInfo& ti, const uint8_t* w, int64_t rows, int64_t cols, int64_t nt,
                const float* x, float* y, IntRowDot dot) {
-  const int64_t ab = ggml_gemv_detail::act_block(type), ablocks = cols / ab;
-  std::vector<int8_t> q(static_cast<size_t>(nt * cols));
-  std::vector<float> d(static_cast<size_t>(nt * ablocks));
-  std::vector<int16_t> bsum(static_cast<size_t>(nt * cols / 16)), bsum32(static_cast<size_t>(nt * cols / 32));
   // In the calling thread, before the rows' parallel loop (a few microseconds for 7168 values):
   // a barrier here would make every call wait for the slowest thread to be scheduled.
-  ggml_gemv_detail::quantize_act_avx2(x, nt * ablocks, ab, q.data(), d.data(), bsum.data());
-  for (size_t i = 0; i < bsum32.size(); ++i) bsum32[i] = static_cast<int16_t>(bsum[2 * i] + bsum[2 * i + 1]);
-  Q8Act act[kMaxTokens];
-  for (int64_t t = 0; t < nt; ++t)
-    act[t] = Q8Act{q.data() + t * cols, d.data() + t * ablocks, bsum.data() + t * cols / 16, bsum32.data() + t * cols / 32};
+  ggml_gemv_detail::QuantisedActs qa;
+  ggml_gemv_detail::quantise_acts(type, x, cols, nt, qa);
+  const Q8Act* act = qa.act;
   const int64_t blocks = cols / ti.block, row_bytes = blocks * ti.bytes;
   const int64_t chunks = (rows + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(dynamic, 4) if (worth_threads(rows, row_bytes))
@@ -121,6 +115,20 @@ IntRowDot int_row_dot(uint32_t type, int level, int nt) {
 namespace ggml_gemv_detail {
 
 int64_t act_block(uint32_t type) { return GgmlType(type) == GgmlType::Q8_0 ? 32 : 256; }
+
+void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, QuantisedActs& out) {
+  const int64_t ab = act_block(type), ablocks = cols / ab;
+  out.q.resize(static_cast<size_t>(nt * cols));
+  out.d.resize(static_cast<size_t>(nt * ablocks));
+  out.bsum.resize(static_cast<size_t>(nt * cols / 16));
+  out.bsum32.resize(static_cast<size_t>(nt * cols / 32));
+  quantize_act_avx2(x, nt * ablocks, ab, out.q.data(), out.d.data(), out.bsum.data());
+  for (size_t i = 0; i < out.bsum32.size(); ++i)
+    out.bsum32[i] = static_cast<int16_t>(out.bsum[2 * i] + out.bsum[2 * i + 1]);
+  for (int64_t t = 0; t < nt; ++t)
+    out.act[t] = Q8Act{out.q.data() + t * cols, out.d.data() + t * ablocks, out.bsum.data() + t * cols / 16,
+                       out.bsum32.data() + t * cols / 32};
+}
 
 void quantize_act_scalar(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum) {
   for (int64_t b = 0; b < blocks; ++b) {

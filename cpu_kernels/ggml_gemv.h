@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace mt::cpu {
 
@@ -68,6 +69,15 @@ struct Q8Act {
 using QuantFn = void (*)(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum);
 void quantize_act_scalar(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum);
 void quantize_act_avx2(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum);
+// nt (<= kMaxTokens) tokens of `cols` values at x quantised for a weight type: act[t] points
+// into the vectors. Per call, in the calling thread; no kernel keeps state.
+struct QuantisedActs {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> bsum, bsum32;
+  Q8Act act[kMaxTokens];
+};
+void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, QuantisedActs& out);
 // out[t] = the dot of one row (`blocks` weight blocks at row) with token t's activations, t < nt.
 // The kernel prefetches kPrefetch bytes ahead of the block it reads while that stays before
 // `stream_end` (the end of the rows the thread streams; the next ones are usually elsewhere).

@@ -13,6 +13,8 @@
 
 #include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
 #include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/ggml_gemv_tiles.h"
+#include "cpu_kernels/ggml_repack.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
@@ -31,6 +33,8 @@ bool type_from_name(const std::string& s, GgmlType& t) {
     if (ggml_type_name(uint32_t(c)) == s) return t = c, true;
   return false;
 }
+
+constexpr int kTileVariant = 99;  // the tile GEMV's row in the variants list
 
 const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
 
@@ -63,7 +67,8 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(n), n > 1 ? "s" : "",
               omp_get_max_threads());
   std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
-              "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n");
+              "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
+              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512; Q4_K)\n");
   std::printf("%-6s %-7s %-5s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
@@ -78,10 +83,32 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     std::vector<std::pair<int, cpu::GgmlGemvPath>> variants = {{0, cpu::GgmlGemvPath::Fp32}};
     for (int level = 1; level <= top; ++level)
       for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.emplace_back(level, p);
+    // The row-interleaved tiles of the same blocks (ggml_repack.h), where the type has them; their
+    // GB/s count the tile bytes read (2.8% more than the blocks for Q4_K).
+    const bool tiled = cpu::ggml_tile_supported(uint32_t(t)) && top >= 2;
+    const int64_t blocks = cols / ti->block;
+    const size_t tile_mat = size_t(rows / cpu::kTileRows * blocks * cpu::ggml_tile_block_bytes(uint32_t(t)));
+    const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
+    uint8_t* tw = tiled ? static_cast<uint8_t*>(cpu::alloc_huge(tile_mat * size_t(tile_copies))) : nullptr;
+    if (tiled) {
+      const size_t tile_bytes = tile_mat / size_t(rows / cpu::kTileRows);
+      for (int64_t i = 0; i < rows / cpu::kTileRows; ++i)
+        cpu::ggml_tile_pack(uint32_t(t), w + size_t(i * cpu::kTileRows * blocks * ti->bytes), blocks * ti->bytes,
+                            blocks, tw + size_t(i) * tile_bytes);
+      for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
+      variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);
+    }
     for (auto [level, path] : variants) {
-      const char* path_name = level == 0 ? "fp32" : path == cpu::GgmlGemvPath::Int8 ? "int8" : "fp32";
+      const bool tile = level == kTileVariant;
+      const char* path_name = tile ? "tile" : level == 0 ? "fp32" : path == cpu::GgmlGemvPath::Int8 ? "int8" : "fp32";
+      const size_t bytes = tile ? tile_mat : mat;
       int64_t next = 0;
-      auto gemv = [&, level = level, path = path] {
+      auto gemv = [&, level = level, path = path, tile] {
+        if (tile) {
+          cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next) * tile_mat, rows, cols, n, x.data(), y.data(), 2);
+          next = (next + 1) % tile_copies;
+          return;
+        }
         cpu::ggml_gemv_tokens(uint32_t(t), w + size_t(next) * mat, rows, cols, n, x.data(), y.data(), level, path);
         next = (next + 1) % copies;
       };
@@ -98,7 +125,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
           el = std::chrono::duration<double>(Clock::now() - t0).count();
         } while (el < 0.3);
         bw.push_back(m);
-        gbs.push_back(double(calls) * double(mat) / el / 1e9);
+        gbs.push_back(double(calls) * double(bytes) / el / 1e9);
         ratio.push_back(gbs.back() / m);
       }
       std::string per;
@@ -107,14 +134,15 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         std::snprintf(b, sizeof b, "%.3f ", r);
         per += b;
       }
-      const bool simd = level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level, path);
-      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(level), path_name, median(bw),
+      const bool simd = tile || (level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level, path));
+      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(tile ? 2 : level), path_name, median(bw),
                   median(gbs), 100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
-      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(level)}, {"path", path_name}, {"simd", simd},
+      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(tile ? 2 : level)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw)}, {"gemv_gbs", median(gbs)},
                                 {"ratio_median", median(ratio)}, {"ratios", ratio}});
     }
     cpu::free_huge(w, total);
+    if (tw) cpu::free_huge(tw, tile_mat * size_t(tile_copies));
   }
   out["threads"] = omp_get_max_threads();
   out["rows"] = rows;

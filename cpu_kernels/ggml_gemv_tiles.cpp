@@ -1,0 +1,60 @@
+#include "cpu_kernels/ggml_gemv_tiles.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <omp.h>
+
+#include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
+#include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_types.h"
+
+namespace mt::cpu {
+
+void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
+                     int isa_level) {
+  const GgmlTypeInfo* ti = ggml_type_info(type);
+  if (!ti || !ggml_tile_supported(type) || cols % ti->block != 0 || rows % kTileRows != 0 || n < 0)
+    throw std::invalid_argument(std::string("ggml_gemv_tiles: ") + ggml_type_name(type) + " " + std::to_string(rows) +
+                                " x " + std::to_string(cols) + ", " + std::to_string(n) + " tokens");
+  const int64_t blocks = cols / ti->block, tile_bytes = blocks * ggml_tile_block_bytes(type), tiles = rows / kTileRows;
+  const int level = std::min(isa_level, expert_detail::cpu_isa_level());
+  if (level < 2) {  // no tile kernel: the GGUF blocks back, through the row kernels
+    const int64_t row_bytes = blocks * ti->bytes;
+    std::vector<uint8_t> plain(static_cast<size_t>(rows * row_bytes));
+    for (int64_t t = 0; t < tiles; ++t)
+      ggml_tile_unpack(type, w + t * tile_bytes, blocks, plain.data() + t * kTileRows * row_bytes, row_bytes);
+    ggml_gemv_tokens(type, plain.data(), rows, cols, n, x, y, level);
+    return;
+  }
+  using namespace ggml_gemv_detail;
+  for (int64_t t0 = 0; t0 < n; t0 += kMaxTokens) {
+    const int nt = int(std::min<int64_t>(kMaxTokens, n - t0));
+    QuantisedActs qa;
+    quantise_acts(type, x + t0 * cols, cols, nt, qa);
+    const TileDot dot = avx512_tile_dot(type, nt);
+    float* yt = y + t0 * rows;
+    // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
+    // the run's end (a run per thread read faster than tiles handed out one or two at a time).
+    const bool par = tiles * tile_bytes > (int64_t{1} << 18);
+#pragma omp parallel if (par)
+    {
+      const int64_t nth = omp_get_num_threads(), me = omp_get_thread_num();
+      const int64_t t_begin = tiles * me / nth, t_end = tiles * (me + 1) / nth;
+      const uint8_t* end = w + t_end * tile_bytes;
+      const uint8_t* start = w + t_begin * tile_bytes;
+      for (const uint8_t* p = start; p < end && p < start + kTilePrefetch; p += 64) __builtin_prefetch(p, 0, 3);
+      float out[kMaxTokens * kTileRows];
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        dot(w + t * tile_bytes, qa.act, blocks, out, end);
+        for (int k = 0; k < nt; ++k)
+          for (int64_t r = 0; r < kTileRows; ++r) yt[k * rows + t * kTileRows + r] = out[k * kTileRows + r];
+      }
+    }
+  }
+}
+
+}  // namespace mt::cpu

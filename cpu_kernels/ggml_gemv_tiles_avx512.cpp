@@ -1,0 +1,91 @@
+// Tile GEMV on AVX-512 VNNI (cpu_kernels/ggml_gemv_tiles.h; the layout: ggml_repack.h).
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/ggml_gemv_tiles.h"
+#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_types.h"
+
+namespace mt::cpu::ggml_gemv_detail {
+
+namespace {
+
+constexpr int64_t kTileBlock = 2368;  // Q4_K tile block (ggml_repack.cpp)
+
+inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
+  if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
+}
+inline __m512i bcast4(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+template <int NT>
+void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(char(0xF0));
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * kTileBlock;
+    for (int l = 0; l < 5; ++l) prefetch_line(tb + 64 * l, end);  // d, dmin, scales, mins
+    __m512i isum[NT], msum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      // The high nibbles stay in place: their chain sums 16 x their products, and one shift of
+      // the low chain per sub-block (not one per 64 bytes) lines the two up (shifts share port 0
+      // with vpdpbusd on AVX-512).
+      __m512i sj[NT], sk[NT];
+      for (int t = 0; t < NT; ++t) sj[t] = sk[t] = _mm512_setzero_si512();
+      for (int h = 0; h < 4; ++h) {
+        const uint8_t* c = tb + 320 + (4 * j + h) * 64;
+        prefetch_line(c, end);
+        const __m512i v = _mm512_loadu_si512(c);
+        const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(v, high4);
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xq = a[t].q + 256 * b + 32 * j + 8 * h;
+          sj[t] = _mm512_dpbusd_epi32(sj[t], lo, bcast4(xq));
+          sk[t] = _mm512_dpbusd_epi32(sk[t], hi, bcast4(xq + 4));
+        }
+      }
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + 64 + 16 * j)));
+      for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(_mm512_slli_epi32(sj[t], 4), sk[t]), sc));
+    }
+    for (int p = 0; p < 4; ++p) {  // lanes: (m[2p][r], m[2p+1][r]) · (bsum32[2p], bsum32[2p+1])
+      const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 192 + 32 * p)));
+      for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mw, bcast4(a[t].bsum32 + 8 * b + 2 * p));
+    }
+    // isum is 16 x the block's scaled sum (the high-nibble trick above).
+    const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb))),
+                                   _mm512_set1_ps(1.0f / 16.0f));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
+    for (int t = 0; t < NT; ++t) {
+      const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+template <int NT>
+TileDot kernel(uint32_t type) {
+  return GgmlType(type) == GgmlType::Q4_K ? tile_q4k<NT> : nullptr;
+}
+
+}  // namespace
+
+TileDot avx512_tile_dot(uint32_t type, int nt) {
+  switch (nt) {
+    case 1: return kernel<1>(type);
+    case 2: return kernel<2>(type);
+    case 3: return kernel<3>(type);
+    case 4: return kernel<4>(type);
+    default: return nullptr;
+  }
+}
+
+}  // namespace mt::cpu::ggml_gemv_detail

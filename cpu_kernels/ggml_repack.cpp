@@ -1,0 +1,88 @@
+#include "cpu_kernels/ggml_repack.h"
+
+#include <cstring>
+
+#include "cpu_kernels/ggml_dequant.h"  // ggml_k4_scales
+#include "runtime/core/ggml_types.h"
+
+namespace mt::cpu {
+
+namespace {
+
+constexpr int64_t kQ4KBytes = 144;
+// Offsets inside a Q4_K tile block.
+constexpr int64_t kD = 0, kDmin = 32, kSc = 64, kM = 192, kCodes = 320, kQ4KTile = kCodes + 8 * 4 * 64;
+
+// Q4_K's 12 scale bytes from 8 six-bit scales and mins (ggml_k4_scales inverted).
+void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
+  for (int g = 0; g < 4; ++g) {
+    s[g] = uint8_t((sc[g] & 63) | ((sc[g + 4] >> 4) << 6));
+    s[g + 4] = uint8_t((m[g] & 63) | ((m[g + 4] >> 4) << 6));
+    s[g + 8] = uint8_t((sc[g + 4] & 15) | ((m[g + 4] & 15) << 4));
+  }
+}
+
+// Code v (0..255) of a Q4_K block's 128 code bytes.
+int q4k_code(const uint8_t* qs, int v) {
+  const int j = v / 32, i = v % 32;
+  return (qs[(j / 2) * 32 + i] >> (4 * (j % 2))) & 15;
+}
+
+}  // namespace
+
+bool ggml_tile_supported(uint32_t type) { return GgmlType(type) == GgmlType::Q4_K; }
+
+int64_t ggml_tile_block_bytes(uint32_t type) { return ggml_tile_supported(type) ? kQ4KTile : 0; }
+
+void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  (void)type;  // Q4_K, the only tiled type (callers check ggml_tile_supported)
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * kQ4KTile;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
+      std::memcpy(t + kD + 2 * r, blk, 2);
+      std::memcpy(t + kDmin + 2 * r, blk + 2, 2);
+      int sc[8], m[8];
+      ggml_k4_scales(blk + 4, sc, m);
+      for (int j = 0; j < 8; ++j) {
+        t[kSc + 16 * j + r] = uint8_t(sc[j]);
+        t[kM + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
+      }
+      const uint8_t* qs = blk + 16;
+      for (int j = 0; j < 8; ++j)
+        for (int h = 0; h < 4; ++h)
+          for (int i = 0; i < 4; ++i) {
+            const int v = 32 * j + 8 * h + i;
+            t[kCodes + ((4 * j + h) * 16 + r) * 4 + i] = uint8_t(q4k_code(qs, v) | (q4k_code(qs, v + 4) << 4));
+          }
+    }
+  }
+}
+
+void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes) {
+  (void)type;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * kQ4KTile;
+    for (int r = 0; r < kTileRows; ++r) {
+      uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
+      std::memcpy(blk, t + kD + 2 * r, 2);
+      std::memcpy(blk + 2, t + kDmin + 2 * r, 2);
+      int sc[8], m[8];
+      for (int j = 0; j < 8; ++j) sc[j] = t[kSc + 16 * j + r], m[j] = t[kM + 32 * (j / 2) + 2 * r + (j % 2)];
+      k4_pack_scales(sc, m, blk + 4);
+      uint8_t* qs = blk + 16;
+      std::memset(qs, 0, 128);
+      for (int j = 0; j < 8; ++j)
+        for (int h = 0; h < 4; ++h)
+          for (int i = 0; i < 4; ++i) {
+            const uint8_t byte = t[kCodes + ((4 * j + h) * 16 + r) * 4 + i];
+            for (int half = 0; half < 2; ++half) {
+              const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
+              qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));
+            }
+          }
+    }
+  }
+}
+
+}  // namespace mt::cpu

@@ -1,0 +1,35 @@
+// Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed.
+//
+// A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
+// nibbles and spread 8-16 sub-block scales over the vector lanes for every block of every row;
+// measured on a 2-core AVX-512 VM, that caps the native-layout kernels at 0.70-0.78 of RAM
+// bandwidth even when their arithmetic is cut by 40% (docs/benchmarks.md). A tile holds 16 rows'
+// blocks interleaved so that the 16 rows sit in the 16 int32 lanes (the store's own q4/q8 layout):
+// each code byte feeds vpdpbusd with a broadcast activation, and each scale is one vector op per
+// 16 rows. Every code, scale and min of the GGUF blocks is kept as it is (tiles -> blocks gives the
+// same bytes back), so a tile computes exactly what its blocks compute.
+//
+// Q4_K tile, per 256-value block b of 16 rows (2368 bytes against 16 x 144 = 2304):
+//   d[16] f16 | dmin[16] f16 | sc[8][16] u8 (sub-block j, row r) | m pairs [4][16][2] u8
+//   ((m[2p][r], m[2p+1][r]) adjacent, so a vpdpwssd takes two sub-blocks' mins at once) |
+//   codes [8 sub-blocks][4 quarters][16 rows][4 bytes]: byte i of row r's dword holds values
+//   32j + 8h + i (low nibble) and 32j + 8h + 4 + i (high nibble).
+// Tiles of a matrix follow each other: tile t = rows 16t..16t+15, blocks in order.
+#pragma once
+
+#include <cstdint>
+
+namespace mt::cpu {
+
+inline constexpr int64_t kTileRows = 16;
+
+// Whether `type` has a tile form (Q4_K).
+bool ggml_tile_supported(uint32_t type);
+// Bytes of one tile block (16 rows of one block); 0 when unsupported.
+int64_t ggml_tile_block_bytes(uint32_t type);
+// 16 rows of `blocks` blocks each (row r at rows + r * row_bytes) -> one tile.
+void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile);
+// The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
+void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);
+
+}  // namespace mt::cpu
