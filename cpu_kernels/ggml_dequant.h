@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "runtime/core/ggml_types.h"
+
 namespace mt::cpu {
 
 // Whether ggml_dequantize decodes this GgmlType id: F32, F16, BF16, Q8_0, Q2_K..Q6_K, and the
@@ -15,11 +17,6 @@ bool ggml_can_dequantize(uint32_t type);
 // n values (a whole number of the type's blocks) from src into dst.
 void ggml_dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst);
 
-// The 6-bit scales and mins of Q4_K and Q5_K's 8 sub-blocks of 32, packed in the block's 12
-// scale bytes `s` (shared by the decoder and the GEMV kernels).
-inline void ggml_k4_scales(const uint8_t* s, int* sc, int* m) {
-  for (int g = 0; g < 4; ++g) sc[g] = s[g] & 63, m[g] = s[g + 4] & 63;
-  for (int g = 4; g < 8; ++g) sc[g] = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4), m[g] = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-}
+using mt::ggml_k4_scales;  // runtime/core/ggml_types.h (shared by the decoder, the GEMV kernels, tiles)
 
 }  // namespace mt::cpu

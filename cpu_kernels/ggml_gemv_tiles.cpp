@@ -9,7 +9,7 @@
 
 #include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
 #include "cpu_kernels/ggml_gemv.h"
-#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt::cpu {

@@ -1,4 +1,4 @@
-// Decode-sized products from row-interleaved tiles of GGUF blocks (ggml_repack.h): y[r] =
+// Decode-sized products from row-interleaved tiles of GGUF blocks (runtime/core/ggml_tiles.h): y[r] =
 // sum_k W[r, k] x[k] for one token or a few, W as tiles of 16 rows. The Int8 path's arithmetic
 // (ggml_gemv.h): x quantised once per call to 8-bit blocks of 256, each sub-block's dot an exact
 // int32, scaled once per block in fp32, so a tile gives what the Int8 path gives its 16 rows up

@@ -1,4 +1,4 @@
-// Tile GEMV on AVX-512 VNNI (cpu_kernels/ggml_gemv_tiles.h; the layout: ggml_repack.h).
+// Tile GEMV on AVX-512 VNNI (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -6,14 +6,14 @@
 
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
-#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt::cpu::ggml_gemv_detail {
 
 namespace {
 
-constexpr int64_t kTileBlock = 2368;  // Q4_K tile block (ggml_repack.cpp)
+constexpr int64_t kTileBlock = 2368;  // Q4_K tile block (runtime/core/ggml_tiles.cpp)
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);

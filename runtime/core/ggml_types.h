@@ -39,4 +39,11 @@ std::vector<int> ggml_f16_scale_offsets(uint32_t type);
 // finite N(0, scale_sd) values: valid random weights for tests and benchmarks. Deterministic in seed.
 void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32_t seed, float scale_sd = 0.05f);
 
+// The 6-bit scales and mins of Q4_K and Q5_K's 8 sub-blocks of 32, packed in the block's 12
+// scale bytes `s`.
+inline void ggml_k4_scales(const uint8_t* s, int* sc, int* m) {
+  for (int g = 0; g < 4; ++g) sc[g] = s[g] & 63, m[g] = s[g + 4] & 63;
+  for (int g = 4; g < 8; ++g) sc[g] = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4), m[g] = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+}
+
 }  // namespace mt

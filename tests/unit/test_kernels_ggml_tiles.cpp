@@ -1,4 +1,4 @@
-// Row-interleaved tiles of GGUF blocks (cpu_kernels/ggml_repack.h) and their GEMV
+// Row-interleaved tiles of GGUF blocks (runtime/core/ggml_tiles.h) and their GEMV
 // (cpu_kernels/ggml_gemv_tiles.h), at every ISA level this CPU has:
 //   (1) tiles are lossless: random bytes (every bit of the packed scales used) -> tile -> blocks
 //       gives the same bytes back; and the tile moves each value (a mutated tile byte changes
@@ -20,7 +20,7 @@
 #include "cpu_kernels/ggml_dequant.h"
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
-#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 using namespace mt;
@@ -31,10 +31,10 @@ namespace {
 constexpr uint32_t kQ4K = uint32_t(GgmlType::Q4_K);
 
 std::vector<uint8_t> tiles_of(const std::vector<uint8_t>& w, int64_t rows, int64_t blocks) {
-  const int64_t row_bytes = blocks * 144, tile_bytes = blocks * cpu::ggml_tile_block_bytes(kQ4K);
-  std::vector<uint8_t> t(size_t(rows / cpu::kTileRows * tile_bytes), 0xEE);
-  for (int64_t i = 0; i < rows / cpu::kTileRows; ++i)
-    cpu::ggml_tile_pack(kQ4K, w.data() + i * cpu::kTileRows * row_bytes, row_bytes, blocks, t.data() + i * tile_bytes);
+  const int64_t row_bytes = blocks * 144, tile_bytes = blocks * ggml_tile_block_bytes(kQ4K);
+  std::vector<uint8_t> t(size_t(rows / kTileRows * tile_bytes), 0xEE);
+  for (int64_t i = 0; i < rows / kTileRows; ++i)
+    ggml_tile_pack(kQ4K, w.data() + i * kTileRows * row_bytes, row_bytes, blocks, t.data() + i * tile_bytes);
   return t;
 }
 
@@ -48,24 +48,24 @@ std::vector<float> random_x(int64_t cols, std::mt19937& rng) {
 }  // namespace
 
 TEST_CASE("tiles: Q4_K blocks -> tile -> blocks is the identity on every bit") {
-  REQUIRE(cpu::ggml_tile_supported(kQ4K));
-  REQUIRE(cpu::ggml_tile_block_bytes(kQ4K) == 2368);
+  REQUIRE(ggml_tile_supported(kQ4K));
+  REQUIRE(ggml_tile_block_bytes(kQ4K) == 2368);
   std::mt19937 rng(11);
   for (int64_t blocks : {1, 3, 28}) {
     const int64_t row_bytes = blocks * 144 + 16;  // rows apart by more than their blocks
-    std::vector<uint8_t> rows(size_t(cpu::kTileRows * row_bytes));
+    std::vector<uint8_t> rows(size_t(kTileRows * row_bytes));
     for (auto& b : rows) b = uint8_t(rng());
     std::vector<uint8_t> tile(size_t(blocks * 2368));
-    cpu::ggml_tile_pack(kQ4K, rows.data(), row_bytes, blocks, tile.data());
+    ggml_tile_pack(kQ4K, rows.data(), row_bytes, blocks, tile.data());
     std::vector<uint8_t> back(rows.size(), 0);
-    cpu::ggml_tile_unpack(kQ4K, tile.data(), blocks, back.data(), row_bytes);
-    for (int64_t r = 0; r < cpu::kTileRows; ++r)
+    ggml_tile_unpack(kQ4K, tile.data(), blocks, back.data(), row_bytes);
+    for (int64_t r = 0; r < kTileRows; ++r)
       REQUIRE(std::memcmp(back.data() + r * row_bytes, rows.data() + r * row_bytes, size_t(blocks * 144)) == 0);
     // One code byte of the tile holds two values of one row: flipping it changes exactly those.
     std::vector<uint8_t> mutated = tile;
     const int64_t at = 320 + (4 * 5 + 2) * 64 + 7 * 4 + 3;  // sub-block 5, quarter 2, row 7, byte 3
     mutated[size_t(at)] ^= 0xFF;
-    cpu::ggml_tile_unpack(kQ4K, mutated.data(), blocks, back.data(), row_bytes);
+    ggml_tile_unpack(kQ4K, mutated.data(), blocks, back.data(), row_bytes);
     std::vector<float> a(256), b(256);
     cpu::ggml_dequantize(kQ4K, rows.data() + 7 * row_bytes, 256, a.data());
     cpu::ggml_dequantize(kQ4K, back.data() + 7 * row_bytes, 256, b.data());

@@ -14,7 +14,7 @@
 #include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
-#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_tiles.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
@@ -83,17 +83,17 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     std::vector<std::pair<int, cpu::GgmlGemvPath>> variants = {{0, cpu::GgmlGemvPath::Fp32}};
     for (int level = 1; level <= top; ++level)
       for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.emplace_back(level, p);
-    // The row-interleaved tiles of the same blocks (ggml_repack.h), where the type has them; their
+    // The row-interleaved tiles of the same blocks (runtime/core/ggml_tiles.h), where the type has them; their
     // GB/s count the tile bytes read (2.8% more than the blocks for Q4_K).
-    const bool tiled = cpu::ggml_tile_supported(uint32_t(t)) && top >= 2;
+    const bool tiled = ggml_tile_supported(uint32_t(t)) && top >= 2;
     const int64_t blocks = cols / ti->block;
-    const size_t tile_mat = size_t(rows / cpu::kTileRows * blocks * cpu::ggml_tile_block_bytes(uint32_t(t)));
+    const size_t tile_mat = size_t(rows / kTileRows * blocks * ggml_tile_block_bytes(uint32_t(t)));
     const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
     uint8_t* tw = tiled ? static_cast<uint8_t*>(cpu::alloc_huge(tile_mat * size_t(tile_copies))) : nullptr;
     if (tiled) {
-      const size_t tile_bytes = tile_mat / size_t(rows / cpu::kTileRows);
-      for (int64_t i = 0; i < rows / cpu::kTileRows; ++i)
-        cpu::ggml_tile_pack(uint32_t(t), w + size_t(i * cpu::kTileRows * blocks * ti->bytes), blocks * ti->bytes,
+      const size_t tile_bytes = tile_mat / size_t(rows / kTileRows);
+      for (int64_t i = 0; i < rows / kTileRows; ++i)
+        ggml_tile_pack(uint32_t(t), w + size_t(i * kTileRows * blocks * ti->bytes), blocks * ti->bytes,
                             blocks, tw + size_t(i) * tile_bytes);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
       variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);

@@ -1,4 +1,6 @@
-// Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed.
+// Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q4_K matrices are loaded as tiles when the
+// CPU backend has the kernel, runtime/model/gguf_weights.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
 // nibbles and spread 8-16 sub-block scales over the vector lanes for every block of every row;
@@ -19,7 +21,7 @@
 
 #include <cstdint>
 
-namespace mt::cpu {
+namespace mt {
 
 inline constexpr int64_t kTileRows = 16;
 
@@ -32,4 +34,4 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 // The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
 void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);
 
-}  // namespace mt::cpu
+}  // namespace mt

@@ -1,11 +1,10 @@
-#include "cpu_kernels/ggml_repack.h"
+#include "runtime/core/ggml_tiles.h"
 
 #include <cstring>
 
-#include "cpu_kernels/ggml_dequant.h"  // ggml_k4_scales
 #include "runtime/core/ggml_types.h"
 
-namespace mt::cpu {
+namespace mt {
 
 namespace {
 
@@ -85,4 +84,4 @@ void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_
   }
 }
 
-}  // namespace mt::cpu
+}  // namespace mt
