@@ -663,32 +663,4 @@ Result<std::unique_ptr<BlobLoader>> make_blob_loader(const ExpertStore& store, c
   return std::unique_ptr<BlobLoader>(new UringLoader(std::move(core), std::move(ring), opt.queue_depth));
 }
 
-// ---------------------------------------------------------------------------------------------
-
-AlignedBuffer::AlignedBuffer(size_t bytes) : n_(bytes) {
-  if (bytes == 0) return;
-  if (bytes > SIZE_MAX - kBlobAlign) throw std::bad_alloc();
-  const size_t rounded = (bytes + kBlobAlign - 1) / kBlobAlign * kBlobAlign;
-  p_ = static_cast<uint8_t*>(std::aligned_alloc(kBlobAlign, rounded));
-  if (!p_) throw std::bad_alloc();
-}
-
-AlignedBuffer::AlignedBuffer(AlignedBuffer&& o) noexcept : p_(o.p_), n_(o.n_) {
-  o.p_ = nullptr;
-  o.n_ = 0;
-}
-
-AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& o) noexcept {
-  if (this != &o) {
-    std::free(p_);
-    p_ = o.p_;
-    n_ = o.n_;
-    o.p_ = nullptr;
-    o.n_ = 0;
-  }
-  return *this;
-}
-
-AlignedBuffer::~AlignedBuffer() { std::free(p_); }
-
 }  // namespace mt::offload

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "offload/expert_store.h"
+#include "runtime/core/aligned_buffer.h"
 #include "runtime/core/status.h"
 
 namespace mt::offload {
@@ -71,21 +72,7 @@ struct LoaderOptions {
 // their callbacks; do not destroy it, or call load(), from inside a callback.
 Result<std::unique_ptr<BlobLoader>> make_blob_loader(const ExpertStore& store, const LoaderOptions& opt);
 
-// RAII 4096-aligned buffer (the allocation is rounded up to a multiple of 4096; zero-size
-// buffers hold nullptr). Throws std::bad_alloc when memory runs out, like std::vector.
-class AlignedBuffer {
- public:
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t bytes);
-  AlignedBuffer(AlignedBuffer&& o) noexcept;
-  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
-  ~AlignedBuffer();
-  uint8_t* data() const { return p_; }
-  size_t size() const { return n_; }
+using mt::AlignedBuffer;  // runtime/core/aligned_buffer.h
 
- private:
-  uint8_t* p_ = nullptr;
-  size_t n_ = 0;
-};
 
 }  // namespace mt::offload

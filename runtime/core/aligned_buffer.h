@@ -1,0 +1,26 @@
+// An owned, 4096-aligned byte buffer: expert blobs read with O_DIRECT, a GGUF's row tiles.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mt {
+
+// RAII 4096-aligned buffer (the allocation is rounded up to a multiple of 4096; zero-size
+// buffers hold nullptr). Throws std::bad_alloc when memory runs out, like std::vector.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(size_t bytes);
+  AlignedBuffer(AlignedBuffer&& o) noexcept;
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
+  ~AlignedBuffer();
+  uint8_t* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  uint8_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+}  // namespace mt
