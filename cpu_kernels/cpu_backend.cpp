@@ -7,6 +7,7 @@
 #include "cpu_kernels/dense_gemv.h"
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/ggml_gemv.h"
+#include "cpu_kernels/ggml_gemv_tiles.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/packed_matmul.h"
 #include "cpu_kernels/attention.h"
@@ -49,7 +50,12 @@ class CpuBackend final : public backend::Backend {
       packed_matmul(w, x, n, y, kernels_, packed_scratch_);
       return;
     }
-    if (w.dtype == DType::GGUF && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
+    if (w.dtype == DType::GGUF && w.tiled && n <= kGgufGemvMaxTokens) {
+      // Row tiles (a GGUF's Q4_K matrices when loaded for this backend): 16 rows in the lanes.
+      ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
+      return;
+    }
+    if (w.dtype == DType::GGUF && !w.tiled && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
       // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h):
       // up to a short prompt that beats decoding the blocks to fp32 for oneDNN (the reference decoder).
       ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);

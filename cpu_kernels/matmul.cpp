@@ -10,6 +10,7 @@
 
 #include "cpu_kernels/ggml_dequant.h"
 #include "cpu_kernels/ops.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt::cpu {
@@ -59,6 +60,9 @@ void check_view(const WeightView& w) {
       if (w.cols % ti->block)
         throw std::invalid_argument("WeightView: " + ggml_type_name(w.ggml_type) + " rows of " + std::to_string(w.cols) +
                                     " values are not whole blocks of " + std::to_string(ti->block));
+      if (w.tiled && (!ggml_tile_supported(w.ggml_type) || w.rows % kTileRows))
+        throw std::invalid_argument("WeightView: " + std::to_string(w.rows) + " rows of " + ggml_type_name(w.ggml_type) +
+                                    " cannot be row tiles");
       return;
     }
     default:
@@ -147,6 +151,14 @@ void decode_row(const WeightView& w, int64_t r, float* out) {
       return;
     case DType::GGUF: {
       const uint64_t row_bytes = ggml_row_bytes(w.ggml_type, cols);
+      if (w.tiled) {  // the row's blocks back out of its tile, then decoded as stored
+        const int64_t blocks = cols / ggml_type_info(w.ggml_type)->block;
+        std::vector<uint8_t> row(row_bytes);
+        ggml_tile_unpack_row(w.ggml_type, w.data + (r / kTileRows) * blocks * ggml_tile_block_bytes(w.ggml_type),
+                             blocks, r % kTileRows, row.data());
+        ggml_dequantize(w.ggml_type, row.data(), cols, out);
+        return;
+      }
       ggml_dequantize(w.ggml_type, w.data + uint64_t(r) * row_bytes, cols, out);
       return;
     }

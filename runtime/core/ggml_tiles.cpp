@@ -21,12 +21,6 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
   }
 }
 
-// Code v (0..255) of a Q4_K block's 128 code bytes.
-int q4k_code(const uint8_t* qs, int v) {
-  const int j = v / 32, i = v % 32;
-  return (qs[(j / 2) * 32 + i] >> (4 * (j % 2))) & 15;
-}
-
 }  // namespace
 
 bool ggml_tile_supported(uint32_t type) { return GgmlType(type) == GgmlType::Q4_K; }
@@ -47,41 +41,45 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
         t[kSc + 16 * j + r] = uint8_t(sc[j]);
         t[kM + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
       }
-      const uint8_t* qs = blk + 16;
-      for (int j = 0; j < 8; ++j)
-        for (int h = 0; h < 4; ++h)
-          for (int i = 0; i < 4; ++i) {
-            const int v = 32 * j + 8 * h + i;
-            t[kCodes + ((4 * j + h) * 16 + r) * 4 + i] = uint8_t(q4k_code(qs, v) | (q4k_code(qs, v + 4) << 4));
-          }
+      uint8_t code[256];  // in value order
+      for (int c = 0; c < 4; ++c)
+        for (int i = 0; i < 32; ++i) {
+          code[64 * c + i] = blk[16 + 32 * c + i] & 15;
+          code[64 * c + 32 + i] = blk[16 + 32 * c + i] >> 4;
+        }
+      for (int q = 0; q < 32; ++q)  // q = 4j + h: values 8q..8q+7
+        for (int i = 0; i < 4; ++i)
+          t[kCodes + (q * 16 + r) * 4 + i] = uint8_t(code[8 * q + i] | (code[8 * q + 4 + i] << 4));
     }
   }
 }
 
-void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes) {
+void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
   (void)type;
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* t = tile + b * kQ4KTile;
-    for (int r = 0; r < kTileRows; ++r) {
-      uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
-      std::memcpy(blk, t + kD + 2 * r, 2);
-      std::memcpy(blk + 2, t + kDmin + 2 * r, 2);
-      int sc[8], m[8];
-      for (int j = 0; j < 8; ++j) sc[j] = t[kSc + 16 * j + r], m[j] = t[kM + 32 * (j / 2) + 2 * r + (j % 2)];
-      k4_pack_scales(sc, m, blk + 4);
-      uint8_t* qs = blk + 16;
-      std::memset(qs, 0, 128);
-      for (int j = 0; j < 8; ++j)
-        for (int h = 0; h < 4; ++h)
-          for (int i = 0; i < 4; ++i) {
-            const uint8_t byte = t[kCodes + ((4 * j + h) * 16 + r) * 4 + i];
-            for (int half = 0; half < 2; ++half) {
-              const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
-              qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));
-            }
+    uint8_t* blk = row + b * kQ4KBytes;
+    std::memcpy(blk, t + kD + 2 * r, 2);
+    std::memcpy(blk + 2, t + kDmin + 2 * r, 2);
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) sc[j] = t[kSc + 16 * j + r], m[j] = t[kM + 32 * (j / 2) + 2 * r + (j % 2)];
+    k4_pack_scales(sc, m, blk + 4);
+    uint8_t* qs = blk + 16;
+    std::memset(qs, 0, 128);
+    for (int j = 0; j < 8; ++j)
+      for (int h = 0; h < 4; ++h)
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t byte = t[kCodes + ((4 * j + h) * 16 + r) * 4 + i];
+          for (int half = 0; half < 2; ++half) {
+            const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
+            qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));
           }
-    }
+        }
   }
+}
+
+void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes) {
+  for (int64_t r = 0; r < kTileRows; ++r) ggml_tile_unpack_row(type, tile, blocks, r, rows + r * row_bytes);
 }
 
 }  // namespace mt

@@ -33,5 +33,11 @@ int64_t ggml_tile_block_bytes(uint32_t type);
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile);
 // The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
 void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);
+// Row r (< kTileRows) of one tile -> its `blocks` GGUF blocks at row.
+void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row);
+// Bytes of the tiles of a rows x cols matrix (rows a multiple of kTileRows).
+inline int64_t ggml_tiled_bytes(uint32_t type, int64_t rows, int64_t cols, int64_t block) {
+  return rows / kTileRows * (cols / block) * ggml_tile_block_bytes(type);
+}
 
 }  // namespace mt

@@ -3,7 +3,8 @@
 // (DeepSeek's weight_scale_inv, shape [ceil(rows/block), ceil(cols/block)]); or, from a packed
 // store, Q4_PACKED / Q8_PACKED: the packed-matrix layout of runtime/core/expert_format.h starting
 // at `data`, with `block` the quantisation group along cols; or, from a GGUF file, GGUF: rows of
-// ggml blocks of type `ggml_type` (runtime/core/ggml_types.h) back to back. The currency of the
+// ggml blocks of type `ggml_type` (runtime/core/ggml_types.h) back to back, or (tiled) the same
+// blocks as row tiles of 16 (runtime/core/ggml_tiles.h). The currency of the
 // backend interface: backends read weights through it, whatever they were loaded from.
 #pragma once
 
@@ -11,6 +12,7 @@
 
 #include "runtime/core/dtype.h"
 #include "runtime/core/expert_format.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt {
@@ -23,10 +25,13 @@ struct WeightView {
   const float* scale = nullptr;   // only for F8_E4M3
   int64_t block = 128;            // tile edge of `scale`; packed: the quantisation group
   uint32_t ggml_type = 0;         // GGUF only: the GgmlType id of the blocks
+  bool tiled = false;             // GGUF only: data holds row tiles (runtime/core/ggml_tiles.h)
 
   int64_t scale_cols() const { return (cols + block - 1) / block; }
   // Bytes a full pass over the weights reads (data and scales).
   uint64_t stored_bytes() const {
+    if (dtype == DType::GGUF && tiled)
+      return uint64_t(ggml_tiled_bytes(ggml_type, rows, cols, ggml_type_info(ggml_type)->block));
     if (dtype == DType::GGUF) return uint64_t(rows) * ggml_row_bytes(ggml_type, cols);
     if (is_packed(dtype))
       return packed_matrix_bytes(dtype == DType::Q4_PACKED ? ExpertQuant::Q4 : ExpertQuant::Q8, rows, cols, block);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu_kernels/cpu_backend.h"
+#include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/fp8_cache_layout.h"
@@ -14,6 +15,7 @@
 #include "planner/solver.h"
 #include "runtime/core/process_memory.h"
 #include "runtime/engine/store_dense.h"
+#include "runtime/model/gguf_tiles.h"
 #include "runtime/model/gguf_weights.h"
 #include "runtime/weights/gguf_deepseek.h"
 #include "runtime/weights/gguf_tokenizer.h"
@@ -150,6 +152,19 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
       if (opt.announce_device)
         std::fprintf(stderr, "moetier: mapping %.1f GB of GGUF weights into memory\n", double(bytes) / 1e9);
       w.gguf->prefault();
+      int isa = 0;  // the level the cpu backend's kernels dispatch to
+      cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
+      if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 2) {
+        uint64_t shown = 0;
+        const GgufTileInfo ti = tile_gguf_weights(w, [&](uint64_t done, uint64_t total) {
+          if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
+          shown = done;
+          std::fprintf(stderr, "\rmoetier: Q4_K matrices to row tiles: %3d%%", int(done * 100 / total));
+        });
+        if (opt.announce_device && ti.matrices > 0)
+          std::fprintf(stderr, "\rmoetier: %lld Q4_K matrices as row tiles (%.1f GB; --gguf-tiles off keeps the blocks)\n",
+                       static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
+      }
     }
     if (opt.announce_device)
       for (const std::string& n : info.notes) std::fprintf(stderr, "moetier: %s: %s\n", model_dir.string().c_str(), n.c_str());

@@ -13,6 +13,7 @@
 
 #include "runtime/core/weight_view.h"
 #include "runtime/config/model_config.h"
+#include "runtime/core/aligned_buffer.h"
 #include "runtime/core/status.h"
 #include "runtime/weights/gguf.h"
 #include "runtime/weights/safetensors.h"
@@ -27,9 +28,10 @@ struct Linear {
   std::vector<float> scale;  // FP8 only: [ceil(rows/block), ceil(cols/block)]
   int64_t block = 128;
   uint32_t ggml_type = 0;    // DType::GGUF only: the ggml block format
+  bool tiled = false;        // DType::GGUF only: row tiles (runtime/core/ggml_tiles.h)
 
   WeightView view() const {
-    return WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block, ggml_type};
+    return WeightView{dtype, data, rows, cols, scale.empty() ? nullptr : scale.data(), block, ggml_type, tiled};
   }
 };
 
@@ -61,6 +63,7 @@ struct ModelWeights {
   TensorStore store;  // owns the mappings the views point into
   std::shared_ptr<const GgufModel> gguf;  // a GGUF model's mappings (runtime/model/gguf_weights.h)
   std::deque<std::vector<float>> derived;  // weights rebuilt at load (a GGUF's kv_b), views point here
+  std::deque<AlignedBuffer> tiles;  // a GGUF's matrices as row tiles (runtime/model/gguf_tiles.h)
   Linear embed;
   std::vector<float> final_norm;
   Linear lm_head;

@@ -361,4 +361,11 @@ void GgufModel::prefault() const {
   }
 }
 
+void GgufModel::release(const uint8_t* p, uint64_t n) const {
+  constexpr uintptr_t kPage = 4096;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(kPage - 1);
+  if (e > a) ::madvise(reinterpret_cast<void*>(a), e - a, MADV_DONTNEED);  // best effort
+}
+
 }  // namespace mt

@@ -99,6 +99,9 @@ class GgufModel {
   // Maps every tensor's pages now (reading them from disk where the page cache lacks them), so
   // that running the model takes no page faults: for a model that fits in RAM. Best effort.
   void prefault() const;
+  // Drops the mapped pages wholly inside [p, p + n) of a tensor (MADV_DONTNEED): for data copied
+  // elsewhere (row tiles), so a model is not held twice. A later read maps them in again.
+  void release(const uint8_t* p, uint64_t n) const;
 
  private:
   std::vector<std::filesystem::path> files_;

@@ -136,8 +136,14 @@ def main():
     # 2. The fast CPU backend: prefill (oneDNN over decoded slabs) and decode (the block GEMV).
     g_cpu = C.engine_logits(exe, model, ids, out("gguf-cpu"))
     compare_int8(ck, "cpu backend prefill (the block GEMV up to 32 tokens), GGUF vs numpy reference", ref, g_cpu)
-    g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1)
+    g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1, extra=["--gguf-tiles", "off"])
     compare_int8(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec)
+    # Row tiles (the default on AVX-512; elsewhere the flag changes nothing): the same integer
+    # sums, so the same logits up to fp32 rounding of the scaled block sums.
+    t_dec = C.engine_logits(exe, model, ids, out("gguf-decode-tiles"), chunk=1, extra=["--gguf-tiles", "on"])
+    compare_int8(ck, "cpu backend decode (Q4_K as row tiles), GGUF vs numpy reference", ref, t_dec)
+    tdiff = np.max(np.abs(t_dec - g_dec)) / np.std(g_dec)
+    ck.check("... and row tiles = blocks to fp32 rounding (max |diff| / std <= 1e-5)", tdiff <= 1e-5, f"{tdiff:.3g}")
     for isa in ("avx2", "scalar"):
         g_isa = C.engine_logits(exe, model, ids[:6], out("gguf-" + isa), chunk=1, extra=["--isa", isa])
         compare_int8(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa)

@@ -20,6 +20,7 @@ void add_expert_streaming_flags(std::vector<FlagSpec>& flags) {
   flags.push_back({"gpu-vram"});
   flags.push_back({"gpu-cache"});
   flags.push_back({"gpu-graphs"});
+  flags.push_back({"gguf-tiles"});
 }
 
 Result<cpu::ExpertKernelConfig> expert_kernel_config(const Args& a) {
@@ -76,6 +77,10 @@ Status read_expert_streaming_flags(const Args& a, EngineOptions& eo) {
     if (!eo.gpu) return make_error("--gpu-graphs needs --gpu on");
     if (*v != "on" && *v != "off") return make_error("--gpu-graphs must be on or off, got '" + *v + "'");
     eo.gpu_graphs = *v == "on";
+  }
+  if (auto v = a.get("gguf-tiles")) {
+    if (*v != "on" && *v != "off") return make_error("--gguf-tiles must be on or off, got '" + *v + "'");
+    eo.gguf_tiles = *v == "on";
   }
   if (auto plan = a.get("plan")) {
     if (*plan == "auto") {

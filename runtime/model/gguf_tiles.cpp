@@ -1,0 +1,60 @@
+#include "runtime/model/gguf_tiles.h"
+
+#include <vector>
+
+#include "runtime/core/ggml_tiles.h"
+#include "runtime/core/ggml_types.h"
+
+namespace mt {
+
+namespace {
+
+bool tileable(const Linear& l) {
+  return l.dtype == DType::GGUF && !l.tiled && l.data && ggml_tile_supported(l.ggml_type) && l.rows > 0 &&
+         l.rows % kTileRows == 0;
+}
+
+// Every matrix the graph multiplies by (not the embedding table, which is read by rows).
+std::vector<Linear*> matrices(ModelWeights& w) {
+  std::vector<Linear*> out{&w.lm_head};
+  auto ffn = [&](FfnWeights& f) { out.insert(out.end(), {&f.gate, &f.up, &f.down}); };
+  for (LayerWeights& lw : w.layers) {
+    out.insert(out.end(), {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.kv_b, &lw.o, &lw.router});
+    if (lw.has_indexer) out.insert(out.end(), {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj});
+    if (!lw.is_moe) ffn(lw.dense);
+    if (lw.has_shared) ffn(lw.shared);
+    for (FfnWeights& e : lw.experts) ffn(e);
+  }
+  return out;
+}
+
+}  // namespace
+
+GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<void(uint64_t, uint64_t)>& progress) {
+  GgufTileInfo info;
+  std::vector<Linear*> todo;
+  uint64_t total = 0;
+  for (Linear* l : matrices(w))
+    if (tileable(*l)) {
+      todo.push_back(l);
+      total += uint64_t(ggml_tiled_bytes(l->ggml_type, l->rows, l->cols, ggml_type_info(l->ggml_type)->block));
+    }
+  for (Linear* l : todo) {
+    const int64_t blocks = l->cols / ggml_type_info(l->ggml_type)->block;
+    const int64_t row_bytes = int64_t(ggml_row_bytes(l->ggml_type, l->cols));
+    const int64_t tile_bytes = blocks * ggml_tile_block_bytes(l->ggml_type);
+    AlignedBuffer& buf = w.tiles.emplace_back(size_t(l->rows / kTileRows * tile_bytes));
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < l->rows / kTileRows; ++t)
+      ggml_tile_pack(l->ggml_type, l->data + t * kTileRows * row_bytes, row_bytes, blocks, buf.data() + t * tile_bytes);
+    if (w.gguf) w.gguf->release(l->data, uint64_t(l->rows * row_bytes));
+    l->data = buf.data();
+    l->tiled = true;
+    ++info.matrices;
+    info.bytes += buf.size();
+    if (progress) progress(info.bytes, total);
+  }
+  return info;
+}
+
+}  // namespace mt

@@ -1,0 +1,25 @@
+// A GGUF model's Q4_K matrices re-laid as row tiles (runtime/core/ggml_tiles.h) for the CPU
+// backend's tile GEMV: every code, scale and min kept, 16 rows in the vector lanes, 0.80-0.85 of
+// RAM bandwidth against the block kernel's 0.70-0.73 (docs/benchmarks.md). Matrices of other
+// types, the embedding table (read by rows) and matrices whose rows are not a multiple of 16 stay
+// as mapped. Each tiled matrix's mapped pages are dropped once copied, so the model is not held
+// twice; the tiles live in ModelWeights::tiles. For a model that fits in RAM (the tiles are
+// anonymous memory, not page cache).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "runtime/model/deepseek_weights.h"
+
+namespace mt {
+
+struct GgufTileInfo {
+  int64_t matrices = 0;   // matrices tiled
+  uint64_t bytes = 0;     // their tile bytes
+};
+
+// Tiles w's Q4_K matrices (w from load_gguf_weights). progress(done, total) in bytes of tiles.
+GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+}  // namespace mt
