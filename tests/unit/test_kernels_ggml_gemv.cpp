@@ -23,8 +23,11 @@
 #include "cpu_kernels/ggml_gemv.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
+#include "tests/unit/ggml_test_data.h"
 
 using namespace mt;
+using mt::test::random_blocks;
+using mt::test::random_x;
 using cpu::GgmlGemvPath;
 namespace gd = cpu::ggml_gemv_detail;
 
@@ -32,22 +35,6 @@ namespace {
 
 constexpr GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K,
                                GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
-
-std::vector<uint8_t> random_blocks(GgmlType t, int64_t rows, int64_t cols, std::mt19937& rng) {
-  const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
-  const int64_t blocks = rows * cols / ti->block;
-  std::vector<uint8_t> w(static_cast<size_t>(blocks * ti->bytes));
-  ggml_fill_random_blocks(uint32_t(t), w.data(), blocks, rng());
-  return w;
-}
-
-// Activations whose blocks differ in scale (so a per-block scale mixed up shows).
-std::vector<float> random_x(int64_t cols, std::mt19937& rng) {
-  std::vector<float> x(static_cast<size_t>(cols));
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (int64_t k = 0; k < cols; ++k) x[size_t(k)] = nd(rng) * (1.0f + float((k / 32) % 5));
-  return x;
-}
 
 // Activations on the 8-bit grid of every activation block of `ab` values: x = 2^e q with q in
 // -127..127 and ±127 in each block, so quantising them is exact (d = 2^e, codes = q).

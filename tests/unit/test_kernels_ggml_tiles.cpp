@@ -25,6 +25,7 @@
 #include "cpu_kernels/ops.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/core/weight_view.h"
+#include "tests/unit/ggml_test_data.h"
 
 using namespace mt;
 namespace gd = cpu::ggml_gemv_detail;
@@ -39,13 +40,6 @@ std::vector<uint8_t> tiles_of(const std::vector<uint8_t>& w, int64_t rows, int64
   for (int64_t i = 0; i < rows / kTileRows; ++i)
     ggml_tile_pack(kQ4K, w.data() + i * kTileRows * row_bytes, row_bytes, blocks, t.data() + i * tile_bytes);
   return t;
-}
-
-std::vector<float> random_x(int64_t cols, std::mt19937& rng) {
-  std::vector<float> x(static_cast<size_t>(cols));
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (int64_t k = 0; k < cols; ++k) x[size_t(k)] = nd(rng) * (1.0f + float((k / 32) % 5));
-  return x;
 }
 
 }  // namespace
@@ -85,13 +79,12 @@ TEST_CASE("tiles: Q4_K tile GEMV equals the Int8 path's model at every ISA level
   struct Case { int64_t rows, blocks; };
   for (Case c : {Case{16, 1}, Case{48, 3}, Case{1008, 9}}) {  // the last splits over threads
     const int64_t cols = c.blocks * 256;
-    std::vector<uint8_t> w(size_t(c.rows * c.blocks * 144));
-    ggml_fill_random_blocks(kQ4K, w.data(), c.rows * c.blocks, rng());
+    const std::vector<uint8_t> w = mt::test::random_blocks(GgmlType::Q4_K, c.rows, cols, rng);
     const std::vector<uint8_t> tiles = tiles_of(w, c.rows, c.blocks);
     for (int64_t n : {1, 3, 6}) {
       std::vector<float> x;
       for (int64_t t = 0; t < n; ++t) {
-        const std::vector<float> xt = random_x(cols, rng);
+        const std::vector<float> xt = mt::test::random_x(cols, rng);
         x.insert(x.end(), xt.begin(), xt.end());
       }
       std::vector<double> model(size_t(n * c.rows)), mag(size_t(n * c.rows));
@@ -119,8 +112,7 @@ TEST_CASE("tiles: Q4_K tile GEMV equals the Int8 path's model at every ISA level
 TEST_CASE("tiles: activations on the 8-bit grid give the reference decoder's product") {
   std::mt19937 rng(13);
   const int64_t rows = 32, blocks = 4, cols = blocks * 256;
-  std::vector<uint8_t> w(size_t(rows * blocks * 144));
-  ggml_fill_random_blocks(kQ4K, w.data(), rows * blocks, rng());
+  const std::vector<uint8_t> w = mt::test::random_blocks(GgmlType::Q4_K, rows, cols, rng);
   const std::vector<uint8_t> tiles = tiles_of(w, rows, blocks);
   std::vector<float> x(static_cast<size_t>(cols));
   std::uniform_int_distribution<int> code(-127, 127);
@@ -154,8 +146,7 @@ TEST_CASE("tiles: a shape that is not whole tiles is refused") {
 TEST_CASE("tiles: a tiled WeightView decodes and multiplies as its blocks do") {
   std::mt19937 rng(14);
   const int64_t rows = 48, blocks = 3, cols = blocks * 256;
-  std::vector<uint8_t> w(size_t(rows * blocks * 144));
-  ggml_fill_random_blocks(kQ4K, w.data(), rows * blocks, rng());
+  const std::vector<uint8_t> w = mt::test::random_blocks(GgmlType::Q4_K, rows, cols, rng);
   const std::vector<uint8_t> tiles = tiles_of(w, rows, blocks);
   const WeightView plain{DType::GGUF, w.data(), rows, cols, nullptr, 0, kQ4K, false};
   const WeightView tiled{DType::GGUF, tiles.data(), rows, cols, nullptr, 0, kQ4K, true};
@@ -173,7 +164,7 @@ TEST_CASE("tiles: a tiled WeightView decodes and multiplies as its blocks do") {
   for (int64_t n : {40, 3}) {
     std::vector<float> x(static_cast<size_t>(n * cols)), y1(static_cast<size_t>(n * rows)), y2(y1.size());
     for (int64_t t = 0; t < n; ++t) {
-      const std::vector<float> xt = random_x(cols, rng);
+      const std::vector<float> xt = mt::test::random_x(cols, rng);
       std::copy(xt.begin(), xt.end(), x.begin() + t * cols);
     }
     be->matmul(plain, x.data(), n, y1.data());

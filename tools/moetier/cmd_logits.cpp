@@ -21,7 +21,7 @@ the prediction after token i. Use it to compare engines and quantisations on the
   --chunk N        feed the tokens N at a time through the KV cache; 1 runs every token
                    through the decode path                             [all at once]
   --ram-budget SIZE, --cache-policy P, --no-prefetch, --pread, --isa NAME, --backend cpu|reference,
-  --gpu on|off, --gpu-vram SIZE, --gpu-cache bf16|f32|fp8, --gpu-graphs on|off (as for generate)
+  --gpu on|off, --gpu-vram SIZE, --gpu-cache bf16|f32|fp8, --gpu-graphs on|off, --gguf-tiles on|off (as for generate)
                    expert streaming options for packed stores (as for generate)
 )";
 }  // namespace

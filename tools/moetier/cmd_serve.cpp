@@ -39,7 +39,7 @@ made at start-up.
   --max-body SIZE    largest request body                                         [4M]
 
 packed expert stores: --plan FILE|auto, --ram-budget SIZE, --cache-policy P, --no-prefetch,
---pread, --isa NAME, --backend NAME, --gpu on|off, --gpu-vram SIZE, --gpu-cache T, --gpu-graphs on|off (as for generate)
+--pread, --isa NAME, --backend NAME, --gpu on|off, --gpu-vram SIZE, --gpu-cache T, --gpu-graphs on|off, --gguf-tiles on|off (as for generate)
 )";
 
 }  // namespace
