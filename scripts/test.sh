@@ -18,7 +18,7 @@ if [ "${MOETIER_SKIP_ASAN:-0}" != 1 ]; then
                 fuzz_profile fuzz_activations fuzz_placement fuzz_tokenizer_json fuzz_cli_values
                 fuzz_safetensors_index test_planner_solver test_planner_profile test_planner_activations
                 test_backend_ops test_gpu_layout fuzz_api_request test_server_api_request test_server_output_parser
-                fuzz_gguf test_weights_gguf_writer test_kernels_ggml_gemv)
+                fuzz_gguf test_weights_gguf_writer test_kernels_ggml_gemv test_kernels_ggml_tiles)
   GEN=()
   command -v ninja >/dev/null && GEN=(-G Ninja)
   [ -f build-asan/CMakeCache.txt ] || cmake -S . -B build-asan "${GEN[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
