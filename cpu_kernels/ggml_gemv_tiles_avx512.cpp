@@ -13,7 +13,8 @@ namespace mt::cpu::ggml_gemv_detail {
 
 namespace {
 
-constexpr int64_t kTileBlock = 2368;  // Q4_K tile block (runtime/core/ggml_tiles.cpp)
+constexpr int64_t kTileBlock = 2368;    // Q4_K tile block (runtime/core/ggml_tiles.cpp)
+constexpr int64_t kQ80TileBlock = 544;  // Q8_0 tile block
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
@@ -71,9 +72,44 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+// Q8_0: codes stored as q + 128, so each 64-byte quarter is one vpdpbusd per token (two chains),
+// less 128 x the block's activation sum (the activation codes' sum per 32, row-independent).
+template <int NT>
+void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * kQ80TileBlock;
+    __m512i sa[NT], sb[NT];
+    for (int t = 0; t < NT; ++t) sa[t] = sb[t] = _mm512_setzero_si512();
+    for (int c = 0; c < 8; c += 2) {
+      const uint8_t* p = tb + 32 + 64 * c;
+      prefetch_line(p, end);
+      prefetch_line(p + 64, end);
+      const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 32 * b + 4 * c;
+        sa[t] = _mm512_dpbusd_epi32(sa[t], v0, bcast4(xq));
+        sb[t] = _mm512_dpbusd_epi32(sb[t], v1, bcast4(xq + 4));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb)));
+    for (int t = 0; t < NT; ++t) {
+      const __m512i off = _mm512_set1_epi32(128 * int32_t(a[t].bsum32[b]));
+      const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(sa[t], sb[t]), off);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(d, _mm512_set1_ps(a[t].d[b])), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
 template <int NT>
 TileDot kernel(uint32_t type) {
-  return GgmlType(type) == GgmlType::Q4_K ? tile_q4k<NT> : nullptr;
+  switch (GgmlType(type)) {
+    case GgmlType::Q4_K: return tile_q4k<NT>;
+    case GgmlType::Q8_0: return tile_q8_0<NT>;
+    default: return nullptr;
+  }
 }
 
 }  // namespace

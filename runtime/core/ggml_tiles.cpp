@@ -23,12 +23,34 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
 
 }  // namespace
 
-bool ggml_tile_supported(uint32_t type) { return GgmlType(type) == GgmlType::Q4_K; }
+// Q8_0 tile block: d[16] f16, then 8 chunks of 64 bytes: row r's dword of chunk c holds values
+// 4c..4c+3 as unsigned bytes q + 128.
+constexpr int64_t kQ80Bytes = 34, kQ80Codes = 32, kQ80Tile = kQ80Codes + 8 * 64;
 
-int64_t ggml_tile_block_bytes(uint32_t type) { return ggml_tile_supported(type) ? kQ4KTile : 0; }
+bool ggml_tile_supported(uint32_t type) {
+  return GgmlType(type) == GgmlType::Q4_K || GgmlType(type) == GgmlType::Q8_0;
+}
+
+int64_t ggml_tile_block_bytes(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::Q4_K: return kQ4KTile;
+    case GgmlType::Q8_0: return kQ80Tile;
+    default: return 0;
+  }
+}
 
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
-  (void)type;  // Q4_K, the only tiled type (callers check ggml_tile_supported)
+  if (GgmlType(type) == GgmlType::Q8_0) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* t = tile + b * kQ80Tile;
+      for (int r = 0; r < kTileRows; ++r) {
+        const uint8_t* blk = rows + r * row_bytes + b * kQ80Bytes;
+        std::memcpy(t + 2 * r, blk, 2);
+        for (int v = 0; v < 32; ++v) t[kQ80Codes + ((v / 4) * 16 + r) * 4 + v % 4] = uint8_t(blk[2 + v] ^ 0x80);
+      }
+    }
+    return;
+  }
   for (int64_t b = 0; b < blocks; ++b) {
     uint8_t* t = tile + b * kQ4KTile;
     for (int r = 0; r < kTileRows; ++r) {
@@ -55,7 +77,15 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 }
 
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
-  (void)type;
+  if (GgmlType(type) == GgmlType::Q8_0) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* t = tile + b * kQ80Tile;
+      uint8_t* blk = row + b * kQ80Bytes;
+      std::memcpy(blk, t + 2 * r, 2);
+      for (int v = 0; v < 32; ++v) blk[2 + v] = uint8_t(t[kQ80Codes + ((v / 4) * 16 + r) * 4 + v % 4] ^ 0x80);
+    }
+    return;
+  }
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* t = tile + b * kQ4KTile;
     uint8_t* blk = row + b * kQ4KBytes;

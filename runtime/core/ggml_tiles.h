@@ -16,6 +16,8 @@
 //   ((m[2p][r], m[2p+1][r]) adjacent, so a vpdpwssd takes two sub-blocks' mins at once) |
 //   codes [8 sub-blocks][4 quarters][16 rows][4 bytes]: byte i of row r's dword holds values
 //   32j + 8h + i (low nibble) and 32j + 8h + 4 + i (high nibble).
+// Q8_0 tile, per 32-value block of 16 rows (544 bytes, as 16 x 34): d[16] f16 | codes [8 quarters
+//   of 4 values][16 rows][4 bytes] as unsigned bytes q + 128 (q ^ 0x80), for vpdpbusd.
 // Tiles of a matrix follow each other: tile t = rows 16t..16t+15, blocks in order.
 #pragma once
 
@@ -25,7 +27,7 @@ namespace mt {
 
 inline constexpr int64_t kTileRows = 16;
 
-// Whether `type` has a tile form (Q4_K).
+// Whether `type` has a tile form (Q4_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);
