@@ -1,5 +1,5 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q4_K matrices are loaded as tiles when the
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q4_K and Q8_0 matrices are loaded as tiles when the
 // CPU backend has the kernel, runtime/model/gguf_weights.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
