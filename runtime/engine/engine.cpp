@@ -216,7 +216,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
 }
 
 uint64_t Engine::mapped_weight_bytes() const {
-  if (model_->weights().gguf) return model_->weights().gguf->data_bytes();
+  if (model_->weights().gguf) return model_->weights().gguf->data_bytes() - model_->weights().tiled_mapped_bytes;
   uint64_t b = 0;
   for (const auto& [name, t] : model_->weights().store.tensors()) b += t.nbytes;
   return b;
@@ -234,6 +234,9 @@ Result<TierBudget> Engine::ram_accounting() const {
   uint64_t rebuilt = 0;
   for (const std::vector<float>& v : model_->weights().derived) rebuilt += v.size() * sizeof(float);
   if (rebuilt > 0) MT_TRY(ram.charge("kv_b rejoined from the GGUF's attn_k_b and attn_v_b (fp32)", rebuilt));
+  uint64_t tiled = 0;
+  for (const AlignedBuffer& t : model_->weights().tiles) tiled += t.size();
+  if (tiled > 0) MT_TRY(ram.charge("the GGUF's Q4_K and Q8_0 matrices as row tiles (their mapped pages dropped)", tiled));
   if (!vram_accounting())  // a CUDA backend's cache is in VRAM, charged there
     MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
   if (packed_) MT_TRY(packed_->charge_memory(ram));

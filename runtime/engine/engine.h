@@ -80,7 +80,7 @@ class Engine {
   // caches, kernel scratch; mapped checkpoint weights excluded).
   Result<TierBudget> ram_accounting() const;
   // Bytes of the memory-mapped weight files (the dense file of a packed store; the whole
-  // checkpoint otherwise): resident once read.
+  // checkpoint otherwise; a GGUF's less the matrices held as row tiles): resident once read.
   uint64_t mapped_weight_bytes() const;
   // What the CUDA backend holds in VRAM, or null without one.
   const TierBudget* vram_accounting() const;

@@ -48,6 +48,7 @@ GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<void(uint64_
     for (int64_t t = 0; t < l->rows / kTileRows; ++t)
       ggml_tile_pack(l->ggml_type, l->data + t * kTileRows * row_bytes, row_bytes, blocks, buf.data() + t * tile_bytes);
     if (w.gguf) w.gguf->release(l->data, uint64_t(l->rows * row_bytes));
+    w.tiled_mapped_bytes += uint64_t(l->rows * row_bytes);
     l->data = buf.data();
     l->tiled = true;
     ++info.matrices;
