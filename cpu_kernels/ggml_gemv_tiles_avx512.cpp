@@ -15,6 +15,7 @@ namespace {
 
 constexpr int64_t kTileBlock = 2368;    // Q4_K tile block (runtime/core/ggml_tiles.cpp)
 constexpr int64_t kQ80TileBlock = 544;  // Q8_0 tile block
+constexpr int64_t kQ2KTileBlock = 1344;  // Q2_K tile block
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
@@ -103,11 +104,57 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+// Q2_K, per group of 16 values: one 64-byte load holds the 16 rows' codes as four 2-bit planes;
+// each plane (shift, mask) is one vpdpbusd per token with the 4 activation codes it holds; the
+// group's scales (low nibbles) one vpmulld per 16 rows, its mins (high nibbles) one vpdpwssd
+// against the activation codes' sum over the group.
+template <int NT>
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi32(0x0F);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * kQ2KTileBlock;
+    for (int l = 0; l < 5; ++l) prefetch_line(tb + 64 * l, end);  // d, dmin, scale/min bytes
+    __m512i isum[NT], msum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    for (int g = 0; g < 16; ++g) {
+      const uint8_t* c = tb + 320 + 64 * g;
+      prefetch_line(c, end);
+      const __m512i v = _mm512_loadu_si512(c);
+      const __m512i q0 = _mm512_and_si512(v, low2), q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
+                    q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2),
+                    q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
+      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + 64 + 16 * g)));
+      const __m512i sc = _mm512_and_si512(w, low4), mn = _mm512_srli_epi32(w, 4);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 16 * g;
+        __m512i sg = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
+        sg = _mm512_dpbusd_epi32(sg, q1, bcast4(xq + 4));
+        sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
+        sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sg, sc));
+        // mn's high words are 0, so only the group's own sum (the pair's low word) counts.
+        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum + 16 * b + g));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
+    for (int t = 0; t < NT; ++t) {
+      const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
 template <int NT>
 TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
+    case GgmlType::Q2_K: return tile_q2k<NT>;
     default: return nullptr;
   }
 }

@@ -27,19 +27,46 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
 // 4c..4c+3 as unsigned bytes q + 128.
 constexpr int64_t kQ80Bytes = 34, kQ80Codes = 32, kQ80Tile = kQ80Codes + 8 * 64;
 
+// Q2_K tile block: d[16], dmin[16] f16 | the scale/min bytes [16 groups][16 rows] as stored |
+// codes [16 groups][16 rows][4 bytes]: byte i of row r's dword for group g holds the 2-bit codes
+// of values 16g + i, + 4, + 8, + 12 at bits 0, 2, 4, 6.
+constexpr int64_t kQ2KBytes = 84, kQ2KScm = 64, kQ2KCodes = kQ2KScm + 256, kQ2KTile = kQ2KCodes + 16 * 64;
+
+int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
+
 bool ggml_tile_supported(uint32_t type) {
-  return GgmlType(type) == GgmlType::Q4_K || GgmlType(type) == GgmlType::Q8_0;
+  return GgmlType(type) == GgmlType::Q4_K || GgmlType(type) == GgmlType::Q8_0 || GgmlType(type) == GgmlType::Q2_K;
 }
 
 int64_t ggml_tile_block_bytes(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q4_K: return kQ4KTile;
     case GgmlType::Q8_0: return kQ80Tile;
+    case GgmlType::Q2_K: return kQ2KTile;
     default: return 0;
   }
 }
 
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  if (GgmlType(type) == GgmlType::Q2_K) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* t = tile + b * kQ2KTile;
+      for (int r = 0; r < kTileRows; ++r) {
+        const uint8_t* blk = rows + r * row_bytes + b * kQ2KBytes;
+        std::memcpy(t + 2 * r, blk + 80, 2);
+        std::memcpy(t + 32 + 2 * r, blk + 82, 2);
+        for (int g = 0; g < 16; ++g) {
+          t[kQ2KScm + 16 * g + r] = blk[g];
+          for (int i = 0; i < 4; ++i) {
+            int byte = 0;
+            for (int p = 0; p < 4; ++p) byte |= q2k_code(blk + 16, 16 * g + 4 * p + i) << (2 * p);
+            t[kQ2KCodes + (g * 16 + r) * 4 + i] = uint8_t(byte);
+          }
+        }
+      }
+    }
+    return;
+  }
   if (GgmlType(type) == GgmlType::Q8_0) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* t = tile + b * kQ80Tile;
@@ -77,6 +104,27 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 }
 
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  if (GgmlType(type) == GgmlType::Q2_K) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* t = tile + b * kQ2KTile;
+      uint8_t* blk = row + b * kQ2KBytes;
+      std::memcpy(blk + 80, t + 2 * r, 2);
+      std::memcpy(blk + 82, t + 32 + 2 * r, 2);
+      uint8_t* qs = blk + 16;
+      std::memset(qs, 0, 64);
+      for (int g = 0; g < 16; ++g) {
+        blk[g] = t[kQ2KScm + 16 * g + r];
+        for (int i = 0; i < 4; ++i) {
+          const int byte = t[kQ2KCodes + (g * 16 + r) * 4 + i];
+          for (int p = 0; p < 4; ++p) {
+            const int v = 16 * g + 4 * p + i, code = (byte >> (2 * p)) & 3;
+            qs[(v / 128) * 32 + v % 32] |= uint8_t(code << (2 * ((v % 128) / 32)));
+          }
+        }
+      }
+    }
+    return;
+  }
   if (GgmlType(type) == GgmlType::Q8_0) {
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* t = tile + b * kQ80Tile;

@@ -1,5 +1,5 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q4_K and Q8_0 matrices are loaded as tiles when the
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K and Q8_0 matrices are loaded as tiles when the
 // CPU backend has the kernel, runtime/model/gguf_weights.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
@@ -18,6 +18,9 @@
 //   32j + 8h + i (low nibble) and 32j + 8h + 4 + i (high nibble).
 // Q8_0 tile, per 32-value block of 16 rows (544 bytes, as 16 x 34): d[16] f16 | codes [8 quarters
 //   of 4 values][16 rows][4 bytes] as unsigned bytes q + 128 (q ^ 0x80), for vpdpbusd.
+// Q2_K tile, per 256-value block of 16 rows (1344 bytes, as 16 x 84): d[16], dmin[16] f16 |
+//   the scale/min bytes [16 groups][16 rows] as stored | codes [16 groups][16 rows][4 bytes], byte
+//   i of a row's dword holding the 2-bit codes of values 16g + i, +4, +8, +12 at bits 0, 2, 4, 6.
 // Tiles of a matrix follow each other: tile t = rows 16t..16t+15, blocks in order.
 #pragma once
 
@@ -27,7 +30,7 @@ namespace mt {
 
 inline constexpr int64_t kTileRows = 16;
 
-// Whether `type` has a tile form (Q4_K, Q8_0).
+// Whether `type` has a tile form (Q2_K, Q2_K, Q4_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);

@@ -159,10 +159,13 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
         const GgufTileInfo ti = tile_gguf_weights(w, [&](uint64_t done, uint64_t total) {
           if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
           shown = done;
-          std::fprintf(stderr, "\rmoetier: Q4_K and Q8_0 matrices to row tiles: %3d%%", int(done * 100 / total));
+          std::fprintf(stderr, "\rmoetier: Q2_K, Q4_K and Q8_0 matrices to row tiles: %3d%%",
+                       int(done * 100 / total));
         });
         if (opt.announce_device && ti.matrices > 0)
-          std::fprintf(stderr, "\rmoetier: %lld Q4_K and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps the blocks)\n",
+          std::fprintf(stderr,
+                       "\rmoetier: %lld Q2_K, Q4_K and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
+                       "the blocks)\n",
                        static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
       }
     }
@@ -236,7 +239,7 @@ Result<TierBudget> Engine::ram_accounting() const {
   if (rebuilt > 0) MT_TRY(ram.charge("kv_b rejoined from the GGUF's attn_k_b and attn_v_b (fp32)", rebuilt));
   uint64_t tiled = 0;
   for (const AlignedBuffer& t : model_->weights().tiles) tiled += t.size();
-  if (tiled > 0) MT_TRY(ram.charge("the GGUF's Q4_K and Q8_0 matrices as row tiles (their mapped pages dropped)", tiled));
+  if (tiled > 0) MT_TRY(ram.charge("a GGUF's matrices as row tiles (their mapped pages dropped)", tiled));
   if (!vram_accounting())  // a CUDA backend's cache is in VRAM, charged there
     MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
   if (packed_) MT_TRY(packed_->charge_memory(ram));

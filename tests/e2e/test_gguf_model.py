@@ -141,7 +141,7 @@ def main():
     # Row tiles (the default on AVX-512; elsewhere the flag changes nothing): the same integer
     # sums, so the same logits up to fp32 rounding of the scaled block sums.
     t_dec = C.engine_logits(exe, model, ids, out("gguf-decode-tiles"), chunk=1, extra=["--gguf-tiles", "on"])
-    compare_int8(ck, "cpu backend decode (Q4_K and Q8_0 as row tiles), GGUF vs numpy reference", ref, t_dec)
+    compare_int8(ck, "cpu backend decode (Q2_K, Q4_K and Q8_0 as row tiles), GGUF vs numpy reference", ref, t_dec)
     tdiff = np.max(np.abs(t_dec - g_dec)) / np.std(g_dec)
     ck.check("... and row tiles = blocks to fp32 rounding (max |diff| / std <= 1e-5)", tdiff <= 1e-5, f"{tdiff:.3g}")
     for isa in ("avx2", "scalar"):
