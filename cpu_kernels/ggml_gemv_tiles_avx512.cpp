@@ -134,8 +134,10 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
         sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
         sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sg, sc));
-        // mn's high words are 0, so only the group's own sum (the pair's low word) counts.
-        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum + 16 * b + g));
+        // mn's high words are 0: the group's sum in the low word alone (one int16 read; the next
+        // one may be past the end of the activations).
+        const __m512i bs = _mm512_set1_epi32(int32_t(uint16_t(a[t].bsum[16 * b + g])));
+        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bs);
       }
     }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb)));
