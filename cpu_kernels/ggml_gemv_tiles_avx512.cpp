@@ -26,6 +26,21 @@ inline __m512i bcast4(const void* p) {
   return _mm512_set1_epi32(v);
 }
 
+// A K-quant tile block's end (Q2_K, Q4_K): acc += isum · (d · d_x · d_scale) − msum · (dmin · d_x),
+// 16 rows at once, with d[16] and dmin[16] as fp16 at tb and tb + 32.
+template <int NT>
+inline void kquant_block_end(const uint8_t* tb, float d_scale, const __m512i* isum, const __m512i* msum,
+                             const Q8Act* a, int64_t b, __m512* acc) {
+  const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb))),
+                                 _mm512_set1_ps(d_scale));
+  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
+  for (int t = 0; t < NT; ++t) {
+    const __m512 dx = _mm512_set1_ps(a[t].d[b]);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
+    acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
+  }
+}
+
 template <int NT>
 void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(char(0xF0));
@@ -60,15 +75,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 192 + 32 * p)));
       for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mw, bcast4(a[t].bsum32 + 8 * b + 2 * p));
     }
-    // isum is 16 x the block's scaled sum (the high-nibble trick above).
-    const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb))),
-                                   _mm512_set1_ps(1.0f / 16.0f));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
-    for (int t = 0; t < NT; ++t) {
-      const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
-    }
+    kquant_block_end<NT>(tb, 1.0f / 16.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
@@ -140,13 +147,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
         msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bs);
       }
     }
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb)));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
-    for (int t = 0; t < NT; ++t) {
-      const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
-    }
+    kquant_block_end<NT>(tb, 1.0f, isum, msum, a, b, acc);
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
