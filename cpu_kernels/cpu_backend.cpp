@@ -55,7 +55,7 @@ class CpuBackend final : public backend::Backend {
       ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }
-    if (w.dtype == DType::GGUF && !w.tiled && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
+    if (w.dtype == DType::GGUF && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
       // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h):
       // up to a short prompt that beats decoding the blocks to fp32 for oneDNN (the reference decoder).
       ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);

@@ -13,9 +13,9 @@ namespace mt::cpu::ggml_gemv_detail {
 
 namespace {
 
-constexpr int64_t kTileBlock = 2368;    // Q4_K tile block (runtime/core/ggml_tiles.cpp)
-constexpr int64_t kQ80TileBlock = 544;  // Q8_0 tile block
-constexpr int64_t kQ2KTileBlock = 1344;  // Q2_K tile block
+using Q4KTile = ggml_tile_layout::Q4K;
+using Q80Tile = ggml_tile_layout::Q80;
+using Q2KTile = ggml_tile_layout::Q2K;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
@@ -27,13 +27,14 @@ inline __m512i bcast4(const void* p) {
 }
 
 // A K-quant tile block's end (Q2_K, Q4_K): acc += isum · (d · d_x · d_scale) − msum · (dmin · d_x),
-// 16 rows at once, with d[16] and dmin[16] as fp16 at tb and tb + 32.
+// 16 rows at once, with d[16] and dmin[16] as fp16 at the layouts' d and dmin (the same for both).
+static_assert(Q4KTile::d == Q2KTile::d && Q4KTile::dmin == Q2KTile::dmin);
 template <int NT>
 inline void kquant_block_end(const uint8_t* tb, float d_scale, const __m512i* isum, const __m512i* msum,
                              const Q8Act* a, int64_t b, __m512* acc) {
-  const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb))),
+  const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::d))),
                                  _mm512_set1_ps(d_scale));
-  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 32)));
+  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::dmin)));
   for (int t = 0; t < NT; ++t) {
     const __m512 dx = _mm512_set1_ps(a[t].d[b]);
     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
@@ -47,8 +48,8 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* tb = tile + b * kTileBlock;
-    for (int l = 0; l < 5; ++l) prefetch_line(tb + 64 * l, end);  // d, dmin, scales, mins
+    const uint8_t* tb = tile + b * Q4KTile::bytes;
+    for (int64_t o = 0; o < Q4KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
@@ -58,7 +59,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       __m512i sj[NT], sk[NT];
       for (int t = 0; t < NT; ++t) sj[t] = sk[t] = _mm512_setzero_si512();
       for (int h = 0; h < 4; ++h) {
-        const uint8_t* c = tb + 320 + (4 * j + h) * 64;
+        const uint8_t* c = tb + Q4KTile::codes + (4 * j + h) * 64;
         prefetch_line(c, end);
         const __m512i v = _mm512_loadu_si512(c);
         const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(v, high4);
@@ -68,11 +69,11 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
           sk[t] = _mm512_dpbusd_epi32(sk[t], hi, bcast4(xq + 4));
         }
       }
-      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + 64 + 16 * j)));
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::sc + 16 * j)));
       for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(_mm512_slli_epi32(sj[t], 4), sk[t]), sc));
     }
     for (int p = 0; p < 4; ++p) {  // lanes: (m[2p][r], m[2p+1][r]) · (bsum32[2p], bsum32[2p+1])
-      const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + 192 + 32 * p)));
+      const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::m + 32 * p)));
       for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mw, bcast4(a[t].bsum32 + 8 * b + 2 * p));
     }
     kquant_block_end<NT>(tb, 1.0f / 16.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
@@ -87,11 +88,11 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* tb = tile + b * kQ80TileBlock;
+    const uint8_t* tb = tile + b * Q80Tile::bytes;
     __m512i sa[NT], sb[NT];
     for (int t = 0; t < NT; ++t) sa[t] = sb[t] = _mm512_setzero_si512();
     for (int c = 0; c < 8; c += 2) {
-      const uint8_t* p = tb + 32 + 64 * c;
+      const uint8_t* p = tb + Q80Tile::codes + 64 * c;
       prefetch_line(p, end);
       prefetch_line(p + 64, end);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
@@ -101,7 +102,7 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
         sb[t] = _mm512_dpbusd_epi32(sb[t], v1, bcast4(xq + 4));
       }
     }
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb)));
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q80Tile::d)));
     for (int t = 0; t < NT; ++t) {
       const __m512i off = _mm512_set1_epi32(128 * int32_t(a[t].bsum32[b]));
       const __m512i s = _mm512_sub_epi32(_mm512_add_epi32(sa[t], sb[t]), off);
@@ -121,18 +122,18 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* tb = tile + b * kQ2KTileBlock;
-    for (int l = 0; l < 5; ++l) prefetch_line(tb + 64 * l, end);  // d, dmin, scale/min bytes
+    const uint8_t* tb = tile + b * Q2KTile::bytes;
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {
-      const uint8_t* c = tb + 320 + 64 * g;
+      const uint8_t* c = tb + Q2KTile::codes + 64 * g;
       prefetch_line(c, end);
       const __m512i v = _mm512_loadu_si512(c);
       const __m512i q0 = _mm512_and_si512(v, low2), q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
                     q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2),
                     q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
-      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + 64 + 16 * g)));
+      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g)));
       const __m512i sc = _mm512_and_si512(w, low4), mn = _mm512_srli_epi32(w, 4);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 16 * g;

@@ -8,9 +8,10 @@ namespace mt {
 
 namespace {
 
-constexpr int64_t kQ4KBytes = 144;
-// Offsets inside a Q4_K tile block.
-constexpr int64_t kD = 0, kDmin = 32, kSc = 64, kM = 192, kCodes = 320, kQ4KTile = kCodes + 8 * 4 * 64;
+using Q4KTile = ggml_tile_layout::Q4K;
+using Q80Tile = ggml_tile_layout::Q80;
+using Q2KTile = ggml_tile_layout::Q2K;
+constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84;  // the GGUF blocks
 
 // Q4_K's 12 scale bytes from 8 six-bit scales and mins (ggml_k4_scales inverted).
 void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
@@ -21,18 +22,10 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
   }
 }
 
-}  // namespace
-
-// Q8_0 tile block: d[16] f16, then 8 chunks of 64 bytes: row r's dword of chunk c holds values
-// 4c..4c+3 as unsigned bytes q + 128.
-constexpr int64_t kQ80Bytes = 34, kQ80Codes = 32, kQ80Tile = kQ80Codes + 8 * 64;
-
-// Q2_K tile block: d[16], dmin[16] f16 | the scale/min bytes [16 groups][16 rows] as stored |
-// codes [16 groups][16 rows][4 bytes]: byte i of row r's dword for group g holds the 2-bit codes
-// of values 16g + i, + 4, + 8, + 12 at bits 0, 2, 4, 6.
-constexpr int64_t kQ2KBytes = 84, kQ2KScm = 64, kQ2KCodes = kQ2KScm + 256, kQ2KTile = kQ2KCodes + 16 * 64;
-
+// Code t (0..255) of a Q2_K block's 64 code bytes.
 int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
+
+}  // namespace
 
 bool ggml_tile_supported(uint32_t type) {
   return GgmlType(type) == GgmlType::Q4_K || GgmlType(type) == GgmlType::Q8_0 || GgmlType(type) == GgmlType::Q2_K;
@@ -40,9 +33,9 @@ bool ggml_tile_supported(uint32_t type) {
 
 int64_t ggml_tile_block_bytes(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::Q4_K: return kQ4KTile;
-    case GgmlType::Q8_0: return kQ80Tile;
-    case GgmlType::Q2_K: return kQ2KTile;
+    case GgmlType::Q4_K: return Q4KTile::bytes;
+    case GgmlType::Q8_0: return Q80Tile::bytes;
+    case GgmlType::Q2_K: return Q2KTile::bytes;
     default: return 0;
   }
 }
@@ -50,17 +43,17 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* t = tile + b * kQ2KTile;
+      uint8_t* t = tile + b * Q2KTile::bytes;
       for (int r = 0; r < kTileRows; ++r) {
         const uint8_t* blk = rows + r * row_bytes + b * kQ2KBytes;
-        std::memcpy(t + 2 * r, blk + 80, 2);
-        std::memcpy(t + 32 + 2 * r, blk + 82, 2);
+        std::memcpy(t + Q2KTile::d + 2 * r, blk + 80, 2);
+        std::memcpy(t + Q2KTile::dmin + 2 * r, blk + 82, 2);
         for (int g = 0; g < 16; ++g) {
-          t[kQ2KScm + 16 * g + r] = blk[g];
+          t[Q2KTile::scm + 16 * g + r] = blk[g];
           for (int i = 0; i < 4; ++i) {
             int byte = 0;
             for (int p = 0; p < 4; ++p) byte |= q2k_code(blk + 16, 16 * g + 4 * p + i) << (2 * p);
-            t[kQ2KCodes + (g * 16 + r) * 4 + i] = uint8_t(byte);
+            t[Q2KTile::codes + (g * 16 + r) * 4 + i] = uint8_t(byte);
           }
         }
       }
@@ -69,26 +62,26 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
   }
   if (GgmlType(type) == GgmlType::Q8_0) {
     for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* t = tile + b * kQ80Tile;
+      uint8_t* t = tile + b * Q80Tile::bytes;
       for (int r = 0; r < kTileRows; ++r) {
         const uint8_t* blk = rows + r * row_bytes + b * kQ80Bytes;
-        std::memcpy(t + 2 * r, blk, 2);
-        for (int v = 0; v < 32; ++v) t[kQ80Codes + ((v / 4) * 16 + r) * 4 + v % 4] = uint8_t(blk[2 + v] ^ 0x80);
+        std::memcpy(t + Q80Tile::d + 2 * r, blk, 2);
+        for (int v = 0; v < 32; ++v) t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] = uint8_t(blk[2 + v] ^ 0x80);
       }
     }
     return;
   }
   for (int64_t b = 0; b < blocks; ++b) {
-    uint8_t* t = tile + b * kQ4KTile;
+    uint8_t* t = tile + b * Q4KTile::bytes;
     for (int r = 0; r < kTileRows; ++r) {
       const uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
-      std::memcpy(t + kD + 2 * r, blk, 2);
-      std::memcpy(t + kDmin + 2 * r, blk + 2, 2);
+      std::memcpy(t + Q4KTile::d + 2 * r, blk, 2);
+      std::memcpy(t + Q4KTile::dmin + 2 * r, blk + 2, 2);
       int sc[8], m[8];
       ggml_k4_scales(blk + 4, sc, m);
       for (int j = 0; j < 8; ++j) {
-        t[kSc + 16 * j + r] = uint8_t(sc[j]);
-        t[kM + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
+        t[Q4KTile::sc + 16 * j + r] = uint8_t(sc[j]);
+        t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
       }
       uint8_t code[256];  // in value order
       for (int c = 0; c < 4; ++c)
@@ -98,7 +91,7 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
         }
       for (int q = 0; q < 32; ++q)  // q = 4j + h: values 8q..8q+7
         for (int i = 0; i < 4; ++i)
-          t[kCodes + (q * 16 + r) * 4 + i] = uint8_t(code[8 * q + i] | (code[8 * q + 4 + i] << 4));
+          t[Q4KTile::codes + (q * 16 + r) * 4 + i] = uint8_t(code[8 * q + i] | (code[8 * q + 4 + i] << 4));
     }
   }
 }
@@ -106,16 +99,16 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* t = tile + b * kQ2KTile;
+      const uint8_t* t = tile + b * Q2KTile::bytes;
       uint8_t* blk = row + b * kQ2KBytes;
-      std::memcpy(blk + 80, t + 2 * r, 2);
-      std::memcpy(blk + 82, t + 32 + 2 * r, 2);
+      std::memcpy(blk + 80, t + Q2KTile::d + 2 * r, 2);
+      std::memcpy(blk + 82, t + Q2KTile::dmin + 2 * r, 2);
       uint8_t* qs = blk + 16;
       std::memset(qs, 0, 64);
       for (int g = 0; g < 16; ++g) {
-        blk[g] = t[kQ2KScm + 16 * g + r];
+        blk[g] = t[Q2KTile::scm + 16 * g + r];
         for (int i = 0; i < 4; ++i) {
-          const int byte = t[kQ2KCodes + (g * 16 + r) * 4 + i];
+          const int byte = t[Q2KTile::codes + (g * 16 + r) * 4 + i];
           for (int p = 0; p < 4; ++p) {
             const int v = 16 * g + 4 * p + i, code = (byte >> (2 * p)) & 3;
             qs[(v / 128) * 32 + v % 32] |= uint8_t(code << (2 * ((v % 128) / 32)));
@@ -127,27 +120,27 @@ void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, in
   }
   if (GgmlType(type) == GgmlType::Q8_0) {
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* t = tile + b * kQ80Tile;
+      const uint8_t* t = tile + b * Q80Tile::bytes;
       uint8_t* blk = row + b * kQ80Bytes;
-      std::memcpy(blk, t + 2 * r, 2);
-      for (int v = 0; v < 32; ++v) blk[2 + v] = uint8_t(t[kQ80Codes + ((v / 4) * 16 + r) * 4 + v % 4] ^ 0x80);
+      std::memcpy(blk, t + Q80Tile::d + 2 * r, 2);
+      for (int v = 0; v < 32; ++v) blk[2 + v] = uint8_t(t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] ^ 0x80);
     }
     return;
   }
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* t = tile + b * kQ4KTile;
+    const uint8_t* t = tile + b * Q4KTile::bytes;
     uint8_t* blk = row + b * kQ4KBytes;
-    std::memcpy(blk, t + kD + 2 * r, 2);
-    std::memcpy(blk + 2, t + kDmin + 2 * r, 2);
+    std::memcpy(blk, t + Q4KTile::d + 2 * r, 2);
+    std::memcpy(blk + 2, t + Q4KTile::dmin + 2 * r, 2);
     int sc[8], m[8];
-    for (int j = 0; j < 8; ++j) sc[j] = t[kSc + 16 * j + r], m[j] = t[kM + 32 * (j / 2) + 2 * r + (j % 2)];
+    for (int j = 0; j < 8; ++j) sc[j] = t[Q4KTile::sc + 16 * j + r], m[j] = t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)];
     k4_pack_scales(sc, m, blk + 4);
     uint8_t* qs = blk + 16;
     std::memset(qs, 0, 128);
     for (int j = 0; j < 8; ++j)
       for (int h = 0; h < 4; ++h)
         for (int i = 0; i < 4; ++i) {
-          const uint8_t byte = t[kCodes + ((4 * j + h) * 16 + r) * 4 + i];
+          const uint8_t byte = t[Q4KTile::codes + ((4 * j + h) * 16 + r) * 4 + i];
           for (int half = 0; half < 2; ++half) {
             const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
             qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));

@@ -1,6 +1,6 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K and Q8_0 matrices are loaded as tiles when the
-// CPU backend has the kernel, runtime/model/gguf_weights.h).
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K and Q8_0 matrices are loaded as
+// tiles when the CPU backend has the kernel, runtime/model/gguf_tiles.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
 // nibbles and spread 8-16 sub-block scales over the vector lanes for every block of every row;
@@ -30,7 +30,21 @@ namespace mt {
 
 inline constexpr int64_t kTileRows = 16;
 
-// Whether `type` has a tile form (Q2_K, Q2_K, Q4_K, Q8_0).
+// Byte offsets inside one tile block of each type (the layouts above), for the packer and the
+// kernels alike.
+namespace ggml_tile_layout {
+struct Q4K {
+  static constexpr int64_t d = 0, dmin = 32, sc = 64, m = 192, codes = 320, bytes = codes + 32 * 64;
+};
+struct Q80 {
+  static constexpr int64_t d = 0, codes = 32, bytes = codes + 8 * 64;
+};
+struct Q2K {
+  static constexpr int64_t d = 0, dmin = 32, scm = 64, codes = scm + 256, bytes = codes + 16 * 64;
+};
+}  // namespace ggml_tile_layout
+
+// Whether `type` has a tile form (Q2_K, Q4_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);
