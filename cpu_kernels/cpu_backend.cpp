@@ -106,8 +106,9 @@ class CpuBackend final : public backend::Backend {
     const MlaHeadFn attend = mla_head_for(isa_);
     // One query: each head straight from the stored rows (read once, never widened in memory).
     // Several: the head's rows decoded to fp32 once and shared by the queries.
-    const bool stored_ok = isa_ >= 1 && n == 1 && kvb.dtype != DType::Q4_PACKED && kvb.dtype != DType::Q8_PACKED &&
-                           (kvb.dtype != DType::F8_E4M3 || (kvb.scale && kvb.block > 0 && kvb.block % 16 == 0));
+    // The stored-row kernels take what dense_decode_rows takes; anything else (packed, a GGUF's
+    // attn_kv_b kept in its blocks) is decoded per head by the general row decoder.
+    const bool stored_ok = isa_ >= 1 && n == 1 && dense_rows_decodable(kvb);
     const auto stored = isa_ >= 2 ? mla_attend_head_stored_avx512 : mla_attend_head_stored_avx2;
 #pragma omp parallel if (H > 1)
     {

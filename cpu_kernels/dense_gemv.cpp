@@ -19,10 +19,13 @@ bool dense_gemv(const WeightView& w, const float* x, int64_t n_tokens, float* y,
   return true;
 }
 
+bool dense_rows_decodable(const WeightView& w) {
+  return w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16 ||
+         (w.dtype == DType::F8_E4M3 && w.scale && w.block > 0 && w.block % 16 == 0);
+}
+
 bool dense_decode_rows(const WeightView& w, int64_t r0, int64_t n, float* out, int isa_level) {
-  if (isa_level < 1 || r0 < 0 || n < 0 || r0 + n > w.rows || !w.data) return false;
-  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16 && w.dtype != DType::F8_E4M3) return false;
-  if (w.dtype == DType::F8_E4M3 && (!w.scale || w.block <= 0 || w.block % 16)) return false;
+  if (isa_level < 1 || r0 < 0 || n < 0 || r0 + n > w.rows || !w.data || !dense_rows_decodable(w)) return false;
   (isa_level >= 2 ? gemv_detail::avx512_decode_rows() : gemv_detail::avx2_decode_rows())(w, r0, n, out);
   return true;
 }

@@ -18,6 +18,9 @@ inline constexpr int64_t kGemvMaxTokens = 4;
 // falls back to cpu::matmul. isa_level: 1 AVX2, 2 AVX-512, already clamped to the CPU's.
 bool dense_gemv(const WeightView& w, const float* x, int64_t n_tokens, float* y, int isa_level);
 
+// Whether dense_decode_rows (and the stored-row attention kernels) take w's format: F32, BF16,
+// F16, or FP8 with block scales in multiples of 16.
+bool dense_rows_decodable(const WeightView& w);
 // Rows [r0, r0 + n) of w decoded to fp32 into out[n, cols], bit-identical to cpu::dequantize_rows,
 // on the calling thread with SIMD. False (nothing written) where this ISA level has no kernel
 // for the view (packed dtypes, a scale block that is not a multiple of 16, level 0).
