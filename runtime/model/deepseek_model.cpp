@@ -30,25 +30,17 @@ DeepSeekModel::DeepSeekModel(ModelWeights weights, std::unique_ptr<backend::Back
   auto prepare = [&](const Linear& l) {
     if (l.view().data) backend_->prepare_weight(l.view());
   };
-  auto prepare_ffn = [&](const FfnWeights& f) {
-    prepare(f.gate);
-    prepare(f.up);
-    prepare(f.down);
-  };
   // ...and every constant vector an op reads.
   auto prepare_vector = [&](const std::vector<float>& v) {
     if (!v.empty()) backend_->prepare_vector(v.data(), static_cast<int64_t>(v.size()));
   };
   for (const LayerWeights& lw : w_.layers) {
-    for (const Linear* l : {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.o, &lw.router}) prepare(*l);
+    for_each_matmul_weight(lw, prepare);
     for (const auto* v : {&lw.attn_norm, &lw.ffn_norm, &lw.q_a_norm, &lw.kv_a_norm, &lw.router_bias}) prepare_vector(*v);
     if (lw.has_indexer) {
-      for (const Linear* l : {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj}) prepare(*l);
       prepare_vector(lw.indexer.k_norm_weight);
       prepare_vector(lw.indexer.k_norm_bias);
     }
-    if (!lw.is_moe) prepare_ffn(lw.dense);
-    if (lw.has_shared) prepare_ffn(lw.shared);
   }
   prepare(w_.lm_head);
   prepare_vector(w_.final_norm);

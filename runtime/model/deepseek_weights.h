@@ -58,6 +58,20 @@ struct LayerWeights {
   FfnWeights shared;
 };
 
+// f(linear) for each of a layer's matrices the graph multiplies by through Backend::matmul, in
+// graph order: all but kv_b (attention's own, load_attention_weights) and the routed experts (the
+// expert runner's). The model's lm_head is one more.
+template <class Layer, class F>
+void for_each_matmul_weight(Layer& lw, F&& f) {
+  for (auto* l : {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.o, &lw.router}) f(*l);
+  if (lw.has_indexer)
+    for (auto* l : {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj}) f(*l);
+  if (!lw.is_moe)
+    for (auto* l : {&lw.dense.gate, &lw.dense.up, &lw.dense.down}) f(*l);
+  if (lw.has_shared)
+    for (auto* l : {&lw.shared.gate, &lw.shared.up, &lw.shared.down}) f(*l);
+}
+
 struct ModelWeights {
   ModelConfig config;
   TensorStore store;  // owns the mappings the views point into

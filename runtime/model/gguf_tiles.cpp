@@ -14,16 +14,14 @@ bool tileable(const Linear& l) {
          l.rows % kTileRows == 0;
 }
 
-// Every matrix the graph multiplies by (not the embedding table, which is read by rows).
+// Every matrix the graph multiplies by through the backend's matmul (not the embedding table,
+// which is read by rows, nor kv_b, which attention reads with its own row decoder), and the
+// routed experts.
 std::vector<Linear*> matrices(ModelWeights& w) {
   std::vector<Linear*> out{&w.lm_head};
-  auto ffn = [&](FfnWeights& f) { out.insert(out.end(), {&f.gate, &f.up, &f.down}); };
   for (LayerWeights& lw : w.layers) {
-    out.insert(out.end(), {&lw.q_a, &lw.q_b, &lw.kv_a, &lw.kv_b, &lw.o, &lw.router});
-    if (lw.has_indexer) out.insert(out.end(), {&lw.indexer.wq_b, &lw.indexer.wk, &lw.indexer.weights_proj});
-    if (!lw.is_moe) ffn(lw.dense);
-    if (lw.has_shared) ffn(lw.shared);
-    for (FfnWeights& e : lw.experts) ffn(e);
+    for_each_matmul_weight(lw, [&](Linear& l) { out.push_back(&l); });
+    for (FfnWeights& e : lw.experts) out.insert(out.end(), {&e.gate, &e.up, &e.down});
   }
   return out;
 }
