@@ -16,6 +16,7 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q6KTile = ggml_tile_layout::Q6K;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
@@ -153,12 +154,60 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+// Bits of `a` where `mask` is set, of `b` elsewhere.
+inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
+
+// Q6_K, per group of 16 values (three 64-byte lines): codes 0-11 are a 6-bit mask of their line;
+// codes 12-15 are gathered from the lines' top bit pairs (three shifts, two bit selects). Each of
+// the four planes is one vpdpbusd per token; the stored code is q + 32, so the group's sum less 32 x
+// the activation codes' sum over the group, times the group's int8 scale (one vpmulld per 16 rows).
+template <int NT>
+void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low6 = _mm512_set1_epi8(0x3F), low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi8(0x0F),
+                bits45 = _mm512_set1_epi8(0x30);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q6KTile::bytes;
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    __m512i isum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
+    for (int g = 0; g < 16; ++g) {
+      const uint8_t* c = tb + Q6KTile::codes + 192 * g;
+      prefetch_line(c, end);
+      prefetch_line(c + 64, end);
+      prefetch_line(c + 128, end);
+      const __m512i l0 = _mm512_loadu_si512(c), l1 = _mm512_loadu_si512(c + 64), l2 = _mm512_loadu_si512(c + 128);
+      // The fourth plane: bits 6-7 of the lines to bits 0-1, 2-3 and 4-5 (16-bit shifts: what a
+      // byte takes from its neighbour is masked off).
+      const __m512i q3 = bitselect(low4, bitselect(low2, _mm512_srli_epi16(l0, 6), _mm512_srli_epi16(l1, 4)),
+                                   _mm512_and_si512(_mm512_srli_epi16(l2, 2), bits45));
+      const __m512i q0 = _mm512_and_si512(l0, low6), q1 = _mm512_and_si512(l1, low6), q2 = _mm512_and_si512(l2, low6);
+      const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::sc + 16 * g)));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 16 * g;
+        __m512i sg = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
+        sg = _mm512_dpbusd_epi32(sg, q1, bcast4(xq + 4));
+        sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
+        sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
+        sg = _mm512_sub_epi32(sg, _mm512_set1_epi32(32 * int32_t(a[t].bsum[16 * b + g])));
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sg, sc));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q6KTile::d)));
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, _mm512_set1_ps(a[t].d[b])), acc[t]);
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
 template <int NT>
 TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q2_K: return tile_q2k<NT>;
+    case GgmlType::Q6_K: return tile_q6k<NT>;
     default: return nullptr;
   }
 }

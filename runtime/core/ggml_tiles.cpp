@@ -11,7 +11,8 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
-constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84;  // the GGUF blocks
+using Q6KTile = ggml_tile_layout::Q6K;
+constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84, kQ6KBytes = 210;  // the GGUF blocks
 
 // Q4_K's 12 scale bytes from 8 six-bit scales and mins (ggml_k4_scales inverted).
 void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
@@ -25,10 +26,63 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
 // Code t (0..255) of a Q2_K block's 64 code bytes.
 int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
 
+// Code t (0..255, 6 bits) of a Q6_K block: the low nibble in ql, the two high bits in qh.
+int q6k_code(const uint8_t* blk, int t) {
+  const int h = t / 128, r = t % 128;
+  return ((blk[h * 64 + r % 64] >> (4 * (r / 64))) & 15) | (((blk[128 + h * 32 + r % 32] >> (2 * (r / 32))) & 3) << 4);
+}
+void q6k_set_code(uint8_t* blk, int t, int code) {  // blk's ql and qh zeroed first
+  const int h = t / 128, r = t % 128;
+  blk[h * 64 + r % 64] |= uint8_t((code & 15) << (4 * (r / 64)));
+  blk[128 + h * 32 + r % 32] |= uint8_t((code >> 4) << (2 * (r / 32)));
+}
+// Byte i of row r's dword in line `line` of group g, in a Q6_K tile block.
+int64_t q6k_code_byte(int g, int line, int r, int i) { return Q6KTile::codes + ((3 * g + line) * 16 + r) * 4 + i; }
+
+void q6k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q6KTile::bytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ6KBytes;
+      std::memcpy(t + Q6KTile::d + 2 * r, blk + 208, 2);
+      for (int g = 0; g < 16; ++g) {
+        t[Q6KTile::sc + 16 * g + r] = blk[192 + g];
+        for (int i = 0; i < 4; ++i) {
+          const int last = q6k_code(blk, 16 * g + 12 + i);
+          for (int line = 0; line < 3; ++line)
+            t[q6k_code_byte(g, line, r, i)] =
+                uint8_t(q6k_code(blk, 16 * g + 4 * line + i) | (((last >> (2 * line)) & 3) << 6));
+        }
+      }
+    }
+  }
+}
+
+void q6k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q6KTile::bytes;
+    uint8_t* blk = row + b * kQ6KBytes;
+    std::memset(blk, 0, 192);
+    std::memcpy(blk + 208, t + Q6KTile::d + 2 * r, 2);
+    for (int g = 0; g < 16; ++g) {
+      blk[192 + g] = t[Q6KTile::sc + 16 * g + r];
+      for (int i = 0; i < 4; ++i) {
+        int last = 0;
+        for (int line = 0; line < 3; ++line) {
+          const int byte = t[q6k_code_byte(g, line, int(r), i)];
+          q6k_set_code(blk, 16 * g + 4 * line + i, byte & 63);
+          last |= (byte >> 6) << (2 * line);
+        }
+        q6k_set_code(blk, 16 * g + 12 + i, last);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool ggml_tile_supported(uint32_t type) {
-  return GgmlType(type) == GgmlType::Q4_K || GgmlType(type) == GgmlType::Q8_0 || GgmlType(type) == GgmlType::Q2_K;
+  return ggml_tile_block_bytes(type) > 0;
 }
 
 int64_t ggml_tile_block_bytes(uint32_t type) {
@@ -36,11 +90,13 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
     case GgmlType::Q4_K: return Q4KTile::bytes;
     case GgmlType::Q8_0: return Q80Tile::bytes;
     case GgmlType::Q2_K: return Q2KTile::bytes;
+    case GgmlType::Q6_K: return Q6KTile::bytes;
     default: return 0;
   }
 }
 
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  if (GgmlType(type) == GgmlType::Q6_K) return q6k_pack(rows, row_bytes, blocks, tile);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* t = tile + b * Q2KTile::bytes;
@@ -97,6 +153,7 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 }
 
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  if (GgmlType(type) == GgmlType::Q6_K) return q6k_unpack_row(tile, blocks, r, row);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* t = tile + b * Q2KTile::bytes;

@@ -1,5 +1,5 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K and Q8_0 matrices are loaded as
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K, Q6_K and Q8_0 matrices are loaded as
 // tiles when the CPU backend has the kernel, runtime/model/gguf_tiles.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
@@ -21,6 +21,11 @@
 // Q2_K tile, per 256-value block of 16 rows (1344 bytes, as 16 x 84): d[16], dmin[16] f16 |
 //   the scale/min bytes [16 groups][16 rows] as stored | codes [16 groups][16 rows][4 bytes], byte
 //   i of a row's dword holding the 2-bit codes of values 16g + i, +4, +8, +12 at bits 0, 2, 4, 6.
+// Q6_K tile, per 256-value block of 16 rows (3360 bytes, as 16 x 210): d[16] f16 | the int8
+//   scales [16 groups][16 rows] | codes [16 groups][3 lines][16 rows][4 bytes]: the 6-bit codes as
+//   stored (0..63, the value q - 32). Byte i of a row's dword in line L holds the code of value
+//   16g + 4L + i in bits 0-5 and bits 2L, 2L+1 of the code of value 16g + 12 + i in bits 6-7, so
+//   three of each group's four code planes are one mask each.
 // Tiles of a matrix follow each other: tile t = rows 16t..16t+15, blocks in order.
 #pragma once
 
@@ -42,9 +47,12 @@ struct Q80 {
 struct Q2K {
   static constexpr int64_t d = 0, dmin = 32, scm = 64, codes = scm + 256, bytes = codes + 16 * 64;
 };
+struct Q6K {
+  static constexpr int64_t d = 0, sc = 32, codes = sc + 256, bytes = codes + 16 * 3 * 64;
+};
 }  // namespace ggml_tile_layout
 
-// Whether `type` has a tile form (Q2_K, Q4_K, Q8_0).
+// Whether `type` has a tile form (Q2_K, Q4_K, Q6_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);

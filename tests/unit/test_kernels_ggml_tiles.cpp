@@ -1,5 +1,5 @@
 // Row-interleaved tiles of GGUF blocks (runtime/core/ggml_tiles.h) and their GEMV
-// (cpu_kernels/ggml_gemv_tiles.h), for every tiled type (Q2_K, Q4_K, Q8_0), at every ISA level this CPU
+// (cpu_kernels/ggml_gemv_tiles.h), for every tiled type (Q2_K, Q4_K, Q6_K, Q8_0), at every ISA level this CPU
 // has:
 //   (1) tiles are lossless: random bytes (every bit of the packed scales used) -> tile -> blocks
 //       gives the same bytes back; and the tile moves each value (a mutated tile byte changes
@@ -34,7 +34,7 @@ namespace gd = cpu::ggml_gemv_detail;
 
 namespace {
 
-constexpr GgmlType kTiled[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q8_0};
+constexpr GgmlType kTiled[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0};
 
 struct TypeFacts {
   uint32_t id;
@@ -60,7 +60,8 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q4_K)) == 2368);
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q8_0)) == 16 * 34);
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q2_K)) == 16 * 84);
-  REQUIRE_FALSE(ggml_tile_supported(uint32_t(GgmlType::Q6_K)));
+  REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q6_K)) == 16 * 210);
+  REQUIRE_FALSE(ggml_tile_supported(uint32_t(GgmlType::Q4_0)));
   std::mt19937 rng(11);
   for (GgmlType type : kTiled) {
     const TypeFacts f = facts(type);
@@ -78,10 +79,12 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
         REQUIRE(std::memcmp(back.data() + r * row_bytes, rows.data() + r * row_bytes, size_t(blocks * f.bytes)) == 0);
       // Flipping one code byte of row 7 in the tile changes exactly the values that byte holds:
       // Q4_K sub-block 5, quarter 2, byte 3 (values 32*5 + 8*2 + 3 and + 4); Q8_0 quarter 5, byte
-      // 3; Q2_K group 5, byte 3 (values 16*5 + 3, + 4, + 8, + 12).
-      const bool q4k = type == GgmlType::Q4_K, q2k = type == GgmlType::Q2_K;
-      const int64_t at = q4k ? 320 + (4 * 5 + 2) * 64 + 7 * 4 + 3
+      // 3; Q2_K group 5, byte 3 (values 16*5 + 3, + 4, + 8, + 12); Q6_K group 5, line 1, byte 3
+      // (values 16*5 + 4 + 3 and, by its top bit pair, 16*5 + 12 + 3).
+      const bool q4k = type == GgmlType::Q4_K, q2k = type == GgmlType::Q2_K, q6k = type == GgmlType::Q6_K;
+      const int64_t at = q4k   ? 320 + (4 * 5 + 2) * 64 + 7 * 4 + 3
                          : q2k ? 320 + (5 * 16 + 7) * 4 + 3
+                         : q6k ? 288 + ((3 * 5 + 1) * 16 + 7) * 4 + 3
                                : 32 + (5 * 16 + 7) * 4 + 3;
       std::vector<uint8_t> mutated = tile;
       mutated[size_t(at)] ^= 0xFF;
@@ -92,6 +95,7 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
       for (int64_t v = 0; v < f.block; ++v) {
         const bool held = q4k   ? (v == 32 * 5 + 8 * 2 + 3 || v == 32 * 5 + 8 * 2 + 4 + 3)
                           : q2k ? (v >= 80 && v < 96 && v % 4 == 3)
+                          : q6k ? (v == 80 + 4 + 3 || v == 80 + 12 + 3)
                                 : v == 4 * 5 + 3;
         if (std::isfinite(a[size_t(v)]) && a[size_t(v)] != 0.0f) CHECK((a[size_t(v)] != b[size_t(v)]) == held);
       }
@@ -175,7 +179,7 @@ TEST_CASE("tiles: a shape that is not whole tiles is refused") {
   const uint32_t q4k = uint32_t(GgmlType::Q4_K);
   CHECK_THROWS(cpu::ggml_gemv_tiles(q4k, w.data(), 15, 256, 1, x.data(), y.data(), 2));
   CHECK_THROWS(cpu::ggml_gemv_tiles(q4k, w.data(), 16, 200, 1, x.data(), y.data(), 2));
-  CHECK_THROWS(cpu::ggml_gemv_tiles(uint32_t(GgmlType::Q6_K), w.data(), 16, 256, 1, x.data(), y.data(), 2));
+  CHECK_THROWS(cpu::ggml_gemv_tiles(uint32_t(GgmlType::Q4_0), w.data(), 16, 256, 1, x.data(), y.data(), 2));
 }
 
 TEST_CASE("tiles: a tiled WeightView decodes and multiplies as its blocks do") {
