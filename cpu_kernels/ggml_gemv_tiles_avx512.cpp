@@ -16,6 +16,7 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
@@ -27,9 +28,13 @@ inline __m512i bcast4(const void* p) {
   return _mm512_set1_epi32(v);
 }
 
-// A K-quant tile block's end (Q2_K, Q4_K): acc += isum · (d · d_x · d_scale) − msum · (dmin · d_x),
+// Bits of `a` where `mask` is set, of `b` elsewhere.
+inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
+
+// A K-quant tile block's end (Q2_K, Q4_K, Q5_K): acc += isum · (d · d_x · d_scale) − msum · (dmin · d_x),
 // 16 rows at once, with d[16] and dmin[16] as fp16 at the layouts' d and dmin (the same for both).
-static_assert(Q4KTile::d == Q2KTile::d && Q4KTile::dmin == Q2KTile::dmin);
+static_assert(Q4KTile::d == Q2KTile::d && Q4KTile::dmin == Q2KTile::dmin && Q5KTile::d == Q4KTile::d &&
+              Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m);
 template <int NT>
 inline void kquant_block_end(const uint8_t* tb, float d_scale, const __m512i* isum, const __m512i* msum,
                              const Q8Act* a, int64_t b, __m512* acc) {
@@ -40,6 +45,16 @@ inline void kquant_block_end(const uint8_t* tb, float d_scale, const __m512i* is
     const __m512 dx = _mm512_set1_ps(a[t].d[b]);
     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
     acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
+  }
+}
+
+// The mins of a Q4_K or Q5_K tile block, two sub-blocks per vpdpwssd: lanes (m[2p][r], m[2p+1][r])
+// · (bsum32[2p], bsum32[2p+1]).
+template <int NT>
+inline void k4_mins(const uint8_t* tb, const Q8Act* a, int64_t b, __m512i* msum) {
+  for (int p = 0; p < 4; ++p) {
+    const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::m + 32 * p)));
+    for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mw, bcast4(a[t].bsum32 + 8 * b + 2 * p));
   }
 }
 
@@ -73,11 +88,54 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::sc + 16 * j)));
       for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(_mm512_slli_epi32(sj[t], 4), sk[t]), sc));
     }
-    for (int p = 0; p < 4; ++p) {  // lanes: (m[2p][r], m[2p+1][r]) · (bsum32[2p], bsum32[2p+1])
-      const __m512i mw = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::m + 32 * p)));
-      for (int t = 0; t < NT; ++t) msum[t] = _mm512_dpwssd_epi32(msum[t], mw, bcast4(a[t].bsum32 + 8 * b + 2 * p));
-    }
+    k4_mins<NT>(tb, a, b, msum);
     kquant_block_end<NT>(tb, 1.0f / 16.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+// Q5_K, per sub-block of 32 (five 64-byte lines): codes 0-19 are a 5-bit mask of their line, codes
+// 20-31 gathered from the lines' bits 5-7 (six shifts, four bit selects); eight vpdpbusd per token,
+// the sub-block's scale one vpmulld per 16 rows, the mins as Q4_K's.
+template <int NT>
+void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low5 = _mm512_set1_epi8(0x1F), m1 = _mm512_set1_epi8(0x01), m3 = _mm512_set1_epi8(0x03),
+                m7 = _mm512_set1_epi8(0x07), m15 = _mm512_set1_epi8(0x0F);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q5KTile::bytes;
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    __m512i isum[NT], msum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t* c = tb + Q5KTile::codes + 320 * j;
+      __m512i l[5];
+      for (int k = 0; k < 5; ++k) {
+        prefetch_line(c + 64 * k, end);
+        l[k] = _mm512_loadu_si512(c + 64 * k);
+      }
+      // 16-bit shifts: what a byte takes from its neighbour is masked off or not selected.
+      const __m512i q5 = _mm512_and_si512(bitselect(m7, _mm512_srli_epi16(l[0], 5), _mm512_srli_epi16(l[1], 2)), low5);
+      const __m512i q6 = _mm512_and_si512(
+          bitselect(m15, bitselect(m1, _mm512_srli_epi16(l[1], 7), _mm512_srli_epi16(l[2], 4)), _mm512_srli_epi16(l[3], 1)),
+          low5);
+      const __m512i q7 = _mm512_and_si512(bitselect(m3, _mm512_srli_epi16(l[3], 6), _mm512_srli_epi16(l[4], 3)), low5);
+      const __m512i q[8] = {_mm512_and_si512(l[0], low5), _mm512_and_si512(l[1], low5), _mm512_and_si512(l[2], low5),
+                            _mm512_and_si512(l[3], low5), _mm512_and_si512(l[4], low5), q5, q6, q7};
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q5KTile::sc + 16 * j)));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 32 * j;
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();  // two chains: half the latency
+        for (int k = 0; k < 8; k += 2) {
+          s0 = _mm512_dpbusd_epi32(s0, q[k], bcast4(xq + 4 * k));
+          s1 = _mm512_dpbusd_epi32(s1, q[k + 1], bcast4(xq + 4 * k + 4));
+        }
+        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
+      }
+    }
+    k4_mins<NT>(tb, a, b, msum);
+    kquant_block_end<NT>(tb, 1.0f, isum, msum, a, b, acc);
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
@@ -154,8 +212,6 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
-// Bits of `a` where `mask` is set, of `b` elsewhere.
-inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
 
 // Q6_K, per group of 16 values (three 64-byte lines): codes 0-11 are a 6-bit mask of their line;
 // codes 12-15 are gathered from the lines' top bit pairs (three shifts, two bit selects). Each of
@@ -207,6 +263,7 @@ TileDot kernel(uint32_t type) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q2_K: return tile_q2k<NT>;
+    case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
     default: return nullptr;
   }

@@ -11,8 +11,11 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
-constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84, kQ6KBytes = 210;  // the GGUF blocks
+constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84, kQ5KBytes = 176, kQ6KBytes = 210;  // the GGUF blocks
+static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::sc == Q4KTile::sc &&
+              Q5KTile::m == Q4KTile::m && Q5KTile::codes == Q4KTile::codes);
 
 // Q4_K's 12 scale bytes from 8 six-bit scales and mins (ggml_k4_scales inverted).
 void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
@@ -25,6 +28,87 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
 
 // Code t (0..255) of a Q2_K block's 64 code bytes.
 int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
+
+// Q4_K and Q5_K tiles share their header: d, dmin, the 8 scales and the min pairs of each row.
+void k4_pack_header(const uint8_t* blk, int r, uint8_t* t) {
+  std::memcpy(t + Q4KTile::d + 2 * r, blk, 2);
+  std::memcpy(t + Q4KTile::dmin + 2 * r, blk + 2, 2);
+  int sc[8], m[8];
+  ggml_k4_scales(blk + 4, sc, m);
+  for (int j = 0; j < 8; ++j) {
+    t[Q4KTile::sc + 16 * j + r] = uint8_t(sc[j]);
+    t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
+  }
+}
+void k4_unpack_header(const uint8_t* t, int64_t r, uint8_t* blk) {
+  std::memcpy(blk, t + Q4KTile::d + 2 * r, 2);
+  std::memcpy(blk + 2, t + Q4KTile::dmin + 2 * r, 2);
+  int sc[8], m[8];
+  for (int j = 0; j < 8; ++j) sc[j] = t[Q4KTile::sc + 16 * j + r], m[j] = t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)];
+  k4_pack_scales(sc, m, blk + 4);
+}
+
+// Code t (0..255, 5 bits) of a Q5_K block: the nibble in qs, the fifth bit in qh.
+int q5k_code(const uint8_t* blk, int t) {
+  const int j = t / 32, i = t % 32;
+  return ((blk[48 + (j / 2) * 32 + i] >> (4 * (j % 2))) & 15) | (((blk[16 + i] >> j) & 1) << 4);
+}
+void q5k_set_code(uint8_t* blk, int t, int code) {  // blk's qh and qs zeroed first
+  const int j = t / 32, i = t % 32;
+  blk[48 + (j / 2) * 32 + i] |= uint8_t((code & 15) << (4 * (j % 2)));
+  blk[16 + i] |= uint8_t((code >> 4) << j);
+}
+// The three codes of values 20 + i, 24 + i, 28 + i of a sub-block as bits 5-7 of its five lines.
+void q5k_spread(int c5, int c6, int c7, int* spare) {
+  spare[0] = c5 & 7;
+  spare[1] = (c5 >> 3) | ((c6 & 1) << 2);
+  spare[2] = (c6 >> 1) & 7;
+  spare[3] = (c6 >> 4) | ((c7 & 3) << 1);
+  spare[4] = c7 >> 2;
+}
+void q5k_gather(const int* spare, int* c) {
+  c[0] = spare[0] | ((spare[1] & 3) << 3);
+  c[1] = (spare[1] >> 2) | (spare[2] << 1) | ((spare[3] & 1) << 4);
+  c[2] = (spare[3] >> 1) | (spare[4] << 2);
+}
+int64_t q5k_code_byte(int j, int line, int64_t r, int i) { return Q5KTile::codes + ((5 * j + line) * 16 + r) * 4 + i; }
+
+void q5k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q5KTile::bytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ5KBytes;
+      k4_pack_header(blk, r, t);
+      for (int j = 0; j < 8; ++j)
+        for (int i = 0; i < 4; ++i) {
+          int spare[5];
+          q5k_spread(q5k_code(blk, 32 * j + 20 + i), q5k_code(blk, 32 * j + 24 + i), q5k_code(blk, 32 * j + 28 + i), spare);
+          for (int line = 0; line < 5; ++line)
+            t[q5k_code_byte(j, line, r, i)] = uint8_t(q5k_code(blk, 32 * j + 4 * line + i) | (spare[line] << 5));
+        }
+    }
+  }
+}
+
+void q5k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q5KTile::bytes;
+    uint8_t* blk = row + b * kQ5KBytes;
+    k4_unpack_header(t, r, blk);
+    std::memset(blk + 16, 0, 160);
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 4; ++i) {
+        int spare[5], c[3];
+        for (int line = 0; line < 5; ++line) {
+          const int byte = t[q5k_code_byte(j, line, r, i)];
+          q5k_set_code(blk, 32 * j + 4 * line + i, byte & 31);
+          spare[line] = byte >> 5;
+        }
+        q5k_gather(spare, c);
+        for (int k = 0; k < 3; ++k) q5k_set_code(blk, 32 * j + 20 + 4 * k + i, c[k]);
+      }
+  }
+}
 
 // Code t (0..255, 6 bits) of a Q6_K block: the low nibble in ql, the two high bits in qh.
 int q6k_code(const uint8_t* blk, int t) {
@@ -90,6 +174,7 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
     case GgmlType::Q4_K: return Q4KTile::bytes;
     case GgmlType::Q8_0: return Q80Tile::bytes;
     case GgmlType::Q2_K: return Q2KTile::bytes;
+    case GgmlType::Q5_K: return Q5KTile::bytes;
     case GgmlType::Q6_K: return Q6KTile::bytes;
     default: return 0;
   }
@@ -97,6 +182,7 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
 
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
   if (GgmlType(type) == GgmlType::Q6_K) return q6k_pack(rows, row_bytes, blocks, tile);
+  if (GgmlType(type) == GgmlType::Q5_K) return q5k_pack(rows, row_bytes, blocks, tile);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* t = tile + b * Q2KTile::bytes;
@@ -131,14 +217,7 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
     uint8_t* t = tile + b * Q4KTile::bytes;
     for (int r = 0; r < kTileRows; ++r) {
       const uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
-      std::memcpy(t + Q4KTile::d + 2 * r, blk, 2);
-      std::memcpy(t + Q4KTile::dmin + 2 * r, blk + 2, 2);
-      int sc[8], m[8];
-      ggml_k4_scales(blk + 4, sc, m);
-      for (int j = 0; j < 8; ++j) {
-        t[Q4KTile::sc + 16 * j + r] = uint8_t(sc[j]);
-        t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)] = uint8_t(m[j]);
-      }
+      k4_pack_header(blk, r, t);
       uint8_t code[256];  // in value order
       for (int c = 0; c < 4; ++c)
         for (int i = 0; i < 32; ++i) {
@@ -154,6 +233,7 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
   if (GgmlType(type) == GgmlType::Q6_K) return q6k_unpack_row(tile, blocks, r, row);
+  if (GgmlType(type) == GgmlType::Q5_K) return q5k_unpack_row(tile, blocks, r, row);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* t = tile + b * Q2KTile::bytes;
@@ -187,11 +267,7 @@ void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, in
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* t = tile + b * Q4KTile::bytes;
     uint8_t* blk = row + b * kQ4KBytes;
-    std::memcpy(blk, t + Q4KTile::d + 2 * r, 2);
-    std::memcpy(blk + 2, t + Q4KTile::dmin + 2 * r, 2);
-    int sc[8], m[8];
-    for (int j = 0; j < 8; ++j) sc[j] = t[Q4KTile::sc + 16 * j + r], m[j] = t[Q4KTile::m + 32 * (j / 2) + 2 * r + (j % 2)];
-    k4_pack_scales(sc, m, blk + 4);
+    k4_unpack_header(t, r, blk);
     uint8_t* qs = blk + 16;
     std::memset(qs, 0, 128);
     for (int j = 0; j < 8; ++j)

@@ -1,5 +1,5 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K, Q6_K and Q8_0 matrices are loaded as
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K, Q5_K, Q6_K and Q8_0 matrices are loaded as
 // tiles when the CPU backend has the kernel, runtime/model/gguf_tiles.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
@@ -26,6 +26,12 @@
 //   stored (0..63, the value q - 32). Byte i of a row's dword in line L holds the code of value
 //   16g + 4L + i in bits 0-5 and bits 2L, 2L+1 of the code of value 16g + 12 + i in bits 6-7, so
 //   three of each group's four code planes are one mask each.
+// Q5_K tile, per 256-value block of 16 rows (2880 bytes against 16 x 176 = 2816): Q4_K's d, dmin,
+//   scales and min pairs | codes [8 sub-blocks][5 lines][16 rows][4 bytes], the 5-bit codes as
+//   stored: byte i of a row's dword in line L holds the code of value 32j + 4L + i in bits 0-4,
+//   and bits 5-7 of the five lines hold the codes of values 32j + 20 + i, + 24, + 28 (15 bits:
+//   line 0 bits 0-2 of the first, line 1 its bits 3-4 and bit 0 of the second, line 2 that one's
+//   bits 1-3, line 3 its bit 4 and bits 0-1 of the third, line 4 that one's bits 2-4).
 // Tiles of a matrix follow each other: tile t = rows 16t..16t+15, blocks in order.
 #pragma once
 
@@ -47,12 +53,15 @@ struct Q80 {
 struct Q2K {
   static constexpr int64_t d = 0, dmin = 32, scm = 64, codes = scm + 256, bytes = codes + 16 * 64;
 };
+struct Q5K {  // d, dmin, sc and m as Q4K's
+  static constexpr int64_t d = 0, dmin = 32, sc = 64, m = 192, codes = 320, bytes = codes + 8 * 5 * 64;
+};
 struct Q6K {
   static constexpr int64_t d = 0, sc = 32, codes = sc + 256, bytes = codes + 16 * 3 * 64;
 };
 }  // namespace ggml_tile_layout
 
-// Whether `type` has a tile form (Q2_K, Q4_K, Q6_K, Q8_0).
+// Whether `type` has a tile form (Q2_K, Q4_K, Q5_K, Q6_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);
