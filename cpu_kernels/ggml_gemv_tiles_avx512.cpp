@@ -16,6 +16,7 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q3KTile = ggml_tile_layout::Q3K;
 using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 
@@ -90,6 +91,73 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     }
     k4_mins<NT>(tb, a, b, msum);
     kquant_block_end<NT>(tb, 1.0f / 16.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
+// Q3_K. Per block, the 16 rows' 6-bit scales of all 16 groups to int8 s - 32 (four vectors, kept
+// on the stack). Per pair of groups (three 64-byte lines): group A's codes are bits 0-2 of the
+// lines, group B's bits 4-6 (kept in place: B's chain sums 16 x its products), and the two groups'
+// last codes are gathered from bits 3 and 7 at once (three shifts, two bit selects). Each plane is
+// one vpdpbusd per token; a group's sum less 4 x its activation codes' sum (the stored code is
+// q + 4), times its scale (one vpmulld per 16 rows).
+template <int NT>
+void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low3 = _mm512_set1_epi8(0x07), high3 = _mm512_set1_epi8(0x70), low4 = _mm512_set1_epi8(0x0F),
+                low6 = _mm512_set1_epi8(0x3F), bias = _mm512_set1_epi8(32),
+                sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  alignas(64) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q3KTile::bytes;
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    {
+      const __m512i z0 = _mm512_loadu_si512(tb + Q3KTile::slo), z1 = _mm512_loadu_si512(tb + Q3KTile::slo + 64),
+                    hi = _mm512_loadu_si512(tb + Q3KTile::shi);
+      // Group 8k + 2c + e's bit pair is at bits 4k + 2e of the high byte: each to bits 4-5.
+      const __m512i lo[4] = {z0, _mm512_srli_epi16(z0, 4), z1, _mm512_srli_epi16(z1, 4)};
+      const __m512i hp[4] = {_mm512_slli_epi16(hi, 4), _mm512_slli_epi16(hi, 2), hi, _mm512_srli_epi16(hi, 2)};
+      for (int v = 0; v < 4; ++v)
+        _mm512_store_si512(sc8[v], _mm512_sub_epi8(_mm512_and_si512(bitselect(low4, lo[v], hp[v]), low6), bias));
+    }
+    __m512i isa[NT], isb[NT];
+    for (int t = 0; t < NT; ++t) isa[t] = isb[t] = _mm512_setzero_si512();
+    for (int p = 0; p < 8; ++p) {
+      const uint8_t* c = tb + Q3KTile::codes + 192 * p;
+      prefetch_line(c, end);
+      prefetch_line(c + 64, end);
+      prefetch_line(c + 128, end);
+      const __m512i l0 = _mm512_loadu_si512(c), l1 = _mm512_loadu_si512(c + 64), l2 = _mm512_loadu_si512(c + 128);
+      // Bit L of the last codes (bits 3 and 7 of line L) to bits L and 4 + L (16-bit shifts: what
+      // a byte takes from its neighbour is not selected or masked off).
+      const __m512i u = bitselect(sel33, bitselect(sel11, _mm512_srli_epi16(l0, 3), _mm512_srli_epi16(l1, 2)),
+                                  _mm512_srli_epi16(l2, 1));
+      const __m512i qa[4] = {_mm512_and_si512(l0, low3), _mm512_and_si512(l1, low3), _mm512_and_si512(l2, low3),
+                             _mm512_and_si512(u, low3)};
+      const __m512i qb[4] = {_mm512_and_si512(l0, high3), _mm512_and_si512(l1, high3), _mm512_and_si512(l2, high3),
+                             _mm512_and_si512(u, high3)};
+      const int k = p / 4, cc = p % 4;
+      const __m512i sa = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k] + 16 * cc)));
+      const __m512i sb = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k + 1] + 16 * cc)));
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 32 * p;
+        __m512i ga = _mm512_setzero_si512(), gb = _mm512_setzero_si512();
+        for (int q = 0; q < 4; ++q) {
+          ga = _mm512_dpbusd_epi32(ga, qa[q], bcast4(xq + 4 * q));
+          gb = _mm512_dpbusd_epi32(gb, qb[q], bcast4(xq + 16 + 4 * q));
+        }
+        ga = _mm512_sub_epi32(ga, _mm512_set1_epi32(4 * int32_t(a[t].bsum[16 * b + 2 * p])));
+        gb = _mm512_sub_epi32(gb, _mm512_set1_epi32(64 * int32_t(a[t].bsum[16 * b + 2 * p + 1])));
+        isa[t] = _mm512_add_epi32(isa[t], _mm512_mullo_epi32(ga, sa));
+        isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(gb, sb));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q3KTile::d)));
+    for (int t = 0; t < NT; ++t) {
+      const __m512i is = _mm512_add_epi32(isa[t], _mm512_srai_epi32(isb[t], 4));  // isb is 16 x, exactly
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(d, _mm512_set1_ps(a[t].d[b])), acc[t]);
+    }
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
@@ -263,6 +331,7 @@ TileDot kernel(uint32_t type) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q2_K: return tile_q2k<NT>;
+    case GgmlType::Q3_K: return tile_q3k<NT>;
     case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
     default: return nullptr;

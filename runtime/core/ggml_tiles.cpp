@@ -11,9 +11,10 @@ namespace {
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q80Tile = ggml_tile_layout::Q80;
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q3KTile = ggml_tile_layout::Q3K;
 using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
-constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84, kQ5KBytes = 176, kQ6KBytes = 210;  // the GGUF blocks
+constexpr int64_t kQ4KBytes = 144, kQ80Bytes = 34, kQ2KBytes = 84, kQ3KBytes = 110, kQ5KBytes = 176, kQ6KBytes = 210;  // the GGUF blocks
 static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::sc == Q4KTile::sc &&
               Q5KTile::m == Q4KTile::m && Q5KTile::codes == Q4KTile::codes);
 
@@ -28,6 +29,86 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
 
 // Code t (0..255) of a Q2_K block's 64 code bytes.
 int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
+
+// Q3_K: code t (0..7) from qs (2 bits) and hmask (the third), and scale g (0..63) from its 12
+// packed bytes at blk + 96 (low nibbles in bytes 0-7, bit pairs in bytes 8-11).
+int q3k_code(const uint8_t* blk, int t) {
+  return ((blk[32 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3) | (((blk[t % 32] >> (t / 32)) & 1) << 2);
+}
+void q3k_set_code(uint8_t* blk, int t, int code) {  // blk's hmask and qs zeroed first
+  blk[32 + (t / 128) * 32 + t % 32] |= uint8_t((code & 3) << (2 * ((t % 128) / 32)));
+  blk[t % 32] |= uint8_t((code >> 2) << (t / 32));
+}
+int q3k_scale(const uint8_t* blk, int g) {
+  return ((blk[96 + g % 8] >> (4 * (g / 8))) & 15) | (((blk[104 + g % 4] >> (2 * (g / 4))) & 3) << 4);
+}
+void q3k_set_scale(uint8_t* blk, int g, int s) {  // the 12 scale bytes zeroed first
+  blk[96 + g % 8] |= uint8_t((s & 15) << (4 * (g / 8)));
+  blk[104 + g % 4] |= uint8_t((s >> 4) << (2 * (g / 4)));
+}
+// Where group g's scale sits in a Q3_K tile block: its low nibble's byte and shift, its bit pair's.
+struct Q3KScaleAt {
+  int64_t lo;
+  int lo_shift;
+  int64_t hi;
+  int hi_shift;
+};
+Q3KScaleAt q3k_scale_at(int g, int64_t r) {
+  const int k = g / 8, c = (g % 8) / 2, e = g % 2, m = 2 * k + e;
+  return {Q3KTile::slo + (4 * k + c) * 16 + r, 4 * e, Q3KTile::shi + c * 16 + r, 2 * m};
+}
+int64_t q3k_code_byte(int p, int line, int64_t r, int i) { return Q3KTile::codes + ((3 * p + line) * 16 + r) * 4 + i; }
+
+void q3k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q3KTile::bytes;
+    std::memset(t + Q3KTile::slo, 0, Q3KTile::codes - Q3KTile::slo);
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ3KBytes;
+      std::memcpy(t + Q3KTile::d + 2 * r, blk + 108, 2);
+      for (int g = 0; g < 16; ++g) {
+        const int s = q3k_scale(blk, g);
+        const Q3KScaleAt at = q3k_scale_at(g, r);
+        t[at.lo] |= uint8_t((s & 15) << at.lo_shift);
+        t[at.hi] |= uint8_t((s >> 4) << at.hi_shift);
+      }
+      for (int p = 0; p < 8; ++p)
+        for (int i = 0; i < 4; ++i) {
+          const int a3 = q3k_code(blk, 32 * p + 12 + i), b3 = q3k_code(blk, 32 * p + 28 + i);
+          for (int line = 0; line < 3; ++line)
+            t[q3k_code_byte(p, line, r, i)] =
+                uint8_t(q3k_code(blk, 32 * p + 4 * line + i) | (((a3 >> line) & 1) << 3) |
+                        (q3k_code(blk, 32 * p + 16 + 4 * line + i) << 4) | (((b3 >> line) & 1) << 7));
+        }
+    }
+  }
+}
+
+void q3k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q3KTile::bytes;
+    uint8_t* blk = row + b * kQ3KBytes;
+    std::memset(blk, 0, 108);
+    std::memcpy(blk + 108, t + Q3KTile::d + 2 * r, 2);
+    for (int g = 0; g < 16; ++g) {
+      const Q3KScaleAt at = q3k_scale_at(g, r);
+      q3k_set_scale(blk, g, ((t[at.lo] >> at.lo_shift) & 15) | (((t[at.hi] >> at.hi_shift) & 3) << 4));
+    }
+    for (int p = 0; p < 8; ++p)
+      for (int i = 0; i < 4; ++i) {
+        int a3 = 0, b3 = 0;
+        for (int line = 0; line < 3; ++line) {
+          const int byte = t[q3k_code_byte(p, line, r, i)];
+          q3k_set_code(blk, 32 * p + 4 * line + i, byte & 7);
+          q3k_set_code(blk, 32 * p + 16 + 4 * line + i, (byte >> 4) & 7);
+          a3 |= ((byte >> 3) & 1) << line;
+          b3 |= ((byte >> 7) & 1) << line;
+        }
+        q3k_set_code(blk, 32 * p + 12 + i, a3);
+        q3k_set_code(blk, 32 * p + 28 + i, b3);
+      }
+  }
+}
 
 // Q4_K and Q5_K tiles share their header: d, dmin, the 8 scales and the min pairs of each row.
 void k4_pack_header(const uint8_t* blk, int r, uint8_t* t) {
@@ -174,6 +255,7 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
     case GgmlType::Q4_K: return Q4KTile::bytes;
     case GgmlType::Q8_0: return Q80Tile::bytes;
     case GgmlType::Q2_K: return Q2KTile::bytes;
+    case GgmlType::Q3_K: return Q3KTile::bytes;
     case GgmlType::Q5_K: return Q5KTile::bytes;
     case GgmlType::Q6_K: return Q6KTile::bytes;
     default: return 0;
@@ -183,6 +265,7 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
   if (GgmlType(type) == GgmlType::Q6_K) return q6k_pack(rows, row_bytes, blocks, tile);
   if (GgmlType(type) == GgmlType::Q5_K) return q5k_pack(rows, row_bytes, blocks, tile);
+  if (GgmlType(type) == GgmlType::Q3_K) return q3k_pack(rows, row_bytes, blocks, tile);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       uint8_t* t = tile + b * Q2KTile::bytes;
@@ -234,6 +317,7 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
   if (GgmlType(type) == GgmlType::Q6_K) return q6k_unpack_row(tile, blocks, r, row);
   if (GgmlType(type) == GgmlType::Q5_K) return q5k_unpack_row(tile, blocks, r, row);
+  if (GgmlType(type) == GgmlType::Q3_K) return q3k_unpack_row(tile, blocks, r, row);
   if (GgmlType(type) == GgmlType::Q2_K) {
     for (int64_t b = 0; b < blocks; ++b) {
       const uint8_t* t = tile + b * Q2KTile::bytes;

@@ -1,5 +1,5 @@
 // Lossless row-interleaved tiles of a GGUF tensor's blocks, for decode GEMV at RAM speed
-// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K, Q4_K, Q5_K, Q6_K and Q8_0 matrices are loaded as
+// (cpu_kernels/ggml_gemv_tiles.h runs them; a GGUF's Q2_K..Q6_K and Q8_0 matrices are loaded as
 // tiles when the CPU backend has the kernel, runtime/model/gguf_tiles.h).
 //
 // A GGUF block keeps one row's codes and scales together, so a one-token product must unpack
@@ -26,6 +26,13 @@
 //   stored (0..63, the value q - 32). Byte i of a row's dword in line L holds the code of value
 //   16g + 4L + i in bits 0-5 and bits 2L, 2L+1 of the code of value 16g + 12 + i in bits 6-7, so
 //   three of each group's four code planes are one mask each.
+// Q3_K tile, per 256-value block of 16 rows (1760 bytes, as 16 x 110): d[16] f16 | the 6-bit
+//   scales as stored (0..63, the scale s - 32): low nibbles [2 k][4 c][16 rows] (groups 8k + 2c
+//   and 8k + 2c + 1 in the low and high nibble), high bit pairs [4 c][16 rows] (bits 2m, 2m + 1:
+//   group 8 (m / 2) + 2c + m % 2) | codes [8 group pairs][3 lines][16 rows][4 bytes], the 3-bit
+//   codes as stored (0..7, the value q - 4): byte i of a row's dword in line L holds, for pair p,
+//   the code of value 32p + 4L + i in bits 0-2 and of 32p + 16 + 4L + i in bits 4-6, and bit L of
+//   the codes of 32p + 12 + i and 32p + 28 + i in bits 3 and 7.
 // Q5_K tile, per 256-value block of 16 rows (2880 bytes against 16 x 176 = 2816): Q4_K's d, dmin,
 //   scales and min pairs | codes [8 sub-blocks][5 lines][16 rows][4 bytes], the 5-bit codes as
 //   stored: byte i of a row's dword in line L holds the code of value 32j + 4L + i in bits 0-4,
@@ -53,6 +60,9 @@ struct Q80 {
 struct Q2K {
   static constexpr int64_t d = 0, dmin = 32, scm = 64, codes = scm + 256, bytes = codes + 16 * 64;
 };
+struct Q3K {
+  static constexpr int64_t d = 0, slo = 32, shi = slo + 128, codes = shi + 64, bytes = codes + 8 * 3 * 64;
+};
 struct Q5K {  // d, dmin, sc and m as Q4K's
   static constexpr int64_t d = 0, dmin = 32, sc = 64, m = 192, codes = 320, bytes = codes + 8 * 5 * 64;
 };
@@ -61,7 +71,7 @@ struct Q6K {
 };
 }  // namespace ggml_tile_layout
 
-// Whether `type` has a tile form (Q2_K, Q4_K, Q5_K, Q6_K, Q8_0).
+// Whether `type` has a tile form (Q2_K..Q6_K, Q8_0).
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);

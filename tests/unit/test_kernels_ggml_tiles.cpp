@@ -1,5 +1,5 @@
 // Row-interleaved tiles of GGUF blocks (runtime/core/ggml_tiles.h) and their GEMV
-// (cpu_kernels/ggml_gemv_tiles.h), for every tiled type (Q2_K, Q4_K, Q5_K, Q6_K, Q8_0), at every ISA level this CPU
+// (cpu_kernels/ggml_gemv_tiles.h), for every tiled type (Q2_K..Q6_K, Q8_0), at every ISA level this CPU
 // has:
 //   (1) tiles are lossless: random bytes (every bit of the packed scales used) -> tile -> blocks
 //       gives the same bytes back; and the tile moves each value (a mutated tile byte changes
@@ -34,7 +34,8 @@ namespace gd = cpu::ggml_gemv_detail;
 
 namespace {
 
-constexpr GgmlType kTiled[] = {GgmlType::Q2_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0};
+constexpr GgmlType kTiled[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                               GgmlType::Q8_0};
 
 struct TypeFacts {
   uint32_t id;
@@ -62,6 +63,7 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q2_K)) == 16 * 84);
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q6_K)) == 16 * 210);
   REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q5_K)) == 2880);
+  REQUIRE(ggml_tile_block_bytes(uint32_t(GgmlType::Q3_K)) == 16 * 110);
   REQUIRE_FALSE(ggml_tile_supported(uint32_t(GgmlType::Q4_0)));
   std::mt19937 rng(11);
   for (GgmlType type : kTiled) {
@@ -82,10 +84,12 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
       // Q4_K sub-block 5, quarter 2, byte 3 (values 32*5 + 8*2 + 3 and + 4); Q8_0 quarter 5, byte
       // 3; Q2_K group 5, byte 3 (values 16*5 + 3, + 4, + 8, + 12); Q6_K group 5, line 1, byte 3
       // (values 16*5 + 4 + 3 and, by its top bit pair, 16*5 + 12 + 3); Q5_K sub-block 5, line 1,
-      // byte 3 (values 32*5 + 4 + 3 and, by bits 5-7, 32*5 + 20 + 3 and 32*5 + 24 + 3).
+      // byte 3 (values 32*5 + 4 + 3 and, by bits 5-7, 32*5 + 20 + 3 and 32*5 + 24 + 3); Q3_K pair 5,
+      // line 1, byte 3 (values 32*5 + 4 + 3, + 16, and by bits 3 and 7, 32*5 + 12 + 3 and + 28 + 3).
       const bool q4k = type == GgmlType::Q4_K, q2k = type == GgmlType::Q2_K, q6k = type == GgmlType::Q6_K,
-                 q5k = type == GgmlType::Q5_K;
+                 q5k = type == GgmlType::Q5_K, q3k = type == GgmlType::Q3_K;
       const int64_t at = q4k   ? 320 + (4 * 5 + 2) * 64 + 7 * 4 + 3
+                         : q3k ? 224 + ((3 * 5 + 1) * 16 + 7) * 4 + 3
                          : q5k ? 320 + ((5 * 5 + 1) * 16 + 7) * 4 + 3
                          : q2k ? 320 + (5 * 16 + 7) * 4 + 3
                          : q6k ? 288 + ((3 * 5 + 1) * 16 + 7) * 4 + 3
@@ -101,6 +105,7 @@ TEST_CASE("tiles: blocks -> tile -> blocks is the identity on every bit") {
                           : q2k ? (v >= 80 && v < 96 && v % 4 == 3)
                           : q6k ? (v == 80 + 4 + 3 || v == 80 + 12 + 3)
                           : q5k ? (v == 160 + 4 + 3 || v == 160 + 20 + 3 || v == 160 + 24 + 3)
+                          : q3k ? (v == 160 + 4 + 3 || v == 160 + 20 + 3 || v == 160 + 12 + 3 || v == 160 + 28 + 3)
                                 : v == 4 * 5 + 3;
         if (std::isfinite(a[size_t(v)]) && a[size_t(v)] != 0.0f) CHECK((a[size_t(v)] != b[size_t(v)]) == held);
       }
