@@ -51,7 +51,7 @@ class CpuBackend final : public backend::Backend {
       return;
     }
     if (w.dtype == DType::GGUF && w.tiled && n <= kGgufGemvMaxTokens) {
-      // Row tiles (a GGUF's Q2_K, Q4_K and Q8_0 matrices when loaded for this backend): 16 rows in the lanes.
+      // Row tiles (a GGUF's Q2_K..Q6_K and Q8_0 matrices when loaded for this backend): 16 rows in the lanes.
       ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }

@@ -159,12 +159,12 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
         const GgufTileInfo ti = tile_gguf_weights(w, [&](uint64_t done, uint64_t total) {
           if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
           shown = done;
-          std::fprintf(stderr, "\rmoetier: Q2_K, Q4_K and Q8_0 matrices to row tiles: %3d%%",
+          std::fprintf(stderr, "\rmoetier: K-quant and Q8_0 matrices to row tiles: %3d%%",
                        int(done * 100 / total));
         });
         if (opt.announce_device && ti.matrices > 0)
           std::fprintf(stderr,
-                       "\rmoetier: %lld Q2_K, Q4_K and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
+                       "\rmoetier: %lld K-quant and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
                        "the blocks)\n",
                        static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
       }

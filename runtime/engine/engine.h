@@ -26,7 +26,7 @@ struct EngineOptions {
   // The backend that runs the graph: "cpu" (fast kernels where it has them, the reference's
   // operators elsewhere) or "reference" (the exact fp32 path, the oracle of the tests).
   std::string backend = "cpu";
-  // A GGUF's Q2_K, Q4_K and Q8_0 matrices as row tiles (runtime/model/gguf_tiles.h) when the cpu backend runs
+  // A GGUF's Q2_K..Q6_K and Q8_0 matrices as row tiles (runtime/model/gguf_tiles.h) when the cpu backend runs
   // at the AVX-512 level and the file fits in RAM; off: as mapped blocks.
   bool gguf_tiles = true;
   // `--gpu on`: the CUDA backend (gpu_kernels/cuda_backend.h) runs the weight-heavy ops and the

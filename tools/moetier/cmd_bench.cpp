@@ -69,7 +69,7 @@ options:
                       --pread, as for generate)                                [all in RAM]
   --backend NAME      backend for `decode`: cpu or reference                          [cpu]
   --gpu on|off        `decode` on the CUDA backend (EXPERIMENTAL), --gpu-vram SIZE, --gpu-cache T, --gpu-graphs on|off [off]
-  --gguf-tiles on|off `decode` from a GGUF: its Q2_K, Q4_K, Q8_0 matrices as 16-row tiles (as for generate) [on]
+  --gguf-tiles on|off `decode` from a GGUF: its Q2_K..Q6_K, Q8_0 matrices as 16-row tiles (as for generate) [on]
   -n N                decode tokens for `decode`                                       [32]
   --prompt-tokens N   prompt length for `decode` (its prefill is timed too)           [16]
   --batch N           sequences decoded together in one step by `decode` (batched
