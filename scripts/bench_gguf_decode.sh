@@ -7,7 +7,7 @@
 # RUNS interleaved rounds (medians reported), N decode tokens after a 16-token prompt, 2 threads
 # (or $THREADS). Set LLAMA_BENCH to a llama-bench binary for the llama.cpp column (built from
 # llama.cpp's own sources; nothing of it is part of moetier); without it only moetier runs.
-# moetier runs each file twice a round: as loaded by default (Q4_K matrices as row tiles on an
+# moetier runs each file twice a round: as loaded by default (K-quant and Q8_0 matrices as row tiles on an
 # AVX-512 CPU) and with --gguf-tiles off (every matrix in its GGUF blocks).
 # Writes one JSON per run under ${OUT:-/tmp/bench_gguf_decode} and prints a table.
 set -euo pipefail
