@@ -29,6 +29,15 @@ inline __m512i bcast4(const void* p) {
   return _mm512_set1_epi32(v);
 }
 
+// n consecutive 64-byte lines of a tile at c, each prefetched ahead within the thread's run.
+template <int N>
+inline void load_lines(const uint8_t* c, const uint8_t* end, __m512i* l) {
+  for (int k = 0; k < N; ++k) {
+    prefetch_line(c + 64 * k, end);
+    l[k] = _mm512_loadu_si512(c + 64 * k);
+  }
+}
+
 // Bits of `a` where `mask` is set, of `b` elsewhere.
 inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
 
@@ -124,11 +133,9 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     __m512i isa[NT], isb[NT];
     for (int t = 0; t < NT; ++t) isa[t] = isb[t] = _mm512_setzero_si512();
     for (int p = 0; p < 8; ++p) {
-      const uint8_t* c = tb + Q3KTile::codes + 192 * p;
-      prefetch_line(c, end);
-      prefetch_line(c + 64, end);
-      prefetch_line(c + 128, end);
-      const __m512i l0 = _mm512_loadu_si512(c), l1 = _mm512_loadu_si512(c + 64), l2 = _mm512_loadu_si512(c + 128);
+      __m512i l[3];
+      load_lines<3>(tb + Q3KTile::codes + 192 * p, end, l);
+      const __m512i l0 = l[0], l1 = l[1], l2 = l[2];
       // Bit L of the last codes (bits 3 and 7 of line L) to bits L and 4 + L (16-bit shifts: what
       // a byte takes from its neighbour is not selected or masked off).
       const __m512i u = bitselect(sel33, bitselect(sel11, _mm512_srli_epi16(l0, 3), _mm512_srli_epi16(l1, 2)),
@@ -177,12 +184,8 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
-      const uint8_t* c = tb + Q5KTile::codes + 320 * j;
       __m512i l[5];
-      for (int k = 0; k < 5; ++k) {
-        prefetch_line(c + 64 * k, end);
-        l[k] = _mm512_loadu_si512(c + 64 * k);
-      }
+      load_lines<5>(tb + Q5KTile::codes + 320 * j, end, l);
       // 16-bit shifts: what a byte takes from its neighbour is masked off or not selected.
       const __m512i q5 = _mm512_and_si512(bitselect(m7, _mm512_srli_epi16(l[0], 5), _mm512_srli_epi16(l[1], 2)), low5);
       const __m512i q6 = _mm512_and_si512(
@@ -297,11 +300,9 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     __m512i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {
-      const uint8_t* c = tb + Q6KTile::codes + 192 * g;
-      prefetch_line(c, end);
-      prefetch_line(c + 64, end);
-      prefetch_line(c + 128, end);
-      const __m512i l0 = _mm512_loadu_si512(c), l1 = _mm512_loadu_si512(c + 64), l2 = _mm512_loadu_si512(c + 128);
+      __m512i l[3];
+      load_lines<3>(tb + Q6KTile::codes + 192 * g, end, l);
+      const __m512i l0 = l[0], l1 = l[1], l2 = l[2];
       // The fourth plane: bits 6-7 of the lines to bits 0-1, 2-3 and 4-5 (16-bit shifts: what a
       // byte takes from its neighbour is masked off).
       const __m512i q3 = bitselect(low4, bitselect(low2, _mm512_srli_epi16(l0, 6), _mm512_srli_epi16(l1, 4)),
