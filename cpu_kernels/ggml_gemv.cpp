@@ -162,23 +162,6 @@ struct BlockTerms {
   double main = 0, min = 0;
 };
 
-// Codes of a K-quant block by position t (the reference decoder's indexing, ggml_dequant.cpp).
-int code_q2(const uint8_t* b, int t) { return (b[16 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
-int code_q3(const uint8_t* b, int t) {  // 0..7; the value is code - 4
-  const int ql = (b[32 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3;
-  return ql | (((b[t % 32] >> (t / 32)) & 1) << 2);
-}
-int code_q4(const uint8_t* b, int t) { return (b[16 + (t / 64) * 32 + t % 32] >> (4 * ((t / 32) % 2))) & 15; }
-int code_q5(const uint8_t* b, int t) {
-  return ((b[48 + (t / 64) * 32 + t % 32] >> (4 * ((t / 32) % 2))) & 15) | (((b[16 + t % 32] >> (t / 32)) & 1) << 4);
-}
-int code_q6(const uint8_t* b, int t) {  // 0..63; the value is code - 32
-  const int h = t / 128, r = t % 128;
-  const int lo = (b[h * 64 + r % 64] >> (4 * (r / 64))) & 15;
-  const int hi = (b[128 + h * 32 + r % 32] >> (2 * (r / 32))) & 3;
-  return lo | (hi << 4);
-}
-
 BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, const int16_t* bsum) {
   BlockTerms r;
   const double d2 = dx;
@@ -193,7 +176,7 @@ BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, 
       int64_t s = 0, m = 0;
       for (int g = 0; g < 16; ++g) {
         int64_t p = 0;
-        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(code_q2(b, k)) * q[k];
+        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(ggml_q2k_code(b, k)) * q[k];
         s += int64_t(b[g] & 15) * p;
         m += int64_t(b[g] >> 4) * bsum[g];
       }
@@ -205,9 +188,9 @@ BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, 
       const uint8_t* sc = b + 96;
       int64_t s = 0;
       for (int g = 0; g < 16; ++g) {
-        const int scale = (((sc[g % 8] >> (4 * (g / 8))) & 15) | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4)) - 32;
+        const int scale = ggml_q3k_scale(b, g) - 32;
         int64_t p = 0;
-        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(code_q3(b, k)) * q[k];
+        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(ggml_q3k_code(b, k)) * q[k];
         s += int64_t(scale) * (p - 4 * int64_t(bsum[g]));
       }
       r.main = double(f16_at(b + 108)) * d2 * double(s);
@@ -220,7 +203,7 @@ BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, 
       for (int g = 0; g < 8; ++g) {
         int64_t p = 0;
         for (int k = 32 * g; k < 32 * g + 32; ++k)
-          p += int64_t(t == GgmlType::Q4_K ? code_q4(b, k) : code_q5(b, k)) * q[k];
+          p += int64_t(t == GgmlType::Q4_K ? ggml_q4k_code(b, k) : ggml_q5k_code(b, k)) * q[k];
         s += int64_t(sc[g]) * p;
         m += int64_t(mn[g]) * (bsum[2 * g] + bsum[2 * g + 1]);
       }
@@ -233,7 +216,7 @@ BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, 
       int64_t s = 0;
       for (int g = 0; g < 16; ++g) {
         int64_t p = 0;
-        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(code_q6(b, k)) * q[k];
+        for (int k = 16 * g; k < 16 * g + 16; ++k) p += int64_t(ggml_q6k_code(b, k)) * q[k];
         s += int64_t(sc[g]) * (p - 32 * int64_t(bsum[g]));
       }
       r.main = double(f16_at(b + 208)) * d2 * double(s);

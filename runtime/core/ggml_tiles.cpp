@@ -1,6 +1,8 @@
 #include "runtime/core/ggml_tiles.h"
 
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "runtime/core/ggml_types.h"
 
@@ -27,20 +29,13 @@ void k4_pack_scales(const int* sc, const int* m, uint8_t* s) {
   }
 }
 
-// Code t (0..255) of a Q2_K block's 64 code bytes.
-int q2k_code(const uint8_t* qs, int t) { return (qs[(t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
 
-// Q3_K: code t (0..7) from qs (2 bits) and hmask (the third), and scale g (0..63) from its 12
-// packed bytes at blk + 96 (low nibbles in bytes 0-7, bit pairs in bytes 8-11).
-int q3k_code(const uint8_t* blk, int t) {
-  return ((blk[32 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3) | (((blk[t % 32] >> (t / 32)) & 1) << 2);
-}
+// Q3_K: code t (0..7) into qs (2 bits) and hmask (the third), scale g (0..63) into its 12 packed
+// bytes at blk + 96 (low nibbles in bytes 0-7, bit pairs in bytes 8-11): ggml_q3k_code and
+// ggml_q3k_scale inverted.
 void q3k_set_code(uint8_t* blk, int t, int code) {  // blk's hmask and qs zeroed first
   blk[32 + (t / 128) * 32 + t % 32] |= uint8_t((code & 3) << (2 * ((t % 128) / 32)));
   blk[t % 32] |= uint8_t((code >> 2) << (t / 32));
-}
-int q3k_scale(const uint8_t* blk, int g) {
-  return ((blk[96 + g % 8] >> (4 * (g / 8))) & 15) | (((blk[104 + g % 4] >> (2 * (g / 4))) & 3) << 4);
 }
 void q3k_set_scale(uint8_t* blk, int g, int s) {  // the 12 scale bytes zeroed first
   blk[96 + g % 8] |= uint8_t((s & 15) << (4 * (g / 8)));
@@ -67,18 +62,18 @@ void q3k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* t
       const uint8_t* blk = rows + r * row_bytes + b * kQ3KBytes;
       std::memcpy(t + Q3KTile::d + 2 * r, blk + 108, 2);
       for (int g = 0; g < 16; ++g) {
-        const int s = q3k_scale(blk, g);
+        const int s = ggml_q3k_scale(blk, g);
         const Q3KScaleAt at = q3k_scale_at(g, r);
         t[at.lo] |= uint8_t((s & 15) << at.lo_shift);
         t[at.hi] |= uint8_t((s >> 4) << at.hi_shift);
       }
       for (int p = 0; p < 8; ++p)
         for (int i = 0; i < 4; ++i) {
-          const int a3 = q3k_code(blk, 32 * p + 12 + i), b3 = q3k_code(blk, 32 * p + 28 + i);
+          const int a3 = ggml_q3k_code(blk, 32 * p + 12 + i), b3 = ggml_q3k_code(blk, 32 * p + 28 + i);
           for (int line = 0; line < 3; ++line)
             t[q3k_code_byte(p, line, r, i)] =
-                uint8_t(q3k_code(blk, 32 * p + 4 * line + i) | (((a3 >> line) & 1) << 3) |
-                        (q3k_code(blk, 32 * p + 16 + 4 * line + i) << 4) | (((b3 >> line) & 1) << 7));
+                uint8_t(ggml_q3k_code(blk, 32 * p + 4 * line + i) | (((a3 >> line) & 1) << 3) |
+                        (ggml_q3k_code(blk, 32 * p + 16 + 4 * line + i) << 4) | (((b3 >> line) & 1) << 7));
         }
     }
   }
@@ -129,11 +124,7 @@ void k4_unpack_header(const uint8_t* t, int64_t r, uint8_t* blk) {
   k4_pack_scales(sc, m, blk + 4);
 }
 
-// Code t (0..255, 5 bits) of a Q5_K block: the nibble in qs, the fifth bit in qh.
-int q5k_code(const uint8_t* blk, int t) {
-  const int j = t / 32, i = t % 32;
-  return ((blk[48 + (j / 2) * 32 + i] >> (4 * (j % 2))) & 15) | (((blk[16 + i] >> j) & 1) << 4);
-}
+// Q5_K code t (0..31) into the nibble in qs and the fifth bit in qh (ggml_q5k_code inverted).
 void q5k_set_code(uint8_t* blk, int t, int code) {  // blk's qh and qs zeroed first
   const int j = t / 32, i = t % 32;
   blk[48 + (j / 2) * 32 + i] |= uint8_t((code & 15) << (4 * (j % 2)));
@@ -163,9 +154,9 @@ void q5k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* t
       for (int j = 0; j < 8; ++j)
         for (int i = 0; i < 4; ++i) {
           int spare[5];
-          q5k_spread(q5k_code(blk, 32 * j + 20 + i), q5k_code(blk, 32 * j + 24 + i), q5k_code(blk, 32 * j + 28 + i), spare);
+          q5k_spread(ggml_q5k_code(blk, 32 * j + 20 + i), ggml_q5k_code(blk, 32 * j + 24 + i), ggml_q5k_code(blk, 32 * j + 28 + i), spare);
           for (int line = 0; line < 5; ++line)
-            t[q5k_code_byte(j, line, r, i)] = uint8_t(q5k_code(blk, 32 * j + 4 * line + i) | (spare[line] << 5));
+            t[q5k_code_byte(j, line, r, i)] = uint8_t(ggml_q5k_code(blk, 32 * j + 4 * line + i) | (spare[line] << 5));
         }
     }
   }
@@ -191,11 +182,7 @@ void q5k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row
   }
 }
 
-// Code t (0..255, 6 bits) of a Q6_K block: the low nibble in ql, the two high bits in qh.
-int q6k_code(const uint8_t* blk, int t) {
-  const int h = t / 128, r = t % 128;
-  return ((blk[h * 64 + r % 64] >> (4 * (r / 64))) & 15) | (((blk[128 + h * 32 + r % 32] >> (2 * (r / 32))) & 3) << 4);
-}
+// Q6_K code t (0..63) into its low nibble in ql and two high bits in qh (ggml_q6k_code inverted).
 void q6k_set_code(uint8_t* blk, int t, int code) {  // blk's ql and qh zeroed first
   const int h = t / 128, r = t % 128;
   blk[h * 64 + r % 64] |= uint8_t((code & 15) << (4 * (r / 64)));
@@ -213,10 +200,10 @@ void q6k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* t
       for (int g = 0; g < 16; ++g) {
         t[Q6KTile::sc + 16 * g + r] = blk[192 + g];
         for (int i = 0; i < 4; ++i) {
-          const int last = q6k_code(blk, 16 * g + 12 + i);
+          const int last = ggml_q6k_code(blk, 16 * g + 12 + i);
           for (int line = 0; line < 3; ++line)
             t[q6k_code_byte(g, line, r, i)] =
-                uint8_t(q6k_code(blk, 16 * g + 4 * line + i) | (((last >> (2 * line)) & 3) << 6));
+                uint8_t(ggml_q6k_code(blk, 16 * g + 4 * line + i) | (((last >> (2 * line)) & 3) << 6));
         }
       }
     }
@@ -244,6 +231,99 @@ void q6k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row
   }
 }
 
+void q2k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q2KTile::bytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ2KBytes;
+      std::memcpy(t + Q2KTile::d + 2 * r, blk + 80, 2);
+      std::memcpy(t + Q2KTile::dmin + 2 * r, blk + 82, 2);
+      for (int g = 0; g < 16; ++g) {
+        t[Q2KTile::scm + 16 * g + r] = blk[g];
+        for (int i = 0; i < 4; ++i) {
+          int byte = 0;
+          for (int p = 0; p < 4; ++p) byte |= ggml_q2k_code(blk, 16 * g + 4 * p + i) << (2 * p);
+          t[Q2KTile::codes + (g * 16 + r) * 4 + i] = uint8_t(byte);
+        }
+      }
+    }
+  }
+}
+
+void q2k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q2KTile::bytes;
+    uint8_t* blk = row + b * kQ2KBytes;
+    std::memcpy(blk + 80, t + Q2KTile::d + 2 * r, 2);
+    std::memcpy(blk + 82, t + Q2KTile::dmin + 2 * r, 2);
+    uint8_t* qs = blk + 16;
+    std::memset(qs, 0, 64);
+    for (int g = 0; g < 16; ++g) {
+      blk[g] = t[Q2KTile::scm + 16 * g + r];
+      for (int i = 0; i < 4; ++i) {
+        const int byte = t[Q2KTile::codes + (g * 16 + r) * 4 + i];
+        for (int p = 0; p < 4; ++p) {
+          const int v = 16 * g + 4 * p + i, code = (byte >> (2 * p)) & 3;
+          qs[(v / 128) * 32 + v % 32] |= uint8_t(code << (2 * ((v % 128) / 32)));
+        }
+      }
+    }
+  }
+}
+
+void q80_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q80Tile::bytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ80Bytes;
+      std::memcpy(t + Q80Tile::d + 2 * r, blk, 2);
+      for (int v = 0; v < 32; ++v) t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] = uint8_t(blk[2 + v] ^ 0x80);
+    }
+  }
+}
+
+void q80_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q80Tile::bytes;
+    uint8_t* blk = row + b * kQ80Bytes;
+    std::memcpy(blk, t + Q80Tile::d + 2 * r, 2);
+    for (int v = 0; v < 32; ++v) blk[2 + v] = uint8_t(t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] ^ 0x80);
+  }
+}
+
+void q4k_pack(const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    uint8_t* t = tile + b * Q4KTile::bytes;
+    for (int r = 0; r < kTileRows; ++r) {
+      const uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
+      k4_pack_header(blk, r, t);
+      for (int q = 0; q < 32; ++q)  // q = 4j + h: values 8q..8q+7
+        for (int i = 0; i < 4; ++i)
+          t[Q4KTile::codes + (q * 16 + r) * 4 + i] =
+              uint8_t(ggml_q4k_code(blk, 8 * q + i) | (ggml_q4k_code(blk, 8 * q + 4 + i) << 4));
+    }
+  }
+}
+
+void q4k_unpack_row(const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* t = tile + b * Q4KTile::bytes;
+    uint8_t* blk = row + b * kQ4KBytes;
+    k4_unpack_header(t, r, blk);
+    uint8_t* qs = blk + 16;
+    std::memset(qs, 0, 128);
+    for (int j = 0; j < 8; ++j)
+      for (int h = 0; h < 4; ++h)
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t byte = t[Q4KTile::codes + ((4 * j + h) * 16 + r) * 4 + i];
+          for (int half = 0; half < 2; ++half) {
+            const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
+            qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));
+          }
+        }
+  }
+}
+
 }  // namespace
 
 bool ggml_tile_supported(uint32_t type) {
@@ -263,106 +343,26 @@ int64_t ggml_tile_block_bytes(uint32_t type) {
 }
 
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile) {
-  if (GgmlType(type) == GgmlType::Q6_K) return q6k_pack(rows, row_bytes, blocks, tile);
-  if (GgmlType(type) == GgmlType::Q5_K) return q5k_pack(rows, row_bytes, blocks, tile);
-  if (GgmlType(type) == GgmlType::Q3_K) return q3k_pack(rows, row_bytes, blocks, tile);
-  if (GgmlType(type) == GgmlType::Q2_K) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* t = tile + b * Q2KTile::bytes;
-      for (int r = 0; r < kTileRows; ++r) {
-        const uint8_t* blk = rows + r * row_bytes + b * kQ2KBytes;
-        std::memcpy(t + Q2KTile::d + 2 * r, blk + 80, 2);
-        std::memcpy(t + Q2KTile::dmin + 2 * r, blk + 82, 2);
-        for (int g = 0; g < 16; ++g) {
-          t[Q2KTile::scm + 16 * g + r] = blk[g];
-          for (int i = 0; i < 4; ++i) {
-            int byte = 0;
-            for (int p = 0; p < 4; ++p) byte |= q2k_code(blk + 16, 16 * g + 4 * p + i) << (2 * p);
-            t[Q2KTile::codes + (g * 16 + r) * 4 + i] = uint8_t(byte);
-          }
-        }
-      }
-    }
-    return;
-  }
-  if (GgmlType(type) == GgmlType::Q8_0) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      uint8_t* t = tile + b * Q80Tile::bytes;
-      for (int r = 0; r < kTileRows; ++r) {
-        const uint8_t* blk = rows + r * row_bytes + b * kQ80Bytes;
-        std::memcpy(t + Q80Tile::d + 2 * r, blk, 2);
-        for (int v = 0; v < 32; ++v) t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] = uint8_t(blk[2 + v] ^ 0x80);
-      }
-    }
-    return;
-  }
-  for (int64_t b = 0; b < blocks; ++b) {
-    uint8_t* t = tile + b * Q4KTile::bytes;
-    for (int r = 0; r < kTileRows; ++r) {
-      const uint8_t* blk = rows + r * row_bytes + b * kQ4KBytes;
-      k4_pack_header(blk, r, t);
-      uint8_t code[256];  // in value order
-      for (int c = 0; c < 4; ++c)
-        for (int i = 0; i < 32; ++i) {
-          code[64 * c + i] = blk[16 + 32 * c + i] & 15;
-          code[64 * c + 32 + i] = blk[16 + 32 * c + i] >> 4;
-        }
-      for (int q = 0; q < 32; ++q)  // q = 4j + h: values 8q..8q+7
-        for (int i = 0; i < 4; ++i)
-          t[Q4KTile::codes + (q * 16 + r) * 4 + i] = uint8_t(code[8 * q + i] | (code[8 * q + 4 + i] << 4));
-    }
+  switch (GgmlType(type)) {
+    case GgmlType::Q2_K: return q2k_pack(rows, row_bytes, blocks, tile);
+    case GgmlType::Q3_K: return q3k_pack(rows, row_bytes, blocks, tile);
+    case GgmlType::Q4_K: return q4k_pack(rows, row_bytes, blocks, tile);
+    case GgmlType::Q5_K: return q5k_pack(rows, row_bytes, blocks, tile);
+    case GgmlType::Q6_K: return q6k_pack(rows, row_bytes, blocks, tile);
+    case GgmlType::Q8_0: return q80_pack(rows, row_bytes, blocks, tile);
+    default: throw std::invalid_argument("ggml_tile_pack: " + ggml_type_name(type) + " has no tile form");
   }
 }
 
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
-  if (GgmlType(type) == GgmlType::Q6_K) return q6k_unpack_row(tile, blocks, r, row);
-  if (GgmlType(type) == GgmlType::Q5_K) return q5k_unpack_row(tile, blocks, r, row);
-  if (GgmlType(type) == GgmlType::Q3_K) return q3k_unpack_row(tile, blocks, r, row);
-  if (GgmlType(type) == GgmlType::Q2_K) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* t = tile + b * Q2KTile::bytes;
-      uint8_t* blk = row + b * kQ2KBytes;
-      std::memcpy(blk + 80, t + Q2KTile::d + 2 * r, 2);
-      std::memcpy(blk + 82, t + Q2KTile::dmin + 2 * r, 2);
-      uint8_t* qs = blk + 16;
-      std::memset(qs, 0, 64);
-      for (int g = 0; g < 16; ++g) {
-        blk[g] = t[Q2KTile::scm + 16 * g + r];
-        for (int i = 0; i < 4; ++i) {
-          const int byte = t[Q2KTile::codes + (g * 16 + r) * 4 + i];
-          for (int p = 0; p < 4; ++p) {
-            const int v = 16 * g + 4 * p + i, code = (byte >> (2 * p)) & 3;
-            qs[(v / 128) * 32 + v % 32] |= uint8_t(code << (2 * ((v % 128) / 32)));
-          }
-        }
-      }
-    }
-    return;
-  }
-  if (GgmlType(type) == GgmlType::Q8_0) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t* t = tile + b * Q80Tile::bytes;
-      uint8_t* blk = row + b * kQ80Bytes;
-      std::memcpy(blk, t + Q80Tile::d + 2 * r, 2);
-      for (int v = 0; v < 32; ++v) blk[2 + v] = uint8_t(t[Q80Tile::codes + ((v / 4) * 16 + r) * 4 + v % 4] ^ 0x80);
-    }
-    return;
-  }
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* t = tile + b * Q4KTile::bytes;
-    uint8_t* blk = row + b * kQ4KBytes;
-    k4_unpack_header(t, r, blk);
-    uint8_t* qs = blk + 16;
-    std::memset(qs, 0, 128);
-    for (int j = 0; j < 8; ++j)
-      for (int h = 0; h < 4; ++h)
-        for (int i = 0; i < 4; ++i) {
-          const uint8_t byte = t[Q4KTile::codes + ((4 * j + h) * 16 + r) * 4 + i];
-          for (int half = 0; half < 2; ++half) {
-            const int v = 32 * j + 8 * h + i + 4 * half, code = (byte >> (4 * half)) & 15;
-            qs[(v / 64) * 32 + v % 32] |= uint8_t(code << (4 * ((v / 32) % 2)));
-          }
-        }
+  switch (GgmlType(type)) {
+    case GgmlType::Q2_K: return q2k_unpack_row(tile, blocks, r, row);
+    case GgmlType::Q3_K: return q3k_unpack_row(tile, blocks, r, row);
+    case GgmlType::Q4_K: return q4k_unpack_row(tile, blocks, r, row);
+    case GgmlType::Q5_K: return q5k_unpack_row(tile, blocks, r, row);
+    case GgmlType::Q6_K: return q6k_unpack_row(tile, blocks, r, row);
+    case GgmlType::Q8_0: return q80_unpack_row(tile, blocks, r, row);
+    default: throw std::invalid_argument("ggml_tile_unpack_row: " + ggml_type_name(type) + " has no tile form");
   }
 }
 

@@ -75,7 +75,8 @@ struct Q6K {
 bool ggml_tile_supported(uint32_t type);
 // Bytes of one tile block (16 rows of one block); 0 when unsupported.
 int64_t ggml_tile_block_bytes(uint32_t type);
-// 16 rows of `blocks` blocks each (row r at rows + r * row_bytes) -> one tile.
+// 16 rows of `blocks` blocks each (row r at rows + r * row_bytes) -> one tile. A type without a
+// tile form throws std::invalid_argument (here and in the unpackers).
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile);
 // The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
 void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);

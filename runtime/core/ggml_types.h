@@ -46,4 +46,23 @@ inline void ggml_k4_scales(const uint8_t* s, int* sc, int* m) {
   for (int g = 4; g < 8; ++g) sc[g] = (s[g + 4] & 15) | ((s[g - 4] >> 6) << 4), m[g] = (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
 }
 
+// The code of value t (0..255) of a K-quant block at b, as stored (by the layouts of ggml's
+// dequantize_row_*): Q2_K 0..3; Q3_K 0..7 (the value is code - 4); Q4_K 0..15; Q5_K 0..31; Q6_K
+// 0..63 (the value is code - 32). And Q3_K's 6-bit scale of group g (0..63; the scale is s - 32).
+inline int ggml_q2k_code(const uint8_t* b, int t) { return (b[16 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3; }
+inline int ggml_q3k_code(const uint8_t* b, int t) {
+  return ((b[32 + (t / 128) * 32 + t % 32] >> (2 * ((t % 128) / 32))) & 3) | (((b[t % 32] >> (t / 32)) & 1) << 2);
+}
+inline int ggml_q3k_scale(const uint8_t* b, int g) {
+  return ((b[96 + g % 8] >> (4 * (g / 8))) & 15) | (((b[104 + g % 4] >> (2 * (g / 4))) & 3) << 4);
+}
+inline int ggml_q4k_code(const uint8_t* b, int t) { return (b[16 + (t / 64) * 32 + t % 32] >> (4 * ((t / 32) % 2))) & 15; }
+inline int ggml_q5k_code(const uint8_t* b, int t) {
+  return ((b[48 + (t / 64) * 32 + t % 32] >> (4 * ((t / 32) % 2))) & 15) | (((b[16 + t % 32] >> (t / 32)) & 1) << 4);
+}
+inline int ggml_q6k_code(const uint8_t* b, int t) {
+  const int h = t / 128, r = t % 128;
+  return ((b[h * 64 + r % 64] >> (4 * (r / 64))) & 15) | (((b[128 + h * 32 + r % 32] >> (2 * (r / 32))) & 3) << 4);
+}
+
 }  // namespace mt
