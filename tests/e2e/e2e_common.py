@@ -124,17 +124,27 @@ def make_model(binary, out_dir, arch="v3", seed=None, layers=None, experts=None,
     return load_config(out_dir)
 
 
-def engine_logits(binary, model_dir, ids, out_path, chunk=None, extra=()):
-    """`moetier logits` of ids (float64 [n, vocab]); extra: more flags (--plan, --backend, ...)."""
+def engine_logits(binary, model_dir, ids, out_path, chunk=None, extra=(), with_stderr=False):
+    """`moetier logits` of ids (float64 [n, vocab]); extra: more flags (--plan, --backend, ...).
+    with_stderr: return (logits, the run's stderr)."""
     args = ["logits", "--model", model_dir, "--ids", ",".join(str(int(i)) for i in ids), "--out", out_path]
     if chunk is not None:
         args += ["--chunk", chunk]
     args += list(extra)
-    run_cli(binary, args)
+    p = run_cli(binary, args)
     a = np.load(out_path)
     if a.shape[0] != len(ids):
         raise RuntimeError(f"{out_path}: shape {a.shape}, expected {len(ids)} rows")
-    return a.astype(np.float64)
+    return (a.astype(np.float64), p.stderr) if with_stderr else a.astype(np.float64)
+
+
+def cpu_flags():
+    """This CPU's feature flags (/proc/cpuinfo): "avx2", "avx512_vnni", ..."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def load_config(model_dir):

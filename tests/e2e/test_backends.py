@@ -41,8 +41,8 @@ def main():
     a = C.parse_args()
     ck = C.Checker()
     exe, work = a.moetier, a.workdir
-    flags = open("/proc/cpuinfo").read()
-    isas = [[]] + ([["--isa", "avx2"]] if " avx2" in flags and "avx512_vnni" in flags else [])
+    flags = C.cpu_flags()
+    isas = [[]] + ([["--isa", "avx2"]] if "avx2" in flags and "avx512_vnni" in flags else [])
     for arch, dtype, seed in (("v3", "fp8", 61), ("v3.2", "fp8", 62), ("v3.2", "bf16", 63)):
         tag = f"{arch.replace('.', '')}_{dtype}"
         hf = os.path.join(work, f"hf_{tag}")

@@ -141,14 +141,13 @@ def main():
     compare_int8(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec)
     # Row tiles (the default on AVX-512; elsewhere the flag changes nothing): the same integer
     # sums, so the same logits up to fp32 rounding of the scaled block sums.
-    tp = C.run_cli(exe, ["logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", out("gguf-decode-tiles"),
-                         "--chunk", 1, "--gguf-tiles", "on"])
-    t_dec = np.load(out("gguf-decode-tiles")).astype(np.float64)
-    if "avx512_vnni" in open("/proc/cpuinfo").read():
+    t_dec, t_err = C.engine_logits(exe, model, ids, out("gguf-decode-tiles"), chunk=1, extra=["--gguf-tiles", "on"],
+                                   with_stderr=True)
+    if "avx512_vnni" in C.cpu_flags():
         # Every K-quant and Q8_0 matrix the graph multiplies by is tiled: Q4_K, Q5_K, Q6_K and Q8_0 here.
-        m = re.search(r"(\d+) K-quant and Q8_0 matrices as row tiles", tp.stderr)
+        m = re.search(r"(\d+) K-quant and Q8_0 matrices as row tiles", t_err)
         ck.check("... the Q4_K, Q5_K, Q6_K and Q8_0 matrices were tiled (AVX-512 CPU)", m is not None and int(m.group(1)) >= 4,
-                 m.group(0) if m else tp.stderr.strip()[-300:])
+                 m.group(0) if m else t_err.strip()[-300:])
     compare_int8(ck, "cpu backend decode (K-quants and Q8_0 as row tiles), GGUF vs numpy reference", ref, t_dec)
     tdiff = np.max(np.abs(t_dec - g_dec)) / np.std(g_dec)
     ck.check("... and row tiles = blocks to fp32 rounding (max |diff| / std <= 1e-5)", tdiff <= 1e-5, f"{tdiff:.3g}")

@@ -71,8 +71,8 @@ def main():
             # Every expert-kernel ISA this CPU has gives the same logits within the kernels'
             # activation rounding (the CLI passes --isa to the kernels as a value).
             for isa in ("scalar", "avx2", "avx512"):
-                flags = open("/proc/cpuinfo").read()
-                if (isa == "avx2" and " avx2" not in flags) or (isa == "avx512" and "avx512_vnni" not in flags):
+                flags = C.cpu_flags()
+                if (isa == "avx2" and "avx2" not in flags) or (isa == "avx512" and "avx512_vnni" not in flags):
                     continue
                 s = logits(ck, exe, store, ids, os.path.join(work, f"{tag}_{quant}_{isa}.npy"), "--isa", isa)
                 c = C.cosine_rows(got, s)
