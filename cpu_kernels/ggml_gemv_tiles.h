@@ -3,9 +3,10 @@
 // (ggml_gemv.h): x quantised once per call to 8-bit blocks of 256, each sub-block's dot an exact
 // int32, scaled once per block in fp32, so a tile gives what the Int8 path gives its 16 rows up
 // to fp32 rounding of the scaled block sums.
-//   Level 2 (AVX-512 VNNI): the 16 rows in the 16 int32 lanes; a code byte per row and lane
-//   holds 8 values (two nibbles), each nibble plane one vpdpbusd with 4 activation codes
-//   broadcast; the sub-block's scales one vpmulld per 16 rows, two sub-blocks' mins one vpdpwssd.
+//   Level 2 (AVX-512 VNNI): the 16 rows in the 16 int32 lanes; each 64-byte plane of codes (a
+//   mask, or for the codes spread over spare bits a few shifts and bit selects) one vpdpbusd
+//   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows, two groups'
+//   mins one vpdpwssd (per type: docs/kernels.md, "GGUF row tiles").
 //   Level 1 and 0: the tile is unpacked to its GGUF blocks and run by ggml_gemv_tokens.
 #pragma once
 
