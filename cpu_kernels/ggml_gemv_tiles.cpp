@@ -46,7 +46,10 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
       const int64_t t_begin = tiles * me / nth, t_end = tiles * (me + 1) / nth;
       const uint8_t* end = w + t_end * tile_bytes;
       const uint8_t* start = w + t_begin * tile_bytes;
-      for (const uint8_t* p = start; p < end && p < start + kTilePrefetch; p += 64) __builtin_prefetch(p, 0, 3);
+      for (const uint8_t* p = start; p < end && p < start + kTilePrefetchL2; p += 64) {
+        if (p < start + kTilePrefetchL1) __builtin_prefetch(p, 0, 3);
+        else __builtin_prefetch(p, 0, 2);
+      }
       float out[kMaxTokens * kTileRows];
       for (int64_t t = t_begin; t < t_end; ++t) {
         dot(w + t * tile_bytes, qa.act, blocks, out, end);

@@ -21,10 +21,14 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
 
 namespace ggml_gemv_detail {
 struct Q8Act;
-// Bytes ahead each tile line is prefetched, within a thread's run of tiles: 4 KB measured a little
-// better than the row kernels' 2 KB (2-core VM: 0.82-0.87 of RAM bandwidth against 0.80-0.82),
-// 1 KB worse (0.74).
-inline constexpr int64_t kTilePrefetch = 4096;
+// Bytes ahead each tile line is prefetched, within a thread's run of tiles, at two distances: to L1
+// 2 KB ahead and to L2 8 KB ahead. The hardware prefetchers of the 2-core VM ran far behind (no
+// software prefetch: 0.42 of RAM bandwidth for Q2_K); one distance to L1 was best at 4 KB (Q4_K
+// 0.79, Q2_K 0.71), and the L2 prefetch on top took Q4_K to 0.93 and Q2_K to 0.77
+// (docs/benchmarks.md). The L1 fill buffers are few; the far prefetch to L2 keeps more misses
+// in flight while the near one hides the L2 latency.
+inline constexpr int64_t kTilePrefetchL1 = 2048;
+inline constexpr int64_t kTilePrefetchL2 = 8192;
 // out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching within stream_end.
 using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
 TileDot avx512_tile_dot(uint32_t type, int nt);  // nt in 1..kMaxTokens; null: no kernel

@@ -21,7 +21,8 @@ using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
-  if (p + kTilePrefetch < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetch), _MM_HINT_T0);
+  if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
+  if (p + kTilePrefetchL1 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL1), _MM_HINT_T0);
 }
 inline __m512i bcast4(const void* p) {
   int32_t v;
