@@ -50,6 +50,11 @@ int cpu_isa_level() {
   return level;
 }
 
+bool cpu_has_gfni() {
+  static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("gfni") != 0);
+  return has;
+}
+
 const KernelSet& kernels_for(const ExpertKernelConfig& cfg) {
   const int cpu = cpu_isa_level();
   return kernels_for(cfg.isa_level < 0 ? cpu : std::min(cfg.isa_level, cpu));

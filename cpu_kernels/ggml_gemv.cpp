@@ -120,7 +120,8 @@ void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, Quan
   const int64_t ab = act_block(type), ablocks = cols / ab;
   out.q.resize(static_cast<size_t>(nt * cols));
   out.d.resize(static_cast<size_t>(nt * ablocks));
-  out.bsum.resize(static_cast<size_t>(nt * cols / 16));
+  // One spare sum: a tile kernel broadcasts a group's sum with the next one's as one 4-byte read.
+  out.bsum.resize(static_cast<size_t>(nt * cols / 16 + 2));
   out.bsum32.resize(static_cast<size_t>(nt * cols / 32));
   quantize_act_avx2(x, nt * ablocks, ab, out.q.data(), out.d.data(), out.bsum.data());
   for (size_t i = 0; i < out.bsum32.size(); ++i)

@@ -15,7 +15,7 @@
 namespace mt::cpu {
 
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level) {
+                     int isa_level, bool allow_gfni) {
   const GgmlTypeInfo* ti = ggml_type_info(type);
   if (!ti || !ggml_tile_supported(type) || cols % ti->block != 0 || rows % kTileRows != 0 || n < 0)
     throw std::invalid_argument(std::string("ggml_gemv_tiles: ") + ggml_type_name(type) + " " + std::to_string(rows) +
@@ -35,7 +35,7 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     const int nt = int(std::min<int64_t>(kMaxTokens, n - t0));
     QuantisedActs qa;
     quantise_acts(type, x + t0 * cols, cols, nt, qa);
-    const TileDot dot = avx512_tile_dot(type, nt);
+    const TileDot dot = avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni());
     float* yt = y + t0 * rows;
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
     // the run's end (a run per thread read faster than tiles handed out one or two at a time).

@@ -16,8 +16,9 @@ namespace mt::cpu {
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
+// allow_gfni false keeps level 2 off GFNI where the CPU has it (to test the path of CPUs without).
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level);
+                     int isa_level, bool allow_gfni = true);
 
 namespace ggml_gemv_detail {
 struct Q8Act;
@@ -31,7 +32,9 @@ inline constexpr int64_t kTilePrefetchL1 = 2048;
 inline constexpr int64_t kTilePrefetchL2 = 8192;
 // out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching within stream_end.
 using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
-TileDot avx512_tile_dot(uint32_t type, int nt);  // nt in 1..kMaxTokens; null: no kernel
+// nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI (Q2_K then unpacks its planes with it).
+TileDot avx512_tile_dot(uint32_t type, int nt, bool gfni);
+TileDot avx512_gfni_tile_dot(uint32_t type, int nt);  // null where the type has no GFNI form
 }  // namespace ggml_gemv_detail
 
 }  // namespace mt::cpu

@@ -6,58 +6,13 @@
 
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
+#include "cpu_kernels/ggml_gemv_tiles_avx512.h"
 #include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt::cpu::ggml_gemv_detail {
 
 namespace {
-
-using Q4KTile = ggml_tile_layout::Q4K;
-using Q80Tile = ggml_tile_layout::Q80;
-using Q2KTile = ggml_tile_layout::Q2K;
-using Q3KTile = ggml_tile_layout::Q3K;
-using Q5KTile = ggml_tile_layout::Q5K;
-using Q6KTile = ggml_tile_layout::Q6K;
-
-inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
-  if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
-  if (p + kTilePrefetchL1 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL1), _MM_HINT_T0);
-}
-inline __m512i bcast4(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
-
-// n consecutive 64-byte lines of a tile at c, each prefetched ahead within the thread's run.
-template <int N>
-inline void load_lines(const uint8_t* c, const uint8_t* end, __m512i* l) {
-  for (int k = 0; k < N; ++k) {
-    prefetch_line(c + 64 * k, end);
-    l[k] = _mm512_loadu_si512(c + 64 * k);
-  }
-}
-
-// Bits of `a` where `mask` is set, of `b` elsewhere.
-inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
-
-// A K-quant tile block's end (Q2_K, Q4_K, Q5_K): acc += isum · (d · d_x · d_scale) − msum · (dmin · d_x),
-// 16 rows at once, with d[16] and dmin[16] as fp16 at the layouts' d and dmin (the same for both).
-static_assert(Q4KTile::d == Q2KTile::d && Q4KTile::dmin == Q2KTile::dmin && Q5KTile::d == Q4KTile::d &&
-              Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m);
-template <int NT>
-inline void kquant_block_end(const uint8_t* tb, float d_scale, const __m512i* isum, const __m512i* msum,
-                             const Q8Act* a, int64_t b, __m512* acc) {
-  const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::d))),
-                                 _mm512_set1_ps(d_scale));
-  const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q4KTile::dmin)));
-  for (int t = 0; t < NT; ++t) {
-    const __m512 dx = _mm512_set1_ps(a[t].d[b]);
-    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(d, dx), acc[t]);
-    acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[t]), _mm512_mul_ps(dmin, dx), acc[t]);
-  }
-}
 
 // The mins of a Q4_K or Q5_K tile block, two sub-blocks per vpdpwssd: lanes (m[2p][r], m[2p+1][r])
 // · (bsum32[2p], bsum32[2p+1]).
@@ -100,7 +55,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(_mm512_add_epi32(_mm512_slli_epi32(sj[t], 4), sk[t]), sc));
     }
     k4_mins<NT>(tb, a, b, msum);
-    kquant_block_end<NT>(tb, 1.0f / 16.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
+    kquant_block_end<NT>(tb, 1.0f / 16.0f, 1.0f, isum, msum, a, b, acc);  // isum is 16 x (the high-nibble trick)
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
@@ -207,7 +162,7 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       }
     }
     k4_mins<NT>(tb, a, b, msum);
-    kquant_block_end<NT>(tb, 1.0f, isum, msum, a, b, acc);
+    kquant_block_end<NT>(tb, 1.0f, 1.0f, isum, msum, a, b, acc);
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
@@ -242,48 +197,6 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
   }
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
-
-// Q2_K, per group of 16 values: one 64-byte load holds the 16 rows' codes as four 2-bit planes;
-// each plane (shift, mask) is one vpdpbusd per token with the 4 activation codes it holds; the
-// group's scales (low nibbles) one vpmulld per 16 rows, its mins (high nibbles) one vpdpwssd
-// against the activation codes' sum over the group.
-template <int NT>
-void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
-  const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi32(0x0F);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
-    __m512i isum[NT], msum[NT];
-    for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
-    for (int g = 0; g < 16; ++g) {
-      const uint8_t* c = tb + Q2KTile::codes + 64 * g;
-      prefetch_line(c, end);
-      const __m512i v = _mm512_loadu_si512(c);
-      const __m512i q0 = _mm512_and_si512(v, low2), q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
-                    q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2),
-                    q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
-      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g)));
-      const __m512i sc = _mm512_and_si512(w, low4), mn = _mm512_srli_epi32(w, 4);
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* xq = a[t].q + 256 * b + 16 * g;
-        __m512i sg = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
-        sg = _mm512_dpbusd_epi32(sg, q1, bcast4(xq + 4));
-        sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
-        sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
-        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sg, sc));
-        // mn's high words are 0: the group's sum in the low word alone (one int16 read; the next
-        // one may be past the end of the activations).
-        const __m512i bs = _mm512_set1_epi32(int32_t(uint16_t(a[t].bsum[16 * b + g])));
-        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bs);
-      }
-    }
-    kquant_block_end<NT>(tb, 1.0f, isum, msum, a, b, acc);
-  }
-  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
-}
-
 
 // Q6_K, per group of 16 values (three 64-byte lines): codes 0-11 are a 6-bit mask of their line;
 // codes 12-15 are gathered from the lines' top bit pairs (three shifts, two bit selects). Each of
@@ -332,7 +245,7 @@ TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
-    case GgmlType::Q2_K: return tile_q2k<NT>;
+    case GgmlType::Q2_K: return tile_q2k<NT, false>;
     case GgmlType::Q3_K: return tile_q3k<NT>;
     case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
@@ -342,7 +255,9 @@ TileDot kernel(uint32_t type) {
 
 }  // namespace
 
-TileDot avx512_tile_dot(uint32_t type, int nt) {
+TileDot avx512_tile_dot(uint32_t type, int nt, bool gfni) {
+  if (gfni)
+    if (TileDot k = avx512_gfni_tile_dot(type, nt)) return k;
   switch (nt) {
     case 1: return kernel<1>(type);
     case 2: return kernel<2>(type);

@@ -24,6 +24,7 @@
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
 #include "cpu_kernels/ops.h"
+#include "runtime/core/dtype.h"
 #include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/core/weight_view.h"
@@ -142,12 +143,50 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
           REQUIRE(y.back() == 12345.0f);
           if (level >= 2) {
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+            // The kernels of AVX-512 CPUs without GFNI, where this one has it.
+            std::vector<float> plain(size_t(n * c.rows));
+            cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), plain.data(), level, false);
+            for (size_t i = 0; i < model.size(); ++i)
+              REQUIRE(std::fabs(plain[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
           } else {  // no tile kernel: the blocks' own path at that level, bit for bit
             std::vector<float> plain(size_t(n * c.rows));
             cpu::ggml_gemv_tokens(f.id, w.data(), c.rows, cols, n, x.data(), plain.data(), level);
             for (size_t i = 0; i < plain.size(); ++i) REQUIRE(y[i] == plain[i]);
           }
         }
+      }
+    }
+  }
+}
+
+// Every code, scale and min at its largest or smallest (bytes of 0x00 and 0xFF), against
+// activations all at +-127 on the 8-bit grid: the kernels' integer sums at their widest (Q2_K's
+// group sums go through vpdpwssd as int16).
+TEST_CASE("tiles: extreme codes and activations") {
+  std::mt19937 rng(17);
+  const int top = cpu::expert_detail::cpu_isa_level();
+  if (top < 2) return;  // the tile kernels are AVX-512's; lower levels run the blocks (tested above)
+  for (GgmlType type : kTiled) {
+    const TypeFacts f = facts(type);
+    const int64_t rows = 32, cols = 3 * 256;
+    const GgmlTypeInfo* ti = ggml_type_info(f.id);
+    std::vector<uint8_t> w(size_t(rows * cols / ti->block * ti->bytes));
+    std::bernoulli_distribution coin(0.5);
+    for (uint8_t& v : w) v = coin(rng) ? 0xFF : 0x00;
+    const uint16_t one = f32_to_f16(1.0f);
+    for (size_t b = 0; b < w.size() / size_t(ti->bytes); ++b)
+      for (int off : ggml_f16_scale_offsets(f.id)) std::memcpy(&w[b * size_t(ti->bytes) + size_t(off)], &one, 2);
+    const std::vector<uint8_t> tiles = tiles_of(f, w, rows, cols);
+    for (float sign : {1.0f, -1.0f}) {
+      std::vector<float> x(size_t(cols), sign);
+      for (int64_t k = 0; k < cols; k += 97) x[size_t(k)] = -sign;  // not every block uniform
+      std::vector<double> model(static_cast<size_t>(rows)), mag(static_cast<size_t>(rows));
+      gd::int_gemv_model(f.id, w.data(), rows, cols, x.data(), model.data(), mag.data());
+      for (bool gfni : {true, false}) {
+        INFO(ggml_type_name(f.id) << " sign " << sign << " gfni " << gfni);
+        std::vector<float> y(static_cast<size_t>(rows));
+        cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), y.data(), top, gfni);
+        for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
       }
     }
   }
