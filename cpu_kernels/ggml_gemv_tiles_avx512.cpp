@@ -64,13 +64,14 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // on the stack). Per pair of groups (three 64-byte lines): group A's codes are bits 0-2 of the
 // lines, group B's bits 4-6 (kept in place: B's chain sums 16 x its products), and the two groups'
 // last codes are gathered from bits 3 and 7 at once (three shifts, two bit selects). Each plane is
-// one vpdpbusd per token; a group's sum less 4 x its activation codes' sum (the stored code is
-// q + 4), times its scale (one vpmulld per 16 rows).
+// one vpdpbusd per token; a group's sum times its scale is one vpdpwssd per 16 rows, and so is its
+// scale times its activation codes' sum, 4 x which comes off at the block's end (the stored code
+// is q + 4).
 template <int NT>
 void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m512i low3 = _mm512_set1_epi8(0x07), high3 = _mm512_set1_epi8(0x70), low4 = _mm512_set1_epi8(0x0F),
                 low6 = _mm512_set1_epi8(0x3F), bias = _mm512_set1_epi8(32),
-                sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33);
+                sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33), low16 = _mm512_set1_epi32(0xFFFF);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   alignas(64) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
@@ -86,8 +87,10 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int v = 0; v < 4; ++v)
         _mm512_store_si512(sc8[v], _mm512_sub_epi8(_mm512_and_si512(bitselect(low4, lo[v], hp[v]), low6), bias));
     }
-    __m512i isa[NT], isb[NT];
-    for (int t = 0; t < NT; ++t) isa[t] = isb[t] = _mm512_setzero_si512();
+    // isum: the groups' sums of stored codes times their scales; osum: the scales times the
+    // activation codes' sums, 4 x which the offset of the stored codes (q + 4) takes off at the end.
+    __m512i isum[NT], osum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = osum[t] = _mm512_setzero_si512();
     for (int p = 0; p < 8; ++p) {
       __m512i l[3];
       load_lines<3>(tb + Q3KTile::codes + 192 * p, end, l);
@@ -100,9 +103,13 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
                              _mm512_and_si512(u, low3)};
       const __m512i qb[4] = {_mm512_and_si512(l0, high3), _mm512_and_si512(l1, high3), _mm512_and_si512(l2, high3),
                              _mm512_and_si512(u, high3)};
+      // Scales as int16 in lanes with a zero high word, so one vpdpwssd applies each: a group's sum
+      // of stored codes fits in int16 (16 x 7 x 127 < 2^15; group B's once its 16 x is shifted off).
       const int k = p / 4, cc = p % 4;
-      const __m512i sa = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k] + 16 * cc)));
-      const __m512i sb = _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k + 1] + 16 * cc)));
+      const __m512i sa = _mm512_and_si512(
+          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k] + 16 * cc))), low16);
+      const __m512i sb = _mm512_and_si512(
+          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k + 1] + 16 * cc))), low16);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 32 * p;
         __m512i ga = _mm512_setzero_si512(), gb = _mm512_setzero_si512();
@@ -110,15 +117,17 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
           ga = _mm512_dpbusd_epi32(ga, qa[q], bcast4(xq + 4 * q));
           gb = _mm512_dpbusd_epi32(gb, qb[q], bcast4(xq + 16 + 4 * q));
         }
-        ga = _mm512_sub_epi32(ga, _mm512_set1_epi32(4 * int32_t(a[t].bsum[16 * b + 2 * p])));
-        gb = _mm512_sub_epi32(gb, _mm512_set1_epi32(64 * int32_t(a[t].bsum[16 * b + 2 * p + 1])));
-        isa[t] = _mm512_add_epi32(isa[t], _mm512_mullo_epi32(ga, sa));
-        isb[t] = _mm512_add_epi32(isb[t], _mm512_mullo_epi32(gb, sb));
+        isum[t] = _mm512_dpwssd_epi32(isum[t], ga, sa);
+        isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_srai_epi32(gb, 4), sb);  // gb is 16 x, exactly
+        // The group's activation sum in the low word (sa's and sb's high words are 0; quantise_acts
+        // keeps a spare sum after the last).
+        osum[t] = _mm512_dpwssd_epi32(osum[t], sa, bcast4(a[t].bsum + 16 * b + 2 * p));
+        osum[t] = _mm512_dpwssd_epi32(osum[t], sb, bcast4(a[t].bsum + 16 * b + 2 * p + 1));
       }
     }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q3KTile::d)));
     for (int t = 0; t < NT; ++t) {
-      const __m512i is = _mm512_add_epi32(isa[t], _mm512_srai_epi32(isb[t], 4));  // isb is 16 x, exactly
+      const __m512i is = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(osum[t], 2));
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(d, _mm512_set1_ps(a[t].d[b])), acc[t]);
     }
   }
