@@ -73,8 +73,8 @@ inline void kquant_block_end(const uint8_t* tb, float d_scale, float m_scale, co
 
 // Q2_K, per group of 16 values: one 64-byte load holds the 16 rows' codes as four 2-bit planes;
 // each plane is one vpdpbusd per token with the 4 activation codes it holds. Plane 0 is a mask;
-// planes 1-3 a shift and a mask each, or with Gfni one vgf2p8affineqb (ports 0 and 5 where the
-// shift has port 0 only: 0.72 -> 0.82 of RAM bandwidth on the 2-core VM). The group's scales (low
+// planes 1-3 a shift and a mask each, or with Gfni one vgf2p8affineqb each (one op for two; with
+// the vpdpwssd below, 0.745 -> 0.79 of RAM bandwidth on the 2-core VM). The group's scales (low
 // nibbles) and mins (high nibbles) one vpdpwssd each per 16 rows.
 template <int NT, bool Gfni>
 void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
@@ -94,7 +94,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       const __m512i v = _mm512_loadu_si512(c);
       const __m512i q0 = _mm512_and_si512(v, low2);
       __m512i q1, q2, q3;
-      if constexpr (Gfni) {  // a shift and a mask in one instruction, which not only port 0 runs
+      if constexpr (Gfni) {  // a shift and a mask in one instruction
         q1 = _mm512_gf2p8affine_epi64_epi8(v, pick1, 0);
         q2 = _mm512_gf2p8affine_epi64_epi8(v, pick2, 0);
         q3 = _mm512_gf2p8affine_epi64_epi8(v, pick3, 0);
