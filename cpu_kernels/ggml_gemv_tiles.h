@@ -5,8 +5,9 @@
 // to fp32 rounding of the scaled block sums.
 //   Level 2 (AVX-512 VNNI): the 16 rows in the 16 int32 lanes; each 64-byte plane of codes (a
 //   mask, or for the codes spread over spare bits a few shifts and bit selects) one vpdpbusd
-//   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows, two groups'
-//   mins one vpdpwssd (per type: docs/kernels.md, "GGUF row tiles").
+//   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows (one vpdpwssd
+//   where its sum fits in int16: Q2_K, Q3_K), mins by vpdpwssd; on a CPU with GFNI, Q2_K's
+//   planes one vgf2p8affineqb each (per type: docs/kernels.md, "GGUF row tiles").
 //   Level 1 and 0: the tile is unpacked to its GGUF blocks and run by ggml_gemv_tokens.
 #pragma once
 
