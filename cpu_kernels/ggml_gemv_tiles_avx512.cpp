@@ -234,11 +234,8 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::sc + 16 * g)));
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 16 * g;
-        __m512i sg = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
-        sg = _mm512_dpbusd_epi32(sg, q1, bcast4(xq + 4));
-        sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
-        sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
-        sg = _mm512_sub_epi32(sg, _mm512_set1_epi32(32 * int32_t(a[t].bsum[16 * b + g])));
+        const __m512i sg = _mm512_sub_epi32(group_dot(q0, q1, q2, q3, xq),
+                                            _mm512_set1_epi32(32 * int32_t(a[t].bsum[16 * b + g])));
         isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(sg, sc));
       }
     }

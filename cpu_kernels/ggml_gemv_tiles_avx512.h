@@ -50,6 +50,15 @@ constexpr int64_t pick_bit_pair(int j) {
   return int64_t((uint64_t(1) << (2 * j)) << 56 | (uint64_t(1) << (2 * j + 1)) << 48);
 }
 
+// One 16-value group of 16 rows from its four planes: plane k (byte i of row r's lane holding the
+// code of value 4k + i) against activation codes xq[4k..4k+3], as int32 per row.
+inline __m512i group_dot(__m512i q0, __m512i q1, __m512i q2, __m512i q3, const int8_t* xq) {
+  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
+  s = _mm512_dpbusd_epi32(s, q1, bcast4(xq + 4));
+  s = _mm512_dpbusd_epi32(s, q2, bcast4(xq + 8));
+  return _mm512_dpbusd_epi32(s, q3, bcast4(xq + 12));
+}
+
 // Bits of `a` where `mask` is set, of `b` elsewhere.
 inline __m512i bitselect(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(a, b, mask, 0xE4); }
 
@@ -110,11 +119,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       const __m512i sc = _mm512_and_si512(w, low4), mn = _mm512_and_si512(w, high4);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 16 * g;
-        __m512i sg = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, bcast4(xq));
-        sg = _mm512_dpbusd_epi32(sg, q1, bcast4(xq + 4));
-        sg = _mm512_dpbusd_epi32(sg, q2, bcast4(xq + 8));
-        sg = _mm512_dpbusd_epi32(sg, q3, bcast4(xq + 12));
-        isum[t] = _mm512_dpwssd_epi32(isum[t], sg, sc);
+        isum[t] = _mm512_dpwssd_epi32(isum[t], group_dot(q0, q1, q2, q3, xq), sc);
         // The group's sum in the low word, the next group's in the high one (mn's high word is 0;
         // quantise_acts keeps a spare sum after the last).
         msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum + 16 * b + g));
