@@ -14,6 +14,13 @@
 
 namespace mt::cpu {
 
+bool ggml_gemv_tiles_native(uint32_t type, int isa_level) {
+  const int level = std::min(isa_level, expert_detail::cpu_isa_level());
+  if (!ggml_tile_supported(type)) return false;
+  if (level >= 2) return true;
+  return level == 1 && ggml_gemv_detail::avx2_tile_dot(type, 1) != nullptr;
+}
+
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
                      int isa_level, bool allow_gfni) {
   const GgmlTypeInfo* ti = ggml_type_info(type);
@@ -22,7 +29,7 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
                                 " x " + std::to_string(cols) + ", " + std::to_string(n) + " tokens");
   const int64_t blocks = cols / ti->block, tile_bytes = blocks * ggml_tile_block_bytes(type), tiles = rows / kTileRows;
   const int level = std::min(isa_level, expert_detail::cpu_isa_level());
-  if (level < 2) {  // no tile kernel: the GGUF blocks back, through the row kernels
+  if (!ggml_gemv_tiles_native(type, level)) {  // no tile kernel: the GGUF blocks back, through the row kernels
     const int64_t row_bytes = blocks * ti->bytes;
     std::vector<uint8_t> plain(static_cast<size_t>(rows * row_bytes));
     for (int64_t t = 0; t < tiles; ++t)
@@ -35,7 +42,8 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     const int nt = int(std::min<int64_t>(kMaxTokens, n - t0));
     QuantisedActs qa;
     quantise_acts(type, x + t0 * cols, cols, nt, qa);
-    const TileDot dot = avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni());
+    const TileDot dot = level >= 2 ? avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni())
+                                   : avx2_tile_dot(type, nt);
     float* yt = y + t0 * rows;
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
     // the run's end (a run per thread read faster than tiles handed out one or two at a time).

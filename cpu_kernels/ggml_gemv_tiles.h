@@ -8,12 +8,19 @@
 //   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows (one vpdpwssd
 //   where its sum fits in int16: Q2_K, Q3_K), mins by vpdpwssd; on a CPU with GFNI, Q2_K's
 //   planes one vgf2p8affineqb each (per type: docs/kernels.md, "GGUF row tiles").
-//   Level 1 and 0: the tile is unpacked to its GGUF blocks and run by ggml_gemv_tokens.
+//   Level 1 (AVX2): Q4_K's tiles with vpmaddubsw and vpmaddwd, 8 rows per vector
+//   (ggml_gemv_tiles_avx2.cpp).
+//   Otherwise (level 0, and level 1 for the other types) the tile is unpacked to its GGUF blocks
+//   and run by ggml_gemv_tokens: correct, but slower than the blocks themselves.
 #pragma once
 
 #include <cstdint>
 
 namespace mt::cpu {
+
+// Whether `type`'s tiles have a kernel of their own at isa_level (clamped to this CPU's), so that
+// tiling its matrices pays: every tiled type at level 2, Q4_K at level 1.
+bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
@@ -36,6 +43,7 @@ using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, fl
 // nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI (Q2_K then unpacks its planes with it).
 TileDot avx512_tile_dot(uint32_t type, int nt, bool gfni);
 TileDot avx512_gfni_tile_dot(uint32_t type, int nt);  // null where the type has no GFNI form
+TileDot avx2_tile_dot(uint32_t type, int nt);          // null where the type has no AVX2 form
 }  // namespace ggml_gemv_detail
 
 }  // namespace mt::cpu

@@ -6,6 +6,7 @@
 
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/expert_ffn.h"
+#include "cpu_kernels/ggml_gemv_tiles.h"
 #include "cpu_kernels/reference_backend.h"
 #include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/fp8_cache_layout.h"
@@ -154,9 +155,11 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
       w.gguf->prefault();
       int isa = 0;  // the level the cpu backend's kernels dispatch to
       cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
-      if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 2) {
+      // Only the types whose tiles have a kernel at this level: others would be unpacked per call.
+      const auto native = [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); };
+      if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 1) {
         uint64_t shown = 0;
-        const GgufTileInfo ti = tile_gguf_weights(w, [&](uint64_t done, uint64_t total) {
+        const GgufTileInfo ti = tile_gguf_weights(w, native, [&](uint64_t done, uint64_t total) {
           if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
           shown = done;
           std::fprintf(stderr, "\rmoetier: K-quant and Q8_0 matrices to row tiles: %3d%%",

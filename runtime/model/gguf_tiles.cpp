@@ -28,12 +28,13 @@ std::vector<Linear*> matrices(ModelWeights& w) {
 
 }  // namespace
 
-GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<void(uint64_t, uint64_t)>& progress) {
+GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_t)>& want,
+                               const std::function<void(uint64_t, uint64_t)>& progress) {
   GgufTileInfo info;
   std::vector<Linear*> todo;
   uint64_t total = 0;
   for (Linear* l : matrices(w))
-    if (tileable(*l)) {
+    if (tileable(*l) && want(l->ggml_type)) {
       todo.push_back(l);
       total += uint64_t(ggml_tiled_bytes(l->ggml_type, l->rows, l->cols, ggml_type_info(l->ggml_type)->block));
     }

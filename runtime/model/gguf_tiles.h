@@ -20,8 +20,10 @@ struct GgufTileInfo {
   uint64_t bytes = 0;     // their tile bytes
 };
 
-// Tiles w's Q2_K..Q6_K and Q8_0 matrices (w from load_gguf_weights). progress(done, total) in
-// bytes of tiles.
-GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<void(uint64_t, uint64_t)>& progress = {});
+// Tiles w's matrices of the tiled types for which want(type) holds (w from load_gguf_weights;
+// the caller knows which types its kernels run faster as tiles). progress(done, total) in bytes of
+// tiles.
+GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_t)>& want,
+                               const std::function<void(uint64_t, uint64_t)>& progress = {});
 
 }  // namespace mt

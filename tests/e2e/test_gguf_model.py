@@ -143,17 +143,32 @@ def main():
     # sums, so the same logits up to fp32 rounding of the scaled block sums.
     t_dec, t_err = C.engine_logits(exe, model, ids, out("gguf-decode-tiles"), chunk=1, extra=["--gguf-tiles", "on"],
                                    with_stderr=True)
+    tiled_re = r"(\d+) K-quant and Q8_0 matrices as row tiles"
+    n_tiled = None
     if "avx512_vnni" in C.cpu_flags():
         # Every K-quant and Q8_0 matrix the graph multiplies by is tiled: Q4_K, Q5_K, Q6_K and Q8_0 here.
-        m = re.search(r"(\d+) K-quant and Q8_0 matrices as row tiles", t_err)
+        m = re.search(tiled_re, t_err)
+        n_tiled = int(m.group(1)) if m else None
         ck.check("... the Q4_K, Q5_K, Q6_K and Q8_0 matrices were tiled (AVX-512 CPU)", m is not None and int(m.group(1)) >= 4,
                  m.group(0) if m else t_err.strip()[-300:])
     compare_int8(ck, "cpu backend decode (K-quants and Q8_0 as row tiles), GGUF vs numpy reference", ref, t_dec)
     tdiff = np.max(np.abs(t_dec - g_dec)) / np.std(g_dec)
     ck.check("... and row tiles = blocks to fp32 rounding (max |diff| / std <= 1e-5)", tdiff <= 1e-5, f"{tdiff:.3g}")
     for isa in ("avx2", "scalar"):
-        g_isa = C.engine_logits(exe, model, ids[:6], out("gguf-" + isa), chunk=1, extra=["--isa", isa])
+        g_isa, isa_err = C.engine_logits(exe, model, ids[:6], out("gguf-" + isa), chunk=1, extra=["--isa", isa],
+                                         with_stderr=True)
         compare_int8(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa)
+        if isa == "avx2" and "avx2" in C.cpu_flags():
+            # AVX2 has a tile kernel for Q4_K only: those matrices are tiled, the others stay blocks.
+            m = re.search(tiled_re, isa_err)
+            ck.check("... at --isa avx2 only the Q4_K matrices were tiled",
+                     m is not None and int(m.group(1)) >= 1 and (n_tiled is None or int(m.group(1)) < n_tiled),
+                     (m.group(0) if m else isa_err.strip()[-300:]) + f" (all types at AVX-512: {n_tiled})")
+            b_isa = C.engine_logits(exe, model, ids[:6], out("gguf-avx2-blocks"), chunk=1,
+                                    extra=["--isa", "avx2", "--gguf-tiles", "off"])
+            adiff = np.max(np.abs(g_isa - b_isa)) / np.std(b_isa)
+            ck.check("... and AVX2 tiles = AVX2 blocks to fp32 rounding (max |diff| / std <= 1e-5)", adiff <= 1e-5,
+                     f"{adiff:.3g}")
     wrong = wrong_kv_b_reference(deq, cfg, work)
     C.check_power(ck, "kv_b rejoined without the transpose", C.deepseek_ref.logits(wrong, ids), g_cpu, cos_min=0.9999)
 

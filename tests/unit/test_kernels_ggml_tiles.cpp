@@ -141,7 +141,9 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
           y.back() = 12345.0f;  // sentinel
           cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), y.data(), level);
           REQUIRE(y.back() == 12345.0f);
-          if (level >= 2) {
+          if (level == 1 && cpu::ggml_gemv_tiles_native(f.id, level)) {  // AVX2's own tile kernel
+            for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+          } else if (level >= 2) {
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
             // The kernels of AVX-512 CPUs without GFNI, where this one has it.
             std::vector<float> plain(size_t(n * c.rows));
@@ -159,13 +161,24 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
   }
 }
 
+TEST_CASE("tiles: which types have a tile kernel at which ISA level") {
+  const int top = cpu::expert_detail::cpu_isa_level();
+  for (GgmlType type : kTiled) {
+    INFO(ggml_type_name(uint32_t(type)));
+    CHECK_FALSE(cpu::ggml_gemv_tiles_native(uint32_t(type), 0));
+    CHECK(cpu::ggml_gemv_tiles_native(uint32_t(type), 1) == (top >= 1 && type == GgmlType::Q4_K));
+    CHECK(cpu::ggml_gemv_tiles_native(uint32_t(type), 2) == (top >= 2 || (top == 1 && type == GgmlType::Q4_K)));
+  }
+  CHECK_FALSE(cpu::ggml_gemv_tiles_native(uint32_t(GgmlType::Q4_0), 2));
+}
+
 // Every code, scale and min at its largest or smallest (bytes of 0x00 and 0xFF), against
 // activations all at +-127 on the 8-bit grid: the kernels' integer sums at their widest (Q2_K's
 // group sums go through vpdpwssd as int16).
 TEST_CASE("tiles: extreme codes and activations") {
   std::mt19937 rng(17);
   const int top = cpu::expert_detail::cpu_isa_level();
-  if (top < 2) return;  // the tile kernels are AVX-512's; lower levels run the blocks (tested above)
+  if (top < 1) return;  // no tile kernel below AVX2
   for (GgmlType type : kTiled) {
     const TypeFacts f = facts(type);
     const int64_t rows = 32, cols = 3 * 256;
@@ -182,12 +195,14 @@ TEST_CASE("tiles: extreme codes and activations") {
       for (int64_t k = 0; k < cols; k += 97) x[size_t(k)] = -sign;  // not every block uniform
       std::vector<double> model(static_cast<size_t>(rows)), mag(static_cast<size_t>(rows));
       gd::int_gemv_model(f.id, w.data(), rows, cols, x.data(), model.data(), mag.data());
-      for (bool gfni : {true, false}) {
-        INFO(ggml_type_name(f.id) << " sign " << sign << " gfni " << gfni);
-        std::vector<float> y(static_cast<size_t>(rows));
-        cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), y.data(), top, gfni);
-        for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
-      }
+      for (int level : {1, top})
+        for (bool gfni : {true, false}) {
+          if (!cpu::ggml_gemv_tiles_native(f.id, level)) continue;  // the blocks' path: tested above
+          INFO(ggml_type_name(f.id) << " sign " << sign << " level " << level << " gfni " << gfni);
+          std::vector<float> y(static_cast<size_t>(rows));
+          cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), y.data(), level, gfni);
+          for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+        }
     }
   }
 }

@@ -34,7 +34,9 @@ bool type_from_name(const std::string& s, GgmlType& t) {
   return false;
 }
 
-constexpr int kTileVariant = 99;  // the tile GEMV's row in the variants list
+// The tile GEMV's rows in the variants list: at the AVX-512 level, and at AVX2 for the types
+// with an AVX2 tile kernel.
+constexpr int kTileVariant = 99, kTileVariantAvx2 = 98;
 
 const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
 
@@ -68,7 +70,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               omp_get_max_threads());
   std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
               "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
-              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512; every type listed)\n");
+              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512: every type listed; AVX2: Q4_K)\n");
   std::printf("%-6s %-7s %-5s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
@@ -85,7 +87,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.emplace_back(level, p);
     // The row-interleaved tiles of the same blocks (runtime/core/ggml_tiles.h), where the type has them; their
     // GB/s count the tile bytes read (2.8% more than the blocks for Q4_K).
-    const bool tiled = ggml_tile_supported(uint32_t(t)) && top >= 2;
+    const bool tiled = cpu::ggml_gemv_tiles_native(uint32_t(t), top);
     const int64_t blocks = cols / ti->block;
     const size_t tile_mat = size_t(rows / kTileRows * blocks * ggml_tile_block_bytes(uint32_t(t)));
     const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
@@ -96,16 +98,18 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         ggml_tile_pack(uint32_t(t), w + size_t(i * kTileRows * blocks * ti->bytes), blocks * ti->bytes,
                             blocks, tw + size_t(i) * tile_bytes);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
-      variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);
+      if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.emplace_back(kTileVariantAvx2, cpu::GgmlGemvPath::Int8);
+      if (top >= 2) variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);
     }
     for (auto [level, path] : variants) {
-      const bool tile = level == kTileVariant;
+      const bool tile = level == kTileVariant || level == kTileVariantAvx2;
+      const int isa = level == kTileVariant ? 2 : level == kTileVariantAvx2 ? 1 : level;
       const char* path_name = tile ? "tile" : level == 0 ? "fp32" : path == cpu::GgmlGemvPath::Int8 ? "int8" : "fp32";
       const size_t bytes = tile ? tile_mat : mat;
       int64_t next = 0;
       auto gemv = [&, level = level, path = path, tile] {
         if (tile) {
-          cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next) * tile_mat, rows, cols, n, x.data(), y.data(), 2);
+          cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next) * tile_mat, rows, cols, n, x.data(), y.data(), isa);
           next = (next + 1) % tile_copies;
           return;
         }
@@ -135,9 +139,9 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         per += b;
       }
       const bool simd = tile || (level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level, path));
-      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(tile ? 2 : level), path_name, median(bw),
+      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(isa), path_name, median(bw),
                   median(gbs), 100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
-      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(tile ? 2 : level)}, {"path", path_name}, {"simd", simd},
+      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(isa)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw)}, {"gemv_gbs", median(gbs)},
                                 {"ratio_median", median(ratio)}, {"ratios", ratio}});
     }
