@@ -1,6 +1,7 @@
 // Tile GEMV on AVX2 (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h), for
-// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K only so far: the other types' tiles are
-// unpacked to blocks at this level (ggml_gemv_tiles.cpp).
+// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K and Q6_K (a Q4_K_M file's types) so far: the
+// other types' tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
+// leaves those matrices as blocks (ggml_gemv_tiles_native).
 //   Q4_K: the 16 rows as two halves of 8 lanes (bytes 0-31 and 32-63 of each 64-byte line). Each
 //   half's nibbles go through vpmaddubsw against 4 activation codes (int16 pairs of products),
 //   summed in int16 over the sub-block's 4 lines (at most 4 x 2 x 2 x 15 x 127 = 30480 < 2^15),
@@ -21,6 +22,7 @@ namespace mt::cpu::ggml_gemv_detail {
 namespace {
 
 using Q4KTile = ggml_tile_layout::Q4K;
+using Q6KTile = ggml_tile_layout::Q6K;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
@@ -89,15 +91,80 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
 }
 
+// Q6_K, per group of 16 values (three 64-byte lines), per half of 8 rows: codes 0-11 a 6-bit mask
+// of their line, codes 12-15 gathered from the lines' top bit pairs (three shifts, masks, ors).
+// Two planes' vpmaddubsw per int16 sum (at most 2 x 2 x 63 x 127 = 32004 < 2^15), each sum one
+// vpmaddwd by the group's int8 scale; the stored code is q + 32, so 32 x the scale times the
+// activation codes' sum over the group comes off at the block's end.
+template <int NT>
+void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m256i low6 = _mm256_set1_epi8(0x3F), b01 = _mm256_set1_epi8(0x03), b23 = _mm256_set1_epi8(0x0C),
+                b45 = _mm256_set1_epi8(0x30), low16 = _mm256_set1_epi32(0xFFFF);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q6KTile::bytes;
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    __m256i isum[NT][2], osum[NT][2];
+    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
+    for (int g = 0; g < 16; ++g) {
+      const uint8_t* c = tb + Q6KTile::codes + 192 * g;
+      for (int L = 0; L < 3; ++L) prefetch_line(c + 64 * L, end);
+      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::sc + 16 * g));
+      for (int half = 0; half < 2; ++half) {
+        // The scale as int16 with a zero high word (sz), and in both halves of the lane (sp).
+        const __m256i sz = _mm256_and_si256(_mm256_cvtepi8_epi32(half ? _mm_srli_si128(sc, 8) : sc), low16);
+        const __m256i sp = _mm256_or_si256(sz, _mm256_slli_epi32(sz, 16));
+        const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
+        const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 32 * half));
+        const __m256i l2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 128 + 32 * half));
+        // 16-bit shifts: what a byte takes from its neighbour is masked off.
+        const __m256i q3 = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 6), b01), _mm256_and_si256(_mm256_srli_epi16(l1, 4), b23)),
+            _mm256_and_si256(_mm256_srli_epi16(l2, 2), b45));
+        const __m256i q0 = _mm256_and_si256(l0, low6), q1 = _mm256_and_si256(l1, low6), q2 = _mm256_and_si256(l2, low6);
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xq = a[t].q + 256 * b + 16 * g;
+          const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast4(xq)), _mm256_maddubs_epi16(q1, bcast4(xq + 4)));
+          const __m256i p23 =
+              _mm256_add_epi16(_mm256_maddubs_epi16(q2, bcast4(xq + 8)), _mm256_maddubs_epi16(q3, bcast4(xq + 12)));
+          isum[t][half] = _mm256_add_epi32(isum[t][half],
+                                           _mm256_add_epi32(_mm256_madd_epi16(p01, sp), _mm256_madd_epi16(p23, sp)));
+          // The group's activation sum in the low word (sz's high word is 0; quantise_acts keeps a
+          // spare sum after the last).
+          osum[t][half] = _mm256_add_epi32(osum[t][half], _mm256_madd_epi16(sz, bcast4(a[t].bsum + 16 * b + g)));
+        }
+      }
+    }
+    for (int half = 0; half < 2; ++half) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::d + 16 * half)));
+      for (int t = 0; t < NT; ++t) {
+        const __m256i is = _mm256_sub_epi32(isum[t][half], _mm256_slli_epi32(osum[t][half], 5));
+        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(d, _mm256_set1_ps(a[t].d[b])), acc[t][half]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
+}
+
+template <int NT>
+TileDot kernel(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::Q4_K: return tile_q4k<NT>;
+    case GgmlType::Q6_K: return tile_q6k<NT>;
+    default: return nullptr;
+  }
+}
+
 }  // namespace
 
 TileDot avx2_tile_dot(uint32_t type, int nt) {
-  if (GgmlType(type) != GgmlType::Q4_K) return nullptr;
   switch (nt) {
-    case 1: return tile_q4k<1>;
-    case 2: return tile_q4k<2>;
-    case 3: return tile_q4k<3>;
-    case 4: return tile_q4k<4>;
+    case 1: return kernel<1>(type);
+    case 2: return kernel<2>(type);
+    case 3: return kernel<3>(type);
+    case 4: return kernel<4>(type);
     default: return nullptr;
   }
 }
