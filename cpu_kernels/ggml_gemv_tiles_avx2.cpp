@@ -1,6 +1,6 @@
 // Tile GEMV on AVX2 (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h), for
-// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K and Q6_K (a Q4_K_M file's types) so far: the
-// other types' tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
+// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K, Q6_K (a Q4_K_M file's types) and Q8_0 so far:
+// the other types' tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
 // leaves those matrices as blocks (ggml_gemv_tiles_native).
 //   Q4_K: the 16 rows as two halves of 8 lanes (bytes 0-31 and 32-63 of each 64-byte line). Each
 //   half's nibbles go through vpmaddubsw against 4 activation codes (int16 pairs of products),
@@ -23,6 +23,7 @@ namespace {
 
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q6KTile = ggml_tile_layout::Q6K;
+using Q80Tile = ggml_tile_layout::Q80;
 
 inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
   if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
@@ -148,9 +149,44 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
 }
 
+// Q8_0, per 32-value block (eight 64-byte lines), per half of 8 rows: the stored code q + 128 back
+// to int8 (xor), then |q| by the activation codes with q's sign (vpsignb) in vpmaddubsw (at most
+// 2 x 128 x 127 = 32512 per pair, no saturation) and vpmaddwd by ones to int32; d · d_x per block.
+template <int NT>
+void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q80Tile::bytes;
+    __m256i s[NT][2];
+    for (int t = 0; t < NT; ++t) s[t][0] = s[t][1] = _mm256_setzero_si256();
+    for (int c = 0; c < 8; ++c) {
+      const uint8_t* p = tb + Q80Tile::codes + 64 * c;
+      prefetch_line(p, end);
+      for (int half = 0; half < 2; ++half) {
+        const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * half)), bias);
+        const __m256i mag = _mm256_abs_epi8(q);
+        for (int t = 0; t < NT; ++t) {
+          const __m256i x = _mm256_sign_epi8(bcast4(a[t].q + 32 * b + 4 * c), q);
+          s[t][half] = _mm256_add_epi32(s[t][half], _mm256_madd_epi16(_mm256_maddubs_epi16(mag, x), ones));
+        }
+      }
+    }
+    for (int half = 0; half < 2; ++half) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q80Tile::d + 16 * half)));
+      for (int t = 0; t < NT; ++t)
+        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][half]), _mm256_mul_ps(d, _mm256_set1_ps(a[t].d[b])), acc[t][half]);
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
+}
+
 template <int NT>
 TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
+    case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
     default: return nullptr;
