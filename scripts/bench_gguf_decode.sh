@@ -9,7 +9,8 @@
 # llama.cpp's own sources; nothing of it is part of moetier); without it only moetier runs.
 # moetier runs each file twice a round: as loaded by default (K-quant and Q8_0 matrices as row tiles on an
 # AVX-512 CPU) and with --gguf-tiles off (every matrix in its GGUF blocks).
-# Writes one JSON per run under ${OUT:-/tmp/bench_gguf_decode} and prints a table.
+# Writes one JSON per run under ${OUT:-/tmp/bench_gguf_decode} and prints a table. MOETIER_ARGS adds
+# flags to both moetier runs (e.g. "--isa avx2" for the path of CPUs without AVX-512).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:?RUNS}; N=${2:?N}; shift 2
@@ -21,9 +22,9 @@ mkdir -p "$OUT"
 for r in $(seq 1 "$RUNS"); do
   for f in "$@"; do
     tag=$(basename "$f" .gguf)
-    OMP_NUM_THREADS=$THREADS "$MOETIER" bench decode --model "$f" -n "$N" --prompt-tokens 16 \
+    OMP_NUM_THREADS=$THREADS "$MOETIER" bench decode --model "$f" -n "$N" --prompt-tokens 16 ${MOETIER_ARGS:-} \
       --json "$OUT/moetier-$tag-$r.json" > "$OUT/moetier-$tag-$r.txt" 2>&1
-    OMP_NUM_THREADS=$THREADS "$MOETIER" bench decode --model "$f" -n "$N" --prompt-tokens 16 --gguf-tiles off \
+    OMP_NUM_THREADS=$THREADS "$MOETIER" bench decode --model "$f" -n "$N" --prompt-tokens 16 --gguf-tiles off ${MOETIER_ARGS:-} \
       --json "$OUT/blocks-$tag-$r.json" > "$OUT/blocks-$tag-$r.txt" 2>&1
     if [ -n "${LLAMA_BENCH:-}" ]; then
       "$LLAMA_BENCH" -m "$f" -p 16 -n "$N" -t "$THREADS" -r 1 -o json > "$OUT/llama-$tag-$r.json" 2> "$OUT/llama-$tag-$r.err"
