@@ -1,6 +1,6 @@
 // Tile GEMV on AVX2 (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h), for
-// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K, Q6_K (a Q4_K_M file's types) and Q8_0 so far:
-// the other types' tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
+// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K, Q5_K, Q6_K and Q8_0 so far: Q2_K's and Q3_K's
+// tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
 // leaves those matrices as blocks (ggml_gemv_tiles_native).
 //   Q4_K: the 16 rows as two halves of 8 lanes (bytes 0-31 and 32-63 of each 64-byte line). Each
 //   half's nibbles go through vpmaddubsw against 4 activation codes (int16 pairs of products),
@@ -22,6 +22,7 @@ namespace mt::cpu::ggml_gemv_detail {
 namespace {
 
 using Q4KTile = ggml_tile_layout::Q4K;
+using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 using Q80Tile = ggml_tile_layout::Q80;
 
@@ -40,6 +41,31 @@ inline __m256i scale_pairs(__m128i bytes8) {
   return _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
 }
 
+// The end of a Q4_K or Q5_K tile block (their headers are the same): the mins, one vpmaddwd of
+// (m[2p][r], m[2p+1][r]) by two sub-blocks' activation sums, then acc += isum · d · d_x −
+// msum · dmin · d_x, 8 rows per half.
+static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m);
+template <int NT>
+inline void k4_block_end(const uint8_t* tb, const Q8Act* a, int64_t b, const __m256i (*isum)[2], __m256 (*acc)[2]) {
+  __m256i msum[NT][2];
+  for (int t = 0; t < NT; ++t) msum[t][0] = msum[t][1] = _mm256_setzero_si256();
+  for (int p = 0; p < 4; ++p)
+    for (int half = 0; half < 2; ++half) {
+      const __m256i mw = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::m + 32 * p + 16 * half)));
+      for (int t = 0; t < NT; ++t)
+        msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mw, bcast4(a[t].bsum32 + 8 * b + 2 * p)));
+    }
+  for (int half = 0; half < 2; ++half) {
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::dmin + 16 * half)));
+    for (int t = 0; t < NT; ++t) {
+      const __m256 dx = _mm256_set1_ps(a[t].d[b]);
+      acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][half]), _mm256_mul_ps(d, dx), acc[t][half]);
+      acc[t][half] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t][half]), _mm256_mul_ps(dmin, dx), acc[t][half]);
+    }
+  }
+}
+
 template <int NT>
 void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -48,8 +74,8 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q4KTile::bytes;
     for (int64_t o = 0; o < Q4KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
-    __m256i isum[NT][2], msum[NT][2];
-    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = msum[t][0] = msum[t][1] = _mm256_setzero_si256();
+    __m256i isum[NT][2];
+    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
       __m256i s16[NT][2];
       for (int t = 0; t < NT; ++t) s16[t][0] = s16[t][1] = _mm256_setzero_si256();
@@ -72,21 +98,59 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
         for (int half = 0; half < 2; ++half)
           isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_madd_epi16(s16[t][half], sp[half]));
     }
-    for (int p = 0; p < 4; ++p)
+    k4_block_end<NT>(tb, a, b, isum, acc);
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
+}
+
+// Q5_K, per sub-block of 32 (five 64-byte lines), per half of 8 rows: codes 0-19 a 5-bit mask of
+// their line, codes 20-31 gathered from the lines' bits 5-7 (shifts, masks, ors). Four planes'
+// vpmaddubsw per int16 sum (at most 4 x 2 x 31 x 127 = 31496 < 2^15), each sum one vpmaddwd by
+// the sub-block's scale; the mins as Q4_K's.
+template <int NT>
+void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m256i low5 = _mm256_set1_epi8(0x1F);
+  const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
+  const __m256i m01 = bits(0x01), m03 = bits(0x03), m07 = bits(0x07), m0e = bits(0x0E), m10 = bits(0x10),
+                m18 = bits(0x18), m1c = bits(0x1C);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q5KTile::bytes;
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    __m256i isum[NT][2];
+    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const uint8_t* c = tb + Q5KTile::codes + 320 * j;
+      for (int L = 0; L < 5; ++L) prefetch_line(c + 64 * L, end);
+      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q5KTile::sc + 16 * j));
       for (int half = 0; half < 2; ++half) {
-        const __m256i mw = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::m + 32 * p + 16 * half)));
-        for (int t = 0; t < NT; ++t)
-          msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mw, bcast4(a[t].bsum32 + 8 * b + 2 * p)));
-      }
-    for (int half = 0; half < 2; ++half) {
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half)));
-      const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::dmin + 16 * half)));
-      for (int t = 0; t < NT; ++t) {
-        const __m256 dx = _mm256_set1_ps(a[t].d[b]);
-        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][half]), _mm256_mul_ps(d, dx), acc[t][half]);
-        acc[t][half] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t][half]), _mm256_mul_ps(dmin, dx), acc[t][half]);
+        const __m256i sp = scale_pairs(half ? _mm_srli_si128(sc, 8) : sc);
+        __m256i l[5];
+        for (int L = 0; L < 5; ++L) l[L] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * L + 32 * half));
+        // 16-bit shifts: what a byte takes from its neighbour is masked off.
+        const auto part = [](__m256i v, int shift, __m256i mask) { return _mm256_and_si256(_mm256_srli_epi16(v, shift), mask); };
+        const __m256i q5 = _mm256_or_si256(part(l[0], 5, m07), part(l[1], 2, m18));
+        const __m256i q6 = _mm256_or_si256(_mm256_or_si256(part(l[1], 7, m01), part(l[2], 4, m0e)), part(l[3], 1, m10));
+        const __m256i q7 = _mm256_or_si256(part(l[3], 6, m03), part(l[4], 3, m1c));
+        const __m256i q[8] = {_mm256_and_si256(l[0], low5), _mm256_and_si256(l[1], low5), _mm256_and_si256(l[2], low5),
+                              _mm256_and_si256(l[3], low5), _mm256_and_si256(l[4], low5), q5, q6, q7};
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xq = a[t].q + 256 * b + 32 * j;
+          __m256i s16[2];
+          for (int k = 0; k < 2; ++k)
+            s16[k] = _mm256_add_epi16(
+                _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * k], bcast4(xq + 16 * k)),
+                                 _mm256_maddubs_epi16(q[4 * k + 1], bcast4(xq + 16 * k + 4))),
+                _mm256_add_epi16(_mm256_maddubs_epi16(q[4 * k + 2], bcast4(xq + 16 * k + 8)),
+                                 _mm256_maddubs_epi16(q[4 * k + 3], bcast4(xq + 16 * k + 12))));
+          isum[t][half] = _mm256_add_epi32(isum[t][half],
+                                           _mm256_add_epi32(_mm256_madd_epi16(s16[0], sp), _mm256_madd_epi16(s16[1], sp)));
+        }
       }
     }
+    k4_block_end<NT>(tb, a, b, isum, acc);
   }
   for (int t = 0; t < NT; ++t)
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
@@ -188,6 +252,7 @@ TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q4_K: return tile_q4k<NT>;
+    case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
     default: return nullptr;
   }
