@@ -1,6 +1,6 @@
 // Tile GEMV on AVX2 (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h), for
-// CPUs without AVX-512 VNNI (Zen 3 and older). Q4_K, Q5_K, Q6_K and Q8_0 so far: Q2_K's and Q3_K's
-// tiles are unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
+// CPUs without AVX-512 VNNI (Zen 3 and older). Every tiled type but Q3_K so far: Q3_K's tiles are
+// unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
 // leaves those matrices as blocks (ggml_gemv_tiles_native).
 //   Q4_K: the 16 rows as two halves of 8 lanes (bytes 0-31 and 32-63 of each 64-byte line). Each
 //   half's nibbles go through vpmaddubsw against 4 activation codes (int16 pairs of products),
@@ -21,6 +21,7 @@ namespace mt::cpu::ggml_gemv_detail {
 
 namespace {
 
+using Q2KTile = ggml_tile_layout::Q2K;
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
@@ -41,10 +42,28 @@ inline __m256i scale_pairs(__m128i bytes8) {
   return _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
 }
 
-// The end of a Q4_K or Q5_K tile block (their headers are the same): the mins, one vpmaddwd of
-// (m[2p][r], m[2p+1][r]) by two sub-blocks' activation sums, then acc += isum · d · d_x −
-// msum · dmin · d_x, 8 rows per half.
-static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m);
+// A K-quant tile block's end (Q2_K, Q4_K, Q5_K; the same d and dmin places): acc += isum · d · d_x
+// − msum · dmin · d_x · m_scale, 8 rows per half.
+static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m &&
+              Q2KTile::d == Q4KTile::d && Q2KTile::dmin == Q4KTile::dmin);
+template <int NT>
+inline void kquant_block_end(const uint8_t* tb, float m_scale, const Q8Act* a, int64_t b, const __m256i (*isum)[2],
+                             const __m256i (*msum)[2], __m256 (*acc)[2]) {
+  for (int half = 0; half < 2; ++half) {
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half)));
+    const __m256 dmin = _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::dmin + 16 * half))),
+        _mm256_set1_ps(m_scale));
+    for (int t = 0; t < NT; ++t) {
+      const __m256 dx = _mm256_set1_ps(a[t].d[b]);
+      acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][half]), _mm256_mul_ps(d, dx), acc[t][half]);
+      acc[t][half] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t][half]), _mm256_mul_ps(dmin, dx), acc[t][half]);
+    }
+  }
+}
+
+// The end of a Q4_K or Q5_K tile block: the mins, one vpmaddwd of (m[2p][r], m[2p+1][r]) by two
+// sub-blocks' activation sums, then kquant_block_end.
 template <int NT>
 inline void k4_block_end(const uint8_t* tb, const Q8Act* a, int64_t b, const __m256i (*isum)[2], __m256 (*acc)[2]) {
   __m256i msum[NT][2];
@@ -55,15 +74,7 @@ inline void k4_block_end(const uint8_t* tb, const Q8Act* a, int64_t b, const __m
       for (int t = 0; t < NT; ++t)
         msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mw, bcast4(a[t].bsum32 + 8 * b + 2 * p)));
     }
-  for (int half = 0; half < 2; ++half) {
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half)));
-    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::dmin + 16 * half)));
-    for (int t = 0; t < NT; ++t) {
-      const __m256 dx = _mm256_set1_ps(a[t].d[b]);
-      acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][half]), _mm256_mul_ps(d, dx), acc[t][half]);
-      acc[t][half] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t][half]), _mm256_mul_ps(dmin, dx), acc[t][half]);
-    }
-  }
+  kquant_block_end<NT>(tb, 1.0f, a, b, isum, msum, acc);
 }
 
 template <int NT>
@@ -99,6 +110,48 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
           isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_madd_epi16(s16[t][half], sp[half]));
     }
     k4_block_end<NT>(tb, a, b, isum, acc);
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
+}
+
+// Q2_K, per group of 16 values (one 64-byte line), per half of 8 rows: four 2-bit planes (shift,
+// mask), their vpmaddubsw summed in int16 (at most 4 x 2 x 3 x 127 = 3048), one vpmaddwd by the
+// group's scale; the mins (the high nibbles masked in place, 16 x) one vpmaddwd by the group's
+// activation sum.
+template <int NT>
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m256i low2 = _mm256_set1_epi8(0x03), low4 = _mm256_set1_epi32(0x0F), high4 = _mm256_set1_epi32(0xF0);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q2KTile::bytes;
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    __m256i isum[NT][2], msum[NT][2];
+    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = msum[t][0] = msum[t][1] = _mm256_setzero_si256();
+    for (int g = 0; g < 16; ++g) {
+      const uint8_t* c = tb + Q2KTile::codes + 64 * g;
+      prefetch_line(c, end);
+      for (int half = 0; half < 2; ++half) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
+        const __m256i q0 = _mm256_and_si256(v, low2), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), low2),
+                      q2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low2),
+                      q3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), low2);
+        const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g + 8 * half)));
+        const __m256i sc = _mm256_and_si256(w, low4), mn = _mm256_and_si256(w, high4);
+        const __m256i sp = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xq = a[t].q + 256 * b + 16 * g;
+          const __m256i s16 = _mm256_add_epi16(
+              _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast4(xq)), _mm256_maddubs_epi16(q1, bcast4(xq + 4))),
+              _mm256_add_epi16(_mm256_maddubs_epi16(q2, bcast4(xq + 8)), _mm256_maddubs_epi16(q3, bcast4(xq + 12))));
+          isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_madd_epi16(s16, sp));
+          // The group's sum in the low word (mn's high word is 0; quantise_acts keeps a spare sum).
+          msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mn, bcast4(a[t].bsum + 16 * b + g)));
+        }
+      }
+    }
+    kquant_block_end<NT>(tb, 1.0f / 16.0f, a, b, isum, msum, acc);
   }
   for (int t = 0; t < NT; ++t)
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
@@ -251,6 +304,7 @@ template <int NT>
 TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: return tile_q8_0<NT>;
+    case GgmlType::Q2_K: return tile_q2k<NT>;
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
