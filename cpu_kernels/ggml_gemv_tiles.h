@@ -8,7 +8,7 @@
 //   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows (one vpdpwssd
 //   where its sum fits in int16: Q2_K, Q3_K), mins by vpdpwssd; on a CPU with GFNI, Q2_K's
 //   planes one vgf2p8affineqb each (per type: docs/kernels.md, "GGUF row tiles").
-//   Level 1 (AVX2): every tiled type's but Q3_K's with vpmaddubsw and vpmaddwd, 8 rows a vector
+//   Level 1 (AVX2): every tiled type with vpmaddubsw and vpmaddwd, 8 rows a vector
 //   (ggml_gemv_tiles_avx2.cpp).
 //   Otherwise (level 0, and level 1 for the other types) the tile is unpacked to its GGUF blocks
 //   and run by ggml_gemv_tokens: correct, but slower than the blocks themselves.
@@ -19,7 +19,7 @@
 namespace mt::cpu {
 
 // Whether `type`'s tiles have a kernel of their own at isa_level (clamped to this CPU's), so that
-// tiling its matrices pays: every tiled type at level 2, all but Q3_K at level 1.
+// tiling its matrices pays: every tiled type at levels 1 and 2.
 bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),

@@ -1,7 +1,5 @@
 // Tile GEMV on AVX2 (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h), for
-// CPUs without AVX-512 VNNI (Zen 3 and older). Every tiled type but Q3_K so far: Q3_K's tiles are
-// unpacked to blocks at this level (ggml_gemv_tiles.cpp), so the engine
-// leaves those matrices as blocks (ggml_gemv_tiles_native).
+// CPUs without AVX-512 VNNI (Zen 3 and older), for every tiled type.
 //   Q4_K: the 16 rows as two halves of 8 lanes (bytes 0-31 and 32-63 of each 64-byte line). Each
 //   half's nibbles go through vpmaddubsw against 4 activation codes (int16 pairs of products),
 //   summed in int16 over the sub-block's 4 lines (at most 4 x 2 x 2 x 15 x 127 = 30480 < 2^15),
@@ -22,6 +20,7 @@ namespace mt::cpu::ggml_gemv_detail {
 namespace {
 
 using Q2KTile = ggml_tile_layout::Q2K;
+using Q3KTile = ggml_tile_layout::Q3K;
 using Q4KTile = ggml_tile_layout::Q4K;
 using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
@@ -152,6 +151,87 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       }
     }
     kquant_block_end<NT>(tb, 1.0f / 16.0f, a, b, isum, msum, acc);
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
+}
+
+// Q3_K. Per block, the 16 rows' 6-bit scales of all 16 groups to int8 s - 32 (as the AVX-512
+// kernel, on the stack). Per pair of groups (three 64-byte lines), per half of 8 rows: group A's
+// codes are bits 0-2 of the lines, group B's bits 4-6, and both groups' last codes gathered from
+// bits 3 and 7 (shifts, masks, ors); each group's four planes' vpmaddubsw summed in int16 (at most
+// 4 x 2 x 7 x 127 = 7112), one vpmaddwd by its scale, and one of the scale by its activation sum,
+// 4 x which comes off at the block's end (the stored code is q + 4).
+template <int NT>
+void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
+  const __m256i low3 = bits(0x07), low4 = bits(0x0F), b45 = bits(0x30), bias = bits(32), m11 = bits(0x11),
+                m22 = bits(0x22), m44 = bits(0x44), low16 = _mm256_set1_epi32(0xFFFF);
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  alignas(32) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q3KTile::bytes;
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    for (int h = 0; h < 2; ++h) {  // the scales' bytes are independent: two halves of 32
+      const auto ld = [&](int64_t off) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + off + 32 * h)); };
+      const __m256i z0 = ld(Q3KTile::slo), z1 = ld(Q3KTile::slo + 64), hi = ld(Q3KTile::shi);
+      // Group 8k + 2c + e's bit pair is at bits 4k + 2e of the high byte: each to bits 4-5.
+      const __m256i lo[4] = {z0, _mm256_srli_epi16(z0, 4), z1, _mm256_srli_epi16(z1, 4)};
+      const __m256i hp[4] = {_mm256_slli_epi16(hi, 4), _mm256_slli_epi16(hi, 2), hi, _mm256_srli_epi16(hi, 2)};
+      for (int v = 0; v < 4; ++v)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc8[v] + 32 * h),
+                           _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(lo[v], low4), _mm256_and_si256(hp[v], b45)), bias));
+    }
+    __m256i isum[NT][2], osum[NT][2];
+    for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
+    for (int p = 0; p < 8; ++p) {
+      const uint8_t* c = tb + Q3KTile::codes + 192 * p;
+      for (int L = 0; L < 3; ++L) prefetch_line(c + 64 * L, end);
+      const int k = p / 4, cc = p % 4;
+      for (int half = 0; half < 2; ++half) {
+        __m256i l[3];
+        for (int L = 0; L < 3; ++L) l[L] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * L + 32 * half));
+        // Bit L of the last codes (bits 3 and 7 of line L) to bits L and 4 + L (16-bit shifts: what a
+        // byte takes from its neighbour is masked off).
+        const __m256i u = _mm256_or_si256(
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l[0], 3), m11), _mm256_and_si256(_mm256_srli_epi16(l[1], 2), m22)),
+            _mm256_and_si256(_mm256_srli_epi16(l[2], 1), m44));
+        const __m256i qa[4] = {_mm256_and_si256(l[0], low3), _mm256_and_si256(l[1], low3), _mm256_and_si256(l[2], low3),
+                               _mm256_and_si256(u, low3)};
+        const __m256i qb[4] = {_mm256_and_si256(_mm256_srli_epi16(l[0], 4), low3),
+                               _mm256_and_si256(_mm256_srli_epi16(l[1], 4), low3),
+                               _mm256_and_si256(_mm256_srli_epi16(l[2], 4), low3), _mm256_and_si256(_mm256_srli_epi16(u, 4), low3)};
+        // The scales as int16 with a zero high word (z), and in both halves of the lane.
+        const auto scales = [&](int v) {
+          return _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[v] + 16 * cc + 8 * half))),
+                                  low16);
+        };
+        const __m256i za = scales(2 * k), zb = scales(2 * k + 1);
+        const __m256i pa = _mm256_or_si256(za, _mm256_slli_epi32(za, 16)), pb = _mm256_or_si256(zb, _mm256_slli_epi32(zb, 16));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xq = a[t].q + 256 * b + 32 * p;
+          __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();
+          for (int q = 0; q < 4; ++q) {
+            sa = _mm256_add_epi16(sa, _mm256_maddubs_epi16(qa[q], bcast4(xq + 4 * q)));
+            sb = _mm256_add_epi16(sb, _mm256_maddubs_epi16(qb[q], bcast4(xq + 16 + 4 * q)));
+          }
+          isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_add_epi32(_mm256_madd_epi16(sa, pa), _mm256_madd_epi16(sb, pb)));
+          // Each group's activation sum in the low word (za's and zb's high words are 0; quantise_acts
+          // keeps a spare sum after the last).
+          osum[t][half] = _mm256_add_epi32(
+              osum[t][half], _mm256_add_epi32(_mm256_madd_epi16(za, bcast4(a[t].bsum + 16 * b + 2 * p)),
+                                              _mm256_madd_epi16(zb, bcast4(a[t].bsum + 16 * b + 2 * p + 1))));
+        }
+      }
+    }
+    for (int half = 0; half < 2; ++half) {
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q3KTile::d + 16 * half)));
+      for (int t = 0; t < NT; ++t) {
+        const __m256i is = _mm256_sub_epi32(isum[t][half], _mm256_slli_epi32(osum[t][half], 2));
+        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(d, _mm256_set1_ps(a[t].d[b])), acc[t][half]);
+      }
+    }
   }
   for (int t = 0; t < NT; ++t)
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
@@ -305,6 +385,7 @@ TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: return tile_q8_0<NT>;
     case GgmlType::Q2_K: return tile_q2k<NT>;
+    case GgmlType::Q3_K: return tile_q3k<NT>;
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;

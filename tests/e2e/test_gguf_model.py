@@ -159,8 +159,7 @@ def main():
                                          with_stderr=True)
         compare_int8(ck, f"cpu backend decode at --isa {isa}", ref[:6], g_isa)
         if isa == "avx2" and "avx2" in C.cpu_flags():
-            # AVX2 has tile kernels for every tiled type but Q3_K (not in this file): the same matrices
-            # as at AVX-512 are tiled.
+            # AVX2 has tile kernels for every tiled type: the same matrices as at AVX-512 are tiled.
             m = re.search(tiled_re, isa_err)
             ck.check("... at --isa avx2 the Q4_K, Q5_K, Q6_K and Q8_0 matrices were tiled",
                      m is not None and int(m.group(1)) >= 4 and (n_tiled is None or int(m.group(1)) == n_tiled),

@@ -70,7 +70,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               omp_get_max_threads());
   std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
               "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
-              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512: every type listed; AVX2: all but Q3_K)\n");
+              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed)\n");
   std::printf("%-6s %-7s %-5s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
