@@ -10,7 +10,7 @@
 //   planes one vgf2p8affineqb each (per type: docs/kernels.md, "GGUF row tiles").
 //   Level 1 (AVX2): every tiled type with vpmaddubsw and vpmaddwd, 8 rows a vector
 //   (ggml_gemv_tiles_avx2.cpp).
-//   Otherwise (level 0, and level 1 for the other types) the tile is unpacked to its GGUF blocks
+//   Otherwise (level 0) the tile is unpacked to its GGUF blocks
 //   and run by ggml_gemv_tokens: correct, but slower than the blocks themselves.
 #pragma once
 

@@ -1,7 +1,7 @@
 // A GGUF model's Q2_K..Q6_K and Q8_0 matrices re-laid as row tiles (runtime/core/ggml_tiles.h)
 // for the CPU backend's tile GEMV: every code, scale and min kept, 16 rows in the vector lanes
-// (closer to RAM bandwidth than the blocks for every type, e.g. Q8_0 0.91-0.97 against 0.79, Q4_K
-// 0.82-0.87 against 0.70-0.73, Q3_K 0.75 against 0.62; docs/benchmarks.md). Matrices of other
+// (closer to RAM bandwidth than the blocks for every type, e.g. on AVX-512 Q8_0 ~1.0 against 0.79,
+// Q4_K 0.94-0.96 against 0.73-0.76, Q2_K 0.80 against 0.59-0.62; docs/benchmarks.md). Matrices of other
 // types, the embedding table (read by rows) and matrices whose rows are not a multiple of 16 stay
 // as mapped. Each tiled matrix's mapped pages are dropped once copied, so the model is not held
 // twice; the tiles live in ModelWeights::tiles. For a model that fits in RAM (the tiles are
