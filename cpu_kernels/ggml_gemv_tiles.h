@@ -38,6 +38,13 @@ struct Q8Act;
 // in flight while the near one hides the L2 latency.
 inline constexpr int64_t kTilePrefetchL1 = 2048;
 inline constexpr int64_t kTilePrefetchL2 = 8192;
+// The line at p prefetched at both distances while they stay before `end`. Always inlined: the
+// AVX2 and AVX-512 kernel files build it under different flags, and no out-of-line copy of
+// either should serve the other.
+[[gnu::always_inline]] inline void tile_prefetch_line(const uint8_t* p, const uint8_t* end) {
+  if (p + kTilePrefetchL2 < end) __builtin_prefetch(p + kTilePrefetchL2, 0, 2);
+  if (p + kTilePrefetchL1 < end) __builtin_prefetch(p + kTilePrefetchL1, 0, 3);
+}
 // out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching within stream_end.
 using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
 // nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI (Q2_K then unpacks its planes with it).

@@ -26,10 +26,6 @@ using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 using Q80Tile = ggml_tile_layout::Q80;
 
-inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
-  if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
-  if (p + kTilePrefetchL1 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL1), _MM_HINT_T0);
-}
 inline __m256i bcast4(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -83,7 +79,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q4KTile::bytes;
-    for (int64_t o = 0; o < Q4KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
     __m256i isum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
@@ -91,7 +87,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) s16[t][0] = s16[t][1] = _mm256_setzero_si256();
       for (int h = 0; h < 4; ++h) {
         const uint8_t* c = tb + Q4KTile::codes + (4 * j + h) * 64;
-        prefetch_line(c, end);
+        tile_prefetch_line(c, end);
         for (int half = 0; half < 2; ++half) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
           const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
@@ -125,12 +121,12 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
     __m256i isum[NT][2], msum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = msum[t][0] = msum[t][1] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q2KTile::codes + 64 * g;
-      prefetch_line(c, end);
+      tile_prefetch_line(c, end);
       for (int half = 0; half < 2; ++half) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
         const __m256i q0 = _mm256_and_si256(v, low2), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), low2),
@@ -172,7 +168,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   alignas(32) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q3KTile::bytes;
-    for (int64_t o = 0; o < Q3KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
     for (int h = 0; h < 2; ++h) {  // the scales' bytes are independent: two halves of 32
       const auto ld = [&](int64_t off) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + off + 32 * h)); };
       const __m256i z0 = ld(Q3KTile::slo), z1 = ld(Q3KTile::slo + 64), hi = ld(Q3KTile::shi);
@@ -187,7 +183,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
     for (int p = 0; p < 8; ++p) {
       const uint8_t* c = tb + Q3KTile::codes + 192 * p;
-      for (int L = 0; L < 3; ++L) prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, end);
       const int k = p / 4, cc = p % 4;
       for (int half = 0; half < 2; ++half) {
         __m256i l[3];
@@ -251,12 +247,12 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q5KTile::bytes;
-    for (int64_t o = 0; o < Q5KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
     __m256i isum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
       const uint8_t* c = tb + Q5KTile::codes + 320 * j;
-      for (int L = 0; L < 5; ++L) prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 5; ++L) tile_prefetch_line(c + 64 * L, end);
       const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q5KTile::sc + 16 * j));
       for (int half = 0; half < 2; ++half) {
         const __m256i sp = scale_pairs(half ? _mm_srli_si128(sc, 8) : sc);
@@ -302,12 +298,12 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q6KTile::bytes;
-    for (int64_t o = 0; o < Q6KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
     __m256i isum[NT][2], osum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q6KTile::codes + 192 * g;
-      for (int L = 0; L < 3; ++L) prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, end);
       const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::sc + 16 * g));
       for (int half = 0; half < 2; ++half) {
         // The scale as int16 with a zero high word (sz), and in both halves of the lane (sp).
@@ -360,7 +356,7 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
     for (int t = 0; t < NT; ++t) s[t][0] = s[t][1] = _mm256_setzero_si256();
     for (int c = 0; c < 8; ++c) {
       const uint8_t* p = tb + Q80Tile::codes + 64 * c;
-      prefetch_line(p, end);
+      tile_prefetch_line(p, end);
       for (int half = 0; half < 2; ++half) {
         const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * half)), bias);
         const __m256i mag = _mm256_abs_epi8(q);

@@ -31,7 +31,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q4KTile::bytes;
-    for (int64_t o = 0; o < Q4KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
@@ -42,7 +42,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) sj[t] = sk[t] = _mm512_setzero_si512();
       for (int h = 0; h < 4; ++h) {
         const uint8_t* c = tb + Q4KTile::codes + (4 * j + h) * 64;
-        prefetch_line(c, end);
+        tile_prefetch_line(c, end);
         const __m512i v = _mm512_loadu_si512(c);
         const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(v, high4);
         for (int t = 0; t < NT; ++t) {
@@ -77,7 +77,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   alignas(64) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q3KTile::bytes;
-    for (int64_t o = 0; o < Q3KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
     {
       const __m512i z0 = _mm512_loadu_si512(tb + Q3KTile::slo), z1 = _mm512_loadu_si512(tb + Q3KTile::slo + 64),
                     hi = _mm512_loadu_si512(tb + Q3KTile::shi);
@@ -145,7 +145,7 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q5KTile::bytes;
-    for (int64_t o = 0; o < Q5KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
@@ -188,8 +188,8 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
     for (int t = 0; t < NT; ++t) sa[t] = sb[t] = _mm512_setzero_si512();
     for (int c = 0; c < 8; c += 2) {
       const uint8_t* p = tb + Q80Tile::codes + 64 * c;
-      prefetch_line(p, end);
-      prefetch_line(p + 64, end);
+      tile_prefetch_line(p, end);
+      tile_prefetch_line(p + 64, end);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 32 * b + 4 * c;
@@ -219,7 +219,7 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q6KTile::bytes;
-    for (int64_t o = 0; o < Q6KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
     __m512i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {

@@ -25,10 +25,6 @@ using Q3KTile = ggml_tile_layout::Q3K;
 using Q5KTile = ggml_tile_layout::Q5K;
 using Q6KTile = ggml_tile_layout::Q6K;
 
-inline void prefetch_line(const uint8_t* p, const uint8_t* end) {
-  if (p + kTilePrefetchL2 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL2), _MM_HINT_T1);
-  if (p + kTilePrefetchL1 < end) _mm_prefetch(reinterpret_cast<const char*>(p + kTilePrefetchL1), _MM_HINT_T0);
-}
 inline __m512i bcast4(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -39,7 +35,7 @@ inline __m512i bcast4(const void* p) {
 template <int N>
 inline void load_lines(const uint8_t* c, const uint8_t* end, __m512i* l) {
   for (int k = 0; k < N; ++k) {
-    prefetch_line(c + 64 * k, end);
+    tile_prefetch_line(c + 64 * k, end);
     l[k] = _mm512_loadu_si512(c + 64 * k);
   }
 }
@@ -94,12 +90,12 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q2KTile::codes + 64 * g;
-      prefetch_line(c, end);
+      tile_prefetch_line(c, end);
       const __m512i v = _mm512_loadu_si512(c);
       const __m512i q0 = _mm512_and_si512(v, low2);
       __m512i q1, q2, q3;
