@@ -27,7 +27,8 @@ struct EngineOptions {
   // operators elsewhere) or "reference" (the exact fp32 path, the oracle of the tests).
   std::string backend = "cpu";
   // A GGUF's Q2_K..Q6_K and Q8_0 matrices as row tiles (runtime/model/gguf_tiles.h) when the cpu backend runs
-  // at the AVX-512 level and the file fits in RAM; off: as mapped blocks.
+  // at the AVX2 or AVX-512 level (the types with a tile kernel there) and the file fits in RAM; off: as
+  // mapped blocks.
   bool gguf_tiles = true;
   // `--gpu on`: the CUDA backend (gpu_kernels/cuda_backend.h) runs the weight-heavy ops and the
   // VRAM tier's experts, with `backend` as its host backend; an error when there is no GPU.

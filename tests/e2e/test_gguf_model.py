@@ -139,7 +139,7 @@ def main():
     compare_int8(ck, "cpu backend prefill (the block GEMV up to 32 tokens), GGUF vs numpy reference", ref, g_cpu)
     g_dec = C.engine_logits(exe, model, ids, out("gguf-decode"), chunk=1, extra=["--gguf-tiles", "off"])
     compare_int8(ck, "cpu backend decode (GGUF block GEMV), GGUF vs numpy reference", ref, g_dec)
-    # Row tiles (the default on AVX-512; elsewhere the flag changes nothing): the same integer
+    # Row tiles (the default on AVX2 and AVX-512; elsewhere the flag changes nothing): the same integer
     # sums, so the same logits up to fp32 rounding of the scaled block sums.
     t_dec, t_err = C.engine_logits(exe, model, ids, out("gguf-decode-tiles"), chunk=1, extra=["--gguf-tiles", "on"],
                                    with_stderr=True)

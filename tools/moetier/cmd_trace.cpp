@@ -51,7 +51,7 @@ packed expert stores (moetier convert, make-model --packed):
   --gpu-vram SIZE    VRAM the CUDA backend may use                   [free VRAM less 1 GiB]
   --gpu-cache T      its latent KV cache: bf16, f32 or fp8 (half bf16's VRAM)         [bf16]
   --gpu-graphs on|off  replay decode steps' attention blocks as CUDA graphs           [on]
-  --gguf-tiles on|off  a GGUF's Q2_K..Q6_K, Q8_0 matrices as 16-row tiles (AVX-512, fits in RAM) [on]
+  --gguf-tiles on|off  a GGUF's Q2_K..Q6_K, Q8_0 matrices as 16-row tiles (AVX2 or AVX-512, fits in RAM) [on]
 
 A prompt longer than the context (after --max-tokens-per-prompt) is an error; decoding stops
 early when the context is full or (without --ignore-eos) at the end-of-sentence token.
