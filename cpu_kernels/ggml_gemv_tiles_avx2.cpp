@@ -31,11 +31,11 @@ inline __m256i bcast4(const void* p) {
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
 }
+// Lanes whose high int16 is 0 -> the low int16 in both halves, so one vpmaddwd scales both of a
+// lane's int16 sums by it.
+inline __m256i both_halves(__m256i low16) { return _mm256_or_si256(low16, _mm256_slli_epi32(low16, 16)); }
 // 8 bytes -> 8 lanes, each holding the byte in both of its int16 halves.
-inline __m256i scale_pairs(__m128i bytes8) {
-  const __m256i s = _mm256_cvtepu8_epi32(bytes8);
-  return _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
-}
+inline __m256i scale_pairs(__m128i bytes8) { return both_halves(_mm256_cvtepu8_epi32(bytes8)); }
 
 // A K-quant tile block's end (Q2_K, Q4_K, Q5_K; the same d and dmin places): acc += isum · d · d_x
 // − msum · dmin · d_x · m_scale, 8 rows per half.
@@ -134,7 +134,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
                       q3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), low2);
         const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g + 8 * half)));
         const __m256i sc = _mm256_and_si256(w, low4), mn = _mm256_and_si256(w, high4);
-        const __m256i sp = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+        const __m256i sp = both_halves(sc);
         for (int t = 0; t < NT; ++t) {
           const int8_t* xq = a[t].q + 256 * b + 16 * g;
           const __m256i s16 = _mm256_add_epi16(
@@ -204,7 +204,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
                                   low16);
         };
         const __m256i za = scales(2 * k), zb = scales(2 * k + 1);
-        const __m256i pa = _mm256_or_si256(za, _mm256_slli_epi32(za, 16)), pb = _mm256_or_si256(zb, _mm256_slli_epi32(zb, 16));
+        const __m256i pa = both_halves(za), pb = both_halves(zb);
         for (int t = 0; t < NT; ++t) {
           const int8_t* xq = a[t].q + 256 * b + 32 * p;
           __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();
@@ -308,7 +308,7 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int half = 0; half < 2; ++half) {
         // The scale as int16 with a zero high word (sz), and in both halves of the lane (sp).
         const __m256i sz = _mm256_and_si256(_mm256_cvtepi8_epi32(half ? _mm_srli_si128(sc, 8) : sc), low16);
-        const __m256i sp = _mm256_or_si256(sz, _mm256_slli_epi32(sz, 16));
+        const __m256i sp = both_halves(sz);
         const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
         const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 32 * half));
         const __m256i l2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 128 + 32 * half));
