@@ -126,9 +126,11 @@ void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, Quan
   quantize_act_avx2(x, nt * ablocks, ab, out.q.data(), out.d.data(), out.bsum.data());
   for (size_t i = 0; i < out.bsum32.size(); ++i)
     out.bsum32[i] = static_cast<int16_t>(out.bsum[2 * i] + out.bsum[2 * i + 1]);
+  out.bsum_w.resize(static_cast<size_t>(nt * cols / 16));
+  for (size_t i = 0; i < out.bsum_w.size(); ++i) out.bsum_w[i] = static_cast<uint16_t>(out.bsum[i]);
   for (int64_t t = 0; t < nt; ++t)
     out.act[t] = Q8Act{out.q.data() + t * cols, out.d.data() + t * ablocks, out.bsum.data() + t * cols / 16,
-                       out.bsum32.data() + t * cols / 32};
+                       out.bsum32.data() + t * cols / 32, out.bsum_w.data() + t * cols / 16};
 }
 
 void quantize_act_scalar(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum) {

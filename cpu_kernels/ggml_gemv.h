@@ -63,6 +63,9 @@ struct Q8Act {
   const float* d = nullptr;
   const int16_t* bsum = nullptr;
   const int16_t* bsum32 = nullptr;
+  // Each 16-value group's sum in the low int16 of a dword whose high int16 is 0: one vpmaddwd of
+  // it by a lane (s, s) gives s · sum, whatever the scale's lane holds in its high half.
+  const uint32_t* bsum_w = nullptr;
 };
 // Quantises `blocks` activation blocks of `block` values (32 or 256) at x into q, d, bsum (each
 // at its block's place). Every ISA's version gives bit-identical results.
@@ -75,6 +78,7 @@ struct QuantisedActs {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int16_t> bsum, bsum32;
+  std::vector<uint32_t> bsum_w;
   Q8Act act[kMaxTokens];
 };
 void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, QuantisedActs& out);

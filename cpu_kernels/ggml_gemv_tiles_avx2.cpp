@@ -31,21 +31,37 @@ inline __m256i bcast4(const void* p) {
   std::memcpy(&v, p, 4);
   return _mm256_set1_epi32(v);
 }
-// Lanes whose high int16 is 0 -> the low int16 in both halves, so one vpmaddwd scales both of a
-// lane's int16 sums by it.
-inline __m256i both_halves(__m256i low16) { return _mm256_or_si256(low16, _mm256_slli_epi32(low16, 16)); }
-// 8 bytes -> 8 lanes, each holding the byte in both of its int16 halves.
-inline __m256i scale_pairs(__m128i bytes8) { return both_halves(_mm256_cvtepu8_epi32(bytes8)); }
+// 16 bytes (one per row of a tile) in both 128-bit halves of a vector: one vbroadcasti128, a load.
+inline __m256i bcast16(const void* p) { return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p))); }
+
+// vpshufb controls that spread a bcast16 of the rows' bytes over the 8 lanes of half h (rows
+// 8h..8h+7; row 8h + 4L + k in dword k of 128-bit lane L), a lane's four bytes taken as `pattern`:
+// kRow is the row's byte, kZero a zero. One vpshufb then puts a row's scale in its lane, against
+// 3-4 ops (widen, mask, shift, or) from the bytes.
+inline constexpr uint8_t kRow = 0, kZero = 0x80;
+inline __m256i spread_rows(int half, const uint8_t (&pattern)[4]) {
+  alignas(32) uint8_t c[32];
+  for (int L = 0; L < 2; ++L)
+    for (int k = 0; k < 4; ++k)
+      for (int i = 0; i < 4; ++i) c[16 * L + 4 * k + i] = pattern[i] == kZero ? kZero : uint8_t(8 * half + 4 * L + k);
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(c));
+}
+// (byte, 0, byte, 0): an unsigned byte as int16 in both halves of its lane, so one vpmaddwd scales
+// both of a lane's int16 sums by it.
+inline constexpr uint8_t kPairPattern[4] = {kRow, kZero, kRow, kZero};
+// The byte in all four: vpsraw 8 then gives a signed byte as int16 in both halves.
+inline constexpr uint8_t kFourPattern[4] = {kRow, kRow, kRow, kRow};
 
 // A K-quant tile block's end (Q2_K, Q4_K, Q5_K; the same d and dmin places): acc += isum · d · d_x
-// − msum · dmin · d_x · m_scale, 8 rows per half.
+// · d_scale − msum · dmin · d_x · m_scale, 8 rows per half.
 static_assert(Q5KTile::d == Q4KTile::d && Q5KTile::dmin == Q4KTile::dmin && Q5KTile::m == Q4KTile::m &&
               Q2KTile::d == Q4KTile::d && Q2KTile::dmin == Q4KTile::dmin);
 template <int NT>
-inline void kquant_block_end(const uint8_t* tb, float m_scale, const Q8Act* a, int64_t b, const __m256i (*isum)[2],
-                             const __m256i (*msum)[2], __m256 (*acc)[2]) {
+inline void kquant_block_end(const uint8_t* tb, float d_scale, float m_scale, const Q8Act* a, int64_t b,
+                             const __m256i (*isum)[2], const __m256i (*msum)[2], __m256 (*acc)[2]) {
   for (int half = 0; half < 2; ++half) {
-    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half)));
+    const __m256 d = _mm256_mul_ps(
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::d + 16 * half))), _mm256_set1_ps(d_scale));
     const __m256 dmin = _mm256_mul_ps(
         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::dmin + 16 * half))),
         _mm256_set1_ps(m_scale));
@@ -69,12 +85,13 @@ inline void k4_block_end(const uint8_t* tb, const Q8Act* a, int64_t b, const __m
       for (int t = 0; t < NT; ++t)
         msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mw, bcast4(a[t].bsum32 + 8 * b + 2 * p)));
     }
-  kquant_block_end<NT>(tb, 1.0f, a, b, isum, msum, acc);
+  kquant_block_end<NT>(tb, 1.0f, 1.0f, a, b, isum, msum, acc);
 }
 
 template <int NT>
 void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i pair[2] = {spread_rows(0, kPairPattern), spread_rows(1, kPairPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -98,8 +115,8 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
           }
         }
       }
-      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q4KTile::sc + 16 * j));
-      const __m256i sp[2] = {scale_pairs(sc), scale_pairs(_mm_srli_si128(sc, 8))};
+      const __m256i sc = bcast16(tb + Q4KTile::sc + 16 * j);
+      const __m256i sp[2] = {_mm256_shuffle_epi8(sc, pair[0]), _mm256_shuffle_epi8(sc, pair[1])};
       for (int t = 0; t < NT; ++t)
         for (int half = 0; half < 2; ++half)
           isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_madd_epi16(s16[t][half], sp[half]));
@@ -110,13 +127,31 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
 }
 
-// Q2_K, per group of 16 values (one 64-byte line), per half of 8 rows: four 2-bit planes (shift,
-// mask), their vpmaddubsw summed in int16 (at most 4 x 2 x 3 x 127 = 3048), one vpmaddwd by the
-// group's scale; the mins (the high nibbles masked in place, 16 x) one vpmaddwd by the group's
-// activation sum.
+// The mins of a Q2_K tile block, two groups per vpmaddwd: lanes (16 m[2p][r], 16 m[2p+1][r]) (the
+// high nibbles masked in place) by the two groups' activation sums.
+template <int NT>
+inline void q2k_mins(const uint8_t* tb, const Q8Act* a, int64_t b, __m256i (*msum)[2]) {
+  const __m128i high4 = _mm_set1_epi8(char(0xF0));
+  for (int p = 0; p < 8; ++p) {
+    const uint8_t* m = tb + Q2KTile::scm + 32 * p;
+    const __m128i g0 = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m)), high4);
+    const __m128i g1 = _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + 16)), high4);
+    const __m256i mw[2] = {_mm256_cvtepu8_epi16(_mm_unpacklo_epi8(g0, g1)), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(g0, g1))};
+    for (int t = 0; t < NT; ++t)
+      for (int half = 0; half < 2; ++half)
+        msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mw[half], bcast4(a[t].bsum + 16 * b + 2 * p)));
+  }
+}
+
+// Q2_K, per group of 16 values (one 64-byte line), per half of 8 rows: planes 0 and 2 (values i and
+// 8 + i) a mask each after one shift of the line by 4, planes 1 and 3 masked in place (4 x), so
+// the vpmaddubsw sums of the two kinds are A and 4B, and 4A + 4B (at most 4 x 4 x 2 x 3 x 127 =
+// 12192 < 2^15) takes one shift; then one vpmaddwd by the group's scale (spread over the lanes by
+// one vpshufb). The mins once per block (q2k_mins).
 template <int NT>
 void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
-  const __m256i low2 = _mm256_set1_epi8(0x03), low4 = _mm256_set1_epi32(0x0F), high4 = _mm256_set1_epi32(0xF0);
+  const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C), low4 = _mm256_set1_epi8(0x0F);
+  const __m256i pair[2] = {spread_rows(0, kPairPattern), spread_rows(1, kPairPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -127,26 +162,24 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q2KTile::codes + 64 * g;
       tile_prefetch_line(c, end);
+      const __m256i sc = _mm256_and_si256(bcast16(tb + Q2KTile::scm + 16 * g), low4);
       for (int half = 0; half < 2; ++half) {
+        const __m256i sp = _mm256_shuffle_epi8(sc, pair[half]);
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
-        const __m256i q0 = _mm256_and_si256(v, low2), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 2), low2),
-                      q2 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low2),
-                      q3 = _mm256_and_si256(_mm256_srli_epi16(v, 6), low2);
-        const __m256i w = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g + 8 * half)));
-        const __m256i sc = _mm256_and_si256(w, low4), mn = _mm256_and_si256(w, high4);
-        const __m256i sp = both_halves(sc);
+        const __m256i w = _mm256_srli_epi16(v, 4);  // a byte's bits 4-7 to 0-3; what comes from its neighbour is masked off
+        const __m256i q0 = _mm256_and_si256(v, m03), q1 = _mm256_and_si256(v, m0c), q2 = _mm256_and_si256(w, m03),
+                      q3 = _mm256_and_si256(w, m0c);
         for (int t = 0; t < NT; ++t) {
           const int8_t* xq = a[t].q + 256 * b + 16 * g;
-          const __m256i s16 = _mm256_add_epi16(
-              _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast4(xq)), _mm256_maddubs_epi16(q1, bcast4(xq + 4))),
-              _mm256_add_epi16(_mm256_maddubs_epi16(q2, bcast4(xq + 8)), _mm256_maddubs_epi16(q3, bcast4(xq + 12))));
+          const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, bcast4(xq)), _mm256_maddubs_epi16(q2, bcast4(xq + 8)));
+          const __m256i p4 = _mm256_add_epi16(_mm256_maddubs_epi16(q1, bcast4(xq + 4)), _mm256_maddubs_epi16(q3, bcast4(xq + 12)));
+          const __m256i s16 = _mm256_add_epi16(_mm256_slli_epi16(p1, 2), p4);  // 4 x the group's sum
           isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_madd_epi16(s16, sp));
-          // The group's sum in the low word (mn's high word is 0; quantise_acts keeps a spare sum).
-          msum[t][half] = _mm256_add_epi32(msum[t][half], _mm256_madd_epi16(mn, bcast4(a[t].bsum + 16 * b + g)));
         }
       }
     }
-    kquant_block_end<NT>(tb, 1.0f / 16.0f, a, b, isum, msum, acc);
+    q2k_mins<NT>(tb, a, b, msum);
+    kquant_block_end<NT>(tb, 0.25f, 1.0f / 16.0f, a, b, isum, msum, acc);
   }
   for (int t = 0; t < NT; ++t)
     for (int half = 0; half < 2; ++half) _mm256_storeu_ps(out + 16 * t + 8 * half, acc[t][half]);
@@ -162,7 +195,8 @@ template <int NT>
 void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
   const __m256i low3 = bits(0x07), low4 = bits(0x0F), b45 = bits(0x30), bias = bits(32), m11 = bits(0x11),
-                m22 = bits(0x22), m44 = bits(0x44), low16 = _mm256_set1_epi32(0xFFFF);
+                m22 = bits(0x22), m44 = bits(0x44);
+  const __m256i four[2] = {spread_rows(0, kFourPattern), spread_rows(1, kFourPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   alignas(32) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
@@ -198,13 +232,9 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
         const __m256i qb[4] = {_mm256_and_si256(_mm256_srli_epi16(l[0], 4), low3),
                                _mm256_and_si256(_mm256_srli_epi16(l[1], 4), low3),
                                _mm256_and_si256(_mm256_srli_epi16(l[2], 4), low3), _mm256_and_si256(_mm256_srli_epi16(u, 4), low3)};
-        // The scales as int16 with a zero high word (z), and in both halves of the lane.
-        const auto scales = [&](int v) {
-          return _mm256_and_si256(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8[v] + 16 * cc + 8 * half))),
-                                  low16);
-        };
-        const __m256i za = scales(2 * k), zb = scales(2 * k + 1);
-        const __m256i pa = both_halves(za), pb = both_halves(zb);
+        // The int8 scales as int16 in both halves of their rows' lanes.
+        const auto scales = [&](int v) { return _mm256_srai_epi16(_mm256_shuffle_epi8(bcast16(sc8[v] + 16 * cc), four[half]), 8); };
+        const __m256i pa = scales(2 * k), pb = scales(2 * k + 1);
         for (int t = 0; t < NT; ++t) {
           const int8_t* xq = a[t].q + 256 * b + 32 * p;
           __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();
@@ -213,11 +243,10 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
             sb = _mm256_add_epi16(sb, _mm256_maddubs_epi16(qb[q], bcast4(xq + 16 + 4 * q)));
           }
           isum[t][half] = _mm256_add_epi32(isum[t][half], _mm256_add_epi32(_mm256_madd_epi16(sa, pa), _mm256_madd_epi16(sb, pb)));
-          // Each group's activation sum in the low word (za's and zb's high words are 0; quantise_acts
-          // keeps a spare sum after the last).
-          osum[t][half] = _mm256_add_epi32(
-              osum[t][half], _mm256_add_epi32(_mm256_madd_epi16(za, bcast4(a[t].bsum + 16 * b + 2 * p)),
-                                              _mm256_madd_epi16(zb, bcast4(a[t].bsum + 16 * b + 2 * p + 1))));
+          // Each scale by its group's activation sum (bsum_w's high words are 0).
+          const uint32_t* bw = a[t].bsum_w + 16 * b + 2 * p;
+          osum[t][half] = _mm256_add_epi32(osum[t][half], _mm256_add_epi32(_mm256_madd_epi16(pa, bcast4(bw)),
+                                                                            _mm256_madd_epi16(pb, bcast4(bw + 1))));
         }
       }
     }
@@ -243,6 +272,7 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
   const __m256i m01 = bits(0x01), m03 = bits(0x03), m07 = bits(0x07), m0e = bits(0x0E), m10 = bits(0x10),
                 m18 = bits(0x18), m1c = bits(0x1C);
+  const __m256i pair[2] = {spread_rows(0, kPairPattern), spread_rows(1, kPairPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -253,9 +283,9 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int j = 0; j < 8; ++j) {
       const uint8_t* c = tb + Q5KTile::codes + 320 * j;
       for (int L = 0; L < 5; ++L) tile_prefetch_line(c + 64 * L, end);
-      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q5KTile::sc + 16 * j));
+      const __m256i sc = bcast16(tb + Q5KTile::sc + 16 * j);
       for (int half = 0; half < 2; ++half) {
-        const __m256i sp = scale_pairs(half ? _mm_srli_si128(sc, 8) : sc);
+        const __m256i sp = _mm256_shuffle_epi8(sc, pair[half]);
         __m256i l[5];
         for (int L = 0; L < 5; ++L) l[L] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 * L + 32 * half));
         // 16-bit shifts: what a byte takes from its neighbour is masked off.
@@ -293,7 +323,8 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 template <int NT>
 void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m256i low6 = _mm256_set1_epi8(0x3F), b01 = _mm256_set1_epi8(0x03), b23 = _mm256_set1_epi8(0x0C),
-                b45 = _mm256_set1_epi8(0x30), low16 = _mm256_set1_epi32(0xFFFF);
+                b45 = _mm256_set1_epi8(0x30);
+  const __m256i four[2] = {spread_rows(0, kFourPattern), spread_rows(1, kFourPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -304,11 +335,9 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q6KTile::codes + 192 * g;
       for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, end);
-      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q6KTile::sc + 16 * g));
+      const __m256i sc = bcast16(tb + Q6KTile::sc + 16 * g);
       for (int half = 0; half < 2; ++half) {
-        // The scale as int16 with a zero high word (sz), and in both halves of the lane (sp).
-        const __m256i sz = _mm256_and_si256(_mm256_cvtepi8_epi32(half ? _mm_srli_si128(sc, 8) : sc), low16);
-        const __m256i sp = both_halves(sz);
+        const __m256i sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sc, four[half]), 8);  // the int8 scale as int16, twice
         const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
         const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 32 * half));
         const __m256i l2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 128 + 32 * half));
@@ -324,9 +353,8 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
               _mm256_add_epi16(_mm256_maddubs_epi16(q2, bcast4(xq + 8)), _mm256_maddubs_epi16(q3, bcast4(xq + 12)));
           isum[t][half] = _mm256_add_epi32(isum[t][half],
                                            _mm256_add_epi32(_mm256_madd_epi16(p01, sp), _mm256_madd_epi16(p23, sp)));
-          // The group's activation sum in the low word (sz's high word is 0; quantise_acts keeps a
-          // spare sum after the last).
-          osum[t][half] = _mm256_add_epi32(osum[t][half], _mm256_madd_epi16(sz, bcast4(a[t].bsum + 16 * b + g)));
+          // The scale by the group's activation sum (bsum_w's high word is 0).
+          osum[t][half] = _mm256_add_epi32(osum[t][half], _mm256_madd_epi16(sp, bcast4(a[t].bsum_w + 16 * b + g)));
         }
       }
     }
