@@ -50,8 +50,9 @@ int cpu_isa_level() {
   return level;
 }
 
-bool cpu_has_gfni() {
-  static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("gfni") != 0);
+bool cpu_has_gfni_vbmi() {
+  static const bool has =
+      (__builtin_cpu_init(), __builtin_cpu_supports("gfni") != 0 && __builtin_cpu_supports("avx512vbmi") != 0);
   return has;
 }
 

@@ -154,8 +154,9 @@ const KernelSet& kernels_avx512();  // only where the CPU has avx512f/bw/vl/vnni
 const KernelSet& kernels_for(const ExpertKernelConfig& cfg);
 // Highest ISA this CPU supports: 0 scalar, 1 avx2, 2 avx512.
 int cpu_isa_level();
-// Whether this CPU has GFNI (vgf2p8affineqb), which some AVX-512 kernels use where they may.
-bool cpu_has_gfni();
+// Whether this CPU has GFNI (vgf2p8affineqb) and AVX-512 VBMI (vpermb), which some AVX-512 kernels
+// use where they may (every AVX-512 CPU with GFNI has VBMI: Ice Lake, Sapphire Rapids, Zen 4 on).
+bool cpu_has_gfni_vbmi();
 
 // Experts whose blobs hold GGUF blocks (ExpertQuant::GGUF): expert_ffn_gguf.cpp.
 void experts_ffn_gguf(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,

@@ -42,7 +42,7 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     const int nt = int(std::min<int64_t>(kMaxTokens, n - t0));
     QuantisedActs qa;
     quantise_acts(type, x + t0 * cols, cols, nt, qa);
-    const TileDot dot = level >= 2 ? avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni())
+    const TileDot dot = level >= 2 ? avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni_vbmi())
                                    : avx2_tile_dot(type, nt);
     float* yt = y + t0 * rows;
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to

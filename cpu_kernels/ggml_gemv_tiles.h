@@ -6,8 +6,9 @@
 //   Level 2 (AVX-512 VNNI): the 16 rows in the 16 int32 lanes; each 64-byte plane of codes (a
 //   mask, or for the codes spread over spare bits a few shifts and bit selects) one vpdpbusd
 //   with 4 activation codes broadcast; a group's scales one vpmulld per 16 rows (one vpdpwssd
-//   where its sum fits in int16: Q2_K, Q3_K), mins by vpdpwssd; on a CPU with GFNI, Q2_K's
-//   planes one vgf2p8affineqb each (per type: docs/kernels.md, "GGUF row tiles").
+//   where its sum fits in int16: Q2_K, Q3_K), mins by vpdpwssd; on a CPU with GFNI and VBMI,
+//   Q2_K's planes one vgf2p8affineqb each and a pair of groups' scales and mins one vpermb (per
+//   type: docs/kernels.md, "GGUF row tiles").
 //   Level 1 (AVX2): every tiled type with vpmaddubsw and vpmaddwd, 8 rows a vector
 //   (ggml_gemv_tiles_avx2.cpp).
 //   Otherwise (level 0) the tile is unpacked to its GGUF blocks
@@ -24,7 +25,8 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
-// allow_gfni false keeps level 2 off GFNI where the CPU has it (to test the path of CPUs without).
+// allow_gfni false keeps level 2 off the GFNI/VBMI kernels where the CPU has them (to test the
+// path of AVX-512 CPUs without).
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
                      int isa_level, bool allow_gfni = true);
 
@@ -47,9 +49,9 @@ inline constexpr int64_t kTilePrefetchL2 = 8192;
 }
 // out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching within stream_end.
 using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
-// nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI (Q2_K then unpacks its planes with it).
+// nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI and VBMI (Q2_K then runs its form for them).
 TileDot avx512_tile_dot(uint32_t type, int nt, bool gfni);
-TileDot avx512_gfni_tile_dot(uint32_t type, int nt);  // null where the type has no GFNI form
+TileDot avx512_gfni_tile_dot(uint32_t type, int nt);  // null where the type has no GFNI/VBMI form
 TileDot avx2_tile_dot(uint32_t type, int nt);          // null where the type has no AVX2 form
 }  // namespace ggml_gemv_detail
 

@@ -60,6 +60,47 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
 }
 
+// Q2_K, per group of 16 values: one 64-byte load holds the 16 rows' codes as four 2-bit planes;
+// each plane is one vpdpbusd per token with the 4 activation codes it holds. Plane 0 is a mask;
+// planes 1-3 a shift and a mask each. The group's scales (low nibbles) and mins (high nibbles)
+// one vpdpwssd each per 16 rows. The form for AVX-512 CPUs without GFNI and VBMI (Cascade and
+// Cooper Lake); the others run ggml_gemv_tiles_gfni_avx512.cpp's.
+template <int NT>
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+  const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi32(0x0F), high4 = _mm512_set1_epi32(0xF0);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* tb = tile + b * Q2KTile::bytes;
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    __m512i isum[NT], msum[NT];
+    for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
+    for (int g = 0; g < 16; ++g) {
+      const uint8_t* c = tb + Q2KTile::codes + 64 * g;
+      tile_prefetch_line(c, end);
+      const __m512i v = _mm512_loadu_si512(c);
+      const __m512i q0 = _mm512_and_si512(v, low2);
+      const __m512i q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
+                    q2 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low2),
+                    q3 = _mm512_and_si512(_mm512_srli_epi16(v, 6), low2);
+      // Scale and min as int32 lanes with a zero high word, so one vpdpwssd applies each (a
+      // group's sum fits in int16: |16 x 3 x 127| < 2^15); the min stays in place (16 x, undone
+      // at the block's end): a mask, not a shift, which only port 0 runs.
+      const __m512i w = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tb + Q2KTile::scm + 16 * g)));
+      const __m512i sc = _mm512_and_si512(w, low4), mn = _mm512_and_si512(w, high4);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xq = a[t].q + 256 * b + 16 * g;
+        isum[t] = _mm512_dpwssd_epi32(isum[t], group_dot(q0, q1, q2, q3, xq), sc);
+        // The group's sum in the low word, the next group's in the high one (mn's high word is 0;
+        // quantise_acts keeps a spare sum after the last).
+        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum + 16 * b + g));
+      }
+    }
+    kquant_block_end<NT>(tb, 1.0f, 1.0f / 16.0f, isum, msum, a, b, acc);
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(out + 16 * t, acc[t]);
+}
+
 // Q3_K. Per block, the 16 rows' 6-bit scales of all 16 groups to int8 s - 32 (four vectors, kept
 // on the stack). Per pair of groups (three 64-byte lines): group A's codes are bits 0-2 of the
 // lines, group B's bits 4-6 (kept in place: B's chain sums 16 x its products), and the two groups'
@@ -251,7 +292,7 @@ TileDot kernel(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q4_K: return tile_q4k<NT>;
     case GgmlType::Q8_0: return tile_q8_0<NT>;
-    case GgmlType::Q2_K: return tile_q2k<NT, false>;
+    case GgmlType::Q2_K: return tile_q2k<NT>;
     case GgmlType::Q3_K: return tile_q3k<NT>;
     case GgmlType::Q5_K: return tile_q5k<NT>;
     case GgmlType::Q6_K: return tile_q6k<NT>;
