@@ -155,7 +155,7 @@ const KernelSet& kernels_for(const ExpertKernelConfig& cfg);
 // Highest ISA this CPU supports: 0 scalar, 1 avx2, 2 avx512.
 int cpu_isa_level();
 // Whether this CPU has GFNI (vgf2p8affineqb) and AVX-512 VBMI (vpermb), which some AVX-512 kernels
-// use where they may (every AVX-512 CPU with GFNI has VBMI: Ice Lake, Sapphire Rapids, Zen 4 on).
+// use where they may (of the CPUs at level 2: Sapphire Rapids and Zen 4 on; not Cooper Lake).
 bool cpu_has_gfni_vbmi();
 
 // Experts whose blobs hold GGUF blocks (ExpertQuant::GGUF): expert_ffn_gguf.cpp.

@@ -120,17 +120,19 @@ void quantise_acts(uint32_t type, const float* x, int64_t cols, int64_t nt, Quan
   const int64_t ab = act_block(type), ablocks = cols / ab;
   out.q.resize(static_cast<size_t>(nt * cols));
   out.d.resize(static_cast<size_t>(nt * ablocks));
-  // One spare sum: a tile kernel broadcasts a group's sum with the next one's as one 4-byte read.
-  out.bsum.resize(static_cast<size_t>(nt * cols / 16 + 2));
+  out.bsum.resize(static_cast<size_t>(nt * cols / 16));
   out.bsum32.resize(static_cast<size_t>(nt * cols / 32));
   quantize_act_avx2(x, nt * ablocks, ab, out.q.data(), out.d.data(), out.bsum.data());
   for (size_t i = 0; i < out.bsum32.size(); ++i)
     out.bsum32[i] = static_cast<int16_t>(out.bsum[2 * i] + out.bsum[2 * i + 1]);
-  out.bsum_w.resize(static_cast<size_t>(nt * cols / 16));
+  // bsum_w only for the types whose tile kernels read it (those with 16-value groups).
+  const GgmlType gt = GgmlType(type);
+  const bool wide_sums = gt == GgmlType::Q2_K || gt == GgmlType::Q3_K || gt == GgmlType::Q6_K;
+  out.bsum_w.resize(wide_sums ? out.bsum.size() : 0);
   for (size_t i = 0; i < out.bsum_w.size(); ++i) out.bsum_w[i] = static_cast<uint16_t>(out.bsum[i]);
   for (int64_t t = 0; t < nt; ++t)
     out.act[t] = Q8Act{out.q.data() + t * cols, out.d.data() + t * ablocks, out.bsum.data() + t * cols / 16,
-                       out.bsum32.data() + t * cols / 32, out.bsum_w.data() + t * cols / 16};
+                       out.bsum32.data() + t * cols / 32, wide_sums ? out.bsum_w.data() + t * cols / 16 : nullptr};
 }
 
 void quantize_act_scalar(const float* x, int64_t blocks, int64_t block, int8_t* q, float* d, int16_t* bsum) {
@@ -188,7 +190,6 @@ BlockTerms block_terms(GgmlType t, const uint8_t* b, const int8_t* q, float dx, 
       break;
     }
     case GgmlType::Q3_K: {
-      const uint8_t* sc = b + 96;
       int64_t s = 0;
       for (int g = 0; g < 16; ++g) {
         const int scale = ggml_q3k_scale(b, g) - 32;

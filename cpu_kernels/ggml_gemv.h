@@ -64,7 +64,8 @@ struct Q8Act {
   const int16_t* bsum = nullptr;
   const int16_t* bsum32 = nullptr;
   // Each 16-value group's sum in the low int16 of a dword whose high int16 is 0: one vpmaddwd of
-  // it by a lane (s, s) gives s · sum, whatever the scale's lane holds in its high half.
+  // it by a lane (s, s) gives s · sum, whatever the scale's lane holds in its high half. Set by
+  // quantise_acts for Q2_K, Q3_K and Q6_K only (their tile kernels read it); null otherwise.
   const uint32_t* bsum_w = nullptr;
 };
 // Quantises `blocks` activation blocks of `block` values (32 or 256) at x into q, d, bsum (each

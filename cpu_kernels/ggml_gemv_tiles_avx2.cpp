@@ -143,11 +143,11 @@ inline void q2k_mins(const uint8_t* tb, const Q8Act* a, int64_t b, __m256i (*msu
   }
 }
 
-// Q2_K, per group of 16 values (one 64-byte line), per half of 8 rows: planes 0 and 2 (values i and
-// 8 + i) a mask each after one shift of the line by 4, planes 1 and 3 masked in place (4 x), so
-// the vpmaddubsw sums of the two kinds are A and 4B, and 4A + 4B (at most 4 x 4 x 2 x 3 x 127 =
-// 12192 < 2^15) takes one shift; then one vpmaddwd by the group's scale (spread over the lanes by
-// one vpshufb). The mins once per block (q2k_mins).
+// Q2_K, per group of 16 values (one 64-byte line), per half of 8 rows: plane 0 (values i) a mask
+// of the line and plane 2 (values 8 + i) a mask of the line shifted by 4; planes 1 and 3 masked in
+// place in the same two (4 x). So the vpmaddubsw sums of the two kinds are A and 4B, and 4A + 4B
+// (at most 4 x 4 x 2 x 3 x 127 = 12192 < 2^15) takes one shift; then one vpmaddwd by the group's
+// scale (spread over the lanes by one vpshufb). The mins once per block (q2k_mins).
 template <int NT>
 void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C), low4 = _mm256_set1_epi8(0x0F);

@@ -63,8 +63,8 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // Q2_K, per group of 16 values: one 64-byte load holds the 16 rows' codes as four 2-bit planes;
 // each plane is one vpdpbusd per token with the 4 activation codes it holds. Plane 0 is a mask;
 // planes 1-3 a shift and a mask each. The group's scales (low nibbles) and mins (high nibbles)
-// one vpdpwssd each per 16 rows. The form for AVX-512 CPUs without GFNI and VBMI (Cascade and
-// Cooper Lake); the others run ggml_gemv_tiles_gfni_avx512.cpp's.
+// one vpdpwssd each per 16 rows. The form for AVX-512 CPUs without GFNI and VBMI (Cooper Lake);
+// the others run ggml_gemv_tiles_gfni_avx512.cpp's.
 template <int NT>
 void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
   const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi32(0x0F), high4 = _mm512_set1_epi32(0xF0);
@@ -91,9 +91,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 16 * g;
         isum[t] = _mm512_dpwssd_epi32(isum[t], group_dot(q0, q1, q2, q3, xq), sc);
-        // The group's sum in the low word, the next group's in the high one (mn's high word is 0;
-        // quantise_acts keeps a spare sum after the last).
-        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum + 16 * b + g));
+        msum[t] = _mm512_dpwssd_epi32(msum[t], mn, bcast4(a[t].bsum_w + 16 * b + g));  // the group's activation sum
       }
     }
     kquant_block_end<NT>(tb, 1.0f, 1.0f / 16.0f, isum, msum, a, b, acc);
@@ -160,10 +158,9 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
         }
         isum[t] = _mm512_dpwssd_epi32(isum[t], ga, sa);
         isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_srai_epi32(gb, 4), sb);  // gb is 16 x, exactly
-        // The group's activation sum in the low word (sa's and sb's high words are 0; quantise_acts
-        // keeps a spare sum after the last).
-        osum[t] = _mm512_dpwssd_epi32(osum[t], sa, bcast4(a[t].bsum + 16 * b + 2 * p));
-        osum[t] = _mm512_dpwssd_epi32(osum[t], sb, bcast4(a[t].bsum + 16 * b + 2 * p + 1));
+        // Each scale by its group's activation sum.
+        osum[t] = _mm512_dpwssd_epi32(osum[t], sa, bcast4(a[t].bsum_w + 16 * b + 2 * p));
+        osum[t] = _mm512_dpwssd_epi32(osum[t], sb, bcast4(a[t].bsum_w + 16 * b + 2 * p + 1));
       }
     }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q3KTile::d)));

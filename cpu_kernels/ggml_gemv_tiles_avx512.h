@@ -1,7 +1,7 @@
-// What the AVX-512 tile kernels share (cpu_kernels/ggml_gemv_tiles_avx512.cpp and the GFNI/VBMI
-// variants, ggml_gemv_tiles_gfni_avx512.cpp). Included only by files built for AVX-512. Everything is in an unnamed
-// namespace on purpose: each file compiles it under its own target flags, and the linker must not
-// pick one file's copy (with GFNI instructions) for the other.
+// What the AVX-512 tile kernels share (cpu_kernels/ggml_gemv_tiles_avx512.cpp and
+// ggml_gemv_tiles_gfni_avx512.cpp). Included only by files built for AVX-512. Everything is in an
+// unnamed namespace on purpose: each file compiles it under its own target flags, and the linker
+// must not pick one file's copy (with GFNI and VBMI instructions) for the other.
 #pragma once
 
 #include <immintrin.h>

@@ -1,7 +1,8 @@
 // Tile GEMV kernels for AVX-512 CPUs with GFNI (vgf2p8affineqb: a shift and a mask of each byte
 // in one instruction) and VBMI (vpermb: any byte of a vector to any place). Built with -mgfni
-// -mavx512vbmi and entered only where the CPU has both (ggml_gemv_tiles.cpp: Ice Lake, Sapphire
-// Rapids, Zen 4 and later); the others use ggml_gemv_tiles_avx512.cpp's forms of the same kernels.
+// -mavx512vbmi and entered only where the CPU has both (ggml_gemv_tiles.cpp). Of the CPUs at the
+// AVX-512 level (which needs BF16), Sapphire Rapids and later and Zen 4 and later have both;
+// Cooper Lake has neither and runs ggml_gemv_tiles_avx512.cpp's forms of the same kernels.
 #include "cpu_kernels/ggml_gemv_tiles_avx512.h"
 #include "runtime/core/ggml_types.h"
 

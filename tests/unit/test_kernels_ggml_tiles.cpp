@@ -145,7 +145,7 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
           } else if (level >= 2) {
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
-            // The kernels of AVX-512 CPUs without GFNI, where this one has it.
+            // The kernels of AVX-512 CPUs without GFNI and VBMI, where this one has them.
             std::vector<float> plain(size_t(n * c.rows));
             cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), plain.data(), level, false);
             for (size_t i = 0; i < model.size(); ++i)
