@@ -1,5 +1,7 @@
 #include "runtime/engine/engine.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -159,17 +161,18 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
       const auto native = [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); };
       if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 1) {
         uint64_t shown = 0;
+        const bool tty = isatty(STDERR_FILENO) != 0;  // a log gets a line per step, not \r updates run together
         const GgufTileInfo ti = tile_gguf_weights(w, native, [&](uint64_t done, uint64_t total) {
           if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
           shown = done;
-          std::fprintf(stderr, "\rmoetier: K-quant and Q8_0 matrices to row tiles: %3d%%",
-                       int(done * 100 / total));
+          std::fprintf(stderr, "%smoetier: K-quant and Q8_0 matrices to row tiles: %3d%%%s", tty ? "\r" : "",
+                       int(done * 100 / total), tty ? "" : "\n");
         });
         if (opt.announce_device && ti.matrices > 0)
           std::fprintf(stderr,
-                       "\rmoetier: %lld K-quant and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
+                       "%smoetier: %lld K-quant and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
                        "the blocks)\n",
-                       static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
+                       tty ? "\r" : "", static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
       }
     }
     if (opt.announce_device)
