@@ -1,7 +1,5 @@
 #include "runtime/engine/engine.h"
 
-#include <unistd.h>
-
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +15,7 @@
 #include "planner/plan_report.h"
 #include "planner/solver.h"
 #include "runtime/core/process_memory.h"
+#include "runtime/core/progress_line.h"
 #include "runtime/engine/store_dense.h"
 #include "runtime/model/gguf_tiles.h"
 #include "runtime/model/gguf_weights.h"
@@ -161,18 +160,17 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
       const auto native = [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); };
       if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 1) {
         uint64_t shown = 0;
-        const bool tty = isatty(STDERR_FILENO) != 0;  // a log gets a line per step, not \r updates run together
+        const ProgressLine line;
         const GgufTileInfo ti = tile_gguf_weights(w, native, [&](uint64_t done, uint64_t total) {
           if (!opt.announce_device || done * 10 / total == shown * 10 / total) return;
           shown = done;
-          std::fprintf(stderr, "%smoetier: K-quant and Q8_0 matrices to row tiles: %3d%%%s", tty ? "\r" : "",
-                       int(done * 100 / total), tty ? "" : "\n");
+          line.show("K-quant and Q8_0 matrices to row tiles:", double(done * 100 / total));
         });
         if (opt.announce_device && ti.matrices > 0)
           std::fprintf(stderr,
                        "%smoetier: %lld K-quant and Q8_0 matrices as row tiles (%.1f GB; --gguf-tiles off keeps "
                        "the blocks)\n",
-                       tty ? "\r" : "", static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
+                       line.line_start(), static_cast<long long>(ti.matrices), double(ti.bytes) / 1e9);
       }
     }
     if (opt.announce_device)

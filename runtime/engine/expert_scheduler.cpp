@@ -7,6 +7,7 @@
 
 #include "cpu_kernels/ggml_dequant.h"
 #include "runtime/core/ggml_types.h"
+#include "runtime/core/progress_line.h"
 
 namespace mt {
 
@@ -141,13 +142,14 @@ Status ExpertScheduler::load_all(offload::ExpertCache& c, const std::vector<offl
   uint64_t total = 0, done = 0;
   for (const auto& b : blobs) total += b.bytes;
   for (const auto& b : blobs) c.prefetch(b.layer, b.expert);
+  const ProgressLine line;
   for (const auto& b : blobs) {
     MT_ASSIGN(offload::ExpertHandle h, c.get(b.layer, b.expert));
     done += b.bytes;
     if (progress && (done * 20 / total) != ((done - b.bytes) * 20 / total))
-      std::fprintf(stderr, "\rmoetier: loading experts into RAM %3.0f%%", 100.0 * double(done) / double(total));
+      line.show("loading experts into RAM", 100.0 * double(done) / double(total));
   }
-  if (progress) std::fprintf(stderr, "\n");
+  if (progress) line.end();
   c.reset_stats();
   return ok_status();
 }
@@ -162,6 +164,7 @@ Status ExpertScheduler::upload_to_runner(const std::vector<offload::BlobInfo>& b
   MT_ASSIGN(std::unique_ptr<offload::ExpertCache> stage,
             offload::ExpertCache::create(store_.manifest().blob_bytes, *loader_, co));
   for (size_t i = 0; i < std::min(ahead, blobs.size()); ++i) stage->prefetch(blobs[i].layer, blobs[i].expert);
+  const ProgressLine line;
   for (size_t i = 0; i < blobs.size(); ++i) {
     const offload::BlobInfo& b = blobs[i];
     if (i + ahead < blobs.size()) stage->prefetch(blobs[i + ahead].layer, blobs[i + ahead].expert);
@@ -174,10 +177,10 @@ Status ExpertScheduler::upload_to_runner(const std::vector<offload::BlobInfo>& b
       refused.push_back(b);
     }
     if (progress && ((i + 1) * 20 / blobs.size()) != (i * 20 / blobs.size()))
-      std::fprintf(stderr, "\rmoetier: copying the VRAM tier's experts to %s %3.0f%%", vram_runner_->name(),
-                   100.0 * double(i + 1) / double(blobs.size()));
+      line.show(std::string("copying the VRAM tier's experts to ") + vram_runner_->name(),
+                100.0 * double(i + 1) / double(blobs.size()));
   }
-  if (progress) std::fprintf(stderr, "\n");
+  if (progress) line.end();
   vram_on_cpu_ = static_cast<int64_t>(refused.size());
   return ok_status();
 }
