@@ -38,6 +38,14 @@ CostRates cost_rates(const CostInputs& in) {
   const double packed = in.dense_format == "q4" ? m.dense_q4_gbs : m.dense_q8_gbs;
   const KernelRate* kd = m.kernel(in.dense_format == "q4" ? "q4" : "q8");
   r.cpu_dense_packed_gbs = packed > 0 ? packed : kd && kd->decode_gbs > 0 ? kd->decode_gbs : r.cpu_expert_gbs;
+  // A GGUF's types at their own kernels' rates where the profile measured them.
+  if (!in.expert_types.empty()) {
+    const MixedRate e = mixed_kernel_rate(m, in.expert_types, r.cpu_expert_gbs, r.cpu_expert_gflops);
+    r.cpu_expert_gbs = e.decode_gbs;
+    r.cpu_expert_gflops = e.prefill_gflops;
+  }
+  if (!in.dense_types.empty() && (in.dense_format == "q4" || in.dense_format == "q8"))
+    r.cpu_dense_packed_gbs = mixed_kernel_rate(m, in.dense_types, r.cpu_dense_packed_gbs, 0).decode_gbs;
   r.disk_gbs = m.disk_read_gbs;
   r.disk_cpu_s_per_gb = m.disk_cpu_s_per_gb;
   r.gpu = in.use_gpu && m.gpu.present;
@@ -45,6 +53,26 @@ CostRates cost_rates(const CostInputs& in) {
     r.gpu_gbs = kGpuBandwidthEfficiency * (m.gpu.hbm_gbs > 0 ? m.gpu.hbm_gbs : 1000.0);
     r.gpu_gflops = kGpuGemmEfficiency * 1000.0 * (m.gpu.gemm_tflops > 0 ? m.gpu.gemm_tflops : 100.0);
   }
+  return r;
+}
+
+MixedRate mixed_kernel_rate(const MachineProfile& m, const std::map<std::string, TypeShare>& types,
+                            double fallback_gbs, double fallback_gflops) {
+  MixedRate r{fallback_gbs, fallback_gflops, {}};
+  double bytes = 0, params = 0, seconds = 0, flop_seconds = 0;  // per GB / per GFLOP of the whole
+  for (const auto& [name, share] : types) {
+    const KernelRate* k = m.kernel(name);
+    const bool measured = k && k->decode_gbs > 0;
+    if (!measured) r.unmeasured.push_back(name);
+    const double gbs = measured ? k->decode_gbs : fallback_gbs;
+    const double gflops = k && k->prefill_gflops > 0 ? k->prefill_gflops : fallback_gflops;
+    bytes += share.bytes;
+    params += share.params;
+    if (gbs > 0) seconds += share.bytes / gbs;
+    if (gflops > 0) flop_seconds += share.params / gflops;
+  }
+  if (bytes > 0 && seconds > 0) r.decode_gbs = bytes / seconds;
+  if (params > 0 && flop_seconds > 0) r.prefill_gflops = params / flop_seconds;
   return r;
 }
 

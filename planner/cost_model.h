@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,12 @@
 
 namespace mt::planner {
 
+// One block type's share of a model's weights (a GGUF mixes several): stored bytes and parameters.
+struct TypeShare {
+  double bytes = 0;
+  double params = 0;
+};
+
 struct CostInputs {
   ModelConfig model;
   std::string expert_format = "q4";   // q4, q8, bf16, fp8
@@ -34,6 +41,11 @@ struct CostInputs {
   // The non-expert weights' sizes as a file really holds them (a GGUF's mixed quantisation),
   // instead of what dense_format implies; dense_format then only picks the kernel rates.
   std::optional<DenseBytes> dense_override;
+  // A GGUF's block types (ggml names: "Q4_K", "Q6_K", ...) among the routed experts and among the
+  // packed non-expert weights. When set, the CPU rates are each type's own measured kernel
+  // (profile kernels named by the type), mixed by the time each type's share takes; a type the
+  // profile has no rate for runs at expert_format's (dense_format's) rate.
+  std::map<std::string, TypeShare> expert_types, dense_types;
   int64_t context = 4096;             // KV cache length (sized for; reserves memory)
   int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
   int64_t batch = 1;                  // sequences decoded together
@@ -106,6 +118,17 @@ struct CostRates {
   bool gpu = false;
 };
 CostRates cost_rates(const CostInputs& in);
+
+// The decode rate (GB/s) and prefill rate (GFLOP/s) of a mix of block types: each type's bytes at
+// its own kernel's decode rate, its parameters at its prefill rate, summed as time; a type without
+// a rate in `m` (or with a zero one) at the fallback. Returns the fallbacks for an empty mix.
+struct MixedRate {
+  double decode_gbs = 0;
+  double prefill_gflops = 0;
+  std::vector<std::string> unmeasured;  // types that took the fallback
+};
+MixedRate mixed_kernel_rate(const MachineProfile& m, const std::map<std::string, TypeShare>& types,
+                            double fallback_gbs, double fallback_gflops);
 
 // Probability that `tokens` tokens, each choosing an expert with probability f, use it at least once.
 double expert_use_probability(double f, double tokens);

@@ -55,8 +55,14 @@ std::string format_plan_report(const Plan& plan, const CostInputs& in, const Rep
   const Placement& p = plan.placement;
   const Prediction& pr = plan.prediction;
   std::string s;
-  add(s, "moetier plan: %s, experts %s%s (%s each), context %lld, batch %lld\n", ctx.model_name.c_str(),
-      in.dense_override ? "as the file holds them, planned at the rates of " : "", p.expert_format.c_str(),
+  // A GGUF's experts: at their block types' own rates where the profile has them (the dense
+  // line says which), else at the stand-in format's.
+  const bool typed = !in.expert_types.empty() &&
+                     mixed_kernel_rate(in.machine, in.expert_types, 0, 0).unmeasured.size() < in.expert_types.size();
+  const std::string experts = !in.dense_override ? p.expert_format
+                              : typed ? "as the file holds them, planned at their block types' rates"
+                                      : "as the file holds them, planned at the rates of " + p.expert_format;
+  add(s, "moetier plan: %s, experts %s (%s each), context %lld, batch %lld\n", ctx.model_name.c_str(), experts.c_str(),
       gb(double(p.expert_bytes)).c_str(), static_cast<long long>(in.context), static_cast<long long>(in.batch));
   add(s, "machine: %s%s\n", ctx.machine_name.c_str(), plan.gpu ? "" : " (no GPU in this plan)");
   add(s, "%s\n", profile_provenance(in.machine, ctx.now_utc).c_str());

@@ -78,6 +78,9 @@ int64_t ggml_tile_block_bytes(uint32_t type);
 // 16 rows of `blocks` blocks each (row r at rows + r * row_bytes) -> one tile. A type without a
 // tile form throws std::invalid_argument (here and in the unpackers).
 void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64_t blocks, uint8_t* tile);
+// A rows x cols matrix of GGUF blocks (rows back to back; rows a multiple of kTileRows) -> its
+// tiles at dst (ggml_tiled_bytes of it). One thread (the loader packs tiles in parallel itself).
+void ggml_tile_pack_matrix(uint32_t type, const uint8_t* blocks, int64_t rows, int64_t cols, uint8_t* dst);
 // The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
 void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);
 // Row r (< kTileRows) of one tile -> its `blocks` GGUF blocks at row.

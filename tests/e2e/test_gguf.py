@@ -11,6 +11,7 @@
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -168,6 +169,36 @@ def plan_deepseek2(ck, exe, work, rng):
              rest16 > rest and grew == rest16 - rest, f"reserved {grew} more, the files differ by {rest16 - rest}")
     ck.check("plan --model X.gguf: says the weights are as the file holds them",
              "dense weights: as the file holds them" in p.stdout, p.stdout[:600])
+    # Each block type at its own tile kernel's rate from the profile: the experts' rate is their
+    # bytes over the time each type's share takes (computed here from the file's tensors).
+    prof = os.path.join(work, "profile.json")
+    C.run_cli(exe, ["profile", "--quick", "--out", prof])
+    with open(prof) as f:
+        pj = json.load(f)
+    rates = {"Q4_K": 40.0, "Q6_K": 10.0, "Q8_0": 25.0}
+    pj["kernels"] = [k for k in pj["kernels"] if k["format"] in ("q4", "q8", "bf16")]
+    pj["kernels"] += [{"format": t, "decode_gbs": g, "prefill_gflops": 100.0} for t, g in rates.items()]
+    with open(prof, "w") as f:
+        json.dump(pj, f)
+    by_type = {}
+    for t in r.tensors:
+        if "_exps." in t.name:
+            by_type[t.tensor_type.name] = by_type.get(t.tensor_type.name, 0) + int(t.n_bytes)
+    want = sum(by_type.values()) / sum(b / rates[q] for q, b in by_type.items())
+    p = C.run_cli(exe, ["plan", "--model", path, "--profile", prof, "--no-gpu"])
+    m = re.search(r"CPU decode rates by block type: experts Q4_K 40\.0, Q6_K 10\.0 GB/s -> ([0-9.]+) GB/s", p.stdout)
+    ck.check("plan --model X.gguf: the experts at their block types' measured rates, mixed by time",
+             m is not None and abs(float(m.group(1)) - want) <= 0.051, f"want {want:.2f}: {p.stdout[:900]}")
+    ck.check("plan --model X.gguf: the header says the block types' rates are used",
+             "planned at their block types' rates" in p.stdout, p.stdout[:300])
+    # A profile without them (measured before the tile kernels were timed): the stand-in, said so.
+    pj["kernels"] = [k for k in pj["kernels"] if k["format"] in ("q4", "q8", "bf16")]
+    with open(prof, "w") as f:
+        json.dump(pj, f)
+    p = C.run_cli(exe, ["plan", "--model", path, "--profile", prof, "--no-gpu"])
+    ck.check("plan --model X.gguf: types the profile has no rate for are named, at the stand-in's rate",
+             "not in the profile, so at moetier's q4 rate: Q4_K, Q6_K" in p.stdout and
+             "planned at the rates of q4" in p.stdout, p.stdout[:900])
     # A deepseek2 file whose expert tensor disagrees with the metadata names the tensor.
     bad = [(n, (a if n != "blk.2.ffn_down_exps.weight" else a[:, :128]), q) for n, a, q in tensors]
     write_model(os.path.join(work, "ds2bad.gguf"), bad, kv)

@@ -57,7 +57,11 @@ def main():
         check("ram", prof["ram"]["total_bytes"] >= prof["ram"]["available_bytes"] > 0 and prof["ram"]["read_gbs"] > 0,
               prof["ram"])
         formats = sorted(k["format"] for k in prof["kernels"])
-        check("kernels q4, q8, bf16", formats == ["bf16", "q4", "q8"], formats)
+        # The GGUF row-tile kernels by block type, on every CPU with AVX2 (their lowest level).
+        avx2 = " avx2 " in " " + open("/proc/cpuinfo").read().replace("\n", " ") + " "
+        gguf_types = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_0"] if avx2 else []
+        check("kernels q4, q8, bf16 and the GGUF tile types" + ("" if avx2 else " (none here: no AVX2)"),
+              formats == sorted(["bf16", "q4", "q8"] + gguf_types), formats)
         check("kernel rates positive",
               all(k["decode_gbs"] > 0 and k["prefill_gflops"] > 0 for k in prof["kernels"]), prof["kernels"])
         rates = {(r["block_bytes"], r["queue_depth"]) for r in prof["disk"]["rates"]}
@@ -73,7 +77,7 @@ def main():
               prof["dense"])
         want = {"ram.read_gbs", "disk.read_gbs", "kernels.q4.decode_gbs", "kernels.q8.decode_gbs",
                 "kernels.bf16.decode_gbs", "dense.bf16_gbs", "dense.fp8_gbs", "dense.q8_gbs", "dense.q4_gbs",
-                "dense.attention_gflops"}
+                "dense.attention_gflops"} | {f"kernels.{t}.decode_gbs" for t in gguf_types}
         check("every figure the planner uses was measured more than once, with its spread kept",
               want <= set(prof["spread"]) and all(v >= 0 for v in prof["spread"].values()), prof.get("spread"))
         check("fingerprint", prof["fingerprint"].startswith("v2-"), prof["fingerprint"])

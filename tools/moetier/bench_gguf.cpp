@@ -93,10 +93,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
     uint8_t* tw = tiled ? static_cast<uint8_t*>(cpu::alloc_huge(tile_mat * size_t(tile_copies))) : nullptr;
     if (tiled) {
-      const size_t tile_bytes = tile_mat / size_t(rows / kTileRows);
-      for (int64_t i = 0; i < rows / kTileRows; ++i)
-        ggml_tile_pack(uint32_t(t), w + size_t(i * kTileRows * blocks * ti->bytes), blocks * ti->bytes,
-                            blocks, tw + size_t(i) * tile_bytes);
+      ggml_tile_pack_matrix(uint32_t(t), w, rows, cols, tw);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
       if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.emplace_back(kTileVariantAvx2, cpu::GgmlGemvPath::Int8);
       if (top >= 2) variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);

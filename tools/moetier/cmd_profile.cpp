@@ -16,8 +16,9 @@ const char* kUsage = R"(usage: moetier profile [--model DIR] [--disk-dir DIR] [-
 Measures what the placement planner (`moetier plan`) needs to know about this machine, in
 well under a minute, and caches it: CPU model, cores, ISA, NUMA nodes; RAM size and read
 bandwidth; sequential O_DIRECT disk reads at 1 MiB and expert-sized blocks, queue depths 1, 4
-and 16; our expert kernels (q4, q8, bf16) at the real DeepSeek V3 shape: decode GB/s and
-prefill GFLOP/s; the dense matmul (bf16, fp8) at one token; the GPU (name, memory).
+and 16; our expert kernels (q4, q8, bf16) and the GGUF row-tile kernels (Q2_K..Q6_K, Q8_0)
+at the real DeepSeek V3 shape: decode GB/s and prefill GFLOP/s; the dense matmul (bf16, fp8)
+at one token; the GPU (name, memory).
 
 A cached profile is reused while the hardware matches (CPU, logical CPUs, RAM size, NUMA
 nodes, GPU); --force measures again. Run it while the machine is otherwise idle.

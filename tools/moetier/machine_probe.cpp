@@ -105,8 +105,9 @@ HostFacts host_facts() {
 
 // Bumped when what the probe measures changes (the kernels it times), so cached profiles of
 // the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV;
-// 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads.
-constexpr int kProbeRevision = 3;
+// 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads;
+// 4 = the GGUF row-tile kernels' rates by block type.
+constexpr int kProbeRevision = 4;
 
 std::string fingerprint_of(const HostFacts& f) {
   const uint64_t gib = (f.mem_total + (uint64_t{1} << 29)) >> 30;
@@ -212,6 +213,9 @@ Result<MachineProfile> measure_machine(const ProbeOptions& opts, bool quiet) {
   say("[4/5] expert kernels q4, q8, bf16 at hidden 7168, width 2048 (decode: 8 experts x 1 token; prefill: 8 x " +
       std::to_string(d.prefill_tokens()) + " tokens) ...");
   probe::measure_expert_kernels(d, p, say);
+  say("      GGUF row-tile kernels Q2_K..Q6_K, Q8_0 at the same shape (decode: 8 experts x 1 token; prefill: 1 x " +
+      std::to_string(d.prefill_tokens()) + " tokens) ...");
+  probe::measure_gguf_kernels(d, p, say);
   say("[5/5] dense matmul (bf16, fp8 with 128x128 block scales) and MLA attention ...");
   probe::measure_dense(d, p, say);
   probe::measure_attention(d, p, say);

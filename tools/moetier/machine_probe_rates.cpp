@@ -14,12 +14,16 @@
 #include <vector>
 
 #include "cpu_kernels/expert_ffn.h"
+#include "cpu_kernels/ggml_gemv_tiles.h"
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/packed_matmul.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "offload/disk_bandwidth.h"
 #include "runtime/core/dtype.h"
+#include "runtime/core/ggml_tiles.h"
+#include "runtime/core/ggml_types.h"
+#include "runtime/core/weight_view.h"
 #include "tools/moetier/median.h"
 #include "tools/moetier/other_cpu_use.h"
 #include "tools/moetier/progress.h"
@@ -366,6 +370,92 @@ void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, 
     p.kernels.push_back({name, decode, best});
     say("  " + name + ": decode " + num(decode) + spread_text(p, "kernels." + name + ".decode_gbs") + " GB/s, prefill " + num(best) + " GFLOP/s (" +
         std::to_string(n) + " experts of " + format_bytes(double(blob)) + ", " + num(seconds_since(t0)) + " s)");
+  }
+}
+
+void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, const Say& say) {
+  // A GGUF's matrices as `generate` runs them: row tiles through the cpu backend's matmul, one
+  // matrix at a time (gate, up, down of each expert). Rates count the GGUF blocks' bytes (what
+  // the planner's sizes are), not the tiles' few percent more.
+  const auto be = cpu::make_cpu_backend(d.kernels);
+  int isa = 0;
+  cpu::isa_level_from_name(cpu::expert_kernel_isa(d.kernels), isa);
+  std::vector<float> x(static_cast<size_t>(kHidden)), h(static_cast<size_t>(kHidden)), y(static_cast<size_t>(kHidden));
+  fill_floats(x, 8, 2.0f);
+  fill_floats(h, 9, 2.0f);
+  const int64_t T = d.prefill_tokens();
+  std::vector<float> xp(static_cast<size_t>(T * kHidden)), yp(xp.size());
+  fill_floats(xp, 10, 2.0f);
+  for (const GgmlType type : {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                              GgmlType::Q8_0}) {
+    const uint32_t id = uint32_t(type);
+    const std::string name = ggml_type_name(id);
+    if (isa < 1 || !cpu::ggml_gemv_tiles_native(id, isa)) {
+      say("  " + name + ": no tile kernel at this ISA; GGUF files of it are planned at moetier's q4/q8 rates");
+      continue;
+    }
+    const auto t0 = Clock::now();
+    const int64_t block = ggml_type_info(id)->block;
+    // One expert: gate and up [width x hidden], down [hidden x width], as tiles back to back.
+    const size_t in_tiles = size_t(ggml_tiled_bytes(id, kInter, kHidden, block));
+    const size_t out_tiles = size_t(ggml_tiled_bytes(id, kHidden, kInter, block));
+    const size_t expert = 2 * in_tiles + out_tiles;
+    const double expert_blocks = 3.0 * double(kInter) * double(ggml_row_bytes(id, kHidden));
+    const size_t n = std::clamp<size_t>((d.expert_working_set() + expert - 1) / expert, 8, 32);
+    HugeBuffer tiles(n * expert);
+    {
+      std::vector<uint8_t> blocks(size_t(kInter) * ggml_row_bytes(id, kHidden));
+      for (int m = 0; m < 3; ++m) {
+        const int64_t rows = m < 2 ? kInter : kHidden, cols = m < 2 ? kHidden : kInter;
+        ggml_fill_random_blocks(id, blocks.data(), rows * (cols / block), uint32_t(11 + m));
+        ggml_tile_pack_matrix(id, blocks.data(), rows, cols, tiles.data() + size_t(m) * in_tiles);
+      }
+      for (size_t e = 1; e < n; ++e) std::memcpy(tiles.data() + e * expert, tiles.data(), expert);
+    }
+    auto view = [&](size_t e, int m) {
+      const int64_t rows = m < 2 ? kInter : kHidden, cols = m < 2 ? kHidden : kInter;
+      return WeightView{DType::GGUF, tiles.data() + e * expert + size_t(m) * in_tiles, rows, cols, nullptr, 128, id, true};
+    };
+    // Decode: 8 experts x 1 token per step, cycling through the working set.
+    size_t next = 0;
+    auto step = [&] {
+      for (size_t k = 0; k < 8; ++k) {
+        const size_t e = (next + k) % n;
+        be->matmul(view(e, 0), x.data(), 1, y.data());
+        be->matmul(view(e, 1), x.data(), 1, y.data());
+        be->matmul(view(e, 2), h.data(), 1, y.data());
+      }
+      next = (next + 8) % n;
+    };
+    step();
+    const std::string key = "kernels." + name + ".decode_gbs";
+    const double decode = repeated(p, key, 5, [&] {
+      int64_t steps = 0;
+      const auto r0 = Clock::now();
+      do {
+        step();
+        ++steps;
+      } while (seconds_since(r0) < d.decode_seconds() / 5);
+      return double(steps) * 8.0 * expert_blocks / seconds_since(r0) / 1e9;
+    });
+    // Prefill: T tokens through one expert's three matrices (the backend's many-token path), best call.
+    const double flops = double(T) * 6.0 * double(kHidden) * double(kInter);
+    auto prefill = [&] {
+      be->matmul(view(0, 0), xp.data(), T, yp.data());
+      be->matmul(view(0, 1), xp.data(), T, yp.data());
+      be->matmul(view(0, 2), xp.data(), T, yp.data());
+    };
+    prefill();  // warm-up
+    double best = 0;
+    const auto r0 = Clock::now();
+    do {
+      const auto c0 = Clock::now();
+      prefill();
+      best = std::max(best, flops / seconds_since(c0) / 1e9);
+    } while (seconds_since(r0) < d.prefill_seconds() / 4);
+    p.kernels.push_back({name, decode, best});
+    say("  " + name + ": decode " + num(decode) + spread_text(p, key) + " GB/s, prefill " + num(best) + " GFLOP/s (" +
+        std::to_string(n) + " experts of " + format_bytes(expert_blocks) + ", " + num(seconds_since(t0)) + " s)");
   }
 }
 

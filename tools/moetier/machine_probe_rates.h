@@ -56,6 +56,9 @@ std::filesystem::path disk_target_dir(const std::filesystem::path& model_dir, co
 
 // kernels: q4, q8, bf16 at the real expert shape.
 void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
+// kernels named by GGUF block type (Q2_K..Q6_K, Q8_0): the row-tile kernels at the expert shape,
+// for the ISA's types that have one. Appends to p.kernels (after measure_expert_kernels).
+void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, const Say& say);
 
 // "avx2, avx512, avx512-vnni": the ISA flags a profile has (profile_summary.cpp).
 std::string isa_text(const planner::MachineProfile& p);

@@ -16,9 +16,43 @@ namespace mt::cli {
 
 namespace {
 
-// The kernel rates a GGUF's quantisation is planned with, by its bits per weight: moetier's
-// own q4/q8/bf16 kernels stand in for the K-quants until those have kernels of their own.
+// The stand-in rates for a GGUF's types the profile has not measured, by bits per weight:
+// moetier's own q4/q8 kernels (fp8's for wider types).
 std::string rate_format_for_bits(double bpw) { return bpw <= 5.0 ? "q4" : bpw <= 9.0 ? "q8" : "bf16"; }
+
+// GgmlType id -> bytes, as the planner's per-type shares (ggml names, bytes and parameters);
+// `blocks_only`: the quantised block types alone (F32/F16/BF16 are norms and small matrices
+// the dense rates already cover).
+std::map<std::string, planner::TypeShare> type_shares(const std::map<uint32_t, uint64_t>& types, bool blocks_only) {
+  std::map<std::string, planner::TypeShare> out;
+  for (const auto& [t, b] : types) {
+    const GgmlTypeInfo* ti = ggml_type_info(t);
+    if (!ti || ti->bytes <= 0 || (blocks_only && ti->block <= 1)) continue;
+    out[ti->name] = {double(b), double(b) / double(ti->bytes) * double(ti->block)};
+  }
+  return out;
+}
+
+// "Q4_K 38.1, Q6_K 35.0 GB/s", with the types the profile has no rate for named apart.
+std::string mix_text(const planner::MachineProfile& m, const std::map<std::string, planner::TypeShare>& types,
+                     const planner::MixedRate& r, const std::string& stand_in) {
+  std::string s;
+  for (const auto& [name, share] : types) {
+    const planner::KernelRate* k = m.kernel(name);
+    if (!k || k->decode_gbs <= 0) continue;
+    char b[64];
+    std::snprintf(b, sizeof b, "%s%s %.1f", s.empty() ? "" : ", ", name.c_str(), k->decode_gbs);
+    s += b;
+  }
+  if (!s.empty()) s += " GB/s";
+  if (!r.unmeasured.empty()) {
+    s += std::string(s.empty() ? "" : "; ") + "not in the profile, so at moetier's " + stand_in + " rate: ";
+    for (size_t i = 0; i < r.unmeasured.size(); ++i) s += (i ? ", " : "") + r.unmeasured[i];
+  }
+  char b[48];
+  std::snprintf(b, sizeof b, " -> %.1f GB/s", r.decode_gbs);
+  return s + b;
+}
 
 std::string types_text(const std::map<uint32_t, uint64_t>& types) {
   uint64_t total = 0;
@@ -72,12 +106,11 @@ Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, p
   in.expert_format = rate_format_for_bits(expert_bpw);
   in.dense_format = rate_format_for_bits(dense_bpw);
   if (in.dense_format == "bf16") in.dense_format = "fp8";
+  in.expert_types = type_shares(d.expert_types, false);
+  in.dense_types = type_shares(d.dense_types, true);
   char note[512];
-  std::snprintf(note, sizeof note,
-                "sizes as the GGUF holds them: experts %.2f bits/weight (%s), the rest %.2f bits/weight (%s); "
-                "the profile has no K-quant rates yet, so the speed is planned with moetier's %s and %s rates",
-                expert_bpw, types_text(d.expert_types).c_str(), dense_bpw, types_text(d.dense_types).c_str(),
-                in.expert_format.c_str(), in.dense_format.c_str());
+  std::snprintf(note, sizeof note, "sizes as the GGUF holds them: experts %.2f bits/weight (%s), the rest %.2f bits/weight (%s)",
+                expert_bpw, types_text(d.expert_types).c_str(), dense_bpw, types_text(d.dense_types).c_str());
   ctx.dense_note = note;
   for (const std::string& n : d.notes) ctx.dense_note += "; " + n;
   return ok_status();
@@ -174,6 +207,21 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
     s.context.dense_note = "--dense auto, as convert would choose; " + s.context.dense_note;
   }
   in.dense_format = dense;
+  if (gguf) {
+    // Each block type at its own tile kernel's measured rate (moetier profile times them).
+    const planner::CostRates base = [&] {
+      planner::CostInputs plain = in;
+      plain.expert_types.clear(), plain.dense_types.clear();
+      return planner::cost_rates(plain);
+    }();
+    const planner::MixedRate e = planner::mixed_kernel_rate(in.machine, in.expert_types, base.cpu_expert_gbs, 0);
+    s.context.dense_note += "; CPU decode rates by block type: experts " +
+                            mix_text(in.machine, in.expert_types, e, in.expert_format);
+    if (in.dense_format == "q4" || in.dense_format == "q8") {
+      const planner::MixedRate n = planner::mixed_kernel_rate(in.machine, in.dense_types, base.cpu_dense_packed_gbs, 0);
+      s.context.dense_note += ", the rest " + mix_text(in.machine, in.dense_types, n, in.dense_format);
+    }
+  }
 
   if (auto t = a.get("trace")) {
     MT_ASSIGN(in.stats, planner::load_activations(*t, &in.model));

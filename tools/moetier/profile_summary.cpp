@@ -83,10 +83,14 @@ void print_profile_summary(const planner::MachineProfile& p) {
   std::printf("\n");
   print_disk(p);
   std::printf("  %-9s hidden 7168, width 2048; decode: 8 experts x 1 token; prefill: many tokens per expert\n", "experts");
-  std::printf("  %-9s %-8s %12s %16s\n", "", "format", "decode GB/s", "prefill GFLOP/s");
-  for (const auto& k : p.kernels)
-    std::printf("  %-9s %-8s %12.1f %16.1f%s\n", "", k.format.c_str(), k.decode_gbs, k.prefill_gflops,
-                probe::spread_text(p, "kernels." + k.format + ".decode_gbs").c_str());
+  std::printf("  %-9s %-8s %18s %16s\n", "", "format", "decode GB/s", "prefill GFLOP/s");
+  for (const auto& k : p.kernels) {
+    // The spread belongs to the decode figure (the one measured repeatedly).
+    char decode[48];
+    std::snprintf(decode, sizeof decode, "%.1f%s", k.decode_gbs,
+                  probe::spread_text(p, "kernels." + k.format + ".decode_gbs").c_str());
+    std::printf("  %-9s %-8s %18s %16.1f\n", "", k.format.c_str(), decode, k.prefill_gflops);
+  }
   std::printf("  %-9s matmul at 1 token, GB/s of weights: bf16 %.1f%s, fp8 %.1f%s, packed q8 %.1f%s, q4 %.1f%s\n", "dense",
               p.dense_bf16_gbs, probe::spread_text(p, "dense.bf16_gbs").c_str(), p.dense_fp8_gbs,
               probe::spread_text(p, "dense.fp8_gbs").c_str(), p.dense_q8_gbs, probe::spread_text(p, "dense.q8_gbs").c_str(),
