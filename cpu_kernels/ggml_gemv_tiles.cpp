@@ -21,8 +21,18 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level) {
   return level == 1 && ggml_gemv_detail::avx2_tile_dot(type, 1) != nullptr;
 }
 
+bool tile_prefetch_auto_on(uint32_t type, int isa_level) {
+  static const bool amd = (__builtin_cpu_init(), __builtin_cpu_is("amd") != 0);
+  if (!amd) return true;
+  switch (GgmlType(type)) {
+    case GgmlType::Q8_0: return false;
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return isa_level < 2;
+    default: return true;
+  }
+}
+
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni) {
+                     int isa_level, bool allow_gfni, TilePrefetch prefetch) {
   const GgmlTypeInfo* ti = ggml_type_info(type);
   if (!ti || !ggml_tile_supported(type) || cols % ti->block != 0 || rows % kTileRows != 0 || n < 0)
     throw std::invalid_argument(std::string("ggml_gemv_tiles: ") + ggml_type_name(type) + " " + std::to_string(rows) +
@@ -48,19 +58,21 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
     // the run's end (a run per thread read faster than tiles handed out one or two at a time).
     const bool par = tiles * tile_bytes > (int64_t{1} << 18);
+    const bool soft = prefetch == TilePrefetch::On || (prefetch == TilePrefetch::Auto && tile_prefetch_auto_on(type, level));
 #pragma omp parallel if (par)
     {
       const int64_t nth = omp_get_num_threads(), me = omp_get_thread_num();
       const int64_t t_begin = tiles * me / nth, t_end = tiles * (me + 1) / nth;
-      const uint8_t* end = w + t_end * tile_bytes;
       const uint8_t* start = w + t_begin * tile_bytes;
-      for (const uint8_t* p = start; p < end && p < start + kTilePrefetchL2; p += 64) {
+      // The kernels prefetch only below this bound; the run's start turns their prefetch off.
+      const uint8_t* prefetch_end = soft ? w + t_end * tile_bytes : start;
+      for (const uint8_t* p = start; p < prefetch_end && p < start + kTilePrefetchL2; p += 64) {
         if (p < start + kTilePrefetchL1) __builtin_prefetch(p, 0, 3);
         else __builtin_prefetch(p, 0, 2);
       }
       float out[kMaxTokens * kTileRows];
       for (int64_t t = t_begin; t < t_end; ++t) {
-        dot(w + t * tile_bytes, qa.act, blocks, out, end);
+        dot(w + t * tile_bytes, qa.act, blocks, out, prefetch_end);
         for (int k = 0; k < nt; ++k)
           for (int64_t r = 0; r < kTileRows; ++r) yt[k * rows + t * kTileRows + r] = out[k * kTileRows + r];
       }

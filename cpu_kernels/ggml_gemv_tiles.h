@@ -23,12 +23,23 @@ namespace mt::cpu {
 // tiling its matrices pays: every tiled type at levels 1 and 2.
 bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 
+// Software prefetch of the tile stream (ggml_gemv_detail::tile_prefetch_line) or the hardware
+// prefetchers alone. The two distances were what the Intel VM needed: without them Q2_K read at
+// 0.42 of RAM bandwidth. On AMD Zen 4 they still pay for the slow kernels but cost the fast ones:
+// AVX-512 Q4_K-Q8_0 and AVX2 Q8_0 (per-core compute 42-64 GB/s there) read 8-14% faster on the
+// hardware prefetchers alone, while Q2_K (31 GB/s) lost 17-19% without them (paired rounds of
+// `bench gguf --tile-prefetch both`, docs/benchmarks.md). Auto: off for those fast kernels on AMD
+// CPUs, on everywhere else.
+enum class TilePrefetch { Auto, On, Off };
+// Whether Auto prefetches in software for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU.
+bool tile_prefetch_auto_on(uint32_t type, int isa_level);
+
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
 // allow_gfni false keeps level 2 off the GFNI/VBMI kernels where the CPU has them (to test the
-// path of AVX-512 CPUs without).
+// path of AVX-512 CPUs without). The prefetch policy changes timing only, never the result.
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni = true);
+                     int isa_level, bool allow_gfni = true, TilePrefetch prefetch = TilePrefetch::Auto);
 
 namespace ggml_gemv_detail {
 struct Q8Act;

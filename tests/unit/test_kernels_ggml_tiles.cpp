@@ -141,6 +141,13 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
           y.back() = 12345.0f;  // sentinel
           cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), y.data(), level);
           REQUIRE(y.back() == 12345.0f);
+          if (level >= 1) {  // the prefetch policy changes timing only: both give the same bits
+            for (const cpu::TilePrefetch pf : {cpu::TilePrefetch::On, cpu::TilePrefetch::Off}) {
+              std::vector<float> again(size_t(n * c.rows));
+              cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), again.data(), level, true, pf);
+              for (size_t i = 0; i < again.size(); ++i) REQUIRE(again[i] == y[i]);
+            }
+          }
           if (level == 1 && cpu::ggml_gemv_tiles_native(f.id, level)) {  // AVX2's own tile kernel
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
           } else if (level >= 2) {

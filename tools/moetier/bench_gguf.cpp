@@ -49,6 +49,16 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   if (!runs || !threads || !batch)
     return std::fprintf(stderr, "error: %s\n", (!runs ? runs : !threads ? threads : batch).error().c_str()), 2;
   if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
+  // --tile-prefetch: the tile rows' software prefetch (auto: as generate runs them; both: a row
+  // with it and a row without, interleaved).
+  const std::string pf_name = a.get_or("tile-prefetch", "auto");
+  std::vector<cpu::TilePrefetch> prefetch_policies;
+  if (pf_name == "auto") prefetch_policies = {cpu::TilePrefetch::Auto};
+  else if (pf_name == "on") prefetch_policies = {cpu::TilePrefetch::On};
+  else if (pf_name == "off") prefetch_policies = {cpu::TilePrefetch::Off};
+  else if (pf_name == "both") prefetch_policies = {cpu::TilePrefetch::On, cpu::TilePrefetch::Off};
+  else return std::fprintf(stderr, "error: --tile-prefetch %s: one of auto, on, off, both\n", pf_name.c_str()), 2;
+  const bool tiles_only = a.has("tiles-only");
   std::vector<GgmlType> types;
   std::stringstream list(a.get_or("type", "Q4_K,Q6_K,Q8_0"));
   for (std::string item; std::getline(list, item, ',');) {
@@ -70,8 +80,10 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               omp_get_max_threads());
   std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
               "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
-              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed)\n");
-  std::printf("%-6s %-7s %-5s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
+              "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed);\n"
+              "        tile-sw / tile-hw: with software prefetch / the hardware prefetchers alone (--tile-prefetch;\n"
+              "        auto, as generate runs them: software except for the fast kernels on AMD CPUs)\n");
+  std::printf("%-6s %-7s %-7s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
     const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
@@ -82,9 +94,17 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     ggml_fill_random_blocks(uint32_t(t), w, int64_t(mat / size_t(ti->bytes)), rng());
     for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
     // The scalar level once, then each SIMD level's integer and fp32 paths.
-    std::vector<std::pair<int, cpu::GgmlGemvPath>> variants = {{0, cpu::GgmlGemvPath::Fp32}};
-    for (int level = 1; level <= top; ++level)
-      for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.emplace_back(level, p);
+    struct Variant {
+      int level;
+      cpu::GgmlGemvPath path;
+      cpu::TilePrefetch prefetch = cpu::TilePrefetch::Auto;
+    };
+    std::vector<Variant> variants;
+    if (!tiles_only) {
+      variants.push_back({0, cpu::GgmlGemvPath::Fp32});
+      for (int level = 1; level <= top; ++level)
+        for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.push_back({level, p});
+    }
     // The row-interleaved tiles of the same blocks (runtime/core/ggml_tiles.h), where the type has them; their
     // GB/s count the tile bytes read (2.8% more than the blocks for Q4_K).
     const bool tiled = cpu::ggml_gemv_tiles_native(uint32_t(t), top);
@@ -95,27 +115,36 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     if (tiled) {
       ggml_tile_pack_matrix(uint32_t(t), w, rows, cols, tw);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
-      if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.emplace_back(kTileVariantAvx2, cpu::GgmlGemvPath::Int8);
-      if (top >= 2) variants.emplace_back(kTileVariant, cpu::GgmlGemvPath::Int8);
+      for (const cpu::TilePrefetch pf : prefetch_policies) {
+        if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({kTileVariantAvx2, cpu::GgmlGemvPath::Int8, pf});
+        if (top >= 2) variants.push_back({kTileVariant, cpu::GgmlGemvPath::Int8, pf});
+      }
     }
-    for (auto [level, path] : variants) {
-      const bool tile = level == kTileVariant || level == kTileVariantAvx2;
-      const int isa = level == kTileVariant ? 2 : level == kTileVariantAvx2 ? 1 : level;
-      const char* path_name = tile ? "tile" : level == 0 ? "fp32" : path == cpu::GgmlGemvPath::Int8 ? "int8" : "fp32";
-      const size_t bytes = tile ? tile_mat : mat;
-      int64_t next = 0;
-      auto gemv = [&, level = level, path = path, tile] {
-        if (tile) {
-          cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next) * tile_mat, rows, cols, n, x.data(), y.data(), isa);
-          next = (next + 1) % tile_copies;
-          return;
+    // Rounds outside, variants inside: every variant samples the same stretch of the machine's
+    // noise, each run a ratio to the RAM bandwidth sampled just before it.
+    std::vector<int64_t> next(variants.size(), 0);
+    std::vector<std::vector<double>> bw(variants.size()), gbs(variants.size()), ratio(variants.size());
+    for (int64_t r = -1; r < *runs; ++r) {  // round -1: one untimed call each (warm-up)
+      for (size_t v = 0; v < variants.size(); ++v) {
+        const Variant& var = variants[v];
+        const bool tile = var.level == kTileVariant || var.level == kTileVariantAvx2;
+        const int isa = var.level == kTileVariant ? 2 : var.level == kTileVariantAvx2 ? 1 : var.level;
+        const size_t bytes = tile ? tile_mat : mat;
+        auto gemv = [&] {
+          if (tile) {
+            cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next[v]) * tile_mat, rows, cols, n, x.data(), y.data(), isa,
+                                 true, var.prefetch);
+            next[v] = (next[v] + 1) % tile_copies;
+            return;
+          }
+          cpu::ggml_gemv_tokens(uint32_t(t), w + size_t(next[v]) * mat, rows, cols, n, x.data(), y.data(), var.level,
+                                var.path);
+          next[v] = (next[v] + 1) % copies;
+        };
+        if (r < 0) {
+          gemv();
+          continue;
         }
-        cpu::ggml_gemv_tokens(uint32_t(t), w + size_t(next) * mat, rows, cols, n, x.data(), y.data(), level, path);
-        next = (next + 1) % copies;
-      };
-      gemv();
-      std::vector<double> bw, gbs, ratio;
-      for (int64_t r = 0; r < *runs; ++r) {
         const double m = cpu::measure_read_bandwidth_gbs(size_t{1} << 30, static_cast<int>(*threads), 0.3);
         int64_t calls = 0;
         const auto t0 = Clock::now();
@@ -125,22 +154,32 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
           ++calls;
           el = std::chrono::duration<double>(Clock::now() - t0).count();
         } while (el < 0.3);
-        bw.push_back(m);
-        gbs.push_back(double(calls) * double(bytes) / el / 1e9);
-        ratio.push_back(gbs.back() / m);
+        bw[v].push_back(m);
+        gbs[v].push_back(double(calls) * double(bytes) / el / 1e9);
+        ratio[v].push_back(gbs[v].back() / m);
       }
+    }
+    for (size_t v = 0; v < variants.size(); ++v) {
+      const Variant& var = variants[v];
+      const bool tile = var.level == kTileVariant || var.level == kTileVariantAvx2;
+      const int isa = var.level == kTileVariant ? 2 : var.level == kTileVariantAvx2 ? 1 : var.level;
+      const char* path_name = tile ? (var.prefetch == cpu::TilePrefetch::Auto ? "tile"
+                                      : var.prefetch == cpu::TilePrefetch::On ? "tile-sw" : "tile-hw")
+                              : var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
       std::string per;
-      for (double r : ratio) {
+      for (double r : ratio[v]) {
         char b[16];
         std::snprintf(b, sizeof b, "%.3f ", r);
         per += b;
       }
-      const bool simd = tile || (level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), level, path));
-      std::printf("%-6s %-7s %-5s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(isa), path_name, median(bw),
-                  median(gbs), 100.0 * median(ratio), per.c_str(), level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
+      const bool simd = tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
+      std::printf("%-6s %-7s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(isa), path_name, median(bw[v]),
+                  median(gbs[v]), 100.0 * median(ratio[v]), per.c_str(),
+                  var.level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
       out["results"].push_back({{"type", ti->name}, {"isa", isa_name(isa)}, {"path", path_name}, {"simd", simd},
-                                {"membw_gbs", median(bw)}, {"gemv_gbs", median(gbs)},
-                                {"ratio_median", median(ratio)}, {"ratios", ratio}});
+                                {"membw_gbs", median(bw[v])}, {"gemv_gbs", median(gbs[v])},
+                                {"ratio_median", median(ratio[v])}, {"ratios", ratio[v]}, {"membw_runs_gbs", bw[v]},
+                                {"gemv_runs_gbs", gbs[v]}});
     }
     cpu::free_huge(w, total);
     if (tw) cpu::free_huge(tw, tile_mat * size_t(tile_copies));

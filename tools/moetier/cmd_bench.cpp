@@ -76,6 +76,10 @@ options:
                       decode: each weight read once per step); tokens/s counts all  [1]
   --ctx N             keys for `gpu`                                               [32768]
   --type LIST         GGUF block types for `gguf`: Q8_0, Q2_K..Q6_K        [Q4_K,Q6_K,Q8_0]
+  --tiles-only        `gguf`: only the row-tile rows (what generate runs)
+  --tile-prefetch P   `gguf` tile rows: auto (as generate: software prefetch except for the
+                      fast kernels on AMD CPUs: AVX-512 Q4_K..Q8_0, AVX2 Q8_0),
+                      on, off (the hardware prefetchers alone), both (a row each, interleaved) [auto]
   --json FILE         also write the results as JSON
 )";
 
@@ -423,7 +427,8 @@ int bench_decode(const Args& a, json& out) {
 int cmd_bench(int argc, char** argv) {
   std::vector<FlagSpec> flags = {{"runs"},        {"threads"},  {"quant"}, {"group"},  {"batch"},
                                  {"experts"},     {"tokens"},   {"model"}, {"queue-depth"},
-                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"ctx"}, {"type"}, {"json"}, {"help", false}};
+                                 {"chunk-kb"},    {"n-predict", true, 'n'}, {"prompt-tokens"}, {"ctx"}, {"type"}, {"tiles-only", false}, {"tile-prefetch"},
+                                 {"json"}, {"help", false}};
   add_expert_streaming_flags(flags);
   auto parsed = Args::parse(argc, argv, flags, "bench");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
