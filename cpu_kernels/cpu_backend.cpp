@@ -50,8 +50,10 @@ class CpuBackend final : public backend::Backend {
       packed_matmul(w, x, n, y, kernels_, packed_scratch_);
       return;
     }
-    if (w.dtype == DType::GGUF && w.tiled && n <= kGgufGemvMaxTokens) {
-      // Row tiles (a GGUF's Q2_K..Q6_K and Q8_0 matrices when loaded for this backend): 16 rows in the lanes.
+    if (w.dtype == DType::GGUF && w.tiled) {
+      // Row tiles (a GGUF's Q2_K..Q6_K and Q8_0 matrices when loaded for this backend): 16 rows in
+      // the lanes, 4 tokens a pass, at any token count. A prompt too: 4-11x the GFLOP/s of decoding
+      // the blocks to fp32 for oneDNN from 32 up to 512 tokens (Zen 4, AVX-512; docs/benchmarks.md).
       ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }
