@@ -20,8 +20,8 @@ namespace {
 
 using backend::AttentionCache;
 
-// Tokens up to which GGUF blocks go through the block GEMV rather than decoded slabs + oneDNN:
-// eight passes over the weights at GEMV speed still beat the scalar decoder's one.
+// Tokens up to which GGUF blocks without a SIMD GEMV go through the scalar one rather than
+// decoded slabs + oneDNN (types with a SIMD GEMV take it at any count).
 constexpr int64_t kGgufGemvMaxTokens = 32;
 
 class CpuBackend final : public backend::Backend {
@@ -50,16 +50,16 @@ class CpuBackend final : public backend::Backend {
       packed_matmul(w, x, n, y, kernels_, packed_scratch_);
       return;
     }
-    if (w.dtype == DType::GGUF && w.tiled) {
+    if (w.dtype == DType::GGUF && w.tiled && (isa_ >= 1 || n <= kGgufGemvMaxTokens)) {
       // Row tiles (a GGUF's Q2_K..Q6_K and Q8_0 matrices when loaded for this backend): 16 rows in
       // the lanes, 4 tokens a pass, at any token count. A prompt too: 4-11x the GFLOP/s of decoding
       // the blocks to fp32 for oneDNN from 32 up to 512 tokens (Zen 4, AVX-512; docs/benchmarks.md).
       ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }
-    if (w.dtype == DType::GGUF && n <= kGgufGemvMaxTokens && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
-      // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h):
-      // up to a short prompt that beats decoding the blocks to fp32 for oneDNN (the reference decoder).
+    if (w.dtype == DType::GGUF && (isa_ >= 1 || n <= kGgufGemvMaxTokens) && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
+      // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h),
+      // at any token count: 1.2-9x decoding the blocks to fp32 slabs for oneDNN up to 512 tokens.
       ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }

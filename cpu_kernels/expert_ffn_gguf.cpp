@@ -1,9 +1,11 @@
 // Routed experts whose blobs hold a GGUF file's blocks as they are (ExpertQuant::GGUF, written by
 // `moetier convert FILE.gguf`): per task, the tokens' rows gathered, gate and up, SiLU·up, down,
-// then y[token] += weight · out. A few tokens (decode) go through the block GEMV
-// (cpu_kernels/ggml_gemv.h: 8-bit activations, every token in one pass over the weights); more
-// (prefill) through oneDNN over slabs of rows decoded to fp32 (dense_gemm), as the GGUF's other
-// matrices do. The reference backend decodes the whole blob (unpack_expert) instead.
+// then y[token] += weight · out. Where the type has a SIMD block GEMV at the level, every task
+// goes through it (cpu_kernels/ggml_gemv.h: 8-bit activations, 4 tokens per pass over the
+// weights): on the Zen 4 VM it ran 1.2-9x the GFLOP/s of decoding the blocks to fp32 slabs for
+// oneDNN from 32 to 512 tokens (docs/kernels.md). Other types past 32 tokens take the slabs
+// (dense_gemm), as the GGUF's other matrices do. The reference backend decodes the whole blob
+// (unpack_expert) instead.
 #include <algorithm>
 #include <vector>
 
@@ -16,13 +18,14 @@ namespace mt::cpu::expert_detail {
 
 namespace {
 
-// Tokens from which a task's products go through the GEMM (decoded slabs) instead of the GEMV
-// (4 tokens per pass; eight passes at GEMV speed still beat the scalar decoder's one).
+// Tokens from which a type without a SIMD GEMV goes through the GEMM (decoded slabs) instead of
+// the scalar GEMV.
 constexpr int64_t kGemmTokens = 33;
 
 void product(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, const float* x, int64_t n, float* y,
              int isa_level) {
-  if (n < kGemmTokens) return ggml_gemv_tokens(type, w, rows, cols, n, x, y, isa_level);
+  if (n < kGemmTokens || (isa_level >= 1 && ggml_gemv_has_kernel(type, isa_level)))
+    return ggml_gemv_tokens(type, w, rows, cols, n, x, y, isa_level);
   WeightView v{DType::GGUF, w, rows, cols, nullptr, 0, type};
   dense_gemm(v, x, n, y);
 }

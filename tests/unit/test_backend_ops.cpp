@@ -622,7 +622,7 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
     CHECK(L.gate_bytes == (ggml_row_bytes(g.ggml[0], 512) * 256 + 63) / 64 * 64);
     CHECK(L.down_offset == L.gate_bytes + L.up_bytes);
     CHECK(L.total_bytes % 4096 == 0);
-    const int64_t n_tokens = 40;  // one decode-sized task, an empty one, one past the GEMM threshold (33)
+    const int64_t n_tokens = 40;  // one decode-sized task, an empty one, one past the scalar GEMV's 32 tokens
     std::vector<std::vector<int32_t>> tokens = {{0, 5, 7}, {}, {}};
     for (int32_t t = 0; t < n_tokens; ++t) tokens[2].push_back(t);
     std::vector<std::vector<uint8_t>> blobs;
@@ -653,10 +653,14 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
       INFO(ggml_type_name(g.ggml[0]) << "/" << ggml_type_name(g.ggml[1]) << "/" << ggml_type_name(g.ggml[2]) << " "
                                      << cpu::expert_kernel_isa(cfg));
       CHECK(b.guards_intact());
-      // 8-bit activations in the decode-sized task (the block GEMV), exact fp32 in the GEMM one.
+      // 8-bit activations wherever the block GEMV runs: every task at the SIMD levels, the
+      // decode-sized one at the scalar level.
       CHECK(normalised_error(a.data(), b.begin(), n_tokens * g.hidden) < 3e-2);
-      // Token 39 is only in the 40-token (GEMM) task: decoded slabs in fp32, so to fp32 rounding.
-      CHECK(normalised_error(a.data() + 39 * g.hidden, b.begin() + 39 * g.hidden, g.hidden) < 1e-4);
+      // Token 39 is only in the 40-token task. The scalar level runs it as decoded slabs in fp32,
+      // so to fp32 rounding; the SIMD levels through the GEMV, so it carries 8-bit rounding too.
+      const double e39 = normalised_error(a.data() + 39 * g.hidden, b.begin() + 39 * g.hidden, g.hidden);
+      if (std::string(isa) == "scalar") CHECK(e39 < 1e-4);
+      else CHECK((e39 > 1e-4 && e39 < 3e-2));
     }
   }
   // Not packable from fp32: convert copies a GGUF's blocks.
