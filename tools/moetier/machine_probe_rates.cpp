@@ -64,6 +64,37 @@ double repeated(planner::MachineProfile& p, const std::string& name, int runs, O
   return median(v);
 }
 
+// A decode figure: `step` (one decode step reading `step_bytes` of weights) run in 5 slices of
+// decode_seconds / 5; GB/s, the median kept and the spread recorded under `key`.
+template <class Step>
+double decode_rate(planner::MachineProfile& p, const std::string& key, const ProbeSettings& d, double step_bytes,
+                   Step step) {
+  return repeated(p, key, 5, [&] {
+    int64_t steps = 0;
+    const auto r0 = Clock::now();
+    do {
+      step();
+      ++steps;
+    } while (seconds_since(r0) < d.decode_seconds() / 5);
+    return double(steps) * step_bytes / seconds_since(r0) / 1e9;
+  });
+}
+
+// A prefill figure: `call` (`gflop` of work) after one warm-up call, the best call's GFLOP/s
+// over `seconds`.
+template <class Call>
+double best_gflops(double seconds, double gflop, Call call) {
+  call();  // warm-up (oneDNN primitive creation)
+  double best = 0;
+  const auto r0 = Clock::now();
+  do {
+    const auto c0 = Clock::now();
+    call();
+    best = std::max(best, gflop / seconds_since(c0));
+  } while (seconds_since(r0) < seconds);
+  return best;
+}
+
 // Deterministic fast pseudo-random bits (xorshift64*): weights and file contents only need to
 // be non-trivial (no zero pages, nothing a compressing disk could shrink).
 struct Rng {
@@ -344,28 +375,15 @@ void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, 
     };
     for (int i = 0; i < 2; ++i) step();
     const std::string name(expert_quant_name(q));
-    const double decode = repeated(p, "kernels." + name + ".decode_gbs", 5, [&] {
-      int64_t steps = 0;
-      const auto r0 = Clock::now();
-      do {
-        step();
-        ++steps;
-      } while (seconds_since(r0) < d.decode_seconds() / 5);
-      return double(steps) * 8.0 * double(blob) / seconds_since(r0) / 1e9;
-    });
+    const double decode = decode_rate(p, "kernels." + name + ".decode_gbs", d, 8.0 * double(blob), step);
 
     // Prefill: the same T tokens through 8 experts (the grouped, oneDNN path), best call.
     cpu::ExpertTask ptasks[8];
     for (size_t k = 0; k < 8; ++k) ptasks[k] = {blobs.data() + k * blob, tokens.data(), weights.data(), T};
-    const double flops = 8.0 * T * 6.0 * double(kHidden) * double(kInter);
-    cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), d.kernels, &ws);  // warm-up (primitive creation)
-    double best = 0;
-    const auto r0 = Clock::now();
-    do {
-      const auto c0 = Clock::now();
+    const double gflop = 8.0 * T * 6.0 * double(kHidden) * double(kInter) / 1e9;
+    const double best = best_gflops(d.prefill_seconds(), gflop, [&] {
       cpu::experts_ffn(g, ptasks, 8, xp.data(), yp.data(), d.kernels, &ws);
-      best = std::max(best, flops / seconds_since(c0) / 1e9);
-    } while (seconds_since(r0) < d.prefill_seconds());
+    });
 
     p.kernels.push_back({name, decode, best});
     say("  " + name + ": decode " + num(decode) + spread_text(p, "kernels." + name + ".decode_gbs") + " GB/s, prefill " + num(best) + " GFLOP/s (" +
@@ -429,30 +447,14 @@ void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, co
     };
     step();
     const std::string key = "kernels." + name + ".decode_gbs";
-    const double decode = repeated(p, key, 5, [&] {
-      int64_t steps = 0;
-      const auto r0 = Clock::now();
-      do {
-        step();
-        ++steps;
-      } while (seconds_since(r0) < d.decode_seconds() / 5);
-      return double(steps) * 8.0 * expert_blocks / seconds_since(r0) / 1e9;
-    });
+    const double decode = decode_rate(p, key, d, 8.0 * expert_blocks, step);
     // Prefill: T tokens through one expert's three matrices (the backend's many-token path), best call.
-    const double flops = double(T) * 6.0 * double(kHidden) * double(kInter);
-    auto prefill = [&] {
+    const double gflop = double(T) * 6.0 * double(kHidden) * double(kInter) / 1e9;
+    const double best = best_gflops(d.prefill_seconds() / 4, gflop, [&] {
       be->matmul(view(0, 0), xp.data(), T, yp.data());
       be->matmul(view(0, 1), xp.data(), T, yp.data());
       be->matmul(view(0, 2), xp.data(), T, yp.data());
-    };
-    prefill();  // warm-up
-    double best = 0;
-    const auto r0 = Clock::now();
-    do {
-      const auto c0 = Clock::now();
-      prefill();
-      best = std::max(best, flops / seconds_since(c0) / 1e9);
-    } while (seconds_since(r0) < d.prefill_seconds() / 4);
+    });
     p.kernels.push_back({name, decode, best});
     say("  " + name + ": decode " + num(decode) + spread_text(p, key) + " GB/s, prefill " + num(best) + " GFLOP/s (" +
         std::to_string(n) + " experts of " + format_bytes(expert_blocks) + ", " + num(seconds_since(t0)) + " s)");
