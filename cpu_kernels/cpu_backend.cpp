@@ -20,8 +20,8 @@ namespace {
 
 using backend::AttentionCache;
 
-// Tokens up to which GGUF blocks without a SIMD GEMV go through the scalar one rather than
-// decoded slabs + oneDNN (types with a SIMD GEMV take it at any count).
+// At the scalar level, the tokens up to which GGUF blocks (and tiles) go through the scalar GEMV
+// rather than decoded slabs + oneDNN. With a SIMD GEMV (AVX2 and up) every count takes it.
 constexpr int64_t kGgufGemvMaxTokens = 32;
 
 class CpuBackend final : public backend::Backend {
@@ -52,14 +52,14 @@ class CpuBackend final : public backend::Backend {
     }
     if (w.dtype == DType::GGUF && w.tiled && (isa_ >= 1 || n <= kGgufGemvMaxTokens)) {
       // Row tiles (a GGUF's Q2_K..Q6_K and Q8_0 matrices when loaded for this backend): 16 rows in
-      // the lanes, 4 tokens a pass, at any token count. A prompt too: 4-11x the GFLOP/s of decoding
+      // the lanes, 4 tokens a pass, at any token count. A prompt too: 3-28x the GFLOP/s of decoding
       // the blocks to fp32 for oneDNN from 32 up to 512 tokens (Zen 4, AVX-512; docs/benchmarks.md).
       ggml_gemv_tiles(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }
     if (w.dtype == DType::GGUF && (isa_ >= 1 || n <= kGgufGemvMaxTokens) && ggml_gemv_has_kernel(w.ggml_type, isa_)) {
       // A GGUF's block formats straight from the blocks, 4 tokens per pass (cpu_kernels/ggml_gemv.h),
-      // at any token count: 1.2-9x decoding the blocks to fp32 slabs for oneDNN up to 512 tokens.
+      // at any token count: 1.3-11x decoding the blocks to fp32 slabs for oneDNN up to 512 tokens.
       ggml_gemv_tokens(w.ggml_type, w.data, w.rows, w.cols, n, x, y, isa_);
       return;
     }

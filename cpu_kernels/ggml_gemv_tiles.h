@@ -26,10 +26,10 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 // Software prefetch of the tile stream (ggml_gemv_detail::tile_prefetch_line) or the hardware
 // prefetchers alone. The two distances were what the Intel VM needed: without them Q2_K read at
 // 0.42 of RAM bandwidth. On AMD Zen 4 they still pay for the slow kernels but cost the fast ones:
-// AVX-512 Q4_K-Q8_0 and AVX2 Q8_0 (per-core compute 42-64 GB/s there) read 8-14% faster on the
-// hardware prefetchers alone, while Q2_K (31 GB/s) lost 17-19% without them (paired rounds of
-// `bench gguf --tile-prefetch both`, docs/benchmarks.md). Auto: off for those fast kernels on AMD
-// CPUs, on everywhere else.
+// AVX-512 Q4_K-Q8_0 (per-core compute 42-64 GB/s there) read 6-14% faster on the hardware
+// prefetchers alone and AVX2 Q8_0 (52 GB/s) 0-12%, while Q2_K (23-31 GB/s) lost 14-19% without
+// them (two runs of paired rounds of `bench gguf --tile-prefetch both`, docs/benchmarks.md).
+// Auto: off for those fast kernels on AMD CPUs, on everywhere else.
 enum class TilePrefetch { Auto, On, Off };
 // Whether Auto prefetches in software for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU.
 bool tile_prefetch_auto_on(uint32_t type, int isa_level);

@@ -44,8 +44,12 @@ CostRates cost_rates(const CostInputs& in) {
     r.cpu_expert_gbs = e.decode_gbs;
     r.cpu_expert_gflops = e.prefill_gflops;
   }
-  if (!in.dense_types.empty() && (in.dense_format == "q4" || in.dense_format == "q8"))
-    r.cpu_dense_packed_gbs = mixed_kernel_rate(m, in.dense_types, r.cpu_dense_packed_gbs, 0).decode_gbs;
+  if (!in.dense_types.empty() && (in.dense_format == "q4" || in.dense_format == "q8")) {
+    // Their prompts run through the same kernels (not the bf16 GEMM): prefill at those rates too.
+    const MixedRate d = mixed_kernel_rate(m, in.dense_types, r.cpu_dense_packed_gbs, r.cpu_gemm_gflops);
+    r.cpu_dense_packed_gbs = d.decode_gbs;
+    r.cpu_gemm_gflops = d.prefill_gflops;
+  }
   r.disk_gbs = m.disk_read_gbs;
   r.disk_cpu_s_per_gb = m.disk_cpu_s_per_gb;
   r.gpu = in.use_gpu && m.gpu.present;
@@ -60,6 +64,7 @@ MixedRate mixed_kernel_rate(const MachineProfile& m, const std::map<std::string,
                             double fallback_gbs, double fallback_gflops) {
   MixedRate r{fallback_gbs, fallback_gflops, {}};
   double bytes = 0, params = 0, seconds = 0, flop_seconds = 0;  // per GB / per GFLOP of the whole
+  bool no_gbs = false, no_gflops = false;  // a share with no rate at all: the mix is unknown
   for (const auto& [name, share] : types) {
     const KernelRate* k = m.kernel(name);
     const bool measured = k && k->decode_gbs > 0;
@@ -69,10 +74,12 @@ MixedRate mixed_kernel_rate(const MachineProfile& m, const std::map<std::string,
     bytes += share.bytes;
     params += share.params;
     if (gbs > 0) seconds += share.bytes / gbs;
+    else no_gbs = true;
     if (gflops > 0) flop_seconds += share.params / gflops;
+    else no_gflops = true;
   }
-  if (bytes > 0 && seconds > 0) r.decode_gbs = bytes / seconds;
-  if (params > 0 && flop_seconds > 0) r.prefill_gflops = params / flop_seconds;
+  if (bytes > 0 && seconds > 0) r.decode_gbs = no_gbs ? fallback_gbs : bytes / seconds;
+  if (params > 0 && flop_seconds > 0) r.prefill_gflops = no_gflops ? fallback_gflops : params / flop_seconds;
   return r;
 }
 

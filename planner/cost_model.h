@@ -43,8 +43,10 @@ struct CostInputs {
   std::optional<DenseBytes> dense_override;
   // A GGUF's block types (ggml names: "Q4_K", "Q6_K", ...) among the routed experts and among the
   // packed non-expert weights. When set, the CPU rates are each type's own measured kernel
-  // (profile kernels named by the type), mixed by the time each type's share takes; a type the
-  // profile has no rate for runs at expert_format's (dense_format's) rate.
+  // (profile kernels named by the type), mixed by the time each type's share takes: decode for
+  // both, prefill for the experts and (packed dense formats only) the dense GEMM; a type the
+  // profile has no rate for runs at expert_format's (dense_format's) rate. Empty: no GGUF, or one
+  // that will not run from row tiles (the rates are the tile kernels').
   std::map<std::string, TypeShare> expert_types, dense_types;
   int64_t context = 4096;             // KV cache length (sized for; reserves memory)
   int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
@@ -121,7 +123,8 @@ CostRates cost_rates(const CostInputs& in);
 
 // The decode rate (GB/s) and prefill rate (GFLOP/s) of a mix of block types: each type's bytes at
 // its own kernel's decode rate, its parameters at its prefill rate, summed as time; a type without
-// a rate in `m` (or with a zero one) at the fallback. Returns the fallbacks for an empty mix.
+// a rate in `m` (or with a zero one) at the fallback. Returns the fallbacks for an empty mix, and
+// for a figure some type has no rate for at all (its fallback 0).
 struct MixedRate {
   double decode_gbs = 0;
   double prefill_gflops = 0;

@@ -191,6 +191,16 @@ def plan_deepseek2(ck, exe, work, rng):
              m is not None and abs(float(m.group(1)) - want) <= 0.051, f"want {want:.2f}: {p.stdout[:900]}")
     ck.check("plan --model X.gguf: the header says the block types' rates are used",
              "planned at their block types' rates" in p.stdout, p.stdout[:300])
+    # A machine whose available RAM the file would not fit in 0.8 of: generate would not tile it,
+    # so the tile rates do not apply (the budget given, or the plan would not fit at all).
+    small = dict(pj, ram=dict(pj["ram"], available_bytes=1000000))
+    small_path = os.path.join(work, "profile_small.json")
+    with open(small_path, "w") as f:
+        json.dump(small, f)
+    p = C.run_cli(exe, ["plan", "--model", path, "--profile", small_path, "--no-gpu", "--ram-budget", "1G"])
+    ck.check("plan --model X.gguf: a file over 0.8 of the available RAM is planned from its blocks, said so",
+             "would run from its blocks, not row tiles" in p.stdout and "CPU decode rates by block type" not in p.stdout
+             and "planned at the rates of q4" in p.stdout, p.stdout[:900])
     # A profile without them (measured before the tile kernels were timed): the stand-in, said so.
     pj["kernels"] = [k for k in pj["kernels"] if k["format"] in ("q4", "q8", "bf16")]
     with open(prof, "w") as f:

@@ -385,23 +385,30 @@ TEST_CASE("cost model: a GGUF's block types at their own kernels' rates", "[plan
   CostInputs in = wide_cpu_inputs();
   in.dense_format = "q8";
   in.machine.dense_q8_gbs = 50;
-  // Q4_K: 2/3 of the expert bytes at 120 GB/s and 800 GFLOP/s; Q6_K: 1/3 at 60 and 200; Q2_K
-  // (a sliver) has no rate in the profile, so it runs at the q4 stand-in's 180 and 2000.
+  // Q4_K: 0.6 of the expert bytes at 120 GB/s and 800 GFLOP/s; Q6_K: 0.3 at 60 and 200; Q2_K
+  // (0.1) has no rate in the profile, so it runs at the q4 stand-in's 180 and 2000.
   const double eb = double(kWideQ4);
   in.expert_types = {{"Q4_K", {eb * 0.6, 1000}}, {"Q6_K", {eb * 0.3, 300}}, {"Q2_K", {eb * 0.1, 100}}};
   in.machine.kernels.push_back({"Q4_K", 120, 800});
   in.machine.kernels.push_back({"Q6_K", 60, 200});
-  in.machine.kernels.push_back({"Q8_0", 40, 0});
-  in.dense_types = {{"Q8_0", {1e6, 1e6}}};
+  in.machine.kernels.push_back({"Q8_0", 40, 300});
+  in.machine.kernels.push_back({"Q5_K", 0, 0});  // listed without rates: as if absent
+  in.dense_types = {{"Q8_0", {3e6, 3e6}}, {"Q5_K", {1e6, 1.5e6}}};
   const Placement pl = uniform_placement(2, 0, 64, "q4", kWideQ4, Tier::Ram);
   const Prediction p = predict(in, pl);
   // Independent: each type's share of a token's 16 experts at its own rate, summed as time.
   const double per_expert = eb * 0.6 / 120e9 + eb * 0.3 / 60e9 + eb * 0.1 / 180e9;
   CHECK(p.cpu_parts.routed_experts == Approx(2.0 * 8 * per_expert).epsilon(1e-9));
   const DenseBytes db = dense_bytes(c, "q8");
-  CHECK(p.cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / 40e9).epsilon(1e-9));
+  // Dense: Q8_0 at its 40 GB/s, Q5_K at the packed q8 rate (50), by time; prompts at Q8_0's
+  // 300 GFLOP/s and Q5_K at the bf16 GEMM's 2000, by parameters.
+  const double dense_gbs = 4e6 / (3e6 / 40 + 1e6 / 50);
+  CHECK(p.cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / (dense_gbs * 1e9)).epsilon(1e-9));
   const CostRates r = cost_rates(in);
   CHECK(r.cpu_expert_gflops == Approx(1400.0 / (1000.0 / 800 + 300.0 / 200 + 100.0 / 2000)).epsilon(1e-12));
+  CHECK(r.cpu_gemm_gflops == Approx(4.5e6 / (3e6 / 300 + 1.5e6 / 2000)).epsilon(1e-12));
+  // A figure some type has no rate for at all (fallback 0) stays unknown, not inflated.
+  CHECK(mixed_kernel_rate(in.machine, in.expert_types, 180, 0).prefill_gflops == 0);
   const MixedRate mix = mixed_kernel_rate(in.machine, in.expert_types, 180, 2000);
   REQUIRE(mix.unmeasured.size() == 1);
   CHECK(mix.unmeasured[0] == "Q2_K");
@@ -412,11 +419,13 @@ TEST_CASE("cost model: a GGUF's block types at their own kernels' rates", "[plan
     const Prediction q = predict(plain, pl);
     CHECK(q.cpu_parts.routed_experts == Approx(2.0 * 8 * eb / 180e9).epsilon(1e-9));
     CHECK(q.cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / 50e9).epsilon(1e-9));
+    CHECK(cost_rates(plain).cpu_gemm_gflops == Approx(2000));
   }
   SECTION("fp8 dense weights ignore the dense types' rates") {
     CostInputs fp8 = in;
     fp8.dense_format = "fp8";
-    CHECK(cost_rates(fp8).cpu_dense_packed_gbs != Approx(40));
+    CHECK(cost_rates(fp8).cpu_dense_packed_gbs != Approx(dense_gbs));
+    CHECK(cost_rates(fp8).cpu_gemm_gflops == Approx(2000));
   }
 }
 

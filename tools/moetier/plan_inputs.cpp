@@ -17,7 +17,7 @@ namespace mt::cli {
 namespace {
 
 // The stand-in rates for a GGUF's types the profile has not measured, by bits per weight:
-// moetier's own q4/q8 kernels (fp8's for wider types).
+// moetier's own q4/q8 kernels (bf16's for wider experts; the dense weights then take fp8's).
 std::string rate_format_for_bits(double bpw) { return bpw <= 5.0 ? "q4" : bpw <= 9.0 ? "q8" : "bf16"; }
 
 // GgmlType id -> bytes, as the planner's per-type shares (ggml names, bytes and parameters);
@@ -208,6 +208,23 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   }
   in.dense_format = dense;
   if (gguf) {
+    // generate tiles a file that fits in 0.8 of the available RAM (runtime/engine/engine.cpp) on a
+    // CPU with AVX2; a bigger one runs its blocks from the page cache, which the tile rates do not
+    // describe: it keeps the stand-in rates.
+    int64_t moe_layers = 0;
+    for (int64_t l = 0; l < in.model.num_hidden_layers; ++l) moe_layers += in.model.is_moe_layer(l);
+    const double file_bytes = double(in.expert_bytes) * double(moe_layers) * double(in.model.n_routed_experts) +
+                              (in.dense_override ? in.dense_override->resident : 0);
+    const bool tiles = in.machine.avx2 && file_bytes < 0.8 * double(in.machine.ram_available_bytes);
+    if (!tiles) {
+      in.expert_types.clear();
+      in.dense_types.clear();
+      s.context.dense_note += in.machine.avx2 ? "; the file is over 0.8 of this machine's available RAM, so it would run "
+                                                "from its blocks, not row tiles: planned at moetier's stand-in rates"
+                                              : "; no AVX2 here, so no row tiles: planned at moetier's stand-in rates";
+    }
+  }
+  if (gguf && !in.expert_types.empty()) {
     // Each block type at its own tile kernel's measured rate (moetier profile times them).
     const planner::CostRates base = [&] {
       planner::CostInputs plain = in;
