@@ -24,6 +24,9 @@ struct GgufDeepSeek {
   std::vector<uint64_t> attention, norms, router, shared, dense_ffn, experts;
   uint64_t embedding = 0, lm_head = 0, final_norm = 0, skipped = 0;  // skipped: MTP (nextn) tensors
   std::map<uint32_t, uint64_t> expert_types, dense_types;  // GgmlType id -> bytes
+  // Of dense_types, the matrices a decode step multiplies by as stored: not the embedding (rows
+  // looked up), kv_b's attn_k_b/attn_v_b (rejoined to fp32 at load), norms or the router.
+  std::map<uint32_t, uint64_t> matmul_types;
 
   uint64_t expert_total() const;
   uint64_t dense_total() const;  // everything but the routed experts

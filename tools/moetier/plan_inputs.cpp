@@ -107,7 +107,7 @@ Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, p
   in.dense_format = rate_format_for_bits(dense_bpw);
   if (in.dense_format == "bf16") in.dense_format = "fp8";
   in.expert_types = type_shares(d.expert_types, false);
-  in.dense_types = type_shares(d.dense_types, true);
+  in.dense_types = type_shares(d.matmul_types, true);
   char note[512];
   std::snprintf(note, sizeof note, "sizes as the GGUF holds them: experts %.2f bits/weight (%s), the rest %.2f bits/weight (%s)",
                 expert_bpw, types_text(d.expert_types).c_str(), dense_bpw, types_text(d.dense_types).c_str());
