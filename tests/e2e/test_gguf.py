@@ -207,7 +207,7 @@ def plan_deepseek2(ck, exe, work, rng):
         json.dump(pj, f)
     p = C.run_cli(exe, ["plan", "--model", path, "--profile", prof, "--no-gpu"])
     ck.check("plan --model X.gguf: types the profile has no rate for are named, at the stand-in's rate",
-             "no measured rate (a described machine, or a profile older than revision 4), so at moetier's q4 rate: Q4_K, Q6_K" in p.stdout and
+             "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at moetier's q4 rate: Q4_K, Q6_K" in p.stdout and
              "planned at the rates of q4" in p.stdout, p.stdout[:900])
     # A deepseek2 file whose expert tensor disagrees with the metadata names the tensor.
     bad = [(n, (a if n != "blk.2.ffn_down_exps.weight" else a[:, :128]), q) for n, a, q in tensors]

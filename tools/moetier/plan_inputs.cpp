@@ -46,7 +46,7 @@ std::string mix_text(const planner::MachineProfile& m, const std::map<std::strin
   }
   if (!s.empty()) s += " GB/s";
   if (!r.unmeasured.empty()) {
-    s += std::string(s.empty() ? "" : "; ") + "no measured rate (a described machine, or a profile older than revision 4), so at moetier's " + stand_in + " rate: ";
+    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at moetier's " + stand_in + " rate: ";
     for (size_t i = 0; i < r.unmeasured.size(); ++i) s += (i ? ", " : "") + r.unmeasured[i];
   }
   char b[48];
