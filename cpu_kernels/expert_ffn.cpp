@@ -56,6 +56,11 @@ bool cpu_has_gfni_vbmi() {
   return has;
 }
 
+bool cpu_is_amd() {
+  static const bool amd = (__builtin_cpu_init(), __builtin_cpu_is("amd") != 0);
+  return amd;
+}
+
 const KernelSet& kernels_for(const ExpertKernelConfig& cfg) {
   const int cpu = cpu_isa_level();
   return kernels_for(cfg.isa_level < 0 ? cpu : std::min(cfg.isa_level, cpu));

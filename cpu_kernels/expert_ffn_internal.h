@@ -157,6 +157,9 @@ int cpu_isa_level();
 // Whether this CPU has GFNI (vgf2p8affineqb) and AVX-512 VBMI (vpermb), which some AVX-512 kernels
 // use where they may (of the CPUs at level 2: Sapphire Rapids and Zen 4 on; not Cooper Lake).
 bool cpu_has_gfni_vbmi();
+// Whether this CPU is AMD's: its hardware prefetchers keep up with the faster decode kernels
+// alone, where software prefetch costs them (the q4/q8 kernels here, ggml_gemv_tiles.h).
+bool cpu_is_amd();
 
 // Experts whose blobs hold GGUF blocks (ExpertQuant::GGUF): expert_ffn_gguf.cpp.
 void experts_ffn_gguf(const ExpertGeometry& g, const ExpertTask* tasks, int64_t n_tasks, const float* x, float* y,

@@ -22,8 +22,7 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level) {
 }
 
 bool tile_prefetch_auto_on(uint32_t type, int isa_level) {
-  static const bool amd = (__builtin_cpu_init(), __builtin_cpu_is("amd") != 0);
-  if (!amd) return true;
+  if (!expert_detail::cpu_is_amd()) return true;
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: return false;
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return isa_level < 2;
