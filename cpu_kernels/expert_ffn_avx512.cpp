@@ -37,19 +37,17 @@ inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const cha
 // (docs/benchmarks.md). Off is a run whose end is its start: neither the burst nor ahead() fires.
 struct Run {
   const uint8_t* end = nullptr;
+  // The run of tiles [start, end) of a bf16 kernel (which keeps its prefetch everywhere) or not,
+  // its first kPrefetch bytes prefetched where it prefetches at all.
+  static Run open(const uint8_t* start, const uint8_t* end, bool bf16) {
+    const Run r{bf16 || !cpu_is_amd() ? end : start};
+    for (const uint8_t* q = start; q < r.end && q < start + kPrefetch; q += 64) prefetch(q);
+    return r;
+  }
   void ahead(const uint8_t* p) const {
     if (p + kPrefetch < end) prefetch(p + kPrefetch);
   }
-  static void start(const uint8_t* p, const uint8_t* end) {
-    for (const uint8_t* q = p; q < end && q < p + kPrefetch; q += 64) prefetch(q);
-  }
 };
-
-// The end of a run from `start` to `end` as Run takes it: `end`, or `start` where the kernel goes
-// without software prefetch on this CPU (q4 and q8 on AMD).
-inline const uint8_t* run_end(const uint8_t* start, const uint8_t* end, bool bf16) {
-  return bf16 || !cpu_is_amd() ? end : start;
-}
 
 template <int NT>
 void q4_tile(const uint8_t* tc, const uint16_t* ts, const Run& run, const PackedMat& m, const Act& a, int64_t tok0,
@@ -251,9 +249,8 @@ void gemv_pair(const PackedMat& m1, const PackedMat& m2, int64_t t0, int64_t t1,
   Run run[2];
   PairArgs p;
   for (int j = 0; j < 2; ++j) {
-    const uint8_t* start = m[j]->codes + static_cast<size_t>(t0) * m[j]->tile_code_bytes();
-    run[j].end = run_end(start, m[j]->codes + static_cast<size_t>(t1) * m[j]->tile_code_bytes(), Tile == bf16_pair_tile);
-    Run::start(start, run[j].end);
+    run[j] = Run::open(m[j]->codes + static_cast<size_t>(t0) * m[j]->tile_code_bytes(),
+                       m[j]->codes + static_cast<size_t>(t1) * m[j]->tile_code_bytes(), Tile == bf16_pair_tile);
     p.run[j] = &run[j];
     const int64_t r = a[j]->row(0), K = a[j]->K, G = m1.groups();
     p.xq[j] = a[j]->q ? a[j]->q + r * K : nullptr;
@@ -285,9 +282,8 @@ inline void token_blocks(int64_t n, F&& f) {
 }
 
 void gemv_q4_avx512(const PackedMat& m, int64_t t0, int64_t t1, const Act& a, float* out, int64_t ld) {
-  const uint8_t* start = m.codes + static_cast<size_t>(t0) * m.tile_code_bytes();
-  const Run run{run_end(start, m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), false)};
-  Run::start(start, run.end);
+  const Run run = Run::open(m.codes + static_cast<size_t>(t0) * m.tile_code_bytes(),
+                            m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), false);
   for (int64_t tile = t0; tile < t1; ++tile) {
     const uint8_t* tc = m.codes + static_cast<size_t>(tile) * m.tile_code_bytes();
     const auto* ts = reinterpret_cast<const uint16_t*>(m.scales + static_cast<size_t>(tile) * m.tile_scale_bytes());
@@ -297,9 +293,8 @@ void gemv_q4_avx512(const PackedMat& m, int64_t t0, int64_t t1, const Act& a, fl
 }
 
 void gemv_q8_avx512(const PackedMat& m, int64_t t0, int64_t t1, const Act& a, float* out, int64_t ld) {
-  const uint8_t* start = m.codes + static_cast<size_t>(t0) * m.tile_code_bytes();
-  const Run run{run_end(start, m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), false)};
-  Run::start(start, run.end);
+  const Run run = Run::open(m.codes + static_cast<size_t>(t0) * m.tile_code_bytes(),
+                            m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), false);
   for (int64_t tile = t0; tile < t1; ++tile) {
     const uint8_t* tc = m.codes + static_cast<size_t>(tile) * m.tile_code_bytes();
     const auto* ts = reinterpret_cast<const float*>(m.scales + static_cast<size_t>(tile) * m.tile_scale_bytes());
@@ -309,9 +304,8 @@ void gemv_q8_avx512(const PackedMat& m, int64_t t0, int64_t t1, const Act& a, fl
 }
 
 void gemv_bf16_avx512(const PackedMat& m, int64_t t0, int64_t t1, const Act& a, float* out, int64_t ld) {
-  const uint8_t* start = m.codes + static_cast<size_t>(t0) * m.tile_code_bytes();
-  const Run run{run_end(start, m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), true)};
-  Run::start(start, run.end);
+  const Run run = Run::open(m.codes + static_cast<size_t>(t0) * m.tile_code_bytes(),
+                            m.codes + static_cast<size_t>(t1) * m.tile_code_bytes(), true);
   for (int64_t tile = t0; tile < t1; ++tile) {
     const uint8_t* tc = m.codes + static_cast<size_t>(tile) * m.tile_code_bytes();
     float* o = out + (tile - t0) * kRowTile;

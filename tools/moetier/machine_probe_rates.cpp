@@ -64,19 +64,22 @@ double repeated(planner::MachineProfile& p, const std::string& name, int runs, O
   return median(v);
 }
 
-// A decode figure: `step` (one decode step reading `step_bytes` of weights) run in 5 slices of
-// decode_seconds / 5; GB/s, the median kept and the spread recorded under `key`.
-template <class Step>
-double decode_rate(planner::MachineProfile& p, const std::string& key, const ProbeSettings& d, double step_bytes,
-                   Step step) {
-  return repeated(p, key, 5, [&] {
-    int64_t steps = 0;
-    const auto r0 = Clock::now();
+// Calls `call` (one warm-up call first) for `seconds` in `runs` slices (default: the settings'
+// repeats); the figure is `work` units per second, the median kept and the spread recorded under
+// `name`.
+template <class Call>
+double timed_rate(planner::MachineProfile& p, const std::string& name, const ProbeSettings& d, double seconds, double work,
+                  Call call, int runs = 0) {
+  if (runs <= 0) runs = d.repeats();
+  call();  // warm-up
+  return repeated(p, name, runs, [&] {
+    int64_t calls = 0;
+    const auto t0 = Clock::now();
     do {
-      step();
-      ++steps;
-    } while (seconds_since(r0) < d.decode_seconds() / 5);
-    return double(steps) * step_bytes / seconds_since(r0) / 1e9;
+      call();
+      ++calls;
+    } while (seconds_since(t0) < seconds / runs);
+    return double(calls) * work / seconds_since(t0);
   });
 }
 
@@ -373,9 +376,10 @@ void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, 
       next = (next + 8) % n;
       cpu::experts_ffn(g, tasks, 8, x.data(), y.data(), d.kernels, &ws);
     };
-    for (int i = 0; i < 2; ++i) step();
+    step();  // and timed_rate's warm-up: two steps before the timing
     const std::string name(expert_quant_name(q));
-    const double decode = decode_rate(p, "kernels." + name + ".decode_gbs", d, 8.0 * double(blob), step);
+    const double decode = timed_rate(p, "kernels." + name + ".decode_gbs", d, d.decode_seconds(), 8.0 * double(blob) / 1e9,
+                                     step, 5);
 
     // Prefill: the same T tokens through 8 experts (the grouped, oneDNN path), best call.
     cpu::ExpertTask ptasks[8];
@@ -445,9 +449,8 @@ void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, co
       }
       next = (next + 8) % n;
     };
-    step();
     const std::string key = "kernels." + name + ".decode_gbs";
-    const double decode = decode_rate(p, key, d, 8.0 * expert_blocks, step);
+    const double decode = timed_rate(p, key, d, d.decode_seconds(), 8.0 * expert_blocks / 1e9, step, 5);
     // Prefill: T tokens through one expert's three matrices (the backend's many-token path), best call.
     const double gflop = double(T) * 6.0 * double(kHidden) * double(kInter) / 1e9;
     const double best = best_gflops(d.prefill_seconds() / 4, gflop, [&] {
@@ -462,22 +465,6 @@ void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, co
 }
 
 namespace {
-
-// Calls `call` for `seconds`, `repeats` times; the figure is `work` units per second.
-template <class Call>
-double timed_rate(planner::MachineProfile& p, const std::string& name, const ProbeSettings& d, double seconds, double work,
-                  Call call) {
-  call();  // warm-up
-  return repeated(p, name, d.repeats(), [&] {
-    int64_t calls = 0;
-    const auto t0 = Clock::now();
-    do {
-      call();
-      ++calls;
-    } while (seconds_since(t0) < seconds / d.repeats());
-    return double(calls) * work / seconds_since(t0);
-  });
-}
 
 // The non-expert matrices of one DeepSeek V3 MoE layer, as [rows, cols]: q_a, q_b, kv_a, o and
 // the shared expert's gate, up and down. Their short rows (1536 for q_b) are part of what the
