@@ -150,7 +150,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     MT_ASSIGN(ModelWeights w, load_gguf_weights(model_dir, &info));
     // A model that fits in RAM is mapped in now: page faults on first use would otherwise cost
     // the first tokens (a minor fault per 4 KiB page even from the page cache).
-    if (const uint64_t bytes = w.gguf->data_bytes(); double(bytes) < 0.8 * double(system_memory().available_bytes)) {
+    if (const uint64_t bytes = w.gguf->data_bytes(); gguf_fits_in_ram(bytes, system_memory().available_bytes)) {
       if (opt.announce_device)
         std::fprintf(stderr, "moetier: mapping %.1f GB of GGUF weights into memory\n", double(bytes) / 1e9);
       w.gguf->prefault();

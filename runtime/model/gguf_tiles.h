@@ -20,6 +20,13 @@ struct GgufTileInfo {
   uint64_t bytes = 0;     // their tile bytes
 };
 
+// Whether a GGUF whose tensor data is `data_bytes` is mapped into memory at load, and so tiled:
+// under 0.8 of the available RAM (the rest for the process and the page cache). A bigger one runs
+// its blocks as the page cache brings them. The engine decides by it, the planner plans by it.
+inline bool gguf_fits_in_ram(uint64_t data_bytes, uint64_t available_bytes) {
+  return double(data_bytes) < 0.8 * double(available_bytes);
+}
+
 // Tiles w's matrices of the tiled types for which want(type) holds (w from load_gguf_weights;
 // the caller knows which types its kernels run faster as tiles). progress(done, total) in bytes of
 // tiles.

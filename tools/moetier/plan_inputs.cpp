@@ -9,6 +9,7 @@
 #include "planner/model_size.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/core/text_file.h"
+#include "runtime/model/gguf_tiles.h"
 #include "runtime/weights/gguf_deepseek.h"
 #include "tools/moetier/machine_probe.h"
 
@@ -33,24 +34,26 @@ std::map<std::string, planner::TypeShare> type_shares(const std::map<uint32_t, u
   return out;
 }
 
-// "Q4_K 38.1, Q6_K 35.0 GB/s", with the types the profile has no rate for named apart.
+// "Q4_K 38.1, Q6_K 35.0 GB/s -> 36.8 GB/s": each type's rate in `m`, the types without one named
+// apart (they run at the stand-in's), and the mixed rate the plan uses.
 std::string mix_text(const planner::MachineProfile& m, const std::map<std::string, planner::TypeShare>& types,
-                     const planner::MixedRate& r, const std::string& stand_in) {
-  std::string s;
+                     double mixed_gbs, const std::string& stand_in) {
+  std::string s, unmeasured;
   for (const auto& [name, share] : types) {
     const planner::KernelRate* k = m.kernel(name);
-    if (!k || k->decode_gbs <= 0) continue;
+    if (!k || k->decode_gbs <= 0) {
+      unmeasured += (unmeasured.empty() ? "" : ", ") + name;
+      continue;
+    }
     char b[64];
     std::snprintf(b, sizeof b, "%s%s %.1f", s.empty() ? "" : ", ", name.c_str(), k->decode_gbs);
     s += b;
   }
   if (!s.empty()) s += " GB/s";
-  if (!r.unmeasured.empty()) {
-    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at moetier's " + stand_in + " rate: ";
-    for (size_t i = 0; i < r.unmeasured.size(); ++i) s += (i ? ", " : "") + r.unmeasured[i];
-  }
+  if (!unmeasured.empty())
+    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at moetier's " + stand_in + " rate: " + unmeasured;
   char b[48];
-  std::snprintf(b, sizeof b, " -> %.1f GB/s", r.decode_gbs);
+  std::snprintf(b, sizeof b, " -> %.1f GB/s", mixed_gbs);
   return s + b;
 }
 
@@ -69,8 +72,10 @@ std::string types_text(const std::map<uint32_t, uint64_t>& types) {
 
 // A GGUF's real sizes as the planner's inputs: the mean routed expert, the non-expert weights
 // by part.
-Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, planner::ReportContext& ctx) {
+Status plan_inputs_from_gguf(const std::string& path, planner::CostInputs& in, planner::ReportContext& ctx,
+                             uint64_t& data_bytes) {
   MT_ASSIGN(GgufModel g, GgufModel::open(path));
+  data_bytes = g.data_bytes();
   MT_ASSIGN(GgufDeepSeek d, read_gguf_deepseek(g));
   const ModelConfig& c = d.config;
   in.model = c;
@@ -145,10 +150,11 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   std::string store_format, store_dense;
   uint64_t store_blob = 0;
   const bool gguf = a.has("model") && is_gguf_path(*a.get("model"));
+  uint64_t gguf_bytes = 0;  // the file's tensor data
   if (gguf) {
     if (a.has("experts") || a.has("dense"))
       return make_error("--experts and --dense do not apply to a GGUF file: it is planned as it is quantised");
-    MT_TRY(plan_inputs_from_gguf(*a.get("model"), in, s.context));
+    MT_TRY(plan_inputs_from_gguf(*a.get("model"), in, s.context, gguf_bytes));
     s.context.model_name = *a.get("model");
   } else if (auto dir = a.get("model")) {
     const std::filesystem::path manifest = std::filesystem::path(*dir) / "manifest.json";
@@ -208,35 +214,22 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   }
   in.dense_format = dense;
   if (gguf) {
-    // generate tiles a file that fits in 0.8 of the available RAM (runtime/engine/engine.cpp) on a
-    // CPU with AVX2; a bigger one runs its blocks from the page cache, which the tile rates do not
+    // generate tiles a file that it maps into memory (runtime/model/gguf_tiles.h) on a CPU with
+    // AVX2; a bigger one runs its blocks from the page cache, which the tile rates do not
     // describe: it keeps the stand-in rates.
-    int64_t moe_layers = 0;
-    for (int64_t l = 0; l < in.model.num_hidden_layers; ++l) moe_layers += in.model.is_moe_layer(l);
-    const double file_bytes = double(in.expert_bytes) * double(moe_layers) * double(in.model.n_routed_experts) +
-                              (in.dense_override ? in.dense_override->resident : 0);
-    const bool tiles = in.machine.avx2 && file_bytes < 0.8 * double(in.machine.ram_available_bytes);
-    if (!tiles) {
+    if (!in.machine.avx2 || !gguf_fits_in_ram(gguf_bytes, in.machine.ram_available_bytes)) {
       in.expert_types.clear();
       in.dense_types.clear();
       s.context.dense_note += in.machine.avx2 ? "; the file is over 0.8 of this machine's available RAM, so it would run "
                                                 "from its blocks, not row tiles: planned at moetier's stand-in rates"
                                               : "; no AVX2 here, so no row tiles: planned at moetier's stand-in rates";
-    }
-  }
-  if (gguf && !in.expert_types.empty()) {
-    // Each block type at its own tile kernel's measured rate (moetier profile times them).
-    const planner::CostRates base = [&] {
-      planner::CostInputs plain = in;
-      plain.expert_types.clear(), plain.dense_types.clear();
-      return planner::cost_rates(plain);
-    }();
-    const planner::MixedRate e = planner::mixed_kernel_rate(in.machine, in.expert_types, base.cpu_expert_gbs, 0);
-    s.context.dense_note += "; CPU decode rates by block type: experts " +
-                            mix_text(in.machine, in.expert_types, e, in.expert_format);
-    if (in.dense_format == "q4" || in.dense_format == "q8") {
-      const planner::MixedRate n = planner::mixed_kernel_rate(in.machine, in.dense_types, base.cpu_dense_packed_gbs, 0);
-      s.context.dense_note += ", the rest " + mix_text(in.machine, in.dense_types, n, in.dense_format);
+    } else {
+      // Each block type at its own tile kernel's measured rate (moetier profile times them).
+      const planner::CostRates r = planner::cost_rates(in);
+      s.context.dense_note += "; CPU decode rates by block type: experts " +
+                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, in.expert_format);
+      if (in.dense_format == "q4" || in.dense_format == "q8")
+        s.context.dense_note += ", the rest " + mix_text(in.machine, in.dense_types, r.cpu_dense_packed_gbs, in.dense_format);
     }
   }
 
