@@ -179,13 +179,13 @@ Result<GgufDeepSeek> read_gguf_deepseek(const GgufModel& g) {
         continue;
       }
       d.dense_types[t.type] += t.nbytes;
-      const bool kv_b = part.rfind("attn_k_b", 0) == 0 || part.rfind("attn_v_b", 0) == 0;
       if (part.find("_norm") != std::string::npos) d.norms[layer] += t.nbytes;
       else if (part.rfind("ffn_gate_inp", 0) == 0 || part.rfind("exp_probs_b", 0) == 0) d.router[layer] += t.nbytes;
       else if (part.find("_shexp") != std::string::npos) d.shared[layer] += t.nbytes, d.matmul_types[t.type] += t.nbytes;
       else if (part.rfind("ffn_", 0) == 0) d.dense_ffn[layer] += t.nbytes, d.matmul_types[t.type] += t.nbytes;
       else {
         d.attention[layer] += t.nbytes;
+        const bool kv_b = part.rfind("attn_k_b", 0) == 0 || part.rfind("attn_v_b", 0) == 0;  // rejoined to fp32
         if (!kv_b) d.matmul_types[t.type] += t.nbytes;
       }
     } else {
