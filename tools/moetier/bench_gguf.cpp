@@ -34,10 +34,6 @@ bool type_from_name(const std::string& s, GgmlType& t) {
   return false;
 }
 
-// The tile GEMV's rows in the variants list: at the AVX-512 level, and at AVX2 for the types
-// with an AVX2 tile kernel.
-constexpr int kTileVariant = 99, kTileVariantAvx2 = 98;
-
 const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
 
 }  // namespace
@@ -95,8 +91,9 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
     // The scalar level once, then each SIMD level's integer and fp32 paths.
     struct Variant {
-      int level;
+      int level;  // the ISA level the kernel runs at
       cpu::GgmlGemvPath path;
+      bool tile = false;  // the tile GEMV (Int8) rather than the blocks'
       cpu::TilePrefetch prefetch = cpu::TilePrefetch::Auto;
     };
     std::vector<Variant> variants;
@@ -116,8 +113,8 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       ggml_tile_pack_matrix(uint32_t(t), w, rows, cols, tw);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
       for (const cpu::TilePrefetch pf : prefetch_policies) {
-        if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({kTileVariantAvx2, cpu::GgmlGemvPath::Int8, pf});
-        if (top >= 2) variants.push_back({kTileVariant, cpu::GgmlGemvPath::Int8, pf});
+        if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({1, cpu::GgmlGemvPath::Int8, true, pf});
+        if (top >= 2) variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf});
       }
     }
     // Rounds outside, variants inside: every variant samples the same stretch of the machine's
@@ -127,12 +124,10 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     for (int64_t r = -1; r < *runs; ++r) {  // round -1: one untimed call each (warm-up)
       for (size_t v = 0; v < variants.size(); ++v) {
         const Variant& var = variants[v];
-        const bool tile = var.level == kTileVariant || var.level == kTileVariantAvx2;
-        const int isa = var.level == kTileVariant ? 2 : var.level == kTileVariantAvx2 ? 1 : var.level;
-        const size_t bytes = tile ? tile_mat : mat;
+        const size_t bytes = var.tile ? tile_mat : mat;
         auto gemv = [&] {
-          if (tile) {
-            cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next[v]) * tile_mat, rows, cols, n, x.data(), y.data(), isa,
+          if (var.tile) {
+            cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next[v]) * tile_mat, rows, cols, n, x.data(), y.data(), var.level,
                                  true, var.prefetch);
             next[v] = (next[v] + 1) % tile_copies;
             return;
@@ -161,9 +156,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     }
     for (size_t v = 0; v < variants.size(); ++v) {
       const Variant& var = variants[v];
-      const bool tile = var.level == kTileVariant || var.level == kTileVariantAvx2;
-      const int isa = var.level == kTileVariant ? 2 : var.level == kTileVariantAvx2 ? 1 : var.level;
-      const char* path_name = tile ? (var.prefetch == cpu::TilePrefetch::Auto ? "tile"
+      const char* path_name = var.tile ? (var.prefetch == cpu::TilePrefetch::Auto ? "tile"
                                       : var.prefetch == cpu::TilePrefetch::On ? "tile-sw" : "tile-hw")
                               : var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
       std::string per;
@@ -172,11 +165,11 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         std::snprintf(b, sizeof b, "%.3f ", r);
         per += b;
       }
-      const bool simd = tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
-      std::printf("%-6s %-7s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(isa), path_name, median(bw[v]),
+      const bool simd = var.tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
+      std::printf("%-6s %-7s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name, median(bw[v]),
                   median(gbs[v]), 100.0 * median(ratio[v]), per.c_str(),
                   var.level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
-      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(isa)}, {"path", path_name}, {"simd", simd},
+      out["results"].push_back({{"type", ti->name}, {"isa", isa_name(var.level)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw[v])}, {"gemv_gbs", median(gbs[v])},
                                 {"ratio_median", median(ratio[v])}, {"ratios", ratio[v]}, {"membw_runs_gbs", bw[v]},
                                 {"gemv_runs_gbs", gbs[v]}});
