@@ -21,17 +21,18 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level) {
   return level == 1 && ggml_gemv_detail::avx2_tile_dot(type, 1) != nullptr;
 }
 
-bool tile_prefetch_auto_on(uint32_t type, int isa_level) {
-  if (!expert_detail::cpu_is_amd()) return true;
+TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level) {
+  if (!expert_detail::cpu_is_amd()) return kTilePrefetchClassic;
   switch (GgmlType(type)) {
-    case GgmlType::Q8_0: return false;
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return isa_level < 2;
-    default: return true;
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+      return isa_level >= 2 ? TilePrefetch{4096, 0} : TilePrefetch{4096, 16384};
+    case GgmlType::Q8_0: return {0, 0};
+    default: return kTilePrefetchClassic;
   }
 }
 
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni, TilePrefetch prefetch) {
+                     int isa_level, bool allow_gfni, std::optional<TilePrefetch> prefetch) {
   const GgmlTypeInfo* ti = ggml_type_info(type);
   if (!ti || !ggml_tile_supported(type) || cols % ti->block != 0 || rows % kTileRows != 0 || n < 0)
     throw std::invalid_argument(std::string("ggml_gemv_tiles: ") + ggml_type_name(type) + " " + std::to_string(rows) +
@@ -57,21 +58,24 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
     // the run's end (a run per thread read faster than tiles handed out one or two at a time).
     const bool par = tiles * tile_bytes > (int64_t{1} << 18);
-    const bool soft = prefetch == TilePrefetch::On || (prefetch == TilePrefetch::Auto && tile_prefetch_auto_on(type, level));
+    const TilePrefetch plan = prefetch.value_or(tile_prefetch_auto(type, level));
 #pragma omp parallel if (par)
     {
       const int64_t nth = omp_get_num_threads(), me = omp_get_thread_num();
       const int64_t t_begin = tiles * me / nth, t_end = tiles * (me + 1) / nth;
       const uint8_t* start = w + t_begin * tile_bytes;
-      // The kernels prefetch only below this bound; the run's start turns their prefetch off.
-      const uint8_t* prefetch_end = soft ? w + t_end * tile_bytes : start;
-      for (const uint8_t* p = start; p < prefetch_end && p < start + kTilePrefetchL2; p += 64) {
-        if (p < start + kTilePrefetchL1) __builtin_prefetch(p, 0, 3);
-        else __builtin_prefetch(p, 0, 2);
-      }
+      const int64_t run = (t_end - t_begin) * tile_bytes;
+      // A distance at or past the run's length prefetches nothing (its end at the run's start).
+      const auto stop = [&](int64_t d) { return d > 0 && d < run ? start + run - d : start; };
+      const TileStream stream{stop(plan.near), stop(plan.far), plan.near, plan.far};
+      // The run's first lines, which the kernels' prefetch does not reach: the near distance's
+      // to L1, the rest of the far one's to L2.
+      for (int64_t o = 0; o < std::min(run, std::max(plan.near, plan.far)); o += 64)
+        if (o < plan.near) __builtin_prefetch(start + o, 0, 3);
+        else __builtin_prefetch(start + o, 0, 2);
       float out[kMaxTokens * kTileRows];
       for (int64_t t = t_begin; t < t_end; ++t) {
-        dot(w + t * tile_bytes, qa.act, blocks, out, prefetch_end);
+        dot(w + t * tile_bytes, qa.act, blocks, out, stream);
         for (int k = 0; k < nt; ++k)
           for (int64_t r = 0; r < kTileRows; ++r) yt[k * rows + t * kTileRows + r] = out[k * kTileRows + r];
       }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 namespace mt::cpu {
 
@@ -23,43 +24,53 @@ namespace mt::cpu {
 // tiling its matrices pays: every tiled type at levels 1 and 2.
 bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 
-// Software prefetch of the tile stream (ggml_gemv_detail::tile_prefetch_line) or the hardware
-// prefetchers alone. The two distances were what the Intel VM needed: without them Q2_K read at
-// 0.42 of RAM bandwidth. On AMD Zen 4 they still pay for the slow kernels but cost the fast ones:
-// AVX-512 Q4_K-Q8_0 (per-core compute 42-64 GB/s there) read 6-14% faster on the hardware
-// prefetchers alone and AVX2 Q8_0 (52 GB/s) 0-12%, while Q2_K (23-31 GB/s) lost 14-19% without
-// them (two runs of paired rounds of `bench gguf --tile-prefetch both`, docs/benchmarks.md).
-// Auto: off for those fast kernels on AMD CPUs, on everywhere else.
-enum class TilePrefetch { Auto, On, Off };
-// Whether Auto prefetches in software for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU.
-bool tile_prefetch_auto_on(uint32_t type, int isa_level);
+// How a thread's run of tiles is prefetched in software: each line `near` bytes ahead to L1
+// (prefetcht0) and `far` bytes ahead to L2 (prefetcht1); 0 turns that distance off, and {0, 0}
+// leaves the stream to the hardware prefetchers. The prefetch changes timing only, never a result.
+struct TilePrefetch {
+  int64_t near = 0, far = 0;
+};
+// What the Intel VM needed at every type (2 KB to L1, 8 KB to L2): without a software prefetch
+// its hardware prefetchers ran far behind (Q2_K at 0.42 of RAM bandwidth); one distance to L1 was
+// best at 4 KB (Q4_K 0.79, Q2_K 0.71), and the L2 prefetch on top took Q4_K to 0.93 and Q2_K to
+// 0.77 (docs/benchmarks.md). The L1 fill buffers are few; the far prefetch keeps more misses in
+// flight while the near one hides the L2 latency.
+inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
+// The plan `generate` runs for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU: the classic
+// plan except on AMD CPUs, where a core's stream read best at 28-30 GB/s a core (one thread from
+// RAM, the load a core carries in the VM's fast regime) with, against the classic plan and none
+// (paired rounds of `bench gguf --threads 1 --tile-prefetch auto,on,off`, docs/benchmarks.md):
+//   Q4_K, Q5_K, Q6_K: at AVX-512 4 KB to L1 alone (prefetcht1 cost them 14-19%, none 0-5%); at
+//     AVX2 4 KB to L1 and 16 KB to L2 (0-5% over the classic, 5-19% over none);
+//   Q8_0: none (the hardware prefetchers alone: 4-7% over 4 KB to L1, 24% over the classic);
+//   Q2_K, Q3_K (bound by their arithmetic): the classic plan (none cost Q2_K 16-24%).
+TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
 // allow_gfni false keeps level 2 off the GFNI/VBMI kernels where the CPU has them (to test the
-// path of AVX-512 CPUs without). The prefetch policy changes timing only, never the result.
+// path of AVX-512 CPUs without). prefetch: tile_prefetch_auto's plan where absent.
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni = true, TilePrefetch prefetch = TilePrefetch::Auto);
+                     int isa_level, bool allow_gfni = true, std::optional<TilePrefetch> prefetch = std::nullopt);
 
 namespace ggml_gemv_detail {
 struct Q8Act;
-// Bytes ahead each tile line is prefetched, within a thread's run of tiles, at two distances: to L1
-// 2 KB ahead and to L2 8 KB ahead. The hardware prefetchers of the 2-core VM ran far behind (no
-// software prefetch: 0.42 of RAM bandwidth for Q2_K); one distance to L1 was best at 4 KB (Q4_K
-// 0.79, Q2_K 0.71), and the L2 prefetch on top took Q4_K to 0.93 and Q2_K to 0.77
-// (docs/benchmarks.md). The L1 fill buffers are few; the far prefetch to L2 keeps more misses
-// in flight while the near one hides the L2 latency.
-inline constexpr int64_t kTilePrefetchL1 = 2048;
-inline constexpr int64_t kTilePrefetchL2 = 8192;
-// The line at p prefetched at both distances while they stay before `end`. Always inlined: the
-// AVX2 and AVX-512 kernel files build it under different flags, and no out-of-line copy of
-// either should serve the other.
-[[gnu::always_inline]] inline void tile_prefetch_line(const uint8_t* p, const uint8_t* end) {
-  if (p + kTilePrefetchL2 < end) __builtin_prefetch(p + kTilePrefetchL2, 0, 2);
-  if (p + kTilePrefetchL1 < end) __builtin_prefetch(p + kTilePrefetchL1, 0, 3);
+// A thread's run of tiles as its kernels prefetch it: the line at p is prefetched `far` bytes ahead
+// while p < far_end and `near` bytes ahead while p < near_end (an end at the run's start: none),
+// so that no prefetch leaves the run.
+struct TileStream {
+  const uint8_t* near_end;
+  const uint8_t* far_end;
+  int64_t near, far;
+};
+// Always inlined: the AVX2 and AVX-512 kernel files build it under different flags, and no
+// out-of-line copy of either should serve the other.
+[[gnu::always_inline]] inline void tile_prefetch_line(const uint8_t* p, const TileStream& s) {
+  if (p < s.far_end) __builtin_prefetch(p + s.far, 0, 2);
+  if (p < s.near_end) __builtin_prefetch(p + s.near, 0, 3);
 }
-// out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching within stream_end.
-using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* stream_end);
+// out[t * 16 + r] = row r of the tile dotted with token t, t < nt; prefetching as `stream` says.
+using TileDot = void (*)(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream stream);
 // nt in 1..kMaxTokens; null: no kernel. gfni: the CPU has GFNI and VBMI (Q2_K then runs its form for them).
 TileDot avx512_tile_dot(uint32_t type, int nt, bool gfni);
 TileDot avx512_gfni_tile_dot(uint32_t type, int nt);  // null where the type has no GFNI/VBMI form

@@ -89,14 +89,14 @@ inline void k4_block_end(const uint8_t* tb, const Q8Act* a, int64_t b, const __m
 }
 
 template <int NT>
-void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i pair[2] = {spread_rows(0, kPairPattern), spread_rows(1, kPairPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q4KTile::bytes;
-    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scales, mins
     __m256i isum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
@@ -104,7 +104,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) s16[t][0] = s16[t][1] = _mm256_setzero_si256();
       for (int h = 0; h < 4; ++h) {
         const uint8_t* c = tb + Q4KTile::codes + (4 * j + h) * 64;
-        tile_prefetch_line(c, end);
+        tile_prefetch_line(c, pf);
         for (int half = 0; half < 2; ++half) {
           const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32 * half));
           const __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
@@ -149,19 +149,19 @@ inline void q2k_mins(const uint8_t* tb, const Q8Act* a, int64_t b, __m256i (*msu
 // (at most 4 x 4 x 2 x 3 x 127 = 12192 < 2^15) takes one shift; then one vpmaddwd by the group's
 // scale (spread over the lanes by one vpshufb). The mins once per block (q2k_mins).
 template <int NT>
-void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m256i m03 = _mm256_set1_epi8(0x03), m0c = _mm256_set1_epi8(0x0C), low4 = _mm256_set1_epi8(0x0F);
   const __m256i pair[2] = {spread_rows(0, kPairPattern), spread_rows(1, kPairPattern)};
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scale/min bytes
     __m256i isum[NT][2], msum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = msum[t][0] = msum[t][1] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q2KTile::codes + 64 * g;
-      tile_prefetch_line(c, end);
+      tile_prefetch_line(c, pf);
       const __m256i sc = _mm256_and_si256(bcast16(tb + Q2KTile::scm + 16 * g), low4);
       for (int half = 0; half < 2; ++half) {
         const __m256i sp = _mm256_shuffle_epi8(sc, pair[half]);
@@ -192,7 +192,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // 4 x 2 x 7 x 127 = 7112), one vpmaddwd by its scale, and one of the scale by its activation sum,
 // 4 x which comes off at the block's end (the stored code is q + 4).
 template <int NT>
-void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
   const __m256i low3 = bits(0x07), low4 = bits(0x0F), b45 = bits(0x30), bias = bits(32), m11 = bits(0x11),
                 m22 = bits(0x22), m44 = bits(0x44);
@@ -202,7 +202,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   alignas(32) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q3KTile::bytes;
-    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, scales
     for (int h = 0; h < 2; ++h) {  // the scales' bytes are independent: two halves of 32
       const auto ld = [&](int64_t off) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + off + 32 * h)); };
       const __m256i z0 = ld(Q3KTile::slo), z1 = ld(Q3KTile::slo + 64), hi = ld(Q3KTile::shi);
@@ -217,7 +217,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
     for (int p = 0; p < 8; ++p) {
       const uint8_t* c = tb + Q3KTile::codes + 192 * p;
-      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, pf);
       const int k = p / 4, cc = p % 4;
       for (int half = 0; half < 2; ++half) {
         __m256i l[3];
@@ -267,7 +267,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // vpmaddubsw per int16 sum (at most 4 x 2 x 31 x 127 = 31496 < 2^15), each sum one vpmaddwd by
 // the sub-block's scale; the mins as Q4_K's.
 template <int NT>
-void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m256i low5 = _mm256_set1_epi8(0x1F);
   const auto bits = [](int v) { return _mm256_set1_epi8(char(v)); };
   const __m256i m01 = bits(0x01), m03 = bits(0x03), m07 = bits(0x07), m0e = bits(0x0E), m10 = bits(0x10),
@@ -277,12 +277,12 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q5KTile::bytes;
-    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scales, mins
     __m256i isum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
     for (int j = 0; j < 8; ++j) {
       const uint8_t* c = tb + Q5KTile::codes + 320 * j;
-      for (int L = 0; L < 5; ++L) tile_prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 5; ++L) tile_prefetch_line(c + 64 * L, pf);
       const __m256i sc = bcast16(tb + Q5KTile::sc + 16 * j);
       for (int half = 0; half < 2; ++half) {
         const __m256i sp = _mm256_shuffle_epi8(sc, pair[half]);
@@ -321,7 +321,7 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // vpmaddwd by the group's int8 scale; the stored code is q + 32, so 32 x the scale times the
 // activation codes' sum over the group comes off at the block's end.
 template <int NT>
-void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m256i low6 = _mm256_set1_epi8(0x3F), b01 = _mm256_set1_epi8(0x03), b23 = _mm256_set1_epi8(0x0C),
                 b45 = _mm256_set1_epi8(0x30);
   const __m256i four[2] = {spread_rows(0, kFourPattern), spread_rows(1, kFourPattern)};
@@ -329,12 +329,12 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q6KTile::bytes;
-    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, scales
     __m256i isum[NT][2], osum[NT][2];
     for (int t = 0; t < NT; ++t) isum[t][0] = isum[t][1] = osum[t][0] = osum[t][1] = _mm256_setzero_si256();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q6KTile::codes + 192 * g;
-      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, end);
+      for (int L = 0; L < 3; ++L) tile_prefetch_line(c + 64 * L, pf);
       const __m256i sc = bcast16(tb + Q6KTile::sc + 16 * g);
       for (int half = 0; half < 2; ++half) {
         const __m256i sp = _mm256_srai_epi16(_mm256_shuffle_epi8(sc, four[half]), 8);  // the int8 scale as int16, twice
@@ -374,7 +374,7 @@ void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // to int8 (xor), then |q| by the activation codes with q's sign (vpsignb) in vpmaddubsw (at most
 // 2 x 128 x 127 = 32512 per pair, no saturation) and vpmaddwd by ones to int32; d · d_x per block.
 template <int NT>
-void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m256i bias = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
@@ -384,7 +384,7 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
     for (int t = 0; t < NT; ++t) s[t][0] = s[t][1] = _mm256_setzero_si256();
     for (int c = 0; c < 8; ++c) {
       const uint8_t* p = tb + Q80Tile::codes + 64 * c;
-      tile_prefetch_line(p, end);
+      tile_prefetch_line(p, pf);
       for (int half = 0; half < 2; ++half) {
         const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * half)), bias);
         const __m256i mag = _mm256_abs_epi8(q);

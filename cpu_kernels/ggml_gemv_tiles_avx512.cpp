@@ -25,13 +25,13 @@ inline void k4_mins(const uint8_t* tb, const Q8Act* a, int64_t b, __m512i* msum)
 }
 
 template <int NT>
-void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(char(0xF0));
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q4KTile::bytes;
-    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q4KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scales, mins
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
@@ -42,7 +42,7 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
       for (int t = 0; t < NT; ++t) sj[t] = sk[t] = _mm512_setzero_si512();
       for (int h = 0; h < 4; ++h) {
         const uint8_t* c = tb + Q4KTile::codes + (4 * j + h) * 64;
-        tile_prefetch_line(c, end);
+        tile_prefetch_line(c, pf);
         const __m512i v = _mm512_loadu_si512(c);
         const __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(v, high4);
         for (int t = 0; t < NT; ++t) {
@@ -66,18 +66,18 @@ void tile_q4k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // one vpdpwssd each per 16 rows. The form for AVX-512 CPUs without GFNI and VBMI (Cooper Lake);
 // the others run ggml_gemv_tiles_gfni_avx512.cpp's.
 template <int NT>
-void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi32(0x0F), high4 = _mm512_set1_epi32(0xF0);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scale/min bytes
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {
       const uint8_t* c = tb + Q2KTile::codes + 64 * g;
-      tile_prefetch_line(c, end);
+      tile_prefetch_line(c, pf);
       const __m512i v = _mm512_loadu_si512(c);
       const __m512i q0 = _mm512_and_si512(v, low2);
       const __m512i q1 = _mm512_and_si512(_mm512_srli_epi16(v, 2), low2),
@@ -107,7 +107,7 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // scale times its activation codes' sum, 4 x which comes off at the block's end (the stored code
 // is q + 4).
 template <int NT>
-void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low3 = _mm512_set1_epi8(0x07), high3 = _mm512_set1_epi8(0x70), low4 = _mm512_set1_epi8(0x0F),
                 low6 = _mm512_set1_epi8(0x3F), bias = _mm512_set1_epi8(32),
                 sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33), low16 = _mm512_set1_epi32(0xFFFF);
@@ -116,7 +116,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   alignas(64) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q3KTile::bytes;
-    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, scales
     {
       const __m512i z0 = _mm512_loadu_si512(tb + Q3KTile::slo), z1 = _mm512_loadu_si512(tb + Q3KTile::slo + 64),
                     hi = _mm512_loadu_si512(tb + Q3KTile::shi);
@@ -132,7 +132,7 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
     for (int t = 0; t < NT; ++t) isum[t] = osum[t] = _mm512_setzero_si512();
     for (int p = 0; p < 8; ++p) {
       __m512i l[3];
-      load_lines<3>(tb + Q3KTile::codes + 192 * p, end, l);
+      load_lines<3>(tb + Q3KTile::codes + 192 * p, pf, l);
       const __m512i l0 = l[0], l1 = l[1], l2 = l[2];
       // Bit L of the last codes (bits 3 and 7 of line L) to bits L and 4 + L (16-bit shifts: what
       // a byte takes from its neighbour is not selected or masked off).
@@ -176,19 +176,19 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // 20-31 gathered from the lines' bits 5-7 (six shifts, four bit selects); eight vpdpbusd per token,
 // the sub-block's scale one vpmulld per 16 rows, the mins as Q4_K's.
 template <int NT>
-void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low5 = _mm512_set1_epi8(0x1F), m1 = _mm512_set1_epi8(0x01), m3 = _mm512_set1_epi8(0x03),
                 m7 = _mm512_set1_epi8(0x07), m15 = _mm512_set1_epi8(0x0F);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q5KTile::bytes;
-    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scales, mins
+    for (int64_t o = 0; o < Q5KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scales, mins
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int j = 0; j < 8; ++j) {
       __m512i l[5];
-      load_lines<5>(tb + Q5KTile::codes + 320 * j, end, l);
+      load_lines<5>(tb + Q5KTile::codes + 320 * j, pf, l);
       // 16-bit shifts: what a byte takes from its neighbour is masked off or not selected.
       const __m512i q5 = _mm512_and_si512(bitselect(m7, _mm512_srli_epi16(l[0], 5), _mm512_srli_epi16(l[1], 2)), low5);
       const __m512i q6 = _mm512_and_si512(
@@ -217,7 +217,7 @@ void tile_q5k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
 // Q8_0: codes stored as q + 128, so each 64-byte quarter is one vpdpbusd per token (two chains),
 // less 128 x the block's activation sum (the activation codes' sum per 32, row-independent).
 template <int NT>
-void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
@@ -226,8 +226,8 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
     for (int t = 0; t < NT; ++t) sa[t] = sb[t] = _mm512_setzero_si512();
     for (int c = 0; c < 8; c += 2) {
       const uint8_t* p = tb + Q80Tile::codes + 64 * c;
-      tile_prefetch_line(p, end);
-      tile_prefetch_line(p + 64, end);
+      tile_prefetch_line(p, pf);
+      tile_prefetch_line(p + 64, pf);
       const __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 64);
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 32 * b + 4 * c;
@@ -250,19 +250,19 @@ void tile_q8_0(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, 
 // the four planes is one vpdpbusd per token; the stored code is q + 32, so the group's sum less 32 x
 // the activation codes' sum over the group, times the group's int8 scale (one vpmulld per 16 rows).
 template <int NT>
-void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q6k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low6 = _mm512_set1_epi8(0x3F), low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi8(0x0F),
                 bits45 = _mm512_set1_epi8(0x30);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q6KTile::bytes;
-    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, scales
+    for (int64_t o = 0; o < Q6KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, scales
     __m512i isum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = _mm512_setzero_si512();
     for (int g = 0; g < 16; ++g) {
       __m512i l[3];
-      load_lines<3>(tb + Q6KTile::codes + 192 * g, end, l);
+      load_lines<3>(tb + Q6KTile::codes + 192 * g, pf, l);
       const __m512i l0 = l[0], l1 = l[1], l2 = l[2];
       // The fourth plane: bits 6-7 of the lines to bits 0-1, 2-3 and 4-5 (16-bit shifts: what a
       // byte takes from its neighbour is masked off).

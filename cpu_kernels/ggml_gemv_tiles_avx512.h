@@ -32,9 +32,9 @@ inline __m512i bcast4(const void* p) {
 
 // n consecutive 64-byte lines of a tile at c, each prefetched ahead within the thread's run.
 template <int N>
-inline void load_lines(const uint8_t* c, const uint8_t* end, __m512i* l) {
+inline void load_lines(const uint8_t* c, const TileStream& pf, __m512i* l) {
   for (int k = 0; k < N; ++k) {
-    tile_prefetch_line(c + 64 * k, end);
+    tile_prefetch_line(c + 64 * k, pf);
     l[k] = _mm512_loadu_si512(c + 64 * k);
   }
 }

@@ -23,7 +23,7 @@ constexpr int64_t pick_bit_pair(int j) {
 // the scales by the two groups' sums packed as int16 (each fits: 16 x 3 x 127 < 2^15), one of the
 // mins by the groups' activation sums. 11.5 vector ops per line, against 13 one group at a time.
 template <int NT>
-void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, const uint8_t* end) {
+void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low2 = _mm512_set1_epi8(0x03), low4 = _mm512_set1_epi8(0x0F), high4 = _mm512_set1_epi8(char(0xF0)),
                 low16 = _mm512_set1_epi32(0xFFFF);
   const __m512i pick1 = _mm512_set1_epi64(pick_bit_pair(1)), pick2 = _mm512_set1_epi64(pick_bit_pair(2)),
@@ -42,12 +42,12 @@ void tile_q2k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, c
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q2KTile::bytes;
-    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, end);  // d, dmin, scale/min bytes
+    for (int64_t o = 0; o < Q2KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, dmin, scale/min bytes
     __m512i isum[NT], msum[NT];
     for (int t = 0; t < NT; ++t) isum[t] = msum[t] = _mm512_setzero_si512();
     for (int p = 0; p < 8; ++p) {
       __m512i l[2];
-      load_lines<2>(tb + Q2KTile::codes + 128 * p, end, l);
+      load_lines<2>(tb + Q2KTile::codes + 128 * p, pf, l);
       const __m512i sm = _mm512_maskz_permutexvar_epi8(
           even, spread, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q2KTile::scm + 32 * p))));
       const __m512i sc = _mm512_and_si512(sm, low4), mn = _mm512_and_si512(sm, high4);

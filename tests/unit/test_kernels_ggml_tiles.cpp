@@ -141,8 +141,11 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
           y.back() = 12345.0f;  // sentinel
           cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), y.data(), level);
           REQUIRE(y.back() == 12345.0f);
-          if (level >= 1) {  // the prefetch policy changes timing only: both give the same bits
-            for (const cpu::TilePrefetch pf : {cpu::TilePrefetch::On, cpu::TilePrefetch::Off}) {
+          if (level >= 1) {  // the prefetch plan changes timing only: every plan gives the same bits
+            // (the classic, none, near or far alone, both, distances of one line and past the run)
+            for (const cpu::TilePrefetch pf : {cpu::kTilePrefetchClassic, cpu::TilePrefetch{0, 0}, cpu::TilePrefetch{4096, 0},
+                                               cpu::TilePrefetch{0, 16384}, cpu::TilePrefetch{4096, 16384},
+                                               cpu::TilePrefetch{64, 128}, cpu::TilePrefetch{1 << 20, 1 << 20}}) {
               std::vector<float> again(size_t(n * c.rows));
               cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), again.data(), level, true, pf);
               for (size_t i = 0; i < again.size(); ++i) REQUIRE(again[i] == y[i]);

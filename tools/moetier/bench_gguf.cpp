@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -34,6 +35,21 @@ bool type_from_name(const std::string& s, GgmlType& t) {
   return false;
 }
 
+// "NEAR:FAR" in bytes, each a multiple of 64 in [0, 1 MiB].
+std::optional<cpu::TilePrefetch> parse_prefetch_plan(const std::string& s) {
+  const size_t colon = s.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  int64_t d[2];
+  const std::string parts[2] = {s.substr(0, colon), s.substr(colon + 1)};
+  for (int i = 0; i < 2; ++i) {
+    const std::string& p = parts[i];
+    if (p.empty() || p.size() > 7 || p.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    d[i] = std::stoll(p);
+    if (d[i] % 64 != 0 || d[i] > (int64_t{1} << 20)) return std::nullopt;
+  }
+  return cpu::TilePrefetch{d[0], d[1]};
+}
+
 const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "avx2" : "scalar"; }
 
 }  // namespace
@@ -45,15 +61,26 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   if (!runs || !threads || !batch)
     return std::fprintf(stderr, "error: %s\n", (!runs ? runs : !threads ? threads : batch).error().c_str()), 2;
   if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
-  // --tile-prefetch: the tile rows' software prefetch (auto: as generate runs them; both: a row
-  // with it and a row without, interleaved).
-  const std::string pf_name = a.get_or("tile-prefetch", "auto");
-  std::vector<cpu::TilePrefetch> prefetch_policies;
-  if (pf_name == "auto") prefetch_policies = {cpu::TilePrefetch::Auto};
-  else if (pf_name == "on") prefetch_policies = {cpu::TilePrefetch::On};
-  else if (pf_name == "off") prefetch_policies = {cpu::TilePrefetch::Off};
-  else if (pf_name == "both") prefetch_policies = {cpu::TilePrefetch::On, cpu::TilePrefetch::Off};
-  else return std::fprintf(stderr, "error: --tile-prefetch %s: one of auto, on, off, both\n", pf_name.c_str()), 2;
+  // --tile-prefetch: the tile rows' software prefetch plans, one row each, interleaved (auto: as
+  // generate runs them; on: the classic plan; off: the hardware prefetchers alone; NEAR:FAR bytes).
+  std::vector<std::optional<cpu::TilePrefetch>> prefetch_plans;
+  {
+    std::stringstream pf_list(a.get_or("tile-prefetch", "auto"));
+    for (std::string item; std::getline(pf_list, item, ',');) {
+      if (item == "auto") prefetch_plans.push_back(std::nullopt);
+      else if (item == "on") prefetch_plans.push_back(cpu::kTilePrefetchClassic);
+      else if (item == "off") prefetch_plans.push_back(cpu::TilePrefetch{0, 0});
+      else if (item == "both") prefetch_plans.insert(prefetch_plans.end(), {cpu::kTilePrefetchClassic, cpu::TilePrefetch{0, 0}});
+      else if (auto plan = parse_prefetch_plan(item)) prefetch_plans.push_back(*plan);
+      else
+        return std::fprintf(stderr,
+                            "error: --tile-prefetch %s: a list of auto, on, off, both or NEAR:FAR (bytes ahead to L1 and "
+                            "to L2, multiples of 64 up to 1 MiB; 0 for none), e.g. auto,4096:16384\n",
+                            item.c_str()),
+               2;
+    }
+    if (prefetch_plans.empty()) return std::fprintf(stderr, "error: --tile-prefetch: an empty list\n"), 2;
+  }
   const bool tiles_only = a.has("tiles-only");
   std::vector<GgmlType> types;
   std::stringstream list(a.get_or("type", "Q4_K,Q6_K,Q8_0"));
@@ -77,9 +104,9 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   std::printf("  int8: activations quantised to 8 bits, integer dot products (the default path)\n"
               "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
               "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed);\n"
-              "        tile-sw / tile-hw: with software prefetch / the hardware prefetchers alone (--tile-prefetch;\n"
-              "        auto, as generate runs them: software except for the fast kernels on AMD CPUs)\n");
-  std::printf("%-6s %-7s %-7s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
+              "        prefetch (--tile-prefetch): tile = as generate runs them (per type and CPU), tile-sw = the\n"
+              "        classic 2 KB to L1 + 8 KB to L2, tile-hw = the hardware prefetchers alone, tile-NEAR:FAR\n");
+  std::printf("%-6s %-7s %-15s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
     const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
@@ -94,7 +121,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       int level;  // the ISA level the kernel runs at
       cpu::GgmlGemvPath path;
       bool tile = false;  // the tile GEMV (Int8) rather than the blocks'
-      cpu::TilePrefetch prefetch = cpu::TilePrefetch::Auto;
+      std::optional<cpu::TilePrefetch> prefetch;  // tiles: the plan asked for (none: auto)
     };
     std::vector<Variant> variants;
     if (!tiles_only) {
@@ -112,7 +139,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     if (tiled) {
       ggml_tile_pack_matrix(uint32_t(t), w, rows, cols, tw);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
-      for (const cpu::TilePrefetch pf : prefetch_policies) {
+      for (const std::optional<cpu::TilePrefetch>& pf : prefetch_plans) {
         if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({1, cpu::GgmlGemvPath::Int8, true, pf});
         if (top >= 2) variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf});
       }
@@ -156,9 +183,17 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     }
     for (size_t v = 0; v < variants.size(); ++v) {
       const Variant& var = variants[v];
-      const char* path_name = var.tile ? (var.prefetch == cpu::TilePrefetch::Auto ? "tile"
-                                      : var.prefetch == cpu::TilePrefetch::On ? "tile-sw" : "tile-hw")
-                              : var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
+      // Tile rows are named by the plan they ran: tile (auto), tile-sw (classic), tile-hw (none),
+      // tile-NEAR:FAR otherwise.
+      const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), var.level));
+      std::string path_name = var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
+      if (var.tile) {
+        const auto same = [&](cpu::TilePrefetch p) { return plan.near == p.near && plan.far == p.far; };
+        path_name = !var.prefetch                            ? "tile"
+                    : same(cpu::kTilePrefetchClassic)         ? "tile-sw"
+                    : same({0, 0})                            ? "tile-hw"
+                    : "tile-" + std::to_string(plan.near) + ":" + std::to_string(plan.far);
+      }
       std::string per;
       for (double r : ratio[v]) {
         char b[16];
@@ -166,13 +201,14 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         per += b;
       }
       const bool simd = var.tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
-      std::printf("%-6s %-7s %-7s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name, median(bw[v]),
+      std::printf("%-6s %-7s %-15s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name.c_str(), median(bw[v]),
                   median(gbs[v]), 100.0 * median(ratio[v]), per.c_str(),
                   var.level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
       out["results"].push_back({{"type", ti->name}, {"isa", isa_name(var.level)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw[v])}, {"gemv_gbs", median(gbs[v])},
                                 {"ratio_median", median(ratio[v])}, {"ratios", ratio[v]}, {"membw_runs_gbs", bw[v]},
                                 {"gemv_runs_gbs", gbs[v]}});
+      if (var.tile) out["results"].back()["prefetch"] = {{"near", plan.near}, {"far", plan.far}};
     }
     cpu::free_huge(w, total);
     if (tw) cpu::free_huge(tw, tile_mat * size_t(tile_copies));

@@ -77,9 +77,9 @@ options:
   --ctx N             keys for `gpu`                                               [32768]
   --type LIST         GGUF block types for `gguf`: Q8_0, Q2_K..Q6_K        [Q4_K,Q6_K,Q8_0]
   --tiles-only        `gguf`: only the row-tile rows (what generate runs)
-  --tile-prefetch P   `gguf` tile rows: auto (as generate: software prefetch except for the
-                      fast kernels on AMD CPUs: AVX-512 Q4_K..Q8_0, AVX2 Q8_0),
-                      on, off (the hardware prefetchers alone), both (a row each, interleaved) [auto]
+  --tile-prefetch L   `gguf` tile rows' software prefetch, a row each, interleaved: auto (as
+                      generate: per type and CPU), on (2 KB to L1 + 8 KB to L2), off (the
+                      hardware prefetchers alone), both (on,off), NEAR:FAR (bytes) [auto]
   --json FILE         also write the results as JSON
 )";
 
