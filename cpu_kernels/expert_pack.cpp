@@ -10,6 +10,8 @@
 #include "cpu_kernels/expert_ffn_internal.h"
 #include "cpu_kernels/ggml_dequant.h"
 #include "runtime/core/dtype.h"
+#include "runtime/core/ggml_tiles.h"
+#include "runtime/core/ggml_types.h"
 
 namespace mt::cpu {
 
@@ -199,9 +201,19 @@ RawExpertMatrix raw_expert_matrix(const ExpertGeometry& g, const uint8_t* blob, 
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down) {
   if (g.quant == ExpertQuant::GGUF) {  // the reference decoder, matrix by matrix
     const ExpertBlobLayout L = expert_blob_layout(g);
-    ggml_dequantize(g.ggml[0], blob + L.gate_offset, g.inter * g.hidden, gate);
-    ggml_dequantize(g.ggml[1], blob + L.up_offset, g.inter * g.hidden, up);
-    ggml_dequantize(g.ggml[2], blob + L.down_offset, g.hidden * g.inter, down);
+    const size_t offs[3] = {L.gate_offset, L.up_offset, L.down_offset};
+    float* outs[3] = {gate, up, down};
+    std::vector<uint8_t> blocks;
+    for (int m = 0; m < 3; ++m) {
+      const int64_t rows = m == 2 ? g.hidden : g.inter, cols = m == 2 ? g.inter : g.hidden;
+      const uint8_t* src = blob + offs[m];
+      if (expert_matrix_tiled(g, m)) {  // the tiles' blocks back, byte for byte, then decoded as stored
+        blocks.resize(size_t(rows) * ggml_row_bytes(g.ggml[m], cols));
+        ggml_tile_unpack_matrix(g.ggml[m], src, rows, cols, blocks.data());
+        src = blocks.data();
+      }
+      ggml_dequantize(g.ggml[m], src, rows * cols, outs[m]);
+    }
     return;
   }
   unpack_matrix(packed_matrix(g, blob, 0), gate);

@@ -40,10 +40,8 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
   const int64_t blocks = cols / ti->block, tile_bytes = blocks * ggml_tile_block_bytes(type), tiles = rows / kTileRows;
   const int level = std::min(isa_level, expert_detail::cpu_isa_level());
   if (!ggml_gemv_tiles_native(type, level)) {  // no tile kernel: the GGUF blocks back, through the row kernels
-    const int64_t row_bytes = blocks * ti->bytes;
-    std::vector<uint8_t> plain(static_cast<size_t>(rows * row_bytes));
-    for (int64_t t = 0; t < tiles; ++t)
-      ggml_tile_unpack(type, w + t * tile_bytes, blocks, plain.data() + t * kTileRows * row_bytes, row_bytes);
+    std::vector<uint8_t> plain(static_cast<size_t>(rows * blocks * ti->bytes));
+    ggml_tile_unpack_matrix(type, w, rows, cols, plain.data());
     ggml_gemv_tokens(type, plain.data(), rows, cols, n, x, y, level);
     return;
   }

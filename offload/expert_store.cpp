@@ -238,6 +238,7 @@ Result<std::string> manifest_to_json(const StoreManifest& m) {
       for (const auto& [layer, t] : m.expert_ggml_types) types.push_back({layer, t[0], t[1], t[2]});
       experts["ggml_types"] = types;
     }
+    if (m.expert_ggml_tiles) experts["ggml_tiles"] = true;
     ojson files = ojson::array();
     for (const auto& f : m.files) files.push_back(f);
 
@@ -308,9 +309,9 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       return make_error(label + ": this store has format version 1 (dense tensors as in the checkpoint, no "
                         "checksums); this moetier reads version " + std::to_string(kStoreFormatVersion) +
                         ": re-run moetier convert from the checkpoint");
-    if (version != kStoreFormatVersion)
-      return make_error(label + ": unsupported store format version " + std::to_string(version) +
-                        " (this moetier reads version " + std::to_string(kStoreFormatVersion) + ")");
+    if (version < kOldestStoreFormatVersion)
+      return make_error(label + ": unsupported store format version " + std::to_string(version) + " (this moetier reads versions " +
+                        std::to_string(kOldestStoreFormatVersion) + " to " + std::to_string(kStoreFormatVersion) + ")");
     m.version = static_cast<int>(version);
 
     auto cfg = j.find("config");
@@ -349,6 +350,13 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     }
     if ((m.expert_quant == "gguf") != !m.expert_ggml_types.empty())
       return make_error(ew + ": \"ggml_types\" must be given exactly for \"gguf\" experts");
+    if (auto tl = ex->find("ggml_tiles"); tl != ex->end()) {
+      if (!tl->is_boolean()) return make_error(ew + ": \"ggml_tiles\" must be true or false");
+      if (version < 3) return make_error(ew + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
+      m.expert_ggml_tiles = tl->get<bool>();
+      if (m.expert_ggml_tiles && m.expert_quant != "gguf")
+        return make_error(ew + ": \"ggml_tiles\" is only for \"gguf\" experts, not \"" + m.expert_quant + "\"");
+    }
 
     MT_ASSIGN(m.dense_file, JsonFields<ojson>(j, label).string("dense_file"));
     auto dn = j.find("dense");

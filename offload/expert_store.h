@@ -22,7 +22,9 @@
 
 namespace mt::offload {
 
-inline constexpr int kStoreFormatVersion = 2;
+// Version 3 added "ggml_tiles" (GGUF experts held as row tiles); version 2 stores read as before.
+inline constexpr int kStoreFormatVersion = 3;
+inline constexpr int kOldestStoreFormatVersion = 2;
 inline constexpr uint64_t kBlobAlign = 4096;
 
 // CRC-32C (Castagnoli), hardware-accelerated where available. `crc` continues a running
@@ -66,6 +68,9 @@ struct StoreManifest {
   // "gguf" (convert FILE.gguf): per MoE layer, the GgmlType ids of its experts' gate, up and
   // down, as the GGUF holds them; blob_bytes is the largest layer's blob (the others padded).
   std::map<int32_t, std::array<uint32_t, 3>> expert_ggml_types;
+  // "gguf" (version 3 on): the matrices with a tile form are held as row tiles
+  // (ExpertGeometry::ggml_tiles, runtime/core/expert_format.h), not as the file's blocks.
+  bool expert_ggml_tiles = false;
   int64_t group = 0;
   int64_t hidden = 0, inter = 0;      // expert geometry, for checking
   uint64_t blob_bytes = 0;

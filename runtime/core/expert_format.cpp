@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 
 namespace mt {
@@ -61,6 +62,12 @@ bool expert_geometry_valid(const ExpertGeometry& g, std::string* why) {
   return true;
 }
 
+bool expert_matrix_tiled(const ExpertGeometry& g, int which) {
+  const int64_t rows = which == 2 ? g.hidden : g.inter;
+  return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 && ggml_tile_supported(g.ggml[which]) &&
+         rows % kTileRows == 0;
+}
+
 size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group) {
   const auto rp = static_cast<size_t>((rows + kExpertRowTile - 1) / kExpertRowTile * kExpertRowTile);
   const auto c = static_cast<size_t>(cols);
@@ -82,9 +89,16 @@ ExpertBlobLayout expert_blob_layout(const ExpertGeometry& g) {
   if (!expert_geometry_valid(g, &why)) throw std::invalid_argument("expert_blob_layout: " + why);
   ExpertBlobLayout L;
   if (g.quant == ExpertQuant::GGUF) {
-    L.gate_bytes = round_up(size_t(g.inter) * ggml_row_bytes(g.ggml[0], g.hidden), 64);
-    L.up_bytes = round_up(size_t(g.inter) * ggml_row_bytes(g.ggml[1], g.hidden), 64);
-    L.down_bytes = round_up(size_t(g.hidden) * ggml_row_bytes(g.ggml[2], g.inter), 64);
+    const auto bytes = [&](int which, int64_t rows, int64_t cols) {
+      const uint32_t t = g.ggml[which];
+      return round_up(expert_matrix_tiled(g, which)
+                          ? size_t(ggml_tiled_bytes(t, rows, cols, ggml_type_info(t)->block))
+                          : size_t(rows) * ggml_row_bytes(t, cols),
+                      64);
+    };
+    L.gate_bytes = bytes(0, g.inter, g.hidden);
+    L.up_bytes = bytes(1, g.inter, g.hidden);
+    L.down_bytes = bytes(2, g.hidden, g.inter);
   } else {
     L.gate_bytes = packed_matrix_bytes(g.quant, g.inter, g.hidden, g.group);
     L.up_bytes = L.gate_bytes;

@@ -9,7 +9,10 @@
 //   BF16: rows*cols bf16 values
 // each part rounded up to 64 bytes; the blob is zero-padded to a multiple of 4096 bytes.
 //   GGUF: each matrix as a GGUF file holds it (rows of ggml blocks back to back, the type per
-//   matrix in ExpertGeometry::ggml), copied from the file unchanged; no row padding. The code
+//   matrix in ExpertGeometry::ggml), copied from the file unchanged; no row padding. With
+//   ExpertGeometry::ggml_tiles, each matrix whose type has a row-tile form and whose rows are a
+//   multiple of 16 is held as those tiles instead (runtime/core/ggml_tiles.h: the same codes,
+//   scales and mins, 16 rows interleaved, for the tile GEMV), each rounded up to 64 bytes. The code
 // order inside a row (interleaving for the SIMD kernels) belongs to the kernels
 // (cpu_kernels/expert_pack.cpp is its only writer and reader).
 #pragma once
@@ -32,7 +35,12 @@ struct ExpertGeometry {
   int64_t inter = 0;   // expert width (gate/up N, down K)
   int64_t group = 32;  // quantisation group along K (Q4/Q8); must divide hidden and inter
   uint32_t ggml[3] = {0, 0, 0};  // GGUF: the GgmlType ids of gate, up and down (may differ by layer)
+  bool ggml_tiles = false;       // GGUF: matrices with a tile form held as row tiles (expert_matrix_tiled)
 };
+
+// Whether matrix `which` (0 gate, 1 up, 2 down) of a GGUF expert is held as row tiles: the
+// geometry asks for tiles, its type has a tile form, and its rows are a multiple of kTileRows.
+bool expert_matrix_tiled(const ExpertGeometry& g, int which);
 
 struct ExpertBlobLayout {
   size_t gate_offset = 0, up_offset = 0, down_offset = 0;

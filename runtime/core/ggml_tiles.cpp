@@ -362,6 +362,14 @@ void ggml_tile_pack_matrix(uint32_t type, const uint8_t* blocks, int64_t rows, i
     ggml_tile_pack(type, blocks + t * kTileRows * row_bytes, row_bytes, n_blocks, dst + t * tile_bytes);
 }
 
+void ggml_tile_unpack_matrix(uint32_t type, const uint8_t* tiles, int64_t rows, int64_t cols, uint8_t* dst) {
+  const int64_t n_blocks = cols / ggml_type_info(type)->block;
+  const int64_t row_bytes = int64_t(ggml_row_bytes(type, cols));
+  const int64_t tile_bytes = n_blocks * ggml_tile_block_bytes(type);
+  for (int64_t t = 0; t < rows / kTileRows; ++t)
+    ggml_tile_unpack(type, tiles + t * tile_bytes, n_blocks, dst + t * kTileRows * row_bytes, row_bytes);
+}
+
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row) {
   switch (GgmlType(type)) {
     case GgmlType::Q2_K: return q2k_unpack_row(tile, blocks, r, row);

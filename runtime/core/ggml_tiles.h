@@ -83,6 +83,8 @@ void ggml_tile_pack(uint32_t type, const uint8_t* rows, int64_t row_bytes, int64
 void ggml_tile_pack_matrix(uint32_t type, const uint8_t* blocks, int64_t rows, int64_t cols, uint8_t* dst);
 // The inverse: one tile -> its 16 rows, byte for byte the GGUF blocks.
 void ggml_tile_unpack(uint32_t type, const uint8_t* tile, int64_t blocks, uint8_t* rows, int64_t row_bytes);
+// The inverse of ggml_tile_pack_matrix: a matrix's tiles -> its rows of GGUF blocks at dst.
+void ggml_tile_unpack_matrix(uint32_t type, const uint8_t* tiles, int64_t rows, int64_t cols, uint8_t* dst);
 // Row r (< kTileRows) of one tile -> its `blocks` GGUF blocks at row.
 void ggml_tile_unpack_row(uint32_t type, const uint8_t* tile, int64_t blocks, int64_t r, uint8_t* row);
 // Bytes of the tiles of a rows x cols matrix (rows a multiple of kTileRows).

@@ -19,6 +19,7 @@ Result<std::unique_ptr<ExpertScheduler>> ExpertScheduler::open(offload::ExpertSt
   if (!expert_quant_from_name(m.expert_quant, q))
     return make_error(p->store_.dir().string() + "/manifest.json: unknown expert format '" + m.expert_quant + "'");
   p->geom_ = ExpertGeometry{q, m.hidden, m.inter, m.group};
+  p->geom_.ggml_tiles = m.expert_ggml_tiles;
   p->cpu_runner_ = std::make_unique<CpuExpertRunner>(o.kernels);
   p->vram_runner_ = o.vram_runner ? o.vram_runner : p->cpu_runner_.get();
   std::string why;

@@ -20,7 +20,8 @@ using mt::packed_matrix_bytes;
 namespace {
 
 void check_invariants(const StoreManifest& m) {
-  if (m.version != kStoreFormatVersion) std::abort();
+  if (m.version < kOldestStoreFormatVersion || m.version > kStoreFormatVersion) std::abort();
+  if (m.expert_ggml_tiles && (m.expert_quant != "gguf" || m.version < 3)) std::abort();
   if (m.blob_bytes == 0 || m.blob_bytes % kBlobAlign != 0) std::abort();
   if (m.hidden <= 0 || m.inter <= 0 || m.group < 0 || m.expert_quant.empty()) std::abort();
   std::set<std::pair<int32_t, int32_t>> seen;

@@ -24,6 +24,7 @@
 #include "gpu_kernels/cuda_backend.h"
 #include "gpu_kernels/gpu_probe.h"
 #include "runtime/core/dtype.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 #include "tests/unit/guarded_backend.h"
 
@@ -669,6 +670,88 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
   std::vector<float> w(size_t(512 * 256));
   std::vector<uint8_t> blob(expert_blob_layout(g).total_bytes);
   CHECK_THROWS_AS(cpu::pack_expert(g, w.data(), w.data(), w.data(), blob.data()), std::invalid_argument);
+}
+
+TEST_CASE("GGUF expert blobs held as row tiles (convert --gguf-tiles on): the same products as their blocks", "[backend]") {
+  auto ref = cpu::make_reference_backend();
+  std::mt19937 rng(13);
+  using T = GgmlType;
+  // Every tiled type, Q4_K and Q5_K's tiles larger than their blocks, and a type without a tile
+  // form (Q4_0) beside tiled ones, which stays as blocks.
+  const std::vector<std::array<T, 3>> mixes = {{T::Q4_K, T::Q5_K, T::Q6_K}, {T::Q2_K, T::Q3_K, T::Q8_0},
+                                                {T::Q4_0, T::Q4_K, T::Q4_0}};
+  for (const auto& mix : mixes) {
+    ExpertGeometry gb{ExpertQuant::GGUF, 512, 256, 0};
+    for (int m = 0; m < 3; ++m) gb.ggml[m] = uint32_t(mix[size_t(m)]);
+    ExpertGeometry gt = gb;
+    gt.ggml_tiles = true;
+    const ExpertBlobLayout Lb = expert_blob_layout(gb), Lt = expert_blob_layout(gt);
+    const int64_t rows[3] = {256, 256, 512}, cols[3] = {512, 512, 256};
+    const size_t offb[3] = {Lb.gate_offset, Lb.up_offset, Lb.down_offset}, offt[3] = {Lt.gate_offset, Lt.up_offset, Lt.down_offset};
+    const size_t bytesb[3] = {Lb.gate_bytes, Lb.up_bytes, Lb.down_bytes}, bytest[3] = {Lt.gate_bytes, Lt.up_bytes, Lt.down_bytes};
+    for (int m = 0; m < 3; ++m) {
+      INFO(ggml_type_name(gb.ggml[m]));
+      CHECK_FALSE(expert_matrix_tiled(gb, m));
+      const bool tiled = mix[size_t(m)] != T::Q4_0;
+      CHECK(expert_matrix_tiled(gt, m) == tiled);
+      const int64_t block = ggml_type_info(gt.ggml[m])->block;
+      const size_t want = tiled ? size_t(rows[m] / 16 * (cols[m] / block) * ggml_tile_block_bytes(gt.ggml[m]))
+                                : size_t(rows[m]) * ggml_row_bytes(gt.ggml[m], cols[m]);
+      CHECK(bytest[m] == (want + 63) / 64 * 64);
+      if (!tiled) CHECK(bytest[m] == bytesb[m]);
+    }
+    const int64_t n_tokens = 40;
+    std::vector<std::vector<int32_t>> tokens = {{0, 5, 7}, {}};
+    for (int32_t t = 0; t < n_tokens; ++t) tokens[1].push_back(t);
+    std::vector<std::vector<uint8_t>> blocks, tiles;
+    std::vector<std::vector<float>> weights;
+    std::vector<ExpertTask> tb, tt;
+    for (const auto& tk : tokens) {
+      blocks.emplace_back(Lb.total_bytes, 0);
+      tiles.emplace_back(Lt.total_bytes, 0);
+      for (int m = 0; m < 3; ++m) {
+        uint8_t* b = blocks.back().data() + offb[m];
+        ggml_fill_random_blocks(gb.ggml[m], b, rows[m] * cols[m] / ggml_type_info(gb.ggml[m])->block, rng(), 0.02f);
+        if (expert_matrix_tiled(gt, m)) ggml_tile_pack_matrix(gt.ggml[m], b, rows[m], cols[m], tiles.back().data() + offt[m]);
+        else std::copy_n(b, bytesb[m], tiles.back().data() + offt[m]);
+      }
+      weights.emplace_back();
+      for (size_t i = 0; i < tk.size(); ++i) weights.back().push_back(0.5f - 0.01f * float(i));
+    }
+    for (size_t e = 0; e < tokens.size(); ++e) {
+      tb.push_back({blocks[e].data(), tokens[e].data(), weights[e].data(), int64_t(tokens[e].size())});
+      tt.push_back({tiles[e].data(), tokens[e].data(), weights[e].data(), int64_t(tokens[e].size())});
+    }
+    INFO(ggml_type_name(gb.ggml[0]) << "/" << ggml_type_name(gb.ggml[1]) << "/" << ggml_type_name(gb.ggml[2]));
+    // The reference decodes a tiled blob to exactly the weights of its blocks.
+    const size_t n_w = size_t(gb.hidden * gb.inter);
+    std::vector<float> wb(3 * n_w), wt(3 * n_w);
+    cpu::unpack_expert(gb, blocks[0].data(), wb.data(), wb.data() + n_w, wb.data() + 2 * n_w);
+    cpu::unpack_expert(gt, tiles[0].data(), wt.data(), wt.data() + n_w, wt.data() + 2 * n_w);
+    REQUIRE(wb == wt);
+    const auto x = randn(n_tokens * gb.hidden, rng);
+    std::vector<float> a(size_t(n_tokens * gb.hidden), 0.0f);
+    ref->expert_ffn(gb, tb.data(), int64_t(tb.size()), x.data(), a.data());
+    for (const char* isa : {"scalar", "avx2", "avx512"}) {
+      cpu::ExpertKernelConfig cfg;
+      REQUIRE(cpu::isa_level_from_name(isa, cfg.isa_level));
+      INFO(cpu::expert_kernel_isa(cfg));
+      std::vector<float> yb(size_t(n_tokens * gb.hidden), 0.0f);
+      Guarded yt(n_tokens * gb.hidden);
+      std::fill(yt.data(), yt.data() + yt.size(), 0.0f);
+      cpu::experts_ffn(gb, tb.data(), int64_t(tb.size()), x.data(), yb.data(), cfg);
+      cpu::experts_ffn(gt, tt.data(), int64_t(tt.size()), x.data(), yt.data(), cfg);
+      CHECK(yt.guards_intact());
+      CHECK(normalised_error(a.data(), yt.begin(), n_tokens * gb.hidden) < 3e-2);
+      // The tile kernels compute the block kernels' 8-bit products (to fp32 rounding of the block
+      // sums); where the level has no tile kernel the tiles go back to blocks: the same bits.
+      if (cpu::expert_kernel_isa(cfg) == std::string_view("scalar")) {
+        for (size_t i = 0; i < yb.size(); ++i) REQUIRE(yt.begin()[i] == yb[i]);
+      } else {
+        CHECK(normalised_error(yb.data(), yt.begin(), n_tokens * gb.hidden) < 2e-6);
+      }
+    }
+  }
 }
 
 // Run by scripts/gpu_check.sh on a GPU machine (hidden here): the CUDA backend must be among

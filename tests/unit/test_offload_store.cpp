@@ -539,6 +539,40 @@ TEST_CASE("store: open refuses missing, truncated and foreign stores with one cl
   }
 }
 
+TEST_CASE("store: version 3 holds whether GGUF experts are row tiles; version 2 stores read as blocks", "[store]") {
+  ojson j = valid_manifest();
+  j["experts"]["quant"] = "gguf";
+  j["experts"]["group"] = 0;
+  j["experts"]["ggml_types"] = ojson::array({ojson::array({1, 12, 12, 14}), ojson::array({2, 8, 8, 8})});
+  {  // version 2 (before tiles): blocks
+    auto m = parse_manifest(j.dump(), "v2");
+    INFO((m ? "" : m.error()));
+    REQUIRE(m);
+    CHECK(m->version == 2);
+    CHECK_FALSE(m->expert_ggml_tiles);
+  }
+  j["version"] = 3;
+  j["experts"]["ggml_tiles"] = true;
+  auto m = parse_manifest(j.dump(), "v3");
+  INFO((m ? "" : m.error()));
+  REQUIRE(m);
+  CHECK(m->expert_ggml_tiles);
+  CHECK(m->expert_ggml_types.at(1) == std::array<uint32_t, 3>{12, 12, 14});
+  // Written back (always as the current version) and read again: the flag survives.
+  auto text = manifest_to_json(*m);
+  REQUIRE(text);
+  CHECK(text->find("\"ggml_tiles\":true") != std::string::npos);
+  auto again = parse_manifest(*text, "again");
+  INFO((again ? "" : again.error()));
+  REQUIRE(again);
+  CHECK(again->version == kStoreFormatVersion);
+  CHECK(again->expert_ggml_tiles);
+  m->expert_ggml_tiles = false;
+  text = manifest_to_json(*m);
+  REQUIRE(text);
+  CHECK(text->find("ggml_tiles") == std::string::npos);
+}
+
 TEST_CASE("store: every manifest problem is one error naming the field, layer and expert", "[store]") {
   REQUIRE(parse_error(valid_manifest()).empty());
   struct Case {
@@ -549,7 +583,7 @@ TEST_CASE("store: every manifest problem is one error naming the field, layer an
   const std::vector<Case> cases = {
       {"not an object", [](ojson& j) { j = ojson::array(); }, {"must be a JSON object"}},
       {"format", [](ojson& j) { j["format"] = "safetensors"; }, {"not a moetier expert store"}},
-      {"newer version", [](ojson& j) { j["version"] = 3; }, {"version 3 is newer", "upgrade moetier"}},
+      {"newer version", [](ojson& j) { j["version"] = 4; }, {"version 4 is newer", "upgrade moetier"}},
       {"version 1", [](ojson& j) { j["version"] = 1; }, {"format version 1", "re-run moetier convert"}},
       {"no dense", [](ojson& j) { j.erase("dense"); }, {"missing \"dense\""}},
       {"dense quant", [](ojson& j) { j["dense"]["quant"] = ""; }, {"dense quantisation"}},
@@ -563,7 +597,12 @@ TEST_CASE("store: every manifest problem is one error naming the field, layer an
       {"dense overlap", [](ojson& j) { j["dense"]["tensors"][1]["offset"] = 0; }, {"'a' and 'b' overlap"}},
       {"dense twice", [](ojson& j) { j["dense"]["tensors"][1]["name"] = "a"; }, {"'a' is listed twice"}},
       {"dense crc", [](ojson& j) { j["dense"]["tensors"][1].erase("crc32c"); }, {"('b')", "missing field 'crc32c'"}},
-      {"old version", [](ojson& j) { j["version"] = 0; }, {"unsupported store format version 0"}},
+      {"old version", [](ojson& j) { j["version"] = 0; }, {"unsupported store format version 0", "versions 2 to 3"}},
+      {"ggml_tiles on q4", [](ojson& j) { j["version"] = 3; j["experts"]["ggml_tiles"] = true; },
+       {"\"ggml_tiles\" is only for \"gguf\" experts, not \"q4\""}},
+      {"ggml_tiles type", [](ojson& j) { j["version"] = 3; j["experts"]["ggml_tiles"] = 1; }, {"\"ggml_tiles\" must be true or false"}},
+      {"ggml_tiles in version 2", [](ojson& j) { j["experts"]["ggml_tiles"] = false; },
+       {"\"ggml_tiles\" needs store format version 3 (this store says 2)"}},
       {"version type", [](ojson& j) { j["version"] = "1"; }, {"field 'version' is \"1\"; it must be an integer"}},
       {"no config", [](ojson& j) { j.erase("config"); }, {"missing \"config\""}},
       {"config type", [](ojson& j) { j["config"] = "x"; }, {"\"config\" must be an object"}},

@@ -13,10 +13,10 @@ namespace mt::cli {
 
 namespace {
 const char* kUsage = R"(usage: moetier convert SRC DST [--experts q4|q8|bf16] [--dense auto|q8|q4|bf16] [--group N] [--force]
-       moetier convert FILE.gguf DST [--force]
+       moetier convert FILE.gguf DST [--gguf-tiles on|off] [--force]
 
 Turns a Hugging Face DeepSeek checkpoint (FP8 block-scaled or BF16) into the packed store that
-moetier runs from (format 2): manifest.json (config, formats, a crc32c per blob and per tensor),
+moetier runs from (format 3): manifest.json (config, formats, a crc32c per blob and per tensor),
 every non-expert weight in dense.bin in the layout its kernel streams, and one 4 KiB-aligned blob
 per (layer, expert) in the CPU kernels' layout, so one O_DIRECT read brings a whole expert and
 nothing is repacked at run time. Memory stays bounded (one expert, one slab of a dense matrix);
@@ -36,11 +36,16 @@ A GGUF file (llama.cpp's deepseek2, any part of a split model) keeps its own qua
 expert's blocks are copied into its blob as they are (Q4_K_M's Q4_K and Q6_K mix included), every
 other weight into dense.bin as stored, so the store computes what the GGUF does and streams its
 experts from disk like any store (docs/gguf.md). kv_b is stored rejoined in fp32.
+
+  --gguf-tiles on|off   GGUF experts: each matrix of Q2_K..Q6_K or Q8_0 (rows a multiple of 16)
+                        as 16-row tiles of its blocks (the same bytes rearranged, Q4_K/Q5_K 2%
+                        larger), which the tile GEMV reads at RAM speed; off keeps the blocks in
+                        the file's order (read by the slower block GEMV)                    [on]
 )";
 }  // namespace
 
 int cmd_convert(int argc, char** argv) {
-  auto parsed = Args::parse(argc, argv, {{"experts"}, {"dense"}, {"group"}, {"force", false}, {"help", false}}, "convert");
+  auto parsed = Args::parse(argc, argv, {{"experts"}, {"dense"}, {"group"}, {"gguf-tiles"}, {"force", false}, {"help", false}}, "convert");
   if (!parsed) return std::fprintf(stderr, "error: %s\n", parsed.error().c_str()), 2;
   const Args& a = *parsed;
   if (a.has("help")) return std::fputs(kUsage, stdout), 0;
@@ -59,6 +64,9 @@ int cmd_convert(int argc, char** argv) {
     // A GGUF keeps its own quantisation: its blocks are copied, not re-encoded.
     if (a.has("experts") || a.has("dense") || a.has("group"))
       return fail("--experts, --dense and --group do not apply to a GGUF file: the store keeps its blocks as they are");
+    const std::string tiles = a.get_or("gguf-tiles", "on");
+    if (tiles != "on" && tiles != "off") return fail("--gguf-tiles must be on or off, got '" + tiles + "'");
+    o.gguf_tiles = tiles == "on";
     auto plan = plan_gguf_conversion(o);
     if (!plan) return fail(plan.error());
     std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks, %s of other weights as stored\n",
@@ -71,6 +79,7 @@ int cmd_convert(int argc, char** argv) {
     std::printf("wrote %s\n", o.dst.c_str());
     return 0;
   }
+  if (a.has("gguf-tiles")) return fail("--gguf-tiles applies to a GGUF file only");
   const std::string dense = a.get_or("dense", "auto");
   if (dense != "auto" && dense != "q8" && dense != "q4" && dense != "bf16")
     return fail("--dense must be auto, q8, q4 or bf16, got '" + dense + "'");

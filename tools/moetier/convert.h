@@ -24,6 +24,9 @@ struct ConvertOptions {
   // as stored, and so does a matrix whose columns `group` does not divide.
   std::string dense = "q8";
   bool overwrite = false;
+  // GGUF: write each expert matrix whose type has a row-tile form as its tiles (the same bytes
+  // rearranged, runtime/core/ggml_tiles.h), which the tile GEMV reads at RAM speed.
+  bool gguf_tiles = true;
 };
 
 struct ConvertPlan {

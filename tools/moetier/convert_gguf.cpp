@@ -1,7 +1,8 @@
 // GGUF (llama.cpp's deepseek2) -> packed store, keeping every tensor's GGUF blocks: the routed
 // experts as blobs of their gate, up and down blocks copied from the stacked *_exps tensors
 // (ExpertQuant::GGUF, the block types per layer in the manifest, every blob padded to the
-// largest layer's size), every other weight in dense.bin under its Hugging Face name, as its
+// largest layer's size; by default each matrix with a row-tile form as its tiles, the same bytes
+// rearranged for the tile GEMV), every other weight in dense.bin under its Hugging Face name, as its
 // blocks (DType::GGUF) or as F32/F16/BF16; norms and biases as F32, kv_b as the fp32 matrix
 // rejoined from attn_k_b / attn_v_b at load (runtime/model/gguf_weights.h). No value is decoded
 // and re-encoded, so the store computes exactly what the GGUF does.
@@ -10,6 +11,7 @@
 #include <map>
 
 #include "offload/expert_store.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/model/gguf_weights.h"
 #include "runtime/weights/gguf_writer.h"
@@ -69,8 +71,9 @@ std::map<std::string, DenseSource> dense_sources(const ModelWeights& w) {
   return m;
 }
 
-ExpertGeometry layer_geometry(const ModelConfig& c, const LayerWeights& lw) {
+ExpertGeometry layer_geometry(const ModelConfig& c, const LayerWeights& lw, bool tiles) {
   ExpertGeometry g{ExpertQuant::GGUF, c.hidden_size, c.moe_intermediate_size, 0};
+  g.ggml_tiles = tiles;
   const FfnWeights& e0 = lw.experts.front();
   g.ggml[0] = ggml_id(e0.gate);
   g.ggml[1] = ggml_id(e0.up);
@@ -88,7 +91,7 @@ Result<ConvertPlan> plan_gguf_conversion(const ConvertOptions& o) {
   p.config = w.config;
   for (const LayerWeights& lw : w.layers) {
     if (!lw.is_moe) continue;
-    const ExpertGeometry g = layer_geometry(w.config, lw);
+    const ExpertGeometry g = layer_geometry(w.config, lw, o.gguf_tiles);
     p.blob_bytes = std::max<uint64_t>(p.blob_bytes, expert_blob_layout(g).total_bytes);
     p.n_blobs += lw.experts.size();
     for (const FfnWeights& f : lw.experts) p.input_bytes += linear_bytes(f.gate) + linear_bytes(f.up) + linear_bytes(f.down);
@@ -115,10 +118,11 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
   header.inter = c.moe_intermediate_size;
   header.dense_quant = "gguf";
   header.dense_group = 32;  // unused: no packed dense tensors
+  header.expert_ggml_tiles = o.gguf_tiles;
   std::map<int32_t, ExpertGeometry> geom;
   for (size_t L = 0; L < w.layers.size(); ++L) {
     if (!w.layers[L].is_moe) continue;
-    const ExpertGeometry g = layer_geometry(c, w.layers[L]);
+    const ExpertGeometry g = layer_geometry(c, w.layers[L], o.gguf_tiles);
     std::string why;
     if (!expert_geometry_valid(g, &why)) return make_error(o.src.string() + ": layer " + std::to_string(L) + ": " + why);
     geom[int32_t(L)] = g;
@@ -155,12 +159,17 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
     for (size_t e = 0; e < lw.experts.size(); ++e) {
       const FfnWeights& f = lw.experts[e];
       std::fill(blob.begin(), blob.end(), uint8_t{0});
-      const uint64_t gb = linear_bytes(f.gate), ub = linear_bytes(f.up), db = linear_bytes(f.down);
-      std::memcpy(blob.data() + layout.gate_offset, f.gate.data, gb);
-      std::memcpy(blob.data() + layout.up_offset, f.up.data, ub);
-      std::memcpy(blob.data() + layout.down_offset, f.down.data, db);
+      const Linear* mats[3] = {&f.gate, &f.up, &f.down};
+      const size_t offs[3] = {layout.gate_offset, layout.up_offset, layout.down_offset};
+      uint64_t read = 0;
+      for (int m = 0; m < 3; ++m) {
+        const Linear& l = *mats[m];
+        if (expert_matrix_tiled(g, m)) ggml_tile_pack_matrix(g.ggml[m], l.data, l.rows, l.cols, blob.data() + offs[m]);
+        else std::memcpy(blob.data() + offs[m], l.data, linear_bytes(l));
+        read += linear_bytes(l);
+      }
       MT_TRY(writer.add_blob(L, int32_t(e), blob.data(), blob.size()));
-      if (progress) progress(gb + ub + db);
+      if (progress) progress(read);
     }
   }
   MT_TRY(write_text_file(writer.staging_dir() / "config.json", header.config_json));
