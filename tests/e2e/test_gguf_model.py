@@ -223,14 +223,33 @@ def main():
     ck.check("old layout (attn_kv_b), cpu backend decode vs numpy reference: cosine > 0.9 everywhere, median > 0.999",
              cos_old.min() > 0.9 and np.median(cos_old) > 0.999, f"min {cos_old.min():.5f} median {np.median(cos_old):.6f}")
 
-    # 5. convert FILE.gguf STORE keeps the blocks: the store computes what the GGUF does, also
-    #    when its experts stream from disk through a small RAM cache.
+    # 5. convert FILE.gguf STORE keeps the blocks' bytes (the experts' tile-form matrices as row
+    #    tiles by default, --gguf-tiles off as the file's blocks): the store computes what the
+    #    GGUF does, also when its experts stream from disk through a small RAM cache.
+    import json
+    store_blocks = os.path.join(work, "store-blocks")
+    p = C.run_cli(exe, ["convert", model, store_blocks, "--gguf-tiles", "off"])
+    ck.check("convert a GGUF into a packed store, experts as blocks (--gguf-tiles off)", p.returncode == 0,
+             (p.stdout + p.stderr)[-300:])
+    with open(os.path.join(store_blocks, "manifest.json")) as f:
+        man_blocks = json.load(f)
+    ck.check("... its manifest does not say tiles", "ggml_tiles" not in man_blocks["experts"], str(man_blocks["experts"])[:200])
+    b_dec = C.engine_logits(exe, store_blocks, ids, out("store-blocks-decode"), chunk=1)
+    diff = np.max(np.abs(b_dec - g_dec)) / np.std(g_dec)
+    ck.check("cpu decode: that store's logits = the GGUF's as blocks (the same blocks through the same GEMV)", diff == 0,
+             f"max |diff| / std {diff:.2e}")
     store = os.path.join(work, "store")
     p = C.run_cli(exe, ["convert", model, store])
-    ck.check("convert a GGUF into a packed store", p.returncode == 0, (p.stdout + p.stderr)[-300:])
-    import json
+    ck.check("convert a GGUF into a packed store (experts as row tiles)", p.returncode == 0, (p.stdout + p.stderr)[-300:])
     with open(os.path.join(store, "manifest.json")) as f:
         man = json.load(f)
+    ck.check("... its manifest says so (format version 3, experts.ggml_tiles)",
+             man["version"] == 3 and man["experts"].get("ggml_tiles") is True, f"{man['version']} {str(man['experts'])[:200]}")
+    # Layer 2's down is Q5_K, whose tiles are 64 bytes a tile block larger than its blocks; the
+    # blocks' blob size differs from the tiles' only by that.
+    ck.check("... and its blobs are the tiles' size (Q4_K/Q5_K tiles 2.3-2.8% over the blocks)",
+             man_blocks["experts"]["blob_bytes"] <= man["experts"]["blob_bytes"] <= 1.03 * man_blocks["experts"]["blob_bytes"],
+             f"{man_blocks['experts']['blob_bytes']} -> {man['experts']['blob_bytes']}")
     types = {row[0]: row[1:] for row in man["experts"]["ggml_types"]}
     want = {1: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q6_K)], 2: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q5_K)]}
     ck.check("the store keeps each layer's expert block types", man["experts"]["quant"] == "gguf" and types == want,
@@ -245,8 +264,14 @@ def main():
              blob_total <= 1.02 * sum(1 for _ in man["blobs"]) * man["experts"]["blob_bytes"], f"{exps} bytes")
     s_dec = C.engine_logits(exe, store, ids, out("store-decode"), chunk=1)
     diff = np.max(np.abs(s_dec - g_dec)) / np.std(g_dec)
-    ck.check("cpu decode: the store's logits = the GGUF's (the same blocks through the same GEMV)", diff == 0,
-             f"max |diff| / std {diff:.2e}")
+    ck.check("cpu decode: the tiled store's logits = the GGUF's to fp32 rounding (tiles and blocks are the same "
+             "8-bit products; max |diff| / std <= 1e-5)", diff <= 1e-5, f"max |diff| / std {diff:.2e}")
+    for isa in ("avx2", "scalar"):  # the tile kernels at AVX2; at the scalar level the tiles go back to blocks
+        s_isa = C.engine_logits(exe, store, ids[:6], out("store-decode-" + isa), chunk=1, extra=["--isa", isa])
+        b_isa = C.engine_logits(exe, store_blocks, ids[:6], out("store-blocks-decode-" + isa), chunk=1, extra=["--isa", isa])
+        diff = np.max(np.abs(s_isa - b_isa)) / np.std(b_isa)
+        ck.check(f"... at --isa {isa}: tiled store = blocks store " + ("exactly" if isa == "scalar" else "to fp32 rounding"),
+                 diff == 0 if isa == "scalar" else diff <= 1e-5, f"max |diff| / std {diff:.2e}")
     s_stream = C.engine_logits(exe, store, ids, out("store-stream"), chunk=1, extra=["--ram-budget", "3M"])
     diff = np.max(np.abs(s_stream - s_dec)) / np.std(s_dec)
     # Streamed experts are summed in arrival order: fp32 rounding only.
@@ -258,7 +283,7 @@ def main():
              p.returncode == 0 and os.path.exists(os.path.join(store, "tokenizer.gguf")) and
              p.stdout.strip() == g.stdout.strip() and len(p.stdout.strip()) > len("The capital of France is"),
              f"store: {p.stdout.strip()[-80:]!r} gguf: {g.stdout.strip()[-80:]!r} {p.stderr[-200:]}")
-    compare_int8(ck, "store prefill (experts through the block GEMV) vs numpy reference", ref,
+    compare_int8(ck, "store prefill (experts through the tile GEMV) vs numpy reference", ref,
                  C.engine_logits(exe, store, ids, out("store-prefill")))
 
     bad_store = os.path.join(work, "bad-store")
