@@ -71,7 +71,10 @@ def quantize(arr, qtype):
     if qtype in (Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.TQ1_0):  # gguf's own quantisers
         return gguf.quants.quantize(a, qtype)
     rows = a.reshape(-1, a.shape[-1])
-    raw = kquant_np.encode(rows, qtype.name)
+    # In slices of about 4M values: the encoder works in float64 with a dozen temporaries, which
+    # for a real-shape embedding (129280 x 7168) at once would need ~80 GB.
+    step = max(1, (1 << 22) // rows.shape[1])
+    raw = np.concatenate([kquant_np.encode(rows[i:i + step], qtype.name) for i in range(0, rows.shape[0], step)])
     return raw.reshape(a.shape[:-1] + (raw.shape[-1],))
 
 
