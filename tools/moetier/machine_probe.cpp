@@ -106,8 +106,9 @@ HostFacts host_facts() {
 // Bumped when what the probe measures changes (the kernels it times), so cached profiles of
 // the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV;
 // 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads;
-// 4 = the GGUF row-tile kernels' rates by block type.
-constexpr int kProbeRevision = 4;
+// 4 = the GGUF row-tile kernels' rates by block type; 5 = their software prefetch chosen per
+// type and CPU (tile_prefetch_auto).
+constexpr int kProbeRevision = 5;
 
 std::string fingerprint_of(const HostFacts& f) {
   const uint64_t gib = (f.mem_total + (uint64_t{1} << 29)) >> 30;
