@@ -286,6 +286,37 @@ def main():
     compare_int8(ck, "store prefill (experts through the tile GEMV) vs numpy reference", ref,
                  C.engine_logits(exe, store, ids, out("store-prefill")))
 
+    # plan --model STORE: the tiled store's experts at their block types' tile rates, mixed by time
+    # over the types' bytes (from the manifest's types and the expert shape, computed here); the
+    # blocks store at the assumed 0.85 of RAM bandwidth, said so.
+    prof = os.path.join(work, "profile.json")
+    C.run_cli(exe, ["profile", "--quick", "--out", prof])
+    with open(prof) as f:
+        pj = json.load(f)
+    pj["cpu"]["isa"]["avx2"] = True  # the planner logic, whatever this CPU
+    rates = {"Q4_K": 40.0, "Q5_K": 20.0, "Q6_K": 10.0}
+    pj["kernels"] = [k for k in pj["kernels"] if k["format"] in ("q4", "q8", "bf16")]
+    pj["kernels"] += [{"format": t, "decode_gbs": g, "prefill_gflops": 100.0} for t, g in rates.items()]
+    with open(prof, "w") as f:
+        json.dump(pj, f)
+    sizes = {int(Q.Q4_K): (144, "Q4_K"), int(Q.Q5_K): (176, "Q5_K"), int(Q.Q6_K): (210, "Q6_K")}
+    hid, inter, n_exp = man["experts"]["hidden"], man["experts"]["inter"], cfg["n_routed_experts"]
+    by_type = {}
+    for _, gt, up, dn in man["experts"]["ggml_types"]:
+        for t, rows, cols in ((gt, inter, hid), (up, inter, hid), (dn, hid, inter)):
+            name = sizes[t][1]
+            by_type[name] = by_type.get(name, 0) + n_exp * rows * cols // 256 * sizes[t][0]
+    want = sum(by_type.values()) / sum(b / rates[t] for t, b in by_type.items())
+    p = C.run_cli(exe, ["plan", "--model", store, "--profile", prof, "--no-gpu"])
+    m = re.search(r"CPU decode rates of the experts' row tiles by block type: Q4_K 40\.0, Q5_K 20\.0, Q6_K 10\.0 GB/s "
+                  r"-> ([0-9.]+) GB/s", p.stdout)
+    ck.check("plan --model STORE (row tiles): the experts at their block types' tile rates, mixed by time",
+             m is not None and abs(float(m.group(1)) - want) <= 0.051, f"want {want:.2f}: {(p.stdout + p.stderr)[:900]}")
+    p = C.run_cli(exe, ["plan", "--model", store_blocks, "--profile", prof, "--no-gpu"])
+    ck.check("plan --model STORE (blocks): not at the tile rates, and says why",
+             "the experts are GGUF blocks (converted with --gguf-tiles off" in p.stdout and "row tiles by block type" not in p.stdout,
+             (p.stdout + p.stderr)[:900])
+
     bad_store = os.path.join(work, "bad-store")
     shutil.copytree(store, bad_store)
     man["experts"]["ggml_types"][0][3] = int(Q.IQ2_XXS)

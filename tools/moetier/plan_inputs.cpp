@@ -1,6 +1,8 @@
 #include "tools/moetier/plan_inputs.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "runtime/core/expert_format.h"
@@ -37,7 +39,7 @@ std::map<std::string, planner::TypeShare> type_shares(const std::map<uint32_t, u
 // "Q4_K 38.1, Q6_K 35.0 GB/s -> 36.8 GB/s": each type's rate in `m`, the types without one named
 // apart (they run at the stand-in's), and the mixed rate the plan uses.
 std::string mix_text(const planner::MachineProfile& m, const std::map<std::string, planner::TypeShare>& types,
-                     double mixed_gbs, const std::string& stand_in) {
+                     double mixed_gbs, const std::string& stand_in_rate) {
   std::string s, unmeasured;
   for (const auto& [name, share] : types) {
     const planner::KernelRate* k = m.kernel(name);
@@ -51,7 +53,7 @@ std::string mix_text(const planner::MachineProfile& m, const std::map<std::strin
   }
   if (!s.empty()) s += " GB/s";
   if (!unmeasured.empty())
-    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at moetier's " + stand_in + " rate: " + unmeasured;
+    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at " + stand_in_rate + ": " + unmeasured;
   char b[48];
   std::snprintf(b, sizeof b, " -> %.1f GB/s", mixed_gbs);
   return s + b;
@@ -68,6 +70,19 @@ std::string types_text(const std::map<uint32_t, uint64_t>& types) {
     s += buf;
   }
   return s;
+}
+
+// The bytes of each block type over a GGUF store's routed experts (its manifest's types per MoE
+// layer; as blocks, the bytes the tile rates count).
+std::map<uint32_t, uint64_t> store_expert_type_bytes(const offload::StoreManifest& m, const ModelConfig& c) {
+  std::map<uint32_t, uint64_t> out;
+  const uint64_t experts = uint64_t(std::max<int64_t>(c.n_routed_experts, 0));
+  for (const auto& [layer, t] : m.expert_ggml_types) {
+    out[t[0]] += experts * uint64_t(m.inter) * ggml_row_bytes(t[0], m.hidden);
+    out[t[1]] += experts * uint64_t(m.inter) * ggml_row_bytes(t[1], m.hidden);
+    out[t[2]] += experts * uint64_t(m.hidden) * ggml_row_bytes(t[2], m.inter);
+  }
+  return out;
 }
 
 // A GGUF's real sizes as the planner's inputs: the mean routed expert, the non-expert weights
@@ -149,6 +164,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
   if (a.has("model") == a.has("preset")) return make_error("plan needs exactly one of --model DIR or --preset NAME");
   std::string store_format, store_dense;
   uint64_t store_blob = 0;
+  std::optional<offload::StoreManifest> gguf_store;  // a store converted from a GGUF
   const bool gguf = a.has("model") && is_gguf_path(*a.get("model"));
   uint64_t gguf_bytes = 0;  // the file's tensor data
   if (gguf) {
@@ -165,6 +181,7 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
       store_format = m.expert_quant;
       store_blob = m.blob_bytes;
       store_dense = planner::dense_format_of_store(m.dense_quant);
+      if (m.expert_quant == "gguf") gguf_store = std::move(m);
     } else {
       MT_ASSIGN(in.model, load_config(*dir));
     }
@@ -227,9 +244,27 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
       // Each block type at its own tile kernel's measured rate (moetier profile times them).
       const planner::CostRates r = planner::cost_rates(in);
       s.context.dense_note += "; CPU decode rates by block type: experts " +
-                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, in.expert_format);
+                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, "moetier's " + in.expert_format + " rate");
       if (in.dense_format == "q4" || in.dense_format == "q8")
-        s.context.dense_note += ", the rest " + mix_text(in.machine, in.dense_types, r.cpu_dense_packed_gbs, in.dense_format);
+        s.context.dense_note += ", the rest " + mix_text(in.machine, in.dense_types, r.cpu_dense_packed_gbs, "moetier's " + in.dense_format + " rate");
+    }
+  }
+
+  if (gguf_store) {
+    // Its experts' row tiles run the tile kernels, so each block type at its measured rate; blocks
+    // (--gguf-tiles off, a store from before format 3) or a CPU without AVX2 run the block GEMV,
+    // which the tile rates do not describe.
+    if (gguf_store->expert_ggml_tiles && in.machine.avx2) {
+      in.expert_types = type_shares(store_expert_type_bytes(*gguf_store, in.model), false);
+      const planner::CostRates r = planner::cost_rates(in);
+      s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") +
+                              "CPU decode rates of the experts' row tiles by block type: " +
+                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, "0.85 of RAM bandwidth");
+    } else {
+      s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") + "the experts are GGUF " +
+                              (gguf_store->expert_ggml_tiles ? "row tiles, but this CPU has no AVX2 to run them"
+                                                             : "blocks (converted with --gguf-tiles off, or before store format 3)") +
+                              ": planned at 0.85 of RAM bandwidth";
     }
   }
 
