@@ -344,6 +344,13 @@ def main():
         g.write(f.read(os.path.getsize(model) - 1000))
     C.expect_error(ck, "a truncated download", [exe, "logits", "--model", trunc, "--ids", "1,2", "--out", out("x")],
                    "truncated.gguf")
+    C.expect_error(ck, "convert --gguf-tiles with a bad value", [exe, "convert", model, os.path.join(work, "x-store"),
+                   "--gguf-tiles", "yes"], "--gguf-tiles", "on or off")
+    C.expect_error(ck, "convert --gguf-tiles for a checkpoint (not a GGUF)",
+                   [exe, "convert", deq_old, os.path.join(work, "x-store"), "--gguf-tiles", "on"], "--gguf-tiles", "GGUF file only")
+    C.expect_error(ck, "bench gguf --tile-prefetch: a distance that is not a multiple of 64",
+                   [exe, "bench", "gguf", "--tile-prefetch", "auto,4096:100", "--runs", "1"], "--tile-prefetch 4096:100",
+                   "multiples of 64")
     C.expect_error(ck, "--gpu on with a GGUF", [exe, "generate", "--model", model, "--prompt", "hi", "--gpu", "on"],
                    "GGUF")
     C.expect_error(ck, "--plan with a GGUF", [exe, "generate", "--model", model, "--prompt", "hi", "--plan", "auto"],
