@@ -1,4 +1,9 @@
 // Tile GEMV on AVX-512 VNNI (cpu_kernels/ggml_gemv_tiles.h; the layout: runtime/core/ggml_tiles.h).
+// GCC 12 warns inside its own AVX-512 intrinsics (the self-initialised `__Y` of
+// _mm512_undefined_*, GCC bug 105593, fixed in 13): a false positive, silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstdint>

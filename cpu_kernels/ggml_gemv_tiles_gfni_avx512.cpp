@@ -3,6 +3,11 @@
 // -mavx512vbmi and entered only where the CPU has both (ggml_gemv_tiles.cpp). Of the CPUs at the
 // AVX-512 level (which needs BF16), Sapphire Rapids and later and Zen 4 and later have both;
 // Cooper Lake has neither and runs ggml_gemv_tiles_avx512.cpp's forms of the same kernels.
+// GCC 12 warns inside its own AVX-512 intrinsics (the self-initialised `__Y` of
+// _mm512_undefined_*, GCC bug 105593, fixed in 13): a false positive, silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "cpu_kernels/ggml_gemv_tiles_avx512.h"
 #include "runtime/core/ggml_types.h"
 

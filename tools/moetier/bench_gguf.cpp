@@ -121,7 +121,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       int level;  // the ISA level the kernel runs at
       cpu::GgmlGemvPath path;
       bool tile = false;  // the tile GEMV (Int8) rather than the blocks'
-      std::optional<cpu::TilePrefetch> prefetch;  // tiles: the plan asked for (none: auto)
+      std::optional<cpu::TilePrefetch> prefetch = std::nullopt;  // tiles: the plan asked for (none: auto)
     };
     std::vector<Variant> variants;
     if (!tiles_only) {
