@@ -93,6 +93,8 @@ Status check_expert_fields(const StoreManifest& m, const std::string& where) {
     return make_error(where + ": expert geometry hidden=" + std::to_string(m.hidden) + " inter=" +
                       std::to_string(m.inter) + " must be positive");
   if (m.blob_bytes == 0) return make_error(where + ": \"blob_bytes\" is 0");
+  if (m.expert_ggml_tiles && m.expert_quant != "gguf")
+    return make_error(where + ": \"ggml_tiles\" is only for \"gguf\" experts, not \"" + m.expert_quant + "\"");
   if (m.blob_bytes % kBlobAlign != 0)
     return make_error(where + ": \"blob_bytes\" " + std::to_string(m.blob_bytes) + " is not a multiple of " +
                       std::to_string(kBlobAlign));
@@ -307,8 +309,8 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
                         "); upgrade moetier or re-run moetier convert");
     if (version == 1)
       return make_error(label + ": this store has format version 1 (dense tensors as in the checkpoint, no "
-                        "checksums); this moetier reads version " + std::to_string(kStoreFormatVersion) +
-                        ": re-run moetier convert from the checkpoint");
+                        "checksums); this moetier reads versions " + std::to_string(kOldestStoreFormatVersion) + " to " +
+                        std::to_string(kStoreFormatVersion) + ": re-run moetier convert from the checkpoint");
     if (version < kOldestStoreFormatVersion)
       return make_error(label + ": unsupported store format version " + std::to_string(version) + " (this moetier reads versions " +
                         std::to_string(kOldestStoreFormatVersion) + " to " + std::to_string(kStoreFormatVersion) + ")");
@@ -353,9 +355,7 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     if (auto tl = ex->find("ggml_tiles"); tl != ex->end()) {
       if (!tl->is_boolean()) return make_error(ew + ": \"ggml_tiles\" must be true or false");
       if (version < 3) return make_error(ew + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
-      m.expert_ggml_tiles = tl->get<bool>();
-      if (m.expert_ggml_tiles && m.expert_quant != "gguf")
-        return make_error(ew + ": \"ggml_tiles\" is only for \"gguf\" experts, not \"" + m.expert_quant + "\"");
+      m.expert_ggml_tiles = tl->get<bool>();  // on gguf experts only: check_expert_fields
     }
 
     MT_ASSIGN(m.dense_file, JsonFields<ojson>(j, label).string("dense_file"));

@@ -62,9 +62,20 @@ bool expert_geometry_valid(const ExpertGeometry& g, std::string* why) {
   return true;
 }
 
+bool expert_store_tiled_type(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
+    case GgmlType::Q8_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
 bool expert_matrix_tiled(const ExpertGeometry& g, int which) {
   const int64_t rows = which == 2 ? g.hidden : g.inter;
-  return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 && ggml_tile_supported(g.ggml[which]) &&
+  // Not ggml_tile_supported: a tile form added later must not turn a stored matrix of blocks into tiles.
+  return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 && expert_store_tiled_type(g.ggml[which]) &&
          rows % kTileRows == 0;
 }
 

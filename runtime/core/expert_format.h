@@ -14,7 +14,8 @@
 //   multiple of 16 is held as those tiles instead (runtime/core/ggml_tiles.h: the same codes,
 //   scales and mins, 16 rows interleaved, for the tile GEMV), each rounded up to 64 bytes. The code
 // order inside a row (interleaving for the SIMD kernels) belongs to the kernels
-// (cpu_kernels/expert_pack.cpp is its only writer and reader).
+// (cpu_kernels/expert_pack.cpp is its only writer and reader; GGUF blobs are written by
+// tools/moetier/convert_gguf.cpp, their tiles by runtime/core/ggml_tiles.h's packer).
 #pragma once
 
 #include <cstddef>
@@ -38,8 +39,13 @@ struct ExpertGeometry {
   bool ggml_tiles = false;       // GGUF: matrices with a tile form held as row tiles (expert_matrix_tiled)
 };
 
+// The types a store (format 3) holds as row tiles where it holds tiles: Q2_K..Q6_K and Q8_0. A
+// fixed list, part of the format: a type that gains a tile form later stays blocks in the stores
+// already written.
+bool expert_store_tiled_type(uint32_t type);
 // Whether matrix `which` (0 gate, 1 up, 2 down) of a GGUF expert is held as row tiles: the
-// geometry asks for tiles, its type has a tile form, and its rows are a multiple of kTileRows.
+// geometry asks for tiles, its type is one of expert_store_tiled_type's, and its rows are a
+// multiple of kTileRows.
 bool expert_matrix_tiled(const ExpertGeometry& g, int which);
 
 struct ExpertBlobLayout {

@@ -14,7 +14,10 @@ namespace {
 
 std::string dims_str(const std::vector<int64_t>& d) {
   std::string s;
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? "x" : "") + std::to_string(d[i]);
+  for (size_t i = 0; i < d.size(); ++i) {  // appended in two steps: `"x" + to_string(...)` trips GCC 12's -Wrestrict
+    if (i) s += 'x';
+    s += std::to_string(d[i]);
+  }
   return s;
 }
 

@@ -245,11 +245,21 @@ def main():
         man = json.load(f)
     ck.check("... its manifest says so (format version 3, experts.ggml_tiles)",
              man["version"] == 3 and man["experts"].get("ggml_tiles") is True, f"{man['version']} {str(man['experts'])[:200]}")
-    # Layer 2's down is Q5_K, whose tiles are 64 bytes a tile block larger than its blocks; the
-    # blocks' blob size differs from the tiles' only by that.
-    ck.check("... and its blobs are the tiles' size (Q4_K/Q5_K tiles 2.3-2.8% over the blocks)",
-             man_blocks["experts"]["blob_bytes"] <= man["experts"]["blob_bytes"] <= 1.03 * man_blocks["experts"]["blob_bytes"],
-             f"{man_blocks['experts']['blob_bytes']} -> {man['experts']['blob_bytes']}")
+    # The tiled store's blobs hold other bytes than the blocks store's (the same codes, scales and
+    # mins, rearranged): layer 1 expert 0's gate (Q4_K), which starts each blob.
+    def blob_head(st, m, n):
+        b = next(b for b in m["blobs"] if b["layer"] == 1 and b["expert"] == 0)
+        with open(os.path.join(st, m["files"][b["file"]]), "rb") as f:
+            f.seek(b["offset"])
+            return f.read(n)
+    gate_bytes = man["experts"]["inter"] * man["experts"]["hidden"] // 256 * 144
+    tiled_head, blocks_head = blob_head(store, man, gate_bytes), blob_head(store_blocks, man_blocks, gate_bytes)
+    # A Q4_K tile starts with the fp16 d of its 16 rows' first blocks, in row order (ggml_tiles.h).
+    row_bytes = man["experts"]["hidden"] // 256 * 144
+    first_ds = b"".join(blocks_head[r * row_bytes:r * row_bytes + 2] for r in range(16))
+    ck.check("... and its blobs hold the gate as tiles: other bytes than the blocks store's, beginning with the 16 "
+             "rows' block-0 d values in row order", tiled_head != blocks_head and tiled_head[:32] == first_ds,
+             f"{tiled_head[:8].hex()} vs {first_ds[:8].hex()}")
     types = {row[0]: row[1:] for row in man["experts"]["ggml_types"]}
     want = {1: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q6_K)], 2: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q5_K)]}
     ck.check("the store keeps each layer's expert block types", man["experts"]["quant"] == "gguf" and types == want,

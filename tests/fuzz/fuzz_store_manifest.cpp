@@ -52,6 +52,10 @@ void run(std::string_view text) {
     auto r2 = parse_manifest(*again, "roundtrip");
     if (!r2.ok()) std::abort();
     if (r2->blobs.size() != r->blobs.size() || r2->files != r->files || r2->config_json != r->config_json) std::abort();
+    // Written back as the current version, with what it says about the experts' layout.
+    if (r2->version != kStoreFormatVersion || r2->expert_ggml_tiles != r->expert_ggml_tiles ||
+        r2->expert_ggml_types != r->expert_ggml_types)
+      std::abort();
     for (size_t i = 0; i < r->blobs.size(); ++i) {
       const BlobInfo &a = r->blobs[i], &b = r2->blobs[i];
       if (a.layer != b.layer || a.expert != b.expert || a.file != b.file || a.offset != b.offset ||
@@ -113,6 +117,16 @@ std::vector<std::vector<uint8_t>> fuzz_seed_corpus() {
   g.dense.push_back({"q_a.weight", DType::GGUF, {1536, 7168}, 16384 + 1048576000ull + 32768ull * 512,
                      1536ull * (7168 / 256) * 144, 8, 12});
   add(*manifest_to_json(g));
+  // The same with its experts as row tiles (format 3), and as an older moetier wrote it (format 2).
+  StoreManifest gt = g;
+  gt.expert_ggml_tiles = true;
+  add(*manifest_to_json(gt));
+  {
+    std::string v2 = *manifest_to_json(g);
+    const std::string from = "\"version\": " + std::to_string(kStoreFormatVersion);
+    v2.replace(v2.find(from), from.size(), "\"version\": 2");
+    add(v2);
+  }
   // An empty store, and one blob.
   StoreManifest e = m;
   e.files.clear();

@@ -69,9 +69,9 @@ int cmd_convert(int argc, char** argv) {
     o.gguf_tiles = tiles == "on";
     auto plan = plan_gguf_conversion(o);
     if (!plan) return fail(plan.error());
-    std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks, %s of other weights as stored\n",
+    std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks%s, %s of other weights as stored\n",
                  static_cast<unsigned long long>(plan->n_blobs), format_bytes(double(plan->blob_bytes)).c_str(),
-                 format_bytes(double(plan->dense_bytes)).c_str());
+                 o.gguf_tiles ? " (Q2_K..Q6_K and Q8_0 as row tiles)" : "", format_bytes(double(plan->dense_bytes)).c_str());
     ProgressBar bar("converting", static_cast<int64_t>(plan->input_bytes));
     Status st = convert_gguf_to_store(o, [&](uint64_t b) { bar.advance(static_cast<int64_t>(b)); });
     bar.finish();
@@ -79,7 +79,8 @@ int cmd_convert(int argc, char** argv) {
     std::printf("wrote %s\n", o.dst.c_str());
     return 0;
   }
-  if (a.has("gguf-tiles")) return fail("--gguf-tiles applies to a GGUF file only");
+  if (a.has("gguf-tiles"))
+    return fail("--gguf-tiles applies to a GGUF file only; " + o.src.string() + " is not one (a .gguf file)");
   const std::string dense = a.get_or("dense", "auto");
   if (dense != "auto" && dense != "q8" && dense != "q4" && dense != "bf16")
     return fail("--dense must be auto, q8, q4 or bf16, got '" + dense + "'");

@@ -39,7 +39,8 @@ std::map<std::string, planner::TypeShare> type_shares(const std::map<uint32_t, u
 // "Q4_K 38.1, Q6_K 35.0 GB/s -> 36.8 GB/s": each type's rate in `m`, the types without one named
 // apart (they run at the stand-in's), and the mixed rate the plan uses.
 std::string mix_text(const planner::MachineProfile& m, const std::map<std::string, planner::TypeShare>& types,
-                     double mixed_gbs, const std::string& stand_in_rate) {
+                     double mixed_gbs, const std::string& stand_in_rate,
+                     const std::string& why_unmeasured = "no tile rate in this profile (described, older than revision 4, or capped below AVX2)") {
   std::string s, unmeasured;
   for (const auto& [name, share] : types) {
     const planner::KernelRate* k = m.kernel(name);
@@ -53,7 +54,7 @@ std::string mix_text(const planner::MachineProfile& m, const std::map<std::strin
   }
   if (!s.empty()) s += " GB/s";
   if (!unmeasured.empty())
-    s += std::string(s.empty() ? "" : "; ") + "no tile rate in this profile (described, older than revision 4, or capped below AVX2), so at " + stand_in_rate + ": " + unmeasured;
+    s += std::string(s.empty() ? "" : "; ") + why_unmeasured + ", so at " + stand_in_rate + ": " + unmeasured;
   char b[48];
   std::snprintf(b, sizeof b, " -> %.1f GB/s", mixed_gbs);
   return s + b;
@@ -72,15 +73,25 @@ std::string types_text(const std::map<uint32_t, uint64_t>& types) {
   return s;
 }
 
-// The bytes of each block type over a GGUF store's routed experts (its manifest's types per MoE
-// layer; as blocks, the bytes the tile rates count).
-std::map<uint32_t, uint64_t> store_expert_type_bytes(const offload::StoreManifest& m, const ModelConfig& c) {
-  std::map<uint32_t, uint64_t> out;
-  const uint64_t experts = uint64_t(std::max<int64_t>(c.n_routed_experts, 0));
+// A tiled GGUF store's routed experts as the planner's per-type shares, by the bytes of their
+// blocks (what the tile rates count): a matrix held as tiles under its type's name, one held as
+// blocks (no tile form, or rows not a multiple of 16) as "<type> blocks", which no profile rates.
+std::map<std::string, planner::TypeShare> store_expert_shares(const offload::StoreManifest& m, const ModelConfig& c) {
+  std::map<std::string, planner::TypeShare> out;
+  const double experts = double(std::max<int64_t>(c.n_routed_experts, 0));
   for (const auto& [layer, t] : m.expert_ggml_types) {
-    out[t[0]] += experts * uint64_t(m.inter) * ggml_row_bytes(t[0], m.hidden);
-    out[t[1]] += experts * uint64_t(m.inter) * ggml_row_bytes(t[1], m.hidden);
-    out[t[2]] += experts * uint64_t(m.hidden) * ggml_row_bytes(t[2], m.inter);
+    ExpertGeometry g{ExpertQuant::GGUF, m.hidden, m.inter, 0};
+    g.ggml_tiles = m.expert_ggml_tiles;
+    for (int k = 0; k < 3; ++k) {
+      g.ggml[k] = t[size_t(k)];
+      const GgmlTypeInfo* ti = ggml_type_info(t[size_t(k)]);
+      if (!ti) continue;
+      const int64_t rows = k == 2 ? m.hidden : m.inter, cols = k == 2 ? m.inter : m.hidden;
+      const double bytes = experts * double(rows) * double(ggml_row_bytes(t[size_t(k)], cols));
+      planner::TypeShare& s = out[std::string(ti->name) + (expert_matrix_tiled(g, k) ? "" : " blocks")];
+      s.bytes += bytes;
+      s.params += experts * double(rows) * double(cols);
+    }
   }
   return out;
 }
@@ -255,11 +266,12 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
     // (--gguf-tiles off, a store from before format 3) or a CPU without AVX2 run the block GEMV,
     // which the tile rates do not describe.
     if (gguf_store->expert_ggml_tiles && in.machine.avx2) {
-      in.expert_types = type_shares(store_expert_type_bytes(*gguf_store, in.model), false);
+      in.expert_types = store_expert_shares(*gguf_store, in.model);
       const planner::CostRates r = planner::cost_rates(in);
       s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") +
                               "CPU decode rates of the experts' row tiles by block type: " +
-                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, "0.85 of RAM bandwidth");
+                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, "0.85 of RAM bandwidth",
+                                       "no tile rate (matrices kept as blocks, or a profile without them)");
     } else {
       s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") + "the experts are GGUF " +
                               (gguf_store->expert_ggml_tiles ? "row tiles, but this CPU has no AVX2 to run them"
