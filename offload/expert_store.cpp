@@ -3,7 +3,6 @@
 // The on-disk format is described in docs/formats.md.
 #include "offload/expert_store.h"
 
-#include "runtime/core/ggml_types.h"
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +19,7 @@
 #include <utility>
 
 #include "runtime/core/expert_format.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/core/json_fields.h"
 #include "runtime/core/text_file.h"
@@ -189,11 +189,12 @@ std::string blob_file_name(int32_t layer) {
 }
 
 uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why,
-                            uint32_t ggml_type) {
+                            uint32_t ggml_type, bool ggml_tiles) {
   auto fail = [&](const std::string& w) {
     if (why) *why = w;
     return uint64_t{0};
   };
+  if (ggml_tiles && dtype != DType::GGUF) return fail("only GGUF blocks are held as row tiles");
   if (shape.empty() || shape.size() > 2) return fail("shape must have 1 or 2 dimensions");
   for (int64_t d : shape)
     if (d <= 0 || d > kMaxDim) return fail("dimension " + std::to_string(d) + " is out of range 1..2^31");
@@ -202,6 +203,12 @@ uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int6
     if (!t) return fail("unknown ggml type " + std::to_string(ggml_type));
     if (shape.back() % t->block)
       return fail(std::string(t->name) + " rows of " + std::to_string(shape.back()) + " values are not whole blocks");
+    if (ggml_tiles) {
+      if (shape.size() != 2 || shape[0] % kTileRows || !expert_store_tiled_type(ggml_type))
+        return fail(std::string("row tiles need a matrix of Q2_K..Q6_K or Q8_0 with rows a multiple of 16, not ") + t->name +
+                    " with " + std::to_string(shape[0]) + " rows");
+      return uint64_t(ggml_tiled_bytes(ggml_type, shape[0], shape[1], t->block));
+    }
     return uint64_t(shape.size() == 2 ? shape[0] : 1) * ggml_row_bytes(ggml_type, shape.back());  // < 2^31 * 2^33
   }
   if (is_packed(dtype)) {
@@ -259,6 +266,7 @@ Result<std::string> manifest_to_json(const StoreManifest& m) {
       e["name"] = t.name;
       e["dtype"] = std::string(dtype_name(t.dtype));
       if (t.dtype == DType::GGUF) e["ggml_type"] = t.ggml_type;
+      if (t.ggml_tiles) e["ggml_tiles"] = true;
       e["shape"] = t.shape;
       e["offset"] = t.offset;
       e["bytes"] = t.bytes;
@@ -387,6 +395,12 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
         MT_ASSIGN(int64_t gt, JsonFields<ojson>(e, w).integer("ggml_type", 0, std::numeric_limits<int32_t>::max()));
         t.ggml_type = uint32_t(gt);
       }
+      if (auto tl = e.find("ggml_tiles"); tl != e.end()) {
+        if (!tl->is_boolean()) return make_error(w + ": \"ggml_tiles\" must be true or false");
+        if (version < 3)
+          return make_error(w + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
+        t.ggml_tiles = tl->get<bool>();
+      }
       auto sh = e.find("shape");
       if (sh == e.end() || !sh->is_array() || sh->empty() || sh->size() > 2)
         return make_error(w + ": \"shape\" must be an array of 1 or 2 integers");
@@ -402,7 +416,7 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
       MT_ASSIGN(int64_t crc, JsonFields<ojson>(e, w).integer("crc32c", 0, std::numeric_limits<uint32_t>::max()));
       t.crc = static_cast<uint32_t>(crc);
       std::string why;
-      const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why, t.ggml_type);
+      const uint64_t want = dense_tensor_bytes(t.dtype, t.shape, m.dense_group, &why, t.ggml_type, t.ggml_tiles);
       if (want == 0) return make_error(w + ": " + why);
       if (t.bytes != want)
         return make_error(w + ": " + std::to_string(t.bytes) + " bytes, but its dtype and shape need " +
@@ -737,7 +751,7 @@ Status ExpertStoreWriter::add_blob(int32_t layer, int32_t expert, const uint8_t*
 }
 
 Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                                    const uint8_t* data, size_t bytes, uint32_t ggml_type) {
+                                    const uint8_t* data, size_t bytes, uint32_t ggml_type, bool ggml_tiles) {
   if (!impl_) return make_error("expert store writer: used after being moved from");
   Impl& w = *impl_;
   const std::string who = "dense tensor '" + name + "'";
@@ -746,7 +760,7 @@ Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const 
   if (name.empty() || name.size() > kMaxTensorName) return make_error("expert store: a dense tensor name is empty or too long");
   if (w.dense_names.count(name)) return make_error("expert store: " + who + " was already added");
   std::string why;
-  const uint64_t want = dense_tensor_bytes(dtype, shape, w.m.dense_group, &why, ggml_type);
+  const uint64_t want = dense_tensor_bytes(dtype, shape, w.m.dense_group, &why, ggml_type, ggml_tiles);
   if (want == 0) return make_error("expert store: " + who + ": " + why);
   if (bytes != want)
     return make_error("expert store: " + who + " is " + std::to_string(bytes) + " bytes; its dtype and shape need " +
@@ -762,6 +776,7 @@ Status ExpertStoreWriter::add_dense(const std::string& name, DType dtype, const 
   t.name = name;
   t.dtype = dtype;
   t.ggml_type = dtype == DType::GGUF ? ggml_type : 0;
+  t.ggml_tiles = ggml_tiles;
   t.shape = shape;
   t.offset = offset;
   t.bytes = bytes;

@@ -54,12 +54,14 @@ struct DenseTensorInfo {
   uint64_t bytes = 0;            // fixed by dtype, shape and (packed) dense_group
   uint32_t crc = 0;              // crc32c of the bytes
   uint32_t ggml_type = 0;        // GGUF only: the GgmlType id
+  bool ggml_tiles = false;       // GGUF only (version 3 on): a matrix held as row tiles (runtime/core/ggml_tiles.h)
 };
 
 // Bytes a dense tensor of this dtype and shape must have (packed: with `group`; GGUF: of
-// `ggml_type`); 0 when the combination is invalid (and `why` says why).
+// `ggml_type`, as row tiles with `ggml_tiles`: a matrix of one of expert_store_tiled_type's
+// types with rows a multiple of 16); 0 when the combination is invalid (and `why` says why).
 uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why,
-                            uint32_t ggml_type = 0);
+                            uint32_t ggml_type = 0, bool ggml_tiles = false);
 
 struct StoreManifest {
   int version = kStoreFormatVersion;
@@ -105,7 +107,7 @@ class ExpertStoreWriter {
   const std::filesystem::path& staging_dir() const;
   // Appends one dense tensor (bytes.size() == dense_tensor_bytes) to the dense file, 4096-aligned.
   Status add_dense(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const uint8_t* data,
-                   size_t bytes, uint32_t ggml_type = 0);
+                   size_t bytes, uint32_t ggml_type = 0, bool ggml_tiles = false);
   // Appends one blob (bytes.size() == blob_bytes) to experts-L<layer>.bin.
   Status add_blob(int32_t layer, int32_t expert, const uint8_t* data, size_t bytes);
   // Writes manifest.json, fsyncs, renames the staging directory to the final one.

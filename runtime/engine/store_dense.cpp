@@ -88,6 +88,7 @@ Result<TensorStore> open_store_dense(const offload::ExpertStore& store) {
     t.file = fname;
     t.group = is_packed(d.dtype) ? m.dense_group : 0;
     t.ggml_type = d.ggml_type;
+    t.ggml_tiled = d.ggml_tiles;
   }
 
   // Every tensor's checksum, the work spread over the threads.

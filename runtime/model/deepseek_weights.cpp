@@ -88,10 +88,20 @@ class Binder {
       l.block = t->group;
     } else if (t->dtype == DType::GGUF) {  // a packed store of a GGUF's weights: the file's blocks
       l.ggml_type = t->ggml_type;
+      l.tiled = t->ggml_tiled;  // or their row tiles (convert --gguf-tiles on)
     } else if (t->dtype != DType::BF16 && t->dtype != DType::F16 && t->dtype != DType::F32) {
       return make_error(where + " has dtype " + std::string(dtype_name(t->dtype)) +
                         "; expected F8_E4M3, BF16, F16 or F32");
     }
+    return l;
+  }
+
+  // A matrix read by rows (the embedding table; kv_b, per head), which row tiles cannot serve.
+  Result<Linear> row_read_linear(const std::string& name, int64_t rows, int64_t cols, bool allow_fp8 = true) {
+    MT_ASSIGN(Linear l, linear(name, rows, cols, allow_fp8));
+    if (l.tiled)
+      return make_error(label_ + ": tensor '" + name + "' is stored as row tiles, but it is read by rows; the store is "
+                        "damaged or from another tool: convert the GGUF again");
     return l;
   }
 
@@ -152,7 +162,7 @@ Result<ModelWeights> ModelWeights::bind(ModelConfig cfg, TensorStore store, cons
   Binder b(c, m.store, label);
   const int64_t D = c.hidden_size, H = c.num_attention_heads;
 
-  MT_ASSIGN(m.embed, b.linear("model.embed_tokens.weight", c.vocab_size, D, /*allow_fp8=*/false));
+  MT_ASSIGN(m.embed, b.row_read_linear("model.embed_tokens.weight", c.vocab_size, D, /*allow_fp8=*/false));
   MT_ASSIGN(m.final_norm, b.vec("model.norm.weight", D));
   MT_ASSIGN(m.lm_head, b.linear("lm_head.weight", c.vocab_size, D, /*allow_fp8=*/false));
 
@@ -168,7 +178,7 @@ Result<ModelWeights> ModelWeights::bind(ModelConfig cfg, TensorStore store, cons
     MT_ASSIGN(lw.q_b, b.linear(a + ".q_b_proj.weight", H * c.qk_head_dim(), c.q_lora_rank));
     MT_ASSIGN(lw.kv_a, b.linear(a + ".kv_a_proj_with_mqa.weight", c.kv_lora_rank + c.qk_rope_head_dim, D));
     MT_ASSIGN(lw.kv_a_norm, b.vec(a + ".kv_a_layernorm.weight", c.kv_lora_rank));
-    MT_ASSIGN(lw.kv_b, b.linear(a + ".kv_b_proj.weight", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
+    MT_ASSIGN(lw.kv_b, b.row_read_linear(a + ".kv_b_proj.weight", H * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank));
     MT_ASSIGN(lw.o, b.linear(a + ".o_proj.weight", D, H * c.v_head_dim));
     if (c.arch == ModelArch::V32) {
       lw.has_indexer = true;

@@ -48,6 +48,7 @@ struct TensorInfo {
   std::string file;  // file name (no directory), for error messages
   int64_t group = 0; // Q4_PACKED / Q8_PACKED: the quantisation group along the columns
   uint32_t ggml_type = 0;  // GGUF (a packed store of a GGUF's dense weights): the GgmlType id
+  bool ggml_tiled = false;  // GGUF: held as row tiles (runtime/core/ggml_tiles.h), not rows of blocks
 
   int64_t numel() const;
 };

@@ -262,6 +262,15 @@ def main():
              f"{tiled_head[:8].hex()} vs {first_ds[:8].hex()}")
     types = {row[0]: row[1:] for row in man["experts"]["ggml_types"]}
     want = {1: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q6_K)], 2: [int(Q.Q4_K), int(Q.Q4_K), int(Q.Q5_K)]}
+    # Its dense matrices that the graph multiplies (lm_head Q6_K, q_a Q5_K, o Q8_0, layer 0's
+    # FFN) are row tiles too where their type has a tile form; the embedding and kv_b (read by
+    # rows) and the blocks store's are not.
+    tiled = {t["name"] for t in man["dense"]["tensors"] if t.get("ggml_tiles")}
+    must = {"lm_head.weight", "model.layers.0.self_attn.q_a_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+            "model.layers.0.mlp.down_proj.weight"}
+    ck.check("... and its dense matmul weights as tiles, not the embedding or kv_b",
+             must <= tiled and not any("embed_tokens" in n or "kv_b_proj" in n for n in tiled) and
+             not any(t.get("ggml_tiles") for t in man_blocks["dense"]["tensors"]), f"{sorted(tiled)[:6]}")
     ck.check("the store keeps each layer's expert block types", man["experts"]["quant"] == "gguf" and types == want,
              f"{man['experts']['quant']} {types}")
     dense_types = {t["name"]: t.get("ggml_type") for t in man["dense"]["tensors"] if t["dtype"] == "GGUF"}
@@ -276,6 +285,9 @@ def main():
     diff = np.max(np.abs(s_dec - g_dec)) / np.std(g_dec)
     ck.check("cpu decode: the tiled store's logits = the GGUF's to fp32 rounding (tiles and blocks are the same "
              "8-bit products; max |diff| / std <= 1e-5)", diff <= 1e-5, f"max |diff| / std {diff:.2e}")
+    tdiff = np.max(np.abs(s_dec - t_dec)) / np.std(t_dec)
+    ck.check("... and = the GGUF run as tiles (the same tiles through the same kernels) to fp32 rounding",
+             tdiff <= 1e-5, f"max |diff| / std {tdiff:.2e}")
     for isa in ("avx2", "scalar"):  # the tile kernels at AVX2; at the scalar level the tiles go back to blocks
         s_isa = C.engine_logits(exe, store, ids[:6], out("store-decode-" + isa), chunk=1, extra=["--isa", isa])
         b_isa = C.engine_logits(exe, store_blocks, ids[:6], out("store-blocks-decode-" + isa), chunk=1, extra=["--isa", isa])

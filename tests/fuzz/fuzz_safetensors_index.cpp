@@ -19,8 +19,10 @@ const std::filesystem::path& shard_dir() {
     auto d = std::filesystem::temp_directory_path() / ("moetier_fuzz_index_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     const std::vector<uint8_t> four(16, 1);
-    mt::SafetensorsWriter::write_file(d / "model-00001-of-00002.safetensors", {{"a", mt::DType::F32, {2, 2}, four}});
-    mt::SafetensorsWriter::write_file(d / "model-00002-of-00002.safetensors", {{"b", mt::DType::F32, {4}, four}});
+    // The shards every input's index points at: without them the fuzzer would test nothing past the index.
+    if (!mt::SafetensorsWriter::write_file(d / "model-00001-of-00002.safetensors", {{"a", mt::DType::F32, {2, 2}, four}}) ||
+        !mt::SafetensorsWriter::write_file(d / "model-00002-of-00002.safetensors", {{"b", mt::DType::F32, {4}, four}}))
+      std::abort();
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(std::filesystem::temp_directory_path() /

@@ -571,6 +571,40 @@ TEST_CASE("store: version 3 holds whether GGUF experts are row tiles; version 2 
   text = manifest_to_json(*m);
   REQUIRE(text);
   CHECK(text->find("ggml_tiles") == std::string::npos);
+
+  // A dense GGUF matrix as row tiles: its bytes are the tiles' (Q4_K: 2368 a tile block against
+  // 16 x 144 = 2304 for the blocks), and the flag survives the round trip.
+  ojson d = valid_manifest();
+  d["version"] = 3;
+  d["dense"]["tensors"][0] = {{"name", "a"}, {"dtype", "GGUF"}, {"ggml_type", 12}, {"ggml_tiles", true},
+                              {"shape", {16, 256}}, {"offset", 0}, {"bytes", 2368}, {"crc32c", 7}};
+  auto dm = parse_manifest(d.dump(), "dense-tiles");
+  INFO((dm ? "" : dm.error()));
+  REQUIRE(dm);
+  CHECK(dm->dense[0].ggml_tiles);
+  auto dtext = manifest_to_json(*dm);
+  REQUIRE(dtext);
+  auto dm2 = parse_manifest(*dtext, "again");
+  REQUIRE(dm2);
+  CHECK(dm2->dense[0].ggml_tiles);
+  CHECK_FALSE(dm2->dense[1].ggml_tiles);
+  const auto refused = [&](const std::function<void(ojson&)>& edit, const std::string& needle) {
+    ojson j = d;
+    edit(j);
+    const std::string err = parse_error(j);
+    INFO(err);
+    CHECK(err.find(needle) != std::string::npos);
+    CHECK(err.find("('a')") != std::string::npos);
+  };
+  refused([](ojson& j) { j["dense"]["tensors"][0]["bytes"] = 16 * 144; }, "2304 bytes, but its dtype and shape need 2368");
+  refused([](ojson& j) { j["version"] = 2; }, "\"ggml_tiles\" needs store format version 3 (this store says 2)");
+  refused([](ojson& j) { j["dense"]["tensors"][0]["ggml_tiles"] = "yes"; }, "\"ggml_tiles\" must be true or false");
+  refused([](ojson& j) { j["dense"]["tensors"][0]["shape"] = {24, 256}; }, "rows a multiple of 16, not Q4_K with 24 rows");
+  refused([](ojson& j) { j["dense"]["tensors"][0]["ggml_type"] = 2; }, "not Q4_0");
+  refused([](ojson& j) {
+    j["dense"]["tensors"][0] = {{"name", "a"}, {"dtype", "BF16"}, {"ggml_tiles", true}, {"shape", {3, 5}}, {"offset", 0},
+                                {"bytes", 30}, {"crc32c", 7}};
+  }, "only GGUF blocks are held as row tiles");
 }
 
 TEST_CASE("store: every manifest problem is one error naming the field, layer and expert", "[store]") {

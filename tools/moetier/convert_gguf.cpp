@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "offload/expert_store.h"
 #include "runtime/core/ggml_tiles.h"
@@ -132,8 +133,14 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
   if (geom.empty()) return make_error(o.src.string() + ": no MoE layer, nothing to put in an expert store");
   MT_ASSIGN(offload::ExpertStoreWriter writer, offload::ExpertStoreWriter::create(o.dst, header, o.overwrite));
 
-  // Dense part, in checkpoint_layout order (what a packed store binds by).
+  // Dense part, in checkpoint_layout order (what a packed store binds by). With tiles, the
+  // matrices the graph multiplies through the backend's matmul (as generate tiles a GGUF's:
+  // not the embedding nor kv_b, which are read by rows) go as row tiles where their type and
+  // rows allow.
   const std::map<std::string, DenseSource> sources = dense_sources(w);
+  std::set<const Linear*> matmul{&w.lm_head};
+  for (const LayerWeights& lw : w.layers) for_each_matmul_weight(lw, [&](const Linear& l) { matmul.insert(&l); });
+  std::vector<uint8_t> tiles;
   for (const TensorSpec& spec : checkpoint_layout(c)) {
     if (spec.name.find(".mlp.experts.") != std::string::npos) continue;
     auto it = sources.find(spec.name);
@@ -147,7 +154,14 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
     }
     const Linear& l = *s.linear;
     const uint64_t bytes = linear_bytes(l);
-    MT_TRY(writer.add_dense(spec.name, l.dtype, {l.rows, l.cols}, l.data, bytes, l.ggml_type));
+    if (o.gguf_tiles && l.dtype == DType::GGUF && matmul.count(&l) && expert_store_tiled_type(l.ggml_type) &&
+        l.rows % kTileRows == 0) {
+      tiles.resize(size_t(ggml_tiled_bytes(l.ggml_type, l.rows, l.cols, ggml_type_info(l.ggml_type)->block)));
+      ggml_tile_pack_matrix(l.ggml_type, l.data, l.rows, l.cols, tiles.data());
+      MT_TRY(writer.add_dense(spec.name, l.dtype, {l.rows, l.cols}, tiles.data(), tiles.size(), l.ggml_type, true));
+    } else {
+      MT_TRY(writer.add_dense(spec.name, l.dtype, {l.rows, l.cols}, l.data, bytes, l.ggml_type));
+    }
     if (progress) progress(bytes);
   }
 
