@@ -37,8 +37,9 @@ expert's blocks are copied into its blob as they are (Q4_K_M's Q4_K and Q6_K mix
 other weight into dense.bin as stored, so the store computes what the GGUF does and streams its
 experts from disk like any store (docs/gguf.md). kv_b is stored rejoined in fp32.
 
-  --gguf-tiles on|off   GGUF experts: each matrix of Q2_K..Q6_K or Q8_0 (rows a multiple of 16)
-                        as 16-row tiles of its blocks (the same bytes rearranged, Q4_K/Q5_K 2%
+  --gguf-tiles on|off   each expert matrix, and each other matrix the model multiplies (not the
+                        embedding or kv_b), of Q2_K..Q6_K or Q8_0 (rows a multiple of 16) as
+                        16-row tiles of its blocks (the same bytes rearranged, Q4_K/Q5_K 2-3%
                         larger), which the tile GEMV reads at RAM speed; off keeps the blocks in
                         the file's order (read by the slower block GEMV)                    [on]
 )";
@@ -71,7 +72,7 @@ int cmd_convert(int argc, char** argv) {
     if (!plan) return fail(plan.error());
     std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks%s, %s of other weights as stored\n",
                  static_cast<unsigned long long>(plan->n_blobs), format_bytes(double(plan->blob_bytes)).c_str(),
-                 o.gguf_tiles ? " (Q2_K..Q6_K and Q8_0 as row tiles)" : "", format_bytes(double(plan->dense_bytes)).c_str());
+                 o.gguf_tiles ? " (Q2_K..Q6_K and Q8_0 as row tiles, as are those of the other matrices)" : "", format_bytes(double(plan->dense_bytes)).c_str());
     ProgressBar bar("converting", static_cast<int64_t>(plan->input_bytes));
     Status st = convert_gguf_to_store(o, [&](uint64_t b) { bar.advance(static_cast<int64_t>(b)); });
     bar.finish();
