@@ -145,6 +145,16 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
     MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile, opt.gpu));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
+    // A converted GGUF's dense tiles where the cpu backend has no tile kernel at this ISA (the
+    // reference backend decodes tiles row by row as it decodes blocks): blocks again, once.
+    int isa = 0;
+    cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
+    if (opt.backend == "cpu") {
+      const int64_t n = untile_gguf_weights(*weights, [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); });
+      if (n > 0 && opt.announce_device)
+        std::fprintf(stderr, "moetier: %lld of the store's row-tile matrices back to blocks (no tile kernel at this ISA)\n",
+                     static_cast<long long>(n));
+    }
   } else if (gguf) {
     GgufLoadInfo info;
     MT_ASSIGN(ModelWeights w, load_gguf_weights(model_dir, &info));
@@ -243,7 +253,10 @@ Result<TierBudget> Engine::ram_accounting() const {
   if (rebuilt > 0) MT_TRY(ram.charge("kv_b rejoined from the GGUF's attn_k_b and attn_v_b (fp32)", rebuilt));
   uint64_t tiled = 0;
   for (const AlignedBuffer& t : model_->weights().tiles) tiled += t.size();
-  if (tiled > 0) MT_TRY(ram.charge("a GGUF's matrices as row tiles (their mapped pages dropped)", tiled));
+  if (tiled > 0)
+    MT_TRY(ram.charge(model_->weights().gguf ? "a GGUF's matrices as row tiles (their mapped pages dropped)"
+                                             : "the store's row-tile matrices as blocks (no tile kernel at this ISA)",
+                      tiled));
   if (!vram_accounting())  // a CUDA backend's cache is in VRAM, charged there
     MT_TRY(ram.charge("attention cache (" + std::to_string(cache_->max_tokens()) + " tokens)", cache_->bytes()));
   if (packed_) MT_TRY(packed_->charge_memory(ram));

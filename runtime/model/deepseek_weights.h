@@ -77,7 +77,7 @@ struct ModelWeights {
   TensorStore store;  // owns the mappings the views point into
   std::shared_ptr<const GgufModel> gguf;  // a GGUF model's mappings (runtime/model/gguf_weights.h)
   std::deque<std::vector<float>> derived;  // weights rebuilt at load (a GGUF's kv_b), views point here
-  std::deque<AlignedBuffer> tiles;  // a GGUF's matrices as row tiles (runtime/model/gguf_tiles.h)
+  std::deque<AlignedBuffer> tiles;  // a GGUF's matrices re-laid for the CPU: row tiles, or a store's tiles as blocks (runtime/model/gguf_tiles.h)
   uint64_t tiled_mapped_bytes = 0;  // the mapped bytes those tiles replace (their pages dropped)
   Linear embed;
   std::vector<float> final_norm;

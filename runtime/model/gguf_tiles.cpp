@@ -57,4 +57,17 @@ GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_
   return info;
 }
 
+int64_t untile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_t)>& native) {
+  int64_t n = 0;
+  for (Linear* l : matrices(w)) {
+    if (l->dtype != DType::GGUF || !l->tiled || native(l->ggml_type)) continue;
+    AlignedBuffer& buf = w.tiles.emplace_back(size_t(l->rows) * ggml_row_bytes(l->ggml_type, l->cols));
+    ggml_tile_unpack_matrix(l->ggml_type, l->data, l->rows, l->cols, buf.data());
+    l->data = buf.data();
+    l->tiled = false;
+    ++n;
+  }
+  return n;
+}
+
 }  // namespace mt

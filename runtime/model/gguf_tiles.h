@@ -33,4 +33,10 @@ inline bool gguf_fits_in_ram(uint64_t data_bytes, uint64_t available_bytes) {
 GgufTileInfo tile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_t)>& want,
                                const std::function<void(uint64_t, uint64_t)>& progress = {});
 
+// The other way, for a converted store's tiled matrices (convert --gguf-tiles on) on a backend or
+// ISA without a tile kernel for their type (native(type) false): each back to its GGUF blocks,
+// once, in a buffer of ModelWeights::tiles, so that no product unpacks the whole matrix per call.
+// Returns the matrices turned back.
+int64_t untile_gguf_weights(ModelWeights& w, const std::function<bool(uint32_t)>& native);
+
 }  // namespace mt

@@ -289,7 +289,12 @@ def main():
     ck.check("... and = the GGUF run as tiles (the same tiles through the same kernels) to fp32 rounding",
              tdiff <= 1e-5, f"max |diff| / std {tdiff:.2e}")
     for isa in ("avx2", "scalar"):  # the tile kernels at AVX2; at the scalar level the tiles go back to blocks
-        s_isa = C.engine_logits(exe, store, ids[:6], out("store-decode-" + isa), chunk=1, extra=["--isa", isa])
+        s_isa, s_err = C.engine_logits(exe, store, ids[:6], out("store-decode-" + isa), chunk=1, extra=["--isa", isa],
+                                       with_stderr=True)
+        if isa == "scalar":
+            m = re.search(r"(\d+) of the store's row-tile matrices back to blocks", s_err)
+            ck.check("... at --isa scalar the store's dense tiles go back to blocks once, at load", m is not None and
+                     int(m.group(1)) >= 4, s_err.strip()[-300:])
         b_isa = C.engine_logits(exe, store_blocks, ids[:6], out("store-blocks-decode-" + isa), chunk=1, extra=["--isa", isa])
         diff = np.max(np.abs(s_isa - b_isa)) / np.std(b_isa)
         ck.check(f"... at --isa {isa}: tiled store = blocks store " + ("exactly" if isa == "scalar" else "to fp32 rounding"),
