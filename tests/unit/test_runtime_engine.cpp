@@ -19,6 +19,7 @@
 #include "cpu_kernels/reference_backend.h"
 #include "offload/expert_store.h"
 #include "planner/model_size.h"
+#include "runtime/core/ggml_types.h"
 #include "runtime/engine/engine.h"
 #include "runtime/engine/expert_scheduler.h"
 #include "runtime/model/deepseek_model.h"
@@ -557,4 +558,53 @@ TEST_CASE("the guarded backend faults a direct read and reports a foreign pointe
   guard.rmsnorm(buf->data(), w, buf->data(), 1, 3, 1e-6f);  // an unprepared constant vector
   CHECK(guard.violations().size() == 1);
   CHECK(guard.unprepared().size() == 1);
+}
+
+TEST_CASE("a store's GGUF row tiles bind as tiles where the graph multiplies, and are refused where rows are read",
+          "[runtime]") {
+  const ModelConfig c = *preset_config("tiny", ModelArch::V3);
+  const std::string kv_b = "model.layers.0.self_attn.kv_b_proj.weight", q_a = "model.layers.0.self_attn.q_a_proj.weight";
+  // Every non-expert tensor as zeros in F32, but `tiled` as Q8_0 row tiles (their bytes).
+  auto bind_with = [&](const std::string& tiled) {
+    std::vector<TensorInfo> ts;
+    size_t total = 0;
+    for (const TensorSpec& s : checkpoint_layout(c)) {
+      if (s.name.find(".mlp.experts.") != std::string::npos) continue;
+      TensorInfo t;
+      t.name = s.name;
+      t.shape = s.shape;
+      t.dtype = DType::F32;
+      t.nbytes = size_t(t.numel()) * 4;
+      if (s.name == tiled) {
+        REQUIRE(s.shape.size() == 2);
+        REQUIRE(s.shape[0] % 16 == 0);
+        REQUIRE(s.shape[1] % 32 == 0);
+        t.dtype = DType::GGUF;
+        t.ggml_type = uint32_t(GgmlType::Q8_0);
+        t.ggml_tiled = true;
+        t.nbytes = size_t(s.shape[0] / 16 * (s.shape[1] / 32) * 544);
+      }
+      total += t.nbytes;
+      ts.push_back(std::move(t));
+    }
+    auto buf = std::shared_ptr<uint8_t[]>(new uint8_t[total]());
+    size_t off = 0;
+    for (TensorInfo& t : ts) {
+      t.data = buf.get() + off;
+      off += t.nbytes;
+    }
+    return ModelWeights::bind(c, TensorStore::from_memory(buf, std::move(ts)), "store", /*routed_experts_external=*/true);
+  };
+  auto ok = bind_with(q_a);
+  INFO((ok ? std::string() : ok.error()));
+  REQUIRE(ok);
+  CHECK(ok->layers[0].q_a.tiled);
+  CHECK(ok->layers[0].q_a.ggml_type == uint32_t(GgmlType::Q8_0));
+  CHECK_FALSE(ok->layers[0].q_b.tiled);
+  for (const std::string& name : {std::string("model.embed_tokens.weight"), kv_b}) {
+    auto bad = bind_with(name);
+    REQUIRE_FALSE(bad);
+    INFO(bad.error());
+    CHECK(bad.error().find("'" + name + "' is stored as row tiles, but it is read by rows") != std::string::npos);
+  }
 }
