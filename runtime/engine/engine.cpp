@@ -141,16 +141,19 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
   }
   std::optional<ModelWeights> weights;
   std::unique_ptr<ExpertScheduler> packed;
+  // The level the cpu backend's kernels dispatch to, and the GGUF types with a tile kernel there
+  // (a GGUF's matrices are tiled only for those; a store's tiles of the others go back to blocks).
+  int isa = 0;
+  cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
+  const auto native = [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); };
   if (offload::ExpertStore::looks_like_store(model_dir)) {
     MT_ASSIGN(auto wp, open_packed(model_dir, packed_opt, opt.plan_auto_profile, opt.gpu));
     weights.emplace(std::move(wp.first));
     packed = std::move(wp.second);
     // A converted GGUF's dense tiles where the cpu backend has no tile kernel at this ISA (the
     // reference backend decodes tiles row by row as it decodes blocks): blocks again, once.
-    int isa = 0;
-    cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
     if (opt.backend == "cpu") {
-      const int64_t n = untile_gguf_weights(*weights, [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); });
+      const int64_t n = untile_gguf_weights(*weights, native);
       if (n > 0 && opt.announce_device)
         std::fprintf(stderr, "moetier: %lld of the store's row-tile matrices back to blocks (no tile kernel at this ISA)\n",
                      static_cast<long long>(n));
@@ -164,10 +167,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const std::filesystem::path& model_
       if (opt.announce_device)
         std::fprintf(stderr, "moetier: mapping %.1f GB of GGUF weights into memory\n", double(bytes) / 1e9);
       w.gguf->prefault();
-      int isa = 0;  // the level the cpu backend's kernels dispatch to
-      cpu::isa_level_from_name(cpu::expert_kernel_isa(opt.packed.kernels), isa);
       // Only the types whose tiles have a kernel at this level: others would be unpacked per call.
-      const auto native = [isa](uint32_t type) { return cpu::ggml_gemv_tiles_native(type, isa); };
       if (opt.gguf_tiles && opt.backend == "cpu" && isa >= 1) {
         uint64_t shown = 0;
         const ProgressLine line;
