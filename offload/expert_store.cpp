@@ -107,6 +107,17 @@ Status check_expert_fields(const StoreManifest& m, const std::string& where) {
   return ok_status();
 }
 
+// The optional "ggml_tiles" flag of `obj` (the experts, or a dense tensor): absent is false; it
+// must be a boolean, and only a version-3 store has it.
+Result<bool> ggml_tiles_flag(const ojson& obj, const std::string& where, int64_t version) {
+  auto tl = obj.find("ggml_tiles");
+  if (tl == obj.end()) return false;
+  if (!tl->is_boolean()) return make_error(where + ": \"ggml_tiles\" must be true or false");
+  if (version < 3)
+    return make_error(where + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
+  return tl->get<bool>();
+}
+
 Result<ojson> config_object(const std::string& text, const std::string& where) {
   if (text.empty()) return ojson::object();
   if (json_depth(text) > kMaxJsonDepth) return make_error(where + ": config_json is nested too deeply");
@@ -360,11 +371,7 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
     }
     if ((m.expert_quant == "gguf") != !m.expert_ggml_types.empty())
       return make_error(ew + ": \"ggml_types\" must be given exactly for \"gguf\" experts");
-    if (auto tl = ex->find("ggml_tiles"); tl != ex->end()) {
-      if (!tl->is_boolean()) return make_error(ew + ": \"ggml_tiles\" must be true or false");
-      if (version < 3) return make_error(ew + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
-      m.expert_ggml_tiles = tl->get<bool>();  // on gguf experts only: check_expert_fields
-    }
+    MT_ASSIGN(m.expert_ggml_tiles, ggml_tiles_flag(*ex, ew, version));  // on gguf experts only: check_expert_fields
 
     MT_ASSIGN(m.dense_file, JsonFields<ojson>(j, label).string("dense_file"));
     auto dn = j.find("dense");
@@ -395,12 +402,7 @@ Result<StoreManifest> parse_manifest(std::string_view text, const std::string& l
         MT_ASSIGN(int64_t gt, JsonFields<ojson>(e, w).integer("ggml_type", 0, std::numeric_limits<int32_t>::max()));
         t.ggml_type = uint32_t(gt);
       }
-      if (auto tl = e.find("ggml_tiles"); tl != e.end()) {
-        if (!tl->is_boolean()) return make_error(w + ": \"ggml_tiles\" must be true or false");
-        if (version < 3)
-          return make_error(w + ": \"ggml_tiles\" needs store format version 3 (this store says " + std::to_string(version) + ")");
-        t.ggml_tiles = tl->get<bool>();
-      }
+      MT_ASSIGN(t.ggml_tiles, ggml_tiles_flag(e, w, version));
       auto sh = e.find("shape");
       if (sh == e.end() || !sh->is_array() || sh->empty() || sh->size() > 2)
         return make_error(w + ": \"shape\" must be an array of 1 or 2 integers");
