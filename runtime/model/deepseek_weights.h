@@ -92,6 +92,15 @@ struct ModelWeights {
                                    bool routed_experts_external = false);
 };
 
+// f(linear) for every matrix of the model the graph multiplies by through Backend::matmul: the
+// lm_head, then each layer's (for_each_matmul_weight). What a GGUF's row tiles can serve: not the
+// embedding nor kv_b, which are read by rows, and not the routed experts (the expert runner's).
+template <class Model, class F>
+void for_each_model_matmul_weight(Model& w, F&& f) {
+  f(w.lm_head);
+  for (auto& lw : w.layers) for_each_matmul_weight(lw, f);
+}
+
 // What a checkpoint of this config holds, in HF order (FP8 scale tensors not listed: every
 // Linear/Expert entry gets one when stored as FP8). make-model writes exactly this.
 enum class TensorRole { Embedding, LmHead, Norm, NormBias, Linear, Router, RouterBias };

@@ -14,15 +14,12 @@ bool tileable(const Linear& l) {
          l.rows % kTileRows == 0;
 }
 
-// Every matrix the graph multiplies by through the backend's matmul (not the embedding table,
-// which is read by rows, nor kv_b, which attention reads with its own row decoder), and the
-// routed experts.
+// Every matrix the graph multiplies by through the backend's matmul, and the routed experts.
 std::vector<Linear*> matrices(ModelWeights& w) {
-  std::vector<Linear*> out{&w.lm_head};
-  for (LayerWeights& lw : w.layers) {
-    for_each_matmul_weight(lw, [&](Linear& l) { out.push_back(&l); });
+  std::vector<Linear*> out;
+  for_each_model_matmul_weight(w, [&](Linear& l) { out.push_back(&l); });
+  for (LayerWeights& lw : w.layers)
     for (FfnWeights& e : lw.experts) out.insert(out.end(), {&e.gate, &e.up, &e.down});
-  }
   return out;
 }
 

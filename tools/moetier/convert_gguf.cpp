@@ -138,8 +138,8 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
   // not the embedding nor kv_b, which are read by rows) go as row tiles where their type and
   // rows allow.
   const std::map<std::string, DenseSource> sources = dense_sources(w);
-  std::set<const Linear*> matmul{&w.lm_head};
-  for (const LayerWeights& lw : w.layers) for_each_matmul_weight(lw, [&](const Linear& l) { matmul.insert(&l); });
+  std::set<const Linear*> matmul;
+  for_each_model_matmul_weight(w, [&](const Linear& l) { matmul.insert(&l); });
   std::vector<uint8_t> tiles;
   for (const TensorSpec& spec : checkpoint_layout(c)) {
     if (spec.name.find(".mlp.experts.") != std::string::npos) continue;
