@@ -23,11 +23,11 @@ PackedMat packed_matrix(const ExpertGeometry& g, const uint8_t* blob, int which)
   const ExpertBlobLayout L = expert_blob_layout(g);
   PackedMat m;
   m.quant = g.quant;
-  m.rows = which == 2 ? g.hidden : g.inter;
-  m.cols = which == 2 ? g.inter : g.hidden;
+  m.rows = expert_matrix_shape(g, which).rows;
+  m.cols = expert_matrix_shape(g, which).cols;
   m.rows_padded = padded_rows(m.rows);
   m.group = g.quant == ExpertQuant::BF16 ? m.cols : g.group;
-  m.codes = blob + (which == 0 ? L.gate_offset : which == 1 ? L.up_offset : L.down_offset);
+  m.codes = blob + L.offset(which);
   m.scales = g.quant == ExpertQuant::BF16 ? nullptr : m.codes + round_up(m.tile_code_bytes() * m.tiles(), 64);
   return m;
 }
@@ -201,12 +201,11 @@ RawExpertMatrix raw_expert_matrix(const ExpertGeometry& g, const uint8_t* blob, 
 void unpack_expert(const ExpertGeometry& g, const uint8_t* blob, float* gate, float* up, float* down) {
   if (g.quant == ExpertQuant::GGUF) {  // the reference decoder, matrix by matrix
     const ExpertBlobLayout L = expert_blob_layout(g);
-    const size_t offs[3] = {L.gate_offset, L.up_offset, L.down_offset};
     float* outs[3] = {gate, up, down};
     std::vector<uint8_t> blocks;
     for (int m = 0; m < 3; ++m) {
-      const int64_t rows = m == 2 ? g.hidden : g.inter, cols = m == 2 ? g.inter : g.hidden;
-      const uint8_t* src = blob + offs[m];
+      const auto [rows, cols] = expert_matrix_shape(g, m);
+      const uint8_t* src = blob + L.offset(m);
       if (expert_matrix_tiled(g, m)) {  // the tiles' blocks back, byte for byte, then decoded as stored
         blocks.resize(size_t(rows) * ggml_row_bytes(g.ggml[m], cols));
         ggml_tile_unpack_matrix(g.ggml[m], src, rows, cols, blocks.data());

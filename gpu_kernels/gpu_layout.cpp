@@ -28,8 +28,8 @@ GpuExpertLayout gpu_expert_layout(const ExpertGeometry& g) {
   uint64_t at = 0;
   for (int which = 0; which < 3; ++which) {
     GpuMatrix& m = L.mat[which];
-    m.rows = which == 2 ? g.hidden : g.inter;
-    m.cols = which == 2 ? g.inter : g.hidden;
+    m.rows = expert_matrix_shape(g, which).rows;
+    m.cols = expert_matrix_shape(g, which).cols;
     m.group = g.quant == ExpertQuant::BF16 ? m.cols : g.group;
     const auto n = static_cast<uint64_t>(m.rows * m.cols);
     const uint64_t code_bytes = g.quant == ExpertQuant::Q4 ? n / 2 : g.quant == ExpertQuant::Q8 ? n : 2 * n;

@@ -73,10 +73,9 @@ bool expert_store_tiled_type(uint32_t type) {
 }
 
 bool expert_matrix_tiled(const ExpertGeometry& g, int which) {
-  const int64_t rows = which == 2 ? g.hidden : g.inter;
   // Not ggml_tile_supported: a tile form added later must not turn a stored matrix of blocks into tiles.
   return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 && expert_store_tiled_type(g.ggml[which]) &&
-         rows % kTileRows == 0;
+         expert_matrix_shape(g, which).rows % kTileRows == 0;
 }
 
 size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group) {
@@ -100,16 +99,17 @@ ExpertBlobLayout expert_blob_layout(const ExpertGeometry& g) {
   if (!expert_geometry_valid(g, &why)) throw std::invalid_argument("expert_blob_layout: " + why);
   ExpertBlobLayout L;
   if (g.quant == ExpertQuant::GGUF) {
-    const auto bytes = [&](int which, int64_t rows, int64_t cols) {
+    const auto bytes = [&](int which) {
       const uint32_t t = g.ggml[which];
+      const ExpertMatrixShape s = expert_matrix_shape(g, which);
       return round_up(expert_matrix_tiled(g, which)
-                          ? size_t(ggml_tiled_bytes(t, rows, cols, ggml_type_info(t)->block))
-                          : size_t(rows) * ggml_row_bytes(t, cols),
+                          ? size_t(ggml_tiled_bytes(t, s.rows, s.cols, ggml_type_info(t)->block))
+                          : size_t(s.rows) * ggml_row_bytes(t, s.cols),
                       64);
     };
-    L.gate_bytes = bytes(0, g.inter, g.hidden);
-    L.up_bytes = bytes(1, g.inter, g.hidden);
-    L.down_bytes = bytes(2, g.hidden, g.inter);
+    L.gate_bytes = bytes(0);
+    L.up_bytes = bytes(1);
+    L.down_bytes = bytes(2);
   } else {
     L.gate_bytes = packed_matrix_bytes(g.quant, g.inter, g.hidden, g.group);
     L.up_bytes = L.gate_bytes;

@@ -52,7 +52,18 @@ struct ExpertBlobLayout {
   size_t gate_offset = 0, up_offset = 0, down_offset = 0;
   size_t gate_bytes = 0, up_bytes = 0, down_bytes = 0;
   size_t total_bytes = 0;  // multiple of 4096
+  // Matrix `which` (0 gate, 1 up, 2 down).
+  size_t offset(int which) const { return which == 0 ? gate_offset : which == 1 ? up_offset : down_offset; }
 };
+
+// Matrix `which` (0 gate, 1 up, 2 down) of an expert: gate and up are [inter, hidden], down
+// [hidden, inter] (rows = outputs, cols = the reduction).
+struct ExpertMatrixShape {
+  int64_t rows = 0, cols = 0;
+};
+inline ExpertMatrixShape expert_matrix_shape(const ExpertGeometry& g, int which) {
+  return which == 2 ? ExpertMatrixShape{g.hidden, g.inter} : ExpertMatrixShape{g.inter, g.hidden};
+}
 
 // Rows of a packed matrix are stored in tiles of this many (the last one zero-padded).
 inline constexpr int64_t kExpertRowTile = 16;

@@ -174,12 +174,12 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
       const FfnWeights& f = lw.experts[e];
       std::fill(blob.begin(), blob.end(), uint8_t{0});
       const Linear* mats[3] = {&f.gate, &f.up, &f.down};
-      const size_t offs[3] = {layout.gate_offset, layout.up_offset, layout.down_offset};
       uint64_t read = 0;
       for (int m = 0; m < 3; ++m) {
         const Linear& l = *mats[m];
-        if (expert_matrix_tiled(g, m)) ggml_tile_pack_matrix(g.ggml[m], l.data, l.rows, l.cols, blob.data() + offs[m]);
-        else std::memcpy(blob.data() + offs[m], l.data, linear_bytes(l));
+        uint8_t* dst = blob.data() + layout.offset(m);
+        if (expert_matrix_tiled(g, m)) ggml_tile_pack_matrix(g.ggml[m], l.data, l.rows, l.cols, dst);
+        else std::memcpy(dst, l.data, linear_bytes(l));
         read += linear_bytes(l);
       }
       MT_TRY(writer.add_blob(L, int32_t(e), blob.data(), blob.size()));

@@ -86,7 +86,7 @@ std::map<std::string, planner::TypeShare> store_expert_shares(const offload::Sto
       g.ggml[k] = t[size_t(k)];
       const GgmlTypeInfo* ti = ggml_type_info(t[size_t(k)]);
       if (!ti) continue;
-      const int64_t rows = k == 2 ? m.hidden : m.inter, cols = k == 2 ? m.inter : m.hidden;
+      const auto [rows, cols] = expert_matrix_shape(g, k);
       const double bytes = experts * double(rows) * double(ggml_row_bytes(t[size_t(k)], cols));
       planner::TypeShare& s = out[std::string(ti->name) + (expert_matrix_tiled(g, k) ? "" : " blocks")];
       s.bytes += bytes;
