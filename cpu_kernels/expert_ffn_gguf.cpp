@@ -1,12 +1,12 @@
 // Routed experts whose blobs hold a GGUF file's blocks as they are (ExpertQuant::GGUF, written by
 // `moetier convert FILE.gguf`; by default its tile-form matrices as row tiles): per task, the
 // tokens' rows gathered, gate and up, SiLU·up, down, then y[token] += weight · out. Tiled
-// matrices run on the tile GEMV (cpu_kernels/ggml_gemv_tiles.h) at every token count. Where the type has a SIMD block GEMV at the level, every task
-// goes through it (cpu_kernels/ggml_gemv.h: 8-bit activations, 4 tokens per pass over the
-// weights): on the Zen 4 VM it ran 1.3-11x the GFLOP/s of decoding the blocks to fp32 slabs for
-// oneDNN from 32 to 512 tokens (docs/kernels.md). Other types past 32 tokens take the slabs
-// (dense_gemm), as the GGUF's other matrices do. The reference backend decodes the whole blob
-// (unpack_expert) instead.
+// matrices run on the tile GEMV (cpu_kernels/ggml_gemv_tiles.h) at every token count. Blocks
+// take the SIMD block GEMV where the type has one at the level, at every token count
+// (cpu_kernels/ggml_gemv.h: 8-bit activations, 4 tokens per pass over the weights): on the Zen 4
+// VM it ran 1.3-11x the GFLOP/s of decoding the blocks to fp32 slabs for oneDNN from 32 to 512
+// tokens (docs/kernels.md). Other types past 32 tokens take the slabs (dense_gemm), as the
+// GGUF's other matrices do. The reference backend decodes the whole blob (unpack_expert) instead.
 #include <algorithm>
 #include <vector>
 
