@@ -29,6 +29,7 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level);
 // leaves the stream to the hardware prefetchers. The prefetch changes timing only, never a result.
 struct TilePrefetch {
   int64_t near = 0, far = 0;
+  bool operator==(const TilePrefetch&) const = default;
 };
 // What the Intel VM needed at every type (2 KB to L1, 8 KB to L2): without a software prefetch
 // its hardware prefetchers ran far behind (Q2_K at 0.42 of RAM bandwidth); one distance to L1 was

@@ -187,13 +187,11 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       // tile-NEAR:FAR otherwise.
       const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), var.level));
       std::string path_name = var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
-      if (var.tile) {
-        const auto same = [&](cpu::TilePrefetch p) { return plan.near == p.near && plan.far == p.far; };
-        path_name = !var.prefetch                            ? "tile"
-                    : same(cpu::kTilePrefetchClassic)         ? "tile-sw"
-                    : same({0, 0})                            ? "tile-hw"
+      if (var.tile)
+        path_name = !var.prefetch                        ? "tile"
+                    : plan == cpu::kTilePrefetchClassic   ? "tile-sw"
+                    : plan == cpu::TilePrefetch{0, 0}     ? "tile-hw"
                     : "tile-" + std::to_string(plan.near) + ":" + std::to_string(plan.far);
-      }
       std::string per;
       for (double r : ratio[v]) {
         char b[16];
