@@ -610,6 +610,21 @@ TEST_CASE("the packed-expert kernels, on every ISA, match the reference backend'
   }
 }
 
+namespace {
+
+// A GGUF expert blob of blocks (g.ggml_tiles off): each matrix random blocks of its type, values
+// about 0.02 (one rng() seed per matrix, in order).
+std::vector<uint8_t> random_gguf_expert_blob(const ExpertGeometry& g, std::mt19937& rng) {
+  const ExpertBlobLayout L = expert_blob_layout(g);
+  std::vector<uint8_t> blob(L.total_bytes, 0);
+  for (int m = 0; m < 3; ++m)
+    ggml_fill_random_blocks(g.ggml[m], blob.data() + L.offset(m), g.hidden * g.inter / ggml_type_info(g.ggml[m])->block,
+                            rng(), 0.02f);
+  return blob;
+}
+
+}  // namespace
+
 TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA match the reference backend", "[backend]") {
   auto ref = cpu::make_reference_backend();
   std::mt19937 rng(12);
@@ -630,13 +645,7 @@ TEST_CASE("GGUF expert blobs (convert FILE.gguf): the CPU kernels at every ISA m
     std::vector<std::vector<float>> weights;
     std::vector<ExpertTask> tasks;
     for (const auto& tk : tokens) {
-      blobs.emplace_back(L.total_bytes, 0);
-      uint8_t* b = blobs.back().data();
-      const size_t offs[3] = {L.gate_offset, L.up_offset, L.down_offset};
-      for (int m = 0; m < 3; ++m) {
-        const int64_t elems = g.hidden * g.inter;
-        ggml_fill_random_blocks(g.ggml[m], b + offs[m], elems / ggml_type_info(g.ggml[m])->block, rng(), 0.02f);
-      }
+      blobs.push_back(random_gguf_expert_blob(g, rng));
       weights.emplace_back();
       for (size_t i = 0; i < tk.size(); ++i) weights.back().push_back(0.3f + 0.2f * float(i));
     }
@@ -687,7 +696,6 @@ TEST_CASE("GGUF expert blobs held as row tiles (convert --gguf-tiles on): the sa
     gt.ggml_tiles = true;
     const ExpertBlobLayout Lb = expert_blob_layout(gb), Lt = expert_blob_layout(gt);
     const int64_t rows[3] = {256, 256, 512}, cols[3] = {512, 512, 256};
-    const size_t offb[3] = {Lb.gate_offset, Lb.up_offset, Lb.down_offset}, offt[3] = {Lt.gate_offset, Lt.up_offset, Lt.down_offset};
     const size_t bytesb[3] = {Lb.gate_bytes, Lb.up_bytes, Lb.down_bytes}, bytest[3] = {Lt.gate_bytes, Lt.up_bytes, Lt.down_bytes};
     for (int m = 0; m < 3; ++m) {
       INFO(ggml_type_name(gb.ggml[m]));
@@ -707,13 +715,13 @@ TEST_CASE("GGUF expert blobs held as row tiles (convert --gguf-tiles on): the sa
     std::vector<std::vector<float>> weights;
     std::vector<ExpertTask> tb, tt;
     for (const auto& tk : tokens) {
-      blocks.emplace_back(Lb.total_bytes, 0);
+      blocks.push_back(random_gguf_expert_blob(gb, rng));
       tiles.emplace_back(Lt.total_bytes, 0);
       for (int m = 0; m < 3; ++m) {
-        uint8_t* b = blocks.back().data() + offb[m];
-        ggml_fill_random_blocks(gb.ggml[m], b, rows[m] * cols[m] / ggml_type_info(gb.ggml[m])->block, rng(), 0.02f);
-        if (expert_matrix_tiled(gt, m)) ggml_tile_pack_matrix(gt.ggml[m], b, rows[m], cols[m], tiles.back().data() + offt[m]);
-        else std::copy_n(b, bytesb[m], tiles.back().data() + offt[m]);
+        const uint8_t* b = blocks.back().data() + Lb.offset(m);
+        uint8_t* t = tiles.back().data() + Lt.offset(m);
+        if (expert_matrix_tiled(gt, m)) ggml_tile_pack_matrix(gt.ggml[m], b, rows[m], cols[m], t);
+        else std::copy_n(b, bytesb[m], t);
       }
       weights.emplace_back();
       for (size_t i = 0; i < tk.size(); ++i) weights.back().push_back(0.5f - 0.01f * float(i));
