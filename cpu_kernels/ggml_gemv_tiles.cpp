@@ -24,8 +24,10 @@ bool ggml_gemv_tiles_native(uint32_t type, int isa_level) {
 TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level) {
   if (!expert_detail::cpu_is_amd()) return kTilePrefetchClassic;
   switch (GgmlType(type)) {
+    case GgmlType::Q2_K: case GgmlType::Q3_K:
+      return isa_level >= 2 ? TilePrefetch{8192, 16384} : kTilePrefetchClassic;
     case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
-      return isa_level >= 2 ? TilePrefetch{4096, 0} : TilePrefetch{4096, 16384};
+      return isa_level >= 2 ? TilePrefetch{8192, 0} : TilePrefetch{8192, 16384};
     case GgmlType::Q8_0: return {0, 0};
     default: return kTilePrefetchClassic;
   }
