@@ -38,13 +38,17 @@ struct TilePrefetch {
 // flight while the near one hides the L2 latency.
 inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
 // The plan `generate` runs for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU: the classic
-// plan except on AMD CPUs, where a core's stream read best at 28-30 GB/s a core (one thread from
-// RAM, the load a core carries in the VM's fast regime) with, against the classic plan and none
-// (paired rounds of `bench gguf --threads 1 --tile-prefetch auto,on,off`, docs/benchmarks.md):
-//   Q4_K, Q5_K, Q6_K: at AVX-512 4 KB to L1 alone (prefetcht1 cost them 14-19%, none 0-5%); at
-//     AVX2 4 KB to L1 and 16 KB to L2 (0-5% over the classic, 5-19% over none);
-//   Q8_0: none (the hardware prefetchers alone: 4-7% over 4 KB to L1, 24% over the classic);
-//   Q2_K, Q3_K (bound by their arithmetic): the classic plan (none cost Q2_K 16-24%).
+// plan except on AMD CPUs, where a core's stream read best at 30-33 GB/s a core (one thread from
+// RAM, the load a core carries in the VM's fast regime) with (paired rounds of `bench gguf
+// --threads 1 --tile-prefetch auto,...`, docs/benchmarks.md, seventh session):
+//   Q4_K, Q5_K, Q6_K: at AVX-512 8 KB to L1 alone (any prefetcht1 cost them 10-25%; 8 KB beat
+//     4 KB by 1-9%); at AVX2 8 KB to L1 and 16 KB to L2 (Q4_K 0.88 against 0.83 at 4 KB + 16 KB);
+//   Q2_K, Q3_K: at AVX-512 8 KB to L1 and 16 KB to L2 (0.99-1.02 against the classic's 0.91-0.93);
+//     at AVX2 the classic plan (bound by their arithmetic: no plan moved them off 0.70-0.74);
+//   Q8_0: none (the hardware prefetchers alone: 4-7% over 4 KB to L1, 24% over the classic).
+// What seems to decide it is the VNNI kernels' light arithmetic, not their width: a 256-bit VNNI
+// Q5_K read as the 512-bit one, and padded with dead adds to the AVX2 pace the 512-bit one gained
+// from prefetcht1 too (0.75 -> 0.86), where the AVX2 kernels read 0.95-1.02 with it.
 TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),

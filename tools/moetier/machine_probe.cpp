@@ -107,8 +107,8 @@ HostFacts host_facts() {
 // the same hardware are measured again: 2 = dense rates from the cpu backend's decode GEMV;
 // 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads;
 // 4 = the GGUF row-tile kernels' rates by block type; 5 = their software prefetch chosen per
-// type and CPU (tile_prefetch_auto).
-constexpr int kProbeRevision = 5;
+// type and CPU (tile_prefetch_auto); 6 = AMD's table of those plans remeasured.
+constexpr int kProbeRevision = 6;
 
 std::string fingerprint_of(const HostFacts& f) {
   const uint64_t gib = (f.mem_total + (uint64_t{1} << 29)) >> 30;
