@@ -43,6 +43,7 @@ CostRates cost_rates(const CostInputs& in) {
     const MixedRate e = mixed_kernel_rate(m, in.expert_types, r.cpu_expert_gbs, r.cpu_expert_gflops);
     r.cpu_expert_gbs = e.decode_gbs;
     r.cpu_expert_gflops = e.prefill_gflops;
+    if (in.expert_type_bytes > 0 && in.expert_bytes > 0) r.cpu_expert_gbs *= double(in.expert_bytes) / in.expert_type_bytes;
   }
   if (!in.dense_types.empty() && (in.dense_format == "q4" || in.dense_format == "q8")) {
     // Their prompts run through the same kernels (not the bf16 GEMM): prefill at those rates too.

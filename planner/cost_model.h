@@ -48,6 +48,11 @@ struct CostInputs {
   // profile has no rate for runs at expert_format's (dense_format's) rate. Empty: no GGUF, or one
   // that will not run from row tiles (the rates are the tile kernels').
   std::map<std::string, TypeShare> expert_types, dense_types;
+  // One routed expert's bytes as expert_types count them (its blocks, mean over the layers) where
+  // expert_bytes counts more: a GGUF store's blob holds tiles and padding. The mixed rate counts
+  // blocks per second; it is turned into expert_bytes per second, so an expert's time is its
+  // blocks' time. 0: the same bytes.
+  double expert_type_bytes = 0;
   int64_t context = 4096;             // KV cache length (sized for; reserves memory)
   int64_t decode_fill = 0;            // tokens already in context when decode is predicted; 0: context / 2
   int64_t batch = 1;                  // sequences decoded together

@@ -336,9 +336,15 @@ def main():
     want = sum(by_type.values()) / sum(b / rates[t] for t, b in by_type.items())
     p = C.run_cli(exe, ["plan", "--model", store, "--profile", prof, "--no-gpu"])
     m = re.search(r"CPU decode rates of the experts' row tiles by block type: Q4_K 40\.0, Q5_K 20\.0, Q6_K 10\.0 GB/s "
-                  r"-> ([0-9.]+) GB/s", p.stdout)
+                  r"-> ([0-9.]+) GB/s \(([0-9.]+) GB/s of the store's", p.stdout)
     ck.check("plan --model STORE (row tiles): the experts at their block types' tile rates, mixed by time",
              m is not None and abs(float(m.group(1)) - want) <= 0.051, f"want {want:.2f}: {(p.stdout + p.stderr)[:900]}")
+    # The rates count blocks; a blob (tiles, padding) takes its blocks' time, so the plan's rate
+    # per blob byte is the mix scaled by blob bytes over the mean expert's block bytes.
+    blob_want = want * man["experts"]["blob_bytes"] / (sum(by_type.values()) / (len(man["experts"]["ggml_types"]) * n_exp))
+    ck.check("... and an expert's blob (tiles and padding) costs its blocks' time",
+             m is not None and abs(float(m.group(2)) - blob_want) <= 0.051 and blob_want > want,
+             f"want {blob_want:.2f}: {(p.stdout + p.stderr)[:900]}")
     p = C.run_cli(exe, ["plan", "--model", store_blocks, "--profile", prof, "--no-gpu"])
     ck.check("plan --model STORE (blocks): not at the tile rates, and says why",
              "the experts are GGUF blocks (converted with --gguf-tiles off" in p.stdout and "row tiles by block type" not in p.stdout,

@@ -421,6 +421,13 @@ TEST_CASE("cost model: a GGUF's block types at their own kernels' rates", "[plan
     CHECK(q.cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / 50e9).epsilon(1e-9));
     CHECK(cost_rates(plain).cpu_gemm_gflops == Approx(2000));
   }
+  SECTION("a blob bigger than the blocks the types count costs its blocks' time") {
+    CostInputs store = in;
+    store.expert_type_bytes = eb * 0.9;  // the blob holds 10% more: tiles, padding
+    const Prediction q = predict(store, pl);
+    const double blocks_time = eb * 0.9 * (0.6 / 120e9 + 0.3 / 60e9 + 0.1 / 180e9);
+    CHECK(q.cpu_parts.routed_experts == Approx(2.0 * 8 * blocks_time).epsilon(1e-9));
+  }
   SECTION("fp8 dense weights ignore the dense types' rates") {
     CostInputs fp8 = in;
     fp8.dense_format = "fp8";

@@ -14,6 +14,7 @@
 #include "runtime/model/gguf_tiles.h"
 #include "runtime/weights/gguf_deepseek.h"
 #include "tools/moetier/machine_probe.h"
+#include "tools/moetier/progress.h"
 
 namespace mt::cli {
 
@@ -267,11 +268,21 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
     // which the tile rates do not describe.
     if (gguf_store->expert_ggml_tiles && in.machine.avx2) {
       in.expert_types = store_expert_shares(*gguf_store, in.model);
+      double blocks = 0;
+      for (const auto& [name, share] : in.expert_types) blocks += share.bytes;
+      const double experts = double(gguf_store->expert_ggml_types.size()) * double(std::max<int64_t>(in.model.n_routed_experts, 1));
+      in.expert_type_bytes = blocks / experts;
       const planner::CostRates r = planner::cost_rates(in);
+      // The rates count blocks; the plan's expert time is a blob's bytes at the same time.
+      const double block_rate = r.cpu_expert_gbs * in.expert_type_bytes / double(in.expert_bytes);
+      char blob_rate[96];
+      std::snprintf(blob_rate, sizeof blob_rate, " (%.1f GB/s of the store's %s blobs)", r.cpu_expert_gbs,
+                    format_bytes(double(in.expert_bytes)).c_str());
       s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") +
                               "CPU decode rates of the experts' row tiles by block type: " +
-                              mix_text(in.machine, in.expert_types, r.cpu_expert_gbs, "0.85 of RAM bandwidth",
-                                       "no tile rate (matrices kept as blocks, or a profile without them)");
+                              mix_text(in.machine, in.expert_types, block_rate, "0.85 of RAM bandwidth",
+                                       "no tile rate (matrices kept as blocks, or a profile without them)") +
+                              blob_rate;
     } else {
       s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") + "the experts are GGUF " +
                               (gguf_store->expert_ggml_tiles ? "row tiles, but this CPU has no AVX2 to run them"
