@@ -70,7 +70,7 @@ int cmd_convert(int argc, char** argv) {
     o.gguf_tiles = tiles == "on";
     auto plan = plan_gguf_conversion(o);
     if (!plan) return fail(plan.error());
-    std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks%s, %s of other weights as stored\n",
+    std::fprintf(stderr, "convert: %llu experts of up to %s in their GGUF blocks%s, %s of other weights in the GGUF\n",
                  static_cast<unsigned long long>(plan->n_blobs), format_bytes(double(plan->blob_bytes)).c_str(),
                  o.gguf_tiles ? " (Q2_K..Q6_K and Q8_0 as row tiles, as are those of the other matrices)" : "", format_bytes(double(plan->dense_bytes)).c_str());
     ProgressBar bar("converting", static_cast<int64_t>(plan->input_bytes));
