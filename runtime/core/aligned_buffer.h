@@ -1,4 +1,5 @@
-// An owned, 4096-aligned byte buffer: expert blobs read with O_DIRECT, a GGUF's row tiles.
+// An owned, 4096-aligned byte buffer: expert blobs read with O_DIRECT, a GGUF's row tiles, a
+// store's dense weights.
 #pragma once
 
 #include <cstddef>
@@ -7,7 +8,8 @@
 namespace mt {
 
 // RAII 4096-aligned buffer (the allocation is rounded up to a multiple of 4096; zero-size
-// buffers hold nullptr). Throws std::bad_alloc when memory runs out, like std::vector.
+// buffers hold nullptr); from 2 MiB up, 2 MiB-aligned with transparent huge pages requested.
+// Throws std::bad_alloc when memory runs out, like std::vector.
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;

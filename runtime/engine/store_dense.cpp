@@ -1,7 +1,6 @@
 #include "runtime/engine/store_dense.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,29 +13,11 @@
 #include <string>
 #include <vector>
 
+#include "runtime/core/aligned_buffer.h"
+
 namespace mt {
 
 namespace {
-
-// The dense weights in anonymous memory, 2 MiB aligned with transparent huge pages requested:
-// the kernels stream them at RAM speed (a file mapping's 4 KiB pages cost ~15% of the lm_head's
-// rate in TLB misses on the wide model; docs/kernels.md).
-class DenseBuffer {
- public:
-  static constexpr size_t kAlign = size_t{2} << 20;
-  explicit DenseBuffer(size_t bytes) : n_(std::max(kAlign, (bytes + kAlign - 1) / kAlign * kAlign)) {
-    p_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_));
-    if (p_) ::madvise(p_, n_, MADV_HUGEPAGE);
-  }
-  ~DenseBuffer() { std::free(p_); }
-  DenseBuffer(const DenseBuffer&) = delete;
-  DenseBuffer& operator=(const DenseBuffer&) = delete;
-  uint8_t* data() const { return p_; }
-
- private:
-  size_t n_;
-  uint8_t* p_ = nullptr;
-};
 
 struct Fd {
   int fd = -1;
@@ -65,8 +46,14 @@ Result<TensorStore> open_store_dense(const offload::ExpertStore& store) {
       return make_error(path.string() + " is truncated: tensor '" + d.name + "' needs bytes [" +
                         std::to_string(d.offset) + ", " + std::to_string(d.offset + d.bytes) + ") but the file has " +
                         std::to_string(st.st_size) + " bytes; re-run moetier convert");
-  auto buf = std::make_shared<DenseBuffer>(static_cast<size_t>(need));
-  if (!buf->data()) return make_error(path.string() + ": cannot allocate " + std::to_string(need) + " bytes for the dense weights");
+  // In anonymous memory on huge pages (AlignedBuffer): a file mapping's 4 KiB pages cost ~15% of
+  // the lm_head's rate in TLB misses on the wide model (docs/kernels.md).
+  std::shared_ptr<AlignedBuffer> buf;
+  try {
+    buf = std::make_shared<AlignedBuffer>(static_cast<size_t>(need));
+  } catch (const std::bad_alloc&) {
+    return make_error(path.string() + ": cannot allocate " + std::to_string(need) + " bytes for the dense weights");
+  }
   for (uint64_t off = 0; off < need;) {
     const size_t chunk = static_cast<size_t>(std::min<uint64_t>(need - off, uint64_t{64} << 20));
     const ssize_t r = ::pread(f.fd, buf->data() + off, chunk, static_cast<off_t>(off));

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -160,6 +161,43 @@ TEST_CASE("loader: AlignedBuffer", "[loader]") {
   CHECK(c.size() == 10000);
   c = AlignedBuffer();
   CHECK(c.data() == nullptr);
+}
+
+// The VmFlags of the mapping holding p, from /proc/self/smaps ("" where not found).
+static std::string vm_flags_at(const void* p) {
+  std::ifstream f("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(f, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+      inside = a >= lo && a < hi;
+      continue;
+    }
+    if (inside && line.rfind("VmFlags:", 0) == 0) return line;
+  }
+  return "";
+}
+
+TEST_CASE("loader: AlignedBuffer of 2 MiB and more is on huge pages where the kernel has them", "[loader]") {
+  const size_t n = (size_t{3} << 20) + 4096;
+  AlignedBuffer big(n);
+  REQUIRE(big.data() != nullptr);
+  CHECK(big.size() == n);
+  CHECK(reinterpret_cast<uintptr_t>(big.data()) % (size_t{2} << 20) == 0);
+  std::memset(big.data(), 0x5a, n);
+  CHECK(big.data()[n - 1] == 0x5a);
+  AlignedBuffer small(size_t{1} << 20);
+  CHECK(reinterpret_cast<uintptr_t>(small.data()) % 4096 == 0);
+  // MADV_HUGEPAGE marks the mapping "hg" (a kernel built without THP refuses the advice and has
+  // no /sys/kernel/mm/transparent_hugepage).
+  if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good()) {
+    const std::string flags = vm_flags_at(big.data());
+    INFO(flags);
+    CHECK(flags.find(" hg") != std::string::npos);
+    CHECK(vm_flags_at(small.data()).find(" hg") == std::string::npos);
+  }
 }
 
 TEST_CASE("loader: exact bytes back through both backends", "[loader]") {
