@@ -13,15 +13,11 @@ constexpr size_t kAlign = 4096;
 constexpr size_t kHugePage = size_t{2} << 20;
 }  // namespace
 
-AlignedBuffer::AlignedBuffer(size_t bytes) : n_(bytes) {
+AlignedBuffer::AlignedBuffer(size_t bytes, bool huge_pages) : n_(bytes) {
   if (bytes == 0) return;
   if (bytes > SIZE_MAX - kAlign) throw std::bad_alloc();
   const size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  // Weights the kernels stream sit in these: on 4 KiB pages a GGUF's row tiles lost 3-17% of a
-  // decode token (the lm_head 9-26%) to TLB misses against 2 MiB pages (docs/benchmarks.md), so
-  // big buffers start on a 2 MiB boundary and ask for transparent huge pages (best effort: a
-  // kernel with THP off keeps 4 KiB pages).
-  const bool huge = rounded >= kHugePage;
+  const bool huge = huge_pages && rounded >= kHugePage;
   void* p = nullptr;
   if (posix_memalign(&p, huge ? kHugePage : kAlign, rounded) != 0) throw std::bad_alloc();
   p_ = static_cast<uint8_t*>(p);

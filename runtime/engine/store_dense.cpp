@@ -46,11 +46,11 @@ Result<TensorStore> open_store_dense(const offload::ExpertStore& store) {
       return make_error(path.string() + " is truncated: tensor '" + d.name + "' needs bytes [" +
                         std::to_string(d.offset) + ", " + std::to_string(d.offset + d.bytes) + ") but the file has " +
                         std::to_string(st.st_size) + " bytes; re-run moetier convert");
-  // In anonymous memory on huge pages (AlignedBuffer): a file mapping's 4 KiB pages cost ~15% of
-  // the lm_head's rate in TLB misses on the wide model (docs/kernels.md).
+  // In anonymous memory on huge pages: a file mapping's 4 KiB pages cost ~15% of the lm_head's
+  // rate in TLB misses on the wide model (docs/kernels.md).
   std::shared_ptr<AlignedBuffer> buf;
   try {
-    buf = std::make_shared<AlignedBuffer>(static_cast<size_t>(need));
+    buf = std::make_shared<AlignedBuffer>(static_cast<size_t>(need), true);
   } catch (const std::bad_alloc&) {
     return make_error(path.string() + ": cannot allocate " + std::to_string(need) + " bytes for the dense weights");
   }

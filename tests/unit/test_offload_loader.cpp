@@ -180,16 +180,17 @@ static std::string vm_flags_at(const void* p) {
   return "";
 }
 
-TEST_CASE("loader: AlignedBuffer of 2 MiB and more is on huge pages where the kernel has them", "[loader]") {
+TEST_CASE("loader: AlignedBuffer asked for huge pages, from 2 MiB up, has them where the kernel does", "[loader]") {
   const size_t n = (size_t{3} << 20) + 4096;
-  AlignedBuffer big(n);
+  AlignedBuffer big(n, true);
   REQUIRE(big.data() != nullptr);
   CHECK(big.size() == n);
   CHECK(reinterpret_cast<uintptr_t>(big.data()) % (size_t{2} << 20) == 0);
   std::memset(big.data(), 0x5a, n);
   CHECK(big.data()[n - 1] == 0x5a);
-  AlignedBuffer small(size_t{1} << 20);
+  AlignedBuffer small(size_t{1} << 20, true), plain(n);
   CHECK(reinterpret_cast<uintptr_t>(small.data()) % 4096 == 0);
+  CHECK(reinterpret_cast<uintptr_t>(plain.data()) % 4096 == 0);
   // MADV_HUGEPAGE marks the mapping "hg" (a kernel built without THP refuses the advice and has
   // no /sys/kernel/mm/transparent_hugepage).
   if (std::ifstream("/sys/kernel/mm/transparent_hugepage/enabled").good()) {
@@ -197,6 +198,7 @@ TEST_CASE("loader: AlignedBuffer of 2 MiB and more is on huge pages where the ke
     INFO(flags);
     CHECK(flags.find(" hg") != std::string::npos);
     CHECK(vm_flags_at(small.data()).find(" hg") == std::string::npos);
+    CHECK(vm_flags_at(plain.data()).find(" hg") == std::string::npos);
   }
 }
 
