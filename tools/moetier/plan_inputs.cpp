@@ -271,10 +271,12 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
       double blocks = 0;
       for (const auto& [name, share] : in.expert_types) blocks += share.bytes;
       const double experts = double(gguf_store->expert_ggml_types.size()) * double(std::max<int64_t>(in.model.n_routed_experts, 1));
-      in.expert_type_bytes = blocks / experts;
+      if (blocks > 0 && experts > 0) in.expert_type_bytes = blocks / experts;
       const planner::CostRates r = planner::cost_rates(in);
       // The rates count blocks; the plan's expert time is a blob's bytes at the same time.
-      const double block_rate = r.cpu_expert_gbs * in.expert_type_bytes / double(in.expert_bytes);
+      const double block_rate = in.expert_type_bytes > 0 && in.expert_bytes > 0
+                                    ? r.cpu_expert_gbs * in.expert_type_bytes / double(in.expert_bytes)
+                                    : r.cpu_expert_gbs;
       char blob_rate[96];
       std::snprintf(blob_rate, sizeof blob_rate, " (%.1f GB/s of the store's %s blobs)", r.cpu_expert_gbs,
                     format_bytes(double(in.expert_bytes)).c_str());
