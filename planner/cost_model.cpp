@@ -40,10 +40,14 @@ CostRates cost_rates(const CostInputs& in) {
   r.cpu_dense_packed_gbs = packed > 0 ? packed : kd && kd->decode_gbs > 0 ? kd->decode_gbs : r.cpu_expert_gbs;
   // A GGUF's types at their own kernels' rates where the profile measured them.
   if (!in.expert_types.empty()) {
-    const MixedRate e = mixed_kernel_rate(m, in.expert_types, r.cpu_expert_gbs, r.cpu_expert_gflops);
-    r.cpu_expert_gbs = e.decode_gbs;
+    // The types' rates count blocks, expert_bytes a blob (expert_type_bytes): the mix is made in
+    // blocks per second and turned into blob bytes per second. The stand-in rate is a blob's (it
+    // streams the blob's bytes), so it enters the mix in block terms.
+    const double blob_per_block =
+        in.expert_type_bytes > 0 && in.expert_bytes > 0 ? double(in.expert_bytes) / in.expert_type_bytes : 1.0;
+    const MixedRate e = mixed_kernel_rate(m, in.expert_types, r.cpu_expert_gbs / blob_per_block, r.cpu_expert_gflops);
+    r.cpu_expert_gbs = e.decode_gbs * blob_per_block;
     r.cpu_expert_gflops = e.prefill_gflops;
-    if (in.expert_type_bytes > 0 && in.expert_bytes > 0) r.cpu_expert_gbs *= double(in.expert_bytes) / in.expert_type_bytes;
   }
   if (!in.dense_types.empty() && (in.dense_format == "q4" || in.dense_format == "q8")) {
     // Their prompts run through the same kernels (not the bf16 GEMM): prefill at those rates too.

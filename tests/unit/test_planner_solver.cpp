@@ -421,12 +421,19 @@ TEST_CASE("cost model: a GGUF's block types at their own kernels' rates", "[plan
     CHECK(q.cpu_parts.shared_experts == Approx(2.0 * db.moe_shared_packed / 50e9).epsilon(1e-9));
     CHECK(cost_rates(plain).cpu_gemm_gflops == Approx(2000));
   }
-  SECTION("a blob bigger than the blocks the types count costs its blocks' time") {
+  SECTION("a blob bigger than the blocks the types count: measured types cost their blocks' time") {
     CostInputs store = in;
-    store.expert_type_bytes = eb * 0.9;  // the blob holds 10% more: tiles, padding
+    store.expert_type_bytes = eb * 0.9;  // the blob is 1/0.9 of its blocks: tiles, padding
     const Prediction q = predict(store, pl);
-    const double blocks_time = eb * 0.9 * (0.6 / 120e9 + 0.3 / 60e9 + 0.1 / 180e9);
-    CHECK(q.cpu_parts.routed_experts == Approx(2.0 * 8 * blocks_time).epsilon(1e-9));
+    // Q4_K and Q6_K (measured) on their share of the 0.9 eb of blocks; Q2_K (no rate) at the
+    // stand-in 180 GB/s on its share of the blob's eb, as the kernel would stream it.
+    const double t = eb * 0.9 * (0.6 / 120e9 + 0.3 / 60e9) + eb * 0.1 / 180e9;
+    CHECK(q.cpu_parts.routed_experts == Approx(2.0 * 8 * t).epsilon(1e-9));
+    // No type measured: the stand-in rate (the q4 kernel's 180) on the whole blob, as without
+    // the types.
+    std::erase_if(store.machine.kernels, [](const KernelRate& k) { return k.format != "q4"; });
+    REQUIRE(store.machine.kernels.size() == 1);
+    CHECK(cost_rates(store).cpu_expert_gbs == Approx(180).epsilon(1e-12));
   }
   SECTION("fp8 dense weights ignore the dense types' rates") {
     CostInputs fp8 = in;
