@@ -26,8 +26,10 @@ TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level) {
   switch (GgmlType(type)) {
     case GgmlType::Q2_K: case GgmlType::Q3_K:
       return isa_level >= 2 ? TilePrefetch{8192, 16384} : kTilePrefetchClassic;
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
-      return isa_level >= 2 ? TilePrefetch{8192, 0} : TilePrefetch{8192, 16384};
+    case GgmlType::Q4_K: case GgmlType::Q6_K:
+      return isa_level >= 2 ? TilePrefetch{8192, 0} : TilePrefetch{16384, 32768};
+    case GgmlType::Q5_K:
+      return isa_level >= 2 ? TilePrefetch{8192, 0} : TilePrefetch{12288, 24576};
     case GgmlType::Q8_0: return {0, 0};
     default: return kTilePrefetchClassic;
   }
