@@ -215,7 +215,7 @@ uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int6
     if (shape.back() % t->block)
       return fail(std::string(t->name) + " rows of " + std::to_string(shape.back()) + " values are not whole blocks");
     if (ggml_tiles) {
-      if (shape.size() != 2 || shape[0] % kTileRows || !expert_store_tiled_type(ggml_type))
+      if (shape.size() != 2 || !store_tiled_matrix(ggml_type, shape[0]))
         return fail(std::string("row tiles need a matrix of Q2_K..Q6_K or Q8_0 with rows a multiple of 16, not ") + t->name +
                     " with " + std::to_string(shape[0]) + " rows");
       return uint64_t(ggml_tiled_bytes(ggml_type, shape[0], shape[1], t->block));

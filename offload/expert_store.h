@@ -58,8 +58,8 @@ struct DenseTensorInfo {
 };
 
 // Bytes a dense tensor of this dtype and shape must have (packed: with `group`; GGUF: of
-// `ggml_type`, as row tiles with `ggml_tiles`: a matrix of one of expert_store_tiled_type's
-// types with rows a multiple of 16); 0 when the combination is invalid (and `why` says why).
+// `ggml_type`, as row tiles with `ggml_tiles`: a matrix store_tiled_matrix allows); 0 when the
+// combination is invalid (and `why` says why).
 uint64_t dense_tensor_bytes(DType dtype, const std::vector<int64_t>& shape, int64_t group, std::string* why,
                             uint32_t ggml_type = 0, bool ggml_tiles = false);
 

@@ -62,7 +62,9 @@ bool expert_geometry_valid(const ExpertGeometry& g, std::string* why) {
   return true;
 }
 
-bool expert_store_tiled_type(uint32_t type) {
+bool store_tiled_matrix(uint32_t type, int64_t rows) {
+  if (rows % kTileRows != 0) return false;
+  // Not ggml_tile_supported: a tile form added later must not turn a stored matrix of blocks into tiles.
   switch (GgmlType(type)) {
     case GgmlType::Q2_K: case GgmlType::Q3_K: case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K:
     case GgmlType::Q8_0:
@@ -73,9 +75,8 @@ bool expert_store_tiled_type(uint32_t type) {
 }
 
 bool expert_matrix_tiled(const ExpertGeometry& g, int which) {
-  // Not ggml_tile_supported: a tile form added later must not turn a stored matrix of blocks into tiles.
-  return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 && expert_store_tiled_type(g.ggml[which]) &&
-         expert_matrix_shape(g, which).rows % kTileRows == 0;
+  return g.quant == ExpertQuant::GGUF && g.ggml_tiles && which >= 0 && which < 3 &&
+         store_tiled_matrix(g.ggml[which], expert_matrix_shape(g, which).rows);
 }
 
 size_t packed_matrix_bytes(ExpertQuant q, int64_t rows, int64_t cols, int64_t group) {

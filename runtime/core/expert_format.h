@@ -39,13 +39,13 @@ struct ExpertGeometry {
   bool ggml_tiles = false;       // GGUF: matrices with a tile form held as row tiles (expert_matrix_tiled)
 };
 
-// The types a store (format 3) holds as row tiles where it holds tiles: Q2_K..Q6_K and Q8_0. A
-// fixed list, part of the format: a type that gains a tile form later stays blocks in the stores
+// Whether a store (format 3) that holds tiles holds a GGUF matrix of `type` with `rows` rows as
+// row tiles, expert or dense: Q2_K..Q6_K or Q8_0 with rows a multiple of kTileRows. The types are
+// a fixed list, part of the format: a type that gains a tile form later stays blocks in the stores
 // already written.
-bool expert_store_tiled_type(uint32_t type);
+bool store_tiled_matrix(uint32_t type, int64_t rows);
 // Whether matrix `which` (0 gate, 1 up, 2 down) of a GGUF expert is held as row tiles: the
-// geometry asks for tiles, its type is one of expert_store_tiled_type's, and its rows are a
-// multiple of kTileRows.
+// geometry asks for tiles and store_tiled_matrix says so.
 bool expert_matrix_tiled(const ExpertGeometry& g, int which);
 
 struct ExpertBlobLayout {

@@ -154,8 +154,7 @@ Status convert_gguf_to_store(const ConvertOptions& o, const std::function<void(u
     }
     const Linear& l = *s.linear;
     const uint64_t bytes = linear_bytes(l);
-    if (o.gguf_tiles && l.dtype == DType::GGUF && matmul.count(&l) && expert_store_tiled_type(l.ggml_type) &&
-        l.rows % kTileRows == 0) {
+    if (o.gguf_tiles && l.dtype == DType::GGUF && matmul.count(&l) && store_tiled_matrix(l.ggml_type, l.rows)) {
       tiles.resize(size_t(ggml_tiled_bytes(l.ggml_type, l.rows, l.cols, ggml_type_info(l.ggml_type)->block)));
       ggml_tile_pack_matrix(l.ggml_type, l.data, l.rows, l.cols, tiles.data());
       MT_TRY(writer.add_dense(spec.name, l.dtype, {l.rows, l.cols}, tiles.data(), tiles.size(), l.ggml_type, true));
