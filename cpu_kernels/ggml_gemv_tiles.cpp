@@ -35,8 +35,17 @@ TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level) {
   }
 }
 
+int tile_kernel_level(uint32_t type, int nt, int isa_level) {
+  const int level = std::min(isa_level, expert_detail::cpu_isa_level());
+  if (level < 2 || nt != 1 || !expert_detail::cpu_is_amd()) return level;
+  switch (GgmlType(type)) {
+    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return 1;
+    default: return level;
+  }
+}
+
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni, std::optional<TilePrefetch> prefetch) {
+                     int isa_level, bool allow_gfni, std::optional<TilePrefetch> prefetch, bool auto_kernel) {
   const GgmlTypeInfo* ti = ggml_type_info(type);
   if (!ti || !ggml_tile_supported(type) || cols % ti->block != 0 || rows % kTileRows != 0 || n < 0)
     throw std::invalid_argument(std::string("ggml_gemv_tiles: ") + ggml_type_name(type) + " " + std::to_string(rows) +
@@ -54,13 +63,14 @@ void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols
     const int nt = int(std::min<int64_t>(kMaxTokens, n - t0));
     QuantisedActs qa;
     quantise_acts(type, x + t0 * cols, cols, nt, qa);
-    const TileDot dot = level >= 2 ? avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni_vbmi())
-                                   : avx2_tile_dot(type, nt);
+    const int kernel = auto_kernel ? tile_kernel_level(type, nt, level) : level;
+    const TileDot dot = kernel >= 2 ? avx512_tile_dot(type, nt, allow_gfni && expert_detail::cpu_has_gfni_vbmi())
+                                    : avx2_tile_dot(type, nt);
     float* yt = y + t0 * rows;
     // Each thread streams one contiguous run of tiles, prefetching across tile boundaries up to
     // the run's end (a run per thread read faster than tiles handed out one or two at a time).
     const bool par = tiles * tile_bytes > (int64_t{1} << 18);
-    const TilePrefetch plan = prefetch.value_or(tile_prefetch_auto(type, level));
+    const TilePrefetch plan = prefetch.value_or(tile_prefetch_auto(type, kernel));
 #pragma omp parallel if (par)
     {
       const int64_t nth = omp_get_num_threads(), me = omp_get_thread_num();

@@ -37,12 +37,12 @@ struct TilePrefetch {
 // 0.77 (docs/benchmarks.md). The L1 fill buffers are few; the far prefetch keeps more misses in
 // flight while the near one hides the L2 latency.
 inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
-// The plan `generate` runs for `type` at isa_level (1 AVX2, 2 AVX-512) on this CPU: the classic
+// The plan for `type`'s kernel at isa_level (1 AVX2, 2 AVX-512) on this CPU: the classic
 // plan except on AMD CPUs, where a core's stream read best at 30-33 GB/s a core (one thread from
 // RAM, the load a core carries in the VM's fast regime) with (paired rounds of `bench gguf
 // --threads 1 --tile-prefetch auto,...`, docs/benchmarks.md, seventh session):
 //   Q4_K, Q5_K, Q6_K: at AVX-512 8 KB to L1 alone (any prefetcht1 cost them 10-25%; 8 KB beat
-//     4 KB by 1-9%); at AVX2 farther: Q4_K and Q6_K 16 KB to L1 and 32 KB to L2, Q5_K 12 KB and
+//     4 KB by 1-9%; AMD runs these VNNI kernels from two tokens on: tile_kernel_level); at AVX2 farther: Q4_K and Q6_K 16 KB to L1 and 32 KB to L2, Q5_K 12 KB and
 //     24 KB (two threads in the fast regime: Q4_K 0.93-0.96 against 0.81-0.85 at 8 KB + 16 KB);
 //   Q2_K, Q3_K: at AVX-512 8 KB to L1 and 16 KB to L2 (0.99-1.02 against the classic's 0.91-0.93);
 //     at AVX2 the classic plan (bound by their arithmetic: no plan moved them off 0.70-0.74);
@@ -52,12 +52,25 @@ inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
 // from prefetcht1 too (0.75 -> 0.86), where the AVX2 kernels read 0.95-1.02 with it.
 TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level);
 
+// The kernel level `generate` runs nt tokens of `type`'s tiles at, for isa_level (clamped to this
+// CPU's): isa_level, except one token of Q4_K, Q5_K or Q6_K at level 2 on an AMD CPU, which runs
+// the AVX2 kernel (level 1, with its own prefetch plan). Measured on Zen 4 (docs/benchmarks.md,
+// eighth session): one thread from RAM 1.00-1.03 of the bandwidth against 0.85-0.91 for the VNNI
+// kernels, two threads in the fast regime 0.88-0.94 against 0.78-0.82; in the low regime both
+// read 0.93-0.98. The VNNI kernels outrun their stream with light arithmetic and refuse the L2
+// prefetch that keeps the AVX2 ones fed (tile_prefetch_auto). From two tokens on a pass computes
+// twice as much per byte and the wider kernel is the faster again (Q5_K, Q6_K at 2; all at 4).
+int tile_kernel_level(uint32_t type, int nt, int isa_level);
+
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),
 // n tokens: x [n][cols], y [n][rows]. isa_level clamped to this CPU's; type ggml_tile_supported.
 // allow_gfni false keeps level 2 off the GFNI/VBMI kernels where the CPU has them (to test the
-// path of AVX-512 CPUs without). prefetch: tile_prefetch_auto's plan where absent.
+// path of AVX-512 CPUs without). prefetch: tile_prefetch_auto's plan (for the kernel run) where
+// absent. auto_kernel: the kernel as tile_kernel_level chooses; false runs isa_level's own at every
+// token count (to test and time it against that choice).
 void ggml_gemv_tiles(uint32_t type, const uint8_t* w, int64_t rows, int64_t cols, int64_t n, const float* x, float* y,
-                     int isa_level, bool allow_gfni = true, std::optional<TilePrefetch> prefetch = std::nullopt);
+                     int isa_level, bool allow_gfni = true, std::optional<TilePrefetch> prefetch = std::nullopt,
+                     bool auto_kernel = true);
 
 namespace ggml_gemv_detail {
 struct Q8Act;

@@ -155,11 +155,16 @@ TEST_CASE("tiles: the tile GEMV equals the Int8 path's model at every ISA level"
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
           } else if (level >= 2) {
             for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
-            // The kernels of AVX-512 CPUs without GFNI and VBMI, where this one has them.
-            std::vector<float> plain(size_t(n * c.rows));
-            cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), plain.data(), level, false);
-            for (size_t i = 0; i < model.size(); ++i)
-              REQUIRE(std::fabs(plain[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+            // The level's own kernels at every token count (tile_kernel_level runs the AVX2 ones for one
+            // token of some types on AMD), and those of AVX-512 CPUs without GFNI and VBMI.
+            for (bool gfni : {true, false}) {
+              INFO("the level's own kernel, gfni " << gfni);
+              std::vector<float> own(size_t(n * c.rows));
+              cpu::ggml_gemv_tiles(f.id, tiles.data(), c.rows, cols, n, x.data(), own.data(), level, gfni, std::nullopt,
+                                   false);
+              for (size_t i = 0; i < model.size(); ++i)
+                REQUIRE(std::fabs(own[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+            }
           } else {  // no tile kernel: the blocks' own path at that level, bit for bit
             std::vector<float> plain(size_t(n * c.rows));
             cpu::ggml_gemv_tokens(f.id, w.data(), c.rows, cols, n, x.data(), plain.data(), level);
@@ -207,13 +212,45 @@ TEST_CASE("tiles: extreme codes and activations") {
       std::vector<double> model(static_cast<size_t>(rows)), mag(static_cast<size_t>(rows));
       gd::int_gemv_model(f.id, w.data(), rows, cols, x.data(), model.data(), mag.data());
       for (int level : {1, top})
-        for (bool gfni : {true, false}) {
-          if (!cpu::ggml_gemv_tiles_native(f.id, level)) continue;  // the blocks' path: tested above
-          INFO(ggml_type_name(f.id) << " sign " << sign << " level " << level << " gfni " << gfni);
-          std::vector<float> y(static_cast<size_t>(rows));
-          cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), y.data(), level, gfni);
-          for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
-        }
+        for (bool gfni : {true, false})
+          for (bool auto_kernel : {true, false}) {
+            if (!cpu::ggml_gemv_tiles_native(f.id, level)) continue;  // the blocks' path: tested above
+            INFO(ggml_type_name(f.id) << " sign " << sign << " level " << level << " gfni " << gfni << " auto kernel "
+                                      << auto_kernel);
+            std::vector<float> y(static_cast<size_t>(rows));
+            cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), y.data(), level, gfni, std::nullopt,
+                                 auto_kernel);
+            for (size_t i = 0; i < model.size(); ++i) REQUIRE(std::fabs(y[i] - model[i]) <= 1e-5 * mag[i] + 1e-30);
+          }
+    }
+  }
+}
+
+TEST_CASE("tiles: the kernel generate runs is a level this CPU has a tile kernel at, and runs as that level does") {
+  std::mt19937 rng(14);
+  const int top = cpu::expert_detail::cpu_isa_level();
+  for (GgmlType type : kTiled) {
+    const TypeFacts f = facts(type);
+    for (int level = 0; level <= top; ++level)
+      for (int nt = 1; nt <= gd::kMaxTokens; ++nt) {
+        INFO(ggml_type_name(f.id) << " level " << level << " tokens " << nt);
+        const int k = cpu::tile_kernel_level(f.id, nt, level);
+        REQUIRE(k <= level);
+        if (level >= 1) REQUIRE(k >= 1);
+        if (level >= 1 && cpu::ggml_gemv_tiles_native(f.id, level)) REQUIRE(cpu::ggml_gemv_tiles_native(f.id, k));
+        if (level < 2 || nt > 1) REQUIRE(k == level);  // only a single token may run a narrower kernel
+      }
+    // Where one token runs a narrower kernel, the call at the level gives that kernel's bits.
+    if (top >= 2 && cpu::tile_kernel_level(f.id, 1, top) != top) {
+      const int k = cpu::tile_kernel_level(f.id, 1, top);
+      const int64_t rows = 48, cols = 2 * 256;
+      const std::vector<uint8_t> w = mt::test::random_blocks(type, rows, cols, rng);
+      const std::vector<uint8_t> tiles = tiles_of(f, w, rows, cols);
+      const std::vector<float> x = mt::test::random_x(cols, rng);
+      std::vector<float> at_top(static_cast<size_t>(rows)), at_k(static_cast<size_t>(rows));
+      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), at_top.data(), top);
+      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), at_k.data(), k);
+      for (int64_t r = 0; r < rows; ++r) REQUIRE(at_top[size_t(r)] == at_k[size_t(r)]);
     }
   }
 }

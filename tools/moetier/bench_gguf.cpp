@@ -105,8 +105,10 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               "  fp32: codes widened to fp32, fp32 activations (the exact path); scalar: the reference decoder\n"
               "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed);\n"
               "        prefetch (--tile-prefetch): tile = as generate runs them (per type and CPU), tile-sw = the\n"
-              "        classic 2 KB to L1 + 8 KB to L2, tile-hw = the hardware prefetchers alone, tile-NEAR:FAR\n");
-  std::printf("%-6s %-7s %-15s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
+              "        classic 2 KB to L1 + 8 KB to L2, tile-hw = the hardware prefetchers alone, tile-NEAR:FAR;\n"
+              "        (avx2 kernel): the AVX2 kernel generate runs at AVX-512 (one token of Q4_K-Q6_K on AMD),\n"
+              "        (vnni): the AVX-512 VNNI kernel it runs in its place\n");
+  std::printf("%-6s %-7s %-22s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
     const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
@@ -122,6 +124,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       cpu::GgmlGemvPath path;
       bool tile = false;  // the tile GEMV (Int8) rather than the blocks'
       std::optional<cpu::TilePrefetch> prefetch = std::nullopt;  // tiles: the plan asked for (none: auto)
+      bool own_kernel = false;  // tiles: the level's own kernel where tile_kernel_level picks another
     };
     std::vector<Variant> variants;
     if (!tiles_only) {
@@ -142,6 +145,9 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       for (const std::optional<cpu::TilePrefetch>& pf : prefetch_plans) {
         if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({1, cpu::GgmlGemvPath::Int8, true, pf});
         if (top >= 2) variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf});
+        // The VNNI kernel beside the one generate runs in its place, so the choice stays measured.
+        if (top >= 2 && cpu::tile_kernel_level(uint32_t(t), int(std::min<int64_t>(n, cpu::ggml_gemv_detail::kMaxTokens)), 2) != 2)
+          variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf, true});
       }
     }
     // Rounds outside, variants inside: every variant samples the same stretch of the machine's
@@ -155,7 +161,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         auto gemv = [&] {
           if (var.tile) {
             cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next[v]) * tile_mat, rows, cols, n, x.data(), y.data(), var.level,
-                                 true, var.prefetch);
+                                 true, var.prefetch, !var.own_kernel);
             next[v] = (next[v] + 1) % tile_copies;
             return;
           }
@@ -185,13 +191,18 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       const Variant& var = variants[v];
       // Tile rows are named by the plan they ran: tile (auto), tile-sw (classic), tile-hw (none),
       // tile-NEAR:FAR otherwise.
-      const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), var.level));
+      const int kernel = var.own_kernel ? var.level
+                                        : cpu::tile_kernel_level(uint32_t(t), int(std::min<int64_t>(n, cpu::ggml_gemv_detail::kMaxTokens)),
+                                                                 var.level);
+      const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), kernel));
       std::string path_name = var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
       if (var.tile)
         path_name = !var.prefetch                        ? "tile"
                     : plan == cpu::kTilePrefetchClassic   ? "tile-sw"
                     : plan == cpu::TilePrefetch{0, 0}     ? "tile-hw"
                     : "tile-" + std::to_string(plan.near) + ":" + std::to_string(plan.far);
+      if (var.tile && kernel != var.level) path_name += " (avx2 kernel)";
+      if (var.own_kernel) path_name += " (vnni)";
       std::string per;
       for (double r : ratio[v]) {
         char b[16];
@@ -199,14 +210,17 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         per += b;
       }
       const bool simd = var.tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
-      std::printf("%-6s %-7s %-15s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name.c_str(), median(bw[v]),
+      std::printf("%-6s %-7s %-22s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name.c_str(), median(bw[v]),
                   median(gbs[v]), 100.0 * median(ratio[v]), per.c_str(),
                   var.level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");
       out["results"].push_back({{"type", ti->name}, {"isa", isa_name(var.level)}, {"path", path_name}, {"simd", simd},
                                 {"membw_gbs", median(bw[v])}, {"gemv_gbs", median(gbs[v])},
                                 {"ratio_median", median(ratio[v])}, {"ratios", ratio[v]}, {"membw_runs_gbs", bw[v]},
                                 {"gemv_runs_gbs", gbs[v]}});
-      if (var.tile) out["results"].back()["prefetch"] = {{"near", plan.near}, {"far", plan.far}};
+      if (var.tile) {
+        out["results"].back()["prefetch"] = {{"near", plan.near}, {"far", plan.far}};
+        out["results"].back()["kernel"] = isa_name(kernel);
+      }
     }
     cpu::free_huge(w, total);
     if (tw) cpu::free_huge(tw, tile_mat * size_t(tile_copies));
