@@ -37,9 +37,10 @@ TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level) {
 
 int tile_kernel_level(uint32_t type, int nt, int isa_level) {
   const int level = std::min(isa_level, expert_detail::cpu_isa_level());
-  if (level < 2 || nt != 1 || !expert_detail::cpu_is_amd()) return level;
+  if (level < 2 || !expert_detail::cpu_is_amd()) return level;
   switch (GgmlType(type)) {
-    case GgmlType::Q4_K: case GgmlType::Q5_K: case GgmlType::Q6_K: return 1;
+    case GgmlType::Q4_K: return nt <= 2 ? 1 : level;
+    case GgmlType::Q5_K: case GgmlType::Q6_K: return nt == 1 ? 1 : level;
     default: return level;
   }
 }

@@ -53,13 +53,15 @@ inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
 TilePrefetch tile_prefetch_auto(uint32_t type, int isa_level);
 
 // The kernel level `generate` runs nt tokens of `type`'s tiles at, for isa_level (clamped to this
-// CPU's): isa_level, except one token of Q4_K, Q5_K or Q6_K at level 2 on an AMD CPU, which runs
-// the AVX2 kernel (level 1, with its own prefetch plan). Measured on Zen 4 (docs/benchmarks.md,
-// eighth session): one thread from RAM 1.00-1.03 of the bandwidth against 0.85-0.91 for the VNNI
-// kernels, two threads in the fast regime 0.88-0.94 against 0.78-0.82; in the low regime both
-// read 0.93-0.98. The VNNI kernels outrun their stream with light arithmetic and refuse the L2
-// prefetch that keeps the AVX2 ones fed (tile_prefetch_auto). From two tokens on a pass computes
-// twice as much per byte and the wider kernel is the faster again (Q5_K, Q6_K at 2; all at 4).
+// CPU's): isa_level, except on an AMD CPU at level 2 for one token of Q4_K, Q5_K or Q6_K and two
+// of Q4_K, which run the AVX2 kernel (level 1, with its own prefetch plan). Measured on Zen 4
+// (docs/benchmarks.md, eighth session), one token: one thread from RAM 1.00-1.02 of the bandwidth
+// against 0.84-0.86 for the VNNI kernels, two threads in the fast regime 0.90-0.97 against
+// 0.77-0.82, in the low regime 0.93 against 0.95 (Q4_K). The VNNI kernels outrun their stream with
+// light arithmetic and refuse the L2 prefetch that keeps the AVX2 ones fed (tile_prefetch_auto).
+// A pass of more tokens computes more per byte and the wider kernel catches up: at two tokens
+// Q4_K's AVX2 kernel still read 0.82-0.85 against 0.66-0.72, Q6_K's even, Q5_K's slower; at three
+// Q4_K's even, at four slower.
 int tile_kernel_level(uint32_t type, int nt, int isa_level);
 
 // rows (a multiple of kTileRows) x cols of `type` as tiles at w (tile t = rows 16t..16t+15),

@@ -238,19 +238,25 @@ TEST_CASE("tiles: the kernel generate runs is a level this CPU has a tile kernel
         REQUIRE(k <= level);
         if (level >= 1) REQUIRE(k >= 1);
         if (level >= 1 && cpu::ggml_gemv_tiles_native(f.id, level)) REQUIRE(cpu::ggml_gemv_tiles_native(f.id, k));
-        if (level < 2 || nt > 1) REQUIRE(k == level);  // only a single token may run a narrower kernel
+        if (level < 2 || nt > 2) REQUIRE(k == level);  // only passes of 1-2 tokens may run a narrower kernel
       }
-    // Where one token runs a narrower kernel, the call at the level gives that kernel's bits.
-    if (top >= 2 && cpu::tile_kernel_level(f.id, 1, top) != top) {
-      const int k = cpu::tile_kernel_level(f.id, 1, top);
+    // Where a pass runs a narrower kernel, the call at the level gives that kernel's bits.
+    for (int nt = 1; nt <= 2; ++nt) {
+      const int k = cpu::tile_kernel_level(f.id, nt, top);
+      if (top < 2 || k == top) continue;
+      INFO(ggml_type_name(f.id) << " tokens " << nt << " on the level " << k << " kernel");
       const int64_t rows = 48, cols = 2 * 256;
       const std::vector<uint8_t> w = mt::test::random_blocks(type, rows, cols, rng);
       const std::vector<uint8_t> tiles = tiles_of(f, w, rows, cols);
-      const std::vector<float> x = mt::test::random_x(cols, rng);
-      std::vector<float> at_top(static_cast<size_t>(rows)), at_k(static_cast<size_t>(rows));
-      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), at_top.data(), top);
-      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, 1, x.data(), at_k.data(), k);
-      for (int64_t r = 0; r < rows; ++r) REQUIRE(at_top[size_t(r)] == at_k[size_t(r)]);
+      std::vector<float> x;
+      for (int t = 0; t < nt; ++t) {
+        const std::vector<float> xt = mt::test::random_x(cols, rng);
+        x.insert(x.end(), xt.begin(), xt.end());
+      }
+      std::vector<float> at_top(static_cast<size_t>(rows * nt)), at_k(static_cast<size_t>(rows * nt));
+      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, nt, x.data(), at_top.data(), top);
+      cpu::ggml_gemv_tiles(f.id, tiles.data(), rows, cols, nt, x.data(), at_k.data(), k);
+      for (size_t i = 0; i < at_top.size(); ++i) REQUIRE(at_top[i] == at_k[i]);
     }
   }
 }

@@ -106,7 +106,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               "  tile: the int8 path on row-interleaved tiles of the same blocks (AVX-512 and AVX2; every type listed);\n"
               "        prefetch (--tile-prefetch): tile = as generate runs them (per type and CPU), tile-sw = the\n"
               "        classic 2 KB to L1 + 8 KB to L2, tile-hw = the hardware prefetchers alone, tile-NEAR:FAR;\n"
-              "        (avx2 kernel): the AVX2 kernel generate runs at AVX-512 (one token of Q4_K-Q6_K on AMD),\n"
+              "        (avx2 kernel): the AVX2 kernel generate runs at AVX-512 (AMD: 1 token of Q4_K-Q6_K, 2 of Q4_K),\n"
               "        (vnni): the AVX-512 VNNI kernel it runs in its place\n");
   std::printf("%-6s %-7s %-22s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");

@@ -108,7 +108,7 @@ HostFacts host_facts() {
 // 3 = repeats with spreads, packed dense rates, attention through the backend, loader-sized disk reads;
 // 4 = the GGUF row-tile kernels' rates by block type; 5 = their software prefetch chosen per
 // type and CPU (tile_prefetch_auto); 6 = AMD's table of those plans remeasured; 7 = one token of
-// Q4_K-Q6_K on AMD's AVX2 tile kernel at AVX-512 too (tile_kernel_level).
+// Q4_K-Q6_K (two of Q4_K) on the AVX2 tile kernel at AVX-512 on AMD (tile_kernel_level).
 constexpr int kProbeRevision = 7;
 
 std::string fingerprint_of(const HostFacts& f) {
