@@ -39,6 +39,7 @@ CostRates cost_rates(const CostInputs& in) {
   const KernelRate* kd = m.kernel(in.dense_format == "q4" ? "q4" : "q8");
   r.cpu_dense_packed_gbs = packed > 0 ? packed : kd && kd->decode_gbs > 0 ? kd->decode_gbs : r.cpu_expert_gbs;
   // A GGUF's types at their own kernels' rates where the profile measured them.
+  r.cpu_expert_block_gbs = r.cpu_expert_gbs;
   if (!in.expert_types.empty()) {
     // The types' rates count blocks, expert_bytes a blob (expert_type_bytes): the mix is made in
     // blocks per second and turned into blob bytes per second. The stand-in rate is a blob's (it
@@ -46,6 +47,7 @@ CostRates cost_rates(const CostInputs& in) {
     const double blob_per_block =
         in.expert_type_bytes > 0 && in.expert_bytes > 0 ? double(in.expert_bytes) / in.expert_type_bytes : 1.0;
     const MixedRate e = mixed_kernel_rate(m, in.expert_types, r.cpu_expert_gbs / blob_per_block, r.cpu_expert_gflops);
+    r.cpu_expert_block_gbs = e.decode_gbs;
     r.cpu_expert_gbs = e.decode_gbs * blob_per_block;
     r.cpu_expert_gflops = e.prefill_gflops;
   }

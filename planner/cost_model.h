@@ -114,6 +114,9 @@ struct Prediction {
 // (GPU figures already scaled by the efficiency decode kernels reach; zero without a GPU).
 struct CostRates {
   double cpu_expert_gbs = 0;      // decode kernel, expert bytes/s
+  double cpu_expert_block_gbs = 0;  // a GGUF's experts (expert_types): their blocks' bytes/s, of
+                                    // expert_type_bytes per expert where cpu_expert_gbs counts a
+                                    // blob's; otherwise cpu_expert_gbs
   double cpu_expert_gflops = 0;   // prefill kernel
   double cpu_dense_fp8_gbs = 0, cpu_dense_bf16_gbs = 0;
   double cpu_dense_packed_gbs = 0;   // packed dense weights (q8 / q4) at one token

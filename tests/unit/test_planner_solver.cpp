@@ -429,11 +429,15 @@ TEST_CASE("cost model: a GGUF's block types at their own kernels' rates", "[plan
     // stand-in 180 GB/s on its share of the blob's eb, as the kernel would stream it.
     const double t = eb * 0.9 * (0.6 / 120e9 + 0.3 / 60e9) + eb * 0.1 / 180e9;
     CHECK(q.cpu_parts.routed_experts == Approx(2.0 * 8 * t).epsilon(1e-9));
+    // The rates an expert's time gives: its blocks' bytes (what the report names) and its blob's.
+    CHECK(cost_rates(store).cpu_expert_block_gbs == Approx(eb * 0.9 / t / 1e9).epsilon(1e-9));
+    CHECK(cost_rates(store).cpu_expert_gbs == Approx(eb / t / 1e9).epsilon(1e-9));
     // No type measured: the stand-in rate (the q4 kernel's 180) on the whole blob, as without
     // the types.
     std::erase_if(store.machine.kernels, [](const KernelRate& k) { return k.format != "q4"; });
     REQUIRE(store.machine.kernels.size() == 1);
     CHECK(cost_rates(store).cpu_expert_gbs == Approx(180).epsilon(1e-12));
+    CHECK(cost_rates(store).cpu_expert_block_gbs == Approx(180 * 0.9).epsilon(1e-12));
   }
   SECTION("fp8 dense weights ignore the dense types' rates") {
     CostInputs fp8 = in;

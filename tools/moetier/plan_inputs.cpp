@@ -272,17 +272,14 @@ Result<PlanSetup> plan_request_from_args(const Args& a) {
       for (const auto& [name, share] : in.expert_types) blocks += share.bytes;
       const double experts = double(gguf_store->expert_ggml_types.size()) * double(std::max<int64_t>(in.model.n_routed_experts, 1));
       if (blocks > 0 && experts > 0) in.expert_type_bytes = blocks / experts;
-      const planner::CostRates r = planner::cost_rates(in);
       // The rates count blocks; the plan's expert time is a blob's bytes at the same time.
-      const double block_rate = in.expert_type_bytes > 0 && in.expert_bytes > 0
-                                    ? r.cpu_expert_gbs * in.expert_type_bytes / double(in.expert_bytes)
-                                    : r.cpu_expert_gbs;
+      const planner::CostRates r = planner::cost_rates(in);
       char blob_rate[96];
       std::snprintf(blob_rate, sizeof blob_rate, " (%.1f GB/s of the store's %s blobs)", r.cpu_expert_gbs,
                     format_bytes(double(in.expert_bytes)).c_str());
       s.context.dense_note += std::string(s.context.dense_note.empty() ? "" : "; ") +
                               "CPU decode rates of the experts' row tiles by block type: " +
-                              mix_text(in.machine, in.expert_types, block_rate, "0.85 of RAM bandwidth",
+                              mix_text(in.machine, in.expert_types, r.cpu_expert_block_gbs, "0.85 of RAM bandwidth",
                                        "no tile rate (matrices kept as blocks, or a profile without them)") +
                               blob_rate;
     } else {
