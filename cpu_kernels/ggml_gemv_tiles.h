@@ -42,8 +42,9 @@ inline constexpr TilePrefetch kTilePrefetchClassic{2048, 8192};
 // RAM, the load a core carries in the VM's fast regime) with (paired rounds of `bench gguf
 // --threads 1 --tile-prefetch auto,...`, docs/benchmarks.md, seventh session):
 //   Q4_K, Q5_K, Q6_K: at AVX-512 8 KB to L1 alone (any prefetcht1 cost them 10-25%; 8 KB beat
-//     4 KB by 1-9%; AMD runs these VNNI kernels from two tokens on: tile_kernel_level); at AVX2 farther: Q4_K and Q6_K 16 KB to L1 and 32 KB to L2, Q5_K 12 KB and
-//     24 KB (two threads in the fast regime: Q4_K 0.93-0.96 against 0.81-0.85 at 8 KB + 16 KB);
+//     4 KB by 1-9%; AMD runs these VNNI kernels for passes of several tokens only:
+//     tile_kernel_level); at AVX2 farther: Q4_K and Q6_K 16 KB to L1 and 32 KB to L2, Q5_K 12 KB
+//     and 24 KB (two threads in the fast regime: Q4_K 0.93-0.96 against 0.81-0.85 at 8 KB + 16 KB);
 //   Q2_K, Q3_K: at AVX-512 8 KB to L1 and 16 KB to L2 (0.99-1.02 against the classic's 0.91-0.93);
 //     at AVX2 the classic plan (bound by their arithmetic: no plan moved them off 0.70-0.74);
 //   Q8_0: none (the hardware prefetchers alone: 4-7% over 4 KB to L1, 24% over the classic).

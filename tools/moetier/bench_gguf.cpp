@@ -93,6 +93,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   // A routed expert's gate matrix of DeepSeek V3: 2048 rows of 7168; enough copies that every
   // product reads from RAM (> 512 MB). --batch tokens per product (each weight read once).
   const int64_t rows = 2048, cols = 7168, n = *batch;
+  const int pass_tokens = int(std::min<int64_t>(n, cpu::ggml_gemv_detail::kMaxTokens));  // the first pass's
   std::vector<float> x(static_cast<size_t>(cols * n)), y(static_cast<size_t>(rows * n));
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -146,7 +147,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         if (cpu::ggml_gemv_tiles_native(uint32_t(t), 1)) variants.push_back({1, cpu::GgmlGemvPath::Int8, true, pf});
         if (top >= 2) variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf});
         // The VNNI kernel beside the one generate runs in its place, so the choice stays measured.
-        if (top >= 2 && cpu::tile_kernel_level(uint32_t(t), int(std::min<int64_t>(n, cpu::ggml_gemv_detail::kMaxTokens)), 2) != 2)
+        if (top >= 2 && cpu::tile_kernel_level(uint32_t(t), pass_tokens, 2) != 2)
           variants.push_back({2, cpu::GgmlGemvPath::Int8, true, pf, true});
       }
     }
@@ -191,9 +192,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       const Variant& var = variants[v];
       // Tile rows are named by the plan they ran: tile (auto), tile-sw (classic), tile-hw (none),
       // tile-NEAR:FAR otherwise.
-      const int kernel = var.own_kernel ? var.level
-                                        : cpu::tile_kernel_level(uint32_t(t), int(std::min<int64_t>(n, cpu::ggml_gemv_detail::kMaxTokens)),
-                                                                 var.level);
+      const int kernel = var.own_kernel ? var.level : cpu::tile_kernel_level(uint32_t(t), pass_tokens, var.level);
       const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), kernel));
       std::string path_name = var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
       if (var.tile)
