@@ -77,6 +77,16 @@ void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> byte(0, 255);
   std::normal_distribution<float> nd(0.0f, scale_sd);
+  // The float types: N(0, scale_sd) values (random bytes would hold NaNs and infinities).
+  if (type == uint32_t(GgmlType::F32) || type == uint32_t(GgmlType::F16) || type == uint32_t(GgmlType::BF16)) {
+    for (int64_t i = 0; i < blocks; ++i) {
+      const float v = nd(rng);
+      if (type == uint32_t(GgmlType::F32)) std::memcpy(dst + 4 * i, &v, 4);
+      const uint16_t h = type == uint32_t(GgmlType::F16) ? f32_to_f16(v) : f32_to_bf16(v);
+      if (type != uint32_t(GgmlType::F32)) std::memcpy(dst + 2 * i, &h, 2);
+    }
+    return;
+  }
   const size_t n = size_t(blocks) * size_t(ti->bytes);
   for (size_t i = 0; i < n; ++i) dst[i] = static_cast<uint8_t>(byte(rng));
   const std::vector<int> offsets = ggml_f16_scale_offsets(type);

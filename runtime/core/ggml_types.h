@@ -36,7 +36,8 @@ std::string ggml_type_name(uint32_t type);
 // other types): what a maker of valid random blocks (tests, benchmarks) must keep finite.
 std::vector<int> ggml_f16_scale_offsets(uint32_t type);
 // Fills `blocks` blocks of `type` at dst with random bytes, then the fp16 scale fields with
-// finite N(0, scale_sd) values: valid random weights for tests and benchmarks. Deterministic in seed.
+// finite N(0, scale_sd) values: valid random weights for tests and benchmarks. F32, F16 and BF16
+// get N(0, scale_sd) values throughout. Deterministic in seed.
 void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32_t seed, float scale_sd = 0.05f);
 
 // The 6-bit scales and mins of Q4_K and Q5_K's 8 sub-blocks of 32, packed in the block's 12

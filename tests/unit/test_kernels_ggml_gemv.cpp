@@ -257,3 +257,24 @@ TEST_CASE("GGUF block GEMV refuses what it cannot decode", "[kernels][gguf]") {
   CHECK_FALSE(cpu::ggml_gemv_has_kernel(uint32_t(GgmlType::IQ2_XXS), 0));
   CHECK_FALSE(cpu::ggml_gemv_has_kernel(uint32_t(GgmlType::F32), 1));
 }
+
+TEST_CASE("random blocks of the float types are finite N(0, sd) values, the same for a seed", "[kernels][gguf]") {
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
+    const GgmlTypeInfo* ti = ggml_type_info(uint32_t(t));
+    const int64_t n = 20000;
+    std::vector<uint8_t> a(size_t(n * ti->bytes)), b(a.size());
+    ggml_fill_random_blocks(uint32_t(t), a.data(), n, 7, 0.05f);
+    ggml_fill_random_blocks(uint32_t(t), b.data(), n, 7, 0.05f);
+    REQUIRE(a == b);
+    std::vector<float> v(static_cast<size_t>(n));
+    cpu::ggml_dequantize(uint32_t(t), a.data(), n, v.data());
+    double sum = 0, sq = 0;
+    for (float f : v) {
+      REQUIRE(std::isfinite(f));
+      sum += f, sq += double(f) * f;
+    }
+    INFO(ti->name);
+    CHECK(std::fabs(sum / n) < 0.002);                      // mean 0: 4 standard errors at n = 20000
+    CHECK(std::sqrt(sq / n) == Approx(0.05).epsilon(0.03));  // sd 0.05
+  }
+}

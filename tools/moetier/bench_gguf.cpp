@@ -7,11 +7,13 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <omp.h>
 
+#include "cpu_kernels/dense_gemv.h"
 #include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
@@ -19,6 +21,7 @@
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
+#include "runtime/core/weight_view.h"
 #include "tools/moetier/median.h"
 #include "tools/moetier/progress.h"
 
@@ -30,9 +33,20 @@ using Clock = std::chrono::steady_clock;
 
 
 bool type_from_name(const std::string& s, GgmlType& t) {
-  for (GgmlType c : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K})
+  for (GgmlType c : {GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                     GgmlType::F32, GgmlType::F16, GgmlType::BF16})
     if (ggml_type_name(uint32_t(c)) == s) return t = c, true;
   return false;
+}
+
+// A GGUF's float matrices run the dense decode GEMV (cpu_kernels/dense_gemv.h) as they are.
+std::optional<DType> dense_dtype(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return DType::F32;
+    case GgmlType::F16: return DType::F16;
+    case GgmlType::BF16: return DType::BF16;
+    default: return std::nullopt;
+  }
 }
 
 // "NEAR:FAR" in bytes, each a multiple of 64 in [0, 1 MiB].
@@ -87,7 +101,13 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   for (std::string item; std::getline(list, item, ',');) {
     GgmlType t;
     if (!type_from_name(item, t))
-      return std::fprintf(stderr, "error: --type %s: one of Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\n", item.c_str()), 2;
+      return std::fprintf(stderr, "error: --type %s: one of Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F32, F16, BF16\n",
+                          item.c_str()),
+             2;
+    if (dense_dtype(t) && *batch > cpu::kGemvMaxTokens)
+      return std::fprintf(stderr, "error: --type %s takes at most --batch %lld (the dense GEMV's tokens per pass)\n",
+                          item.c_str(), static_cast<long long>(cpu::kGemvMaxTokens)),
+             2;
     types.push_back(t);
   }
   // A routed expert's gate matrix of DeepSeek V3: 2048 rows of 7168; enough copies that every
@@ -108,7 +128,8 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
               "        prefetch (--tile-prefetch): tile = as generate runs them (per type and CPU), tile-sw = the\n"
               "        classic 2 KB to L1 + 8 KB to L2, tile-hw = the hardware prefetchers alone, tile-NEAR:FAR;\n"
               "        (avx2 kernel): the AVX2 kernel generate runs at AVX-512 (AMD: 1 token of Q4_K-Q6_K, 2 of Q4_K),\n"
-              "        (vnni): the AVX-512 VNNI kernel it runs in its place\n");
+              "        (vnni): the AVX-512 VNNI kernel it runs in its place\n"
+              "  dense: F32, F16 and BF16 matrices through the dense decode GEMV, as generate runs them\n");
   std::printf("%-6s %-7s %-22s %10s %10s %8s  %s\n", "type", "ISA", "path", "RAM GB/s", "GEMV GB/s", "ratio",
               "per-run ratios");
   for (GgmlType t : types) {
@@ -126,16 +147,20 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       bool tile = false;  // the tile GEMV (Int8) rather than the blocks'
       std::optional<cpu::TilePrefetch> prefetch = std::nullopt;  // tiles: the plan asked for (none: auto)
       bool own_kernel = false;  // tiles: the level's own kernel where tile_kernel_level picks another
+      bool dense = false;  // F32/F16/BF16: the dense GEMV, which generate runs for them
     };
     std::vector<Variant> variants;
-    if (!tiles_only) {
+    const std::optional<DType> dense = dense_dtype(t);
+    if (dense)
+      for (int level = 1; level <= top; ++level) variants.push_back({level, cpu::GgmlGemvPath::Fp32, false, std::nullopt, false, true});
+    if (!tiles_only && !dense) {
       variants.push_back({0, cpu::GgmlGemvPath::Fp32});
       for (int level = 1; level <= top; ++level)
         for (cpu::GgmlGemvPath p : {cpu::GgmlGemvPath::Int8, cpu::GgmlGemvPath::Fp32}) variants.push_back({level, p});
     }
     // The row-interleaved tiles of the same blocks (runtime/core/ggml_tiles.h), where the type has them; their
     // GB/s count the tile bytes read (2.8% more than the blocks for Q4_K).
-    const bool tiled = cpu::ggml_gemv_tiles_native(uint32_t(t), top);
+    const bool tiled = !dense && cpu::ggml_gemv_tiles_native(uint32_t(t), top);
     const int64_t blocks = cols / ti->block;
     const size_t tile_mat = size_t(rows / kTileRows * blocks * ggml_tile_block_bytes(uint32_t(t)));
     const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
@@ -160,6 +185,13 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         const Variant& var = variants[v];
         const size_t bytes = var.tile ? tile_mat : mat;
         auto gemv = [&] {
+          if (var.dense) {
+            const WeightView view{*dense, w + size_t(next[v]) * mat, rows, cols};
+            if (!cpu::dense_gemv(view, x.data(), n, y.data(), var.level))  // every level from AVX2 has them
+              throw std::runtime_error(std::string("bench gguf: no dense GEMV for ") + ti->name + " at " + isa_name(var.level));
+            next[v] = (next[v] + 1) % copies;
+            return;
+          }
           if (var.tile) {
             cpu::ggml_gemv_tiles(uint32_t(t), tw + size_t(next[v]) * tile_mat, rows, cols, n, x.data(), y.data(), var.level,
                                  true, var.prefetch, !var.own_kernel);
@@ -194,7 +226,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       // tile-NEAR:FAR otherwise.
       const int kernel = var.own_kernel ? var.level : cpu::tile_kernel_level(uint32_t(t), pass_tokens, var.level);
       const cpu::TilePrefetch plan = var.prefetch.value_or(cpu::tile_prefetch_auto(uint32_t(t), kernel));
-      std::string path_name = var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
+      std::string path_name = var.dense ? "dense" : var.level == 0 || var.path == cpu::GgmlGemvPath::Fp32 ? "fp32" : "int8";
       if (var.tile)
         path_name = !var.prefetch                        ? "tile"
                     : plan == cpu::kTilePrefetchClassic   ? "tile-sw"
@@ -208,7 +240,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         std::snprintf(b, sizeof b, "%.3f ", r);
         per += b;
       }
-      const bool simd = var.tile || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
+      const bool simd = var.tile || var.dense || (var.level > 0 && cpu::ggml_gemv_has_kernel(uint32_t(t), var.level, var.path));
       std::printf("%-6s %-7s %-22s %10.1f %10.1f %7.1f%%  %s%s\n", ti->name, isa_name(var.level), path_name.c_str(), median(bw[v]),
                   median(gbs[v]), 100.0 * median(ratio[v]), per.c_str(),
                   var.level > 0 && !simd ? "(no SIMD kernel: scalar)" : "");

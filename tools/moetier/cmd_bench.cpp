@@ -75,7 +75,7 @@ options:
   --batch N           sequences decoded together in one step by `decode` (batched
                       decode: each weight read once per step); tokens/s counts all  [1]
   --ctx N             keys for `gpu`                                               [32768]
-  --type LIST         GGUF block types for `gguf`: Q8_0, Q2_K..Q6_K        [Q4_K,Q6_K,Q8_0]
+  --type LIST         GGUF types for `gguf`: Q8_0, Q2_K..Q6_K, F32, F16, BF16 [Q4_K,Q6_K,Q8_0]
   --tiles-only        `gguf`: only the row-tile rows (what generate runs)
   --tile-prefetch L   `gguf` tile rows' software prefetch, a row each, interleaved: auto (as
                       generate: per type and CPU), on (2 KB to L1 + 8 KB to L2), off (the
