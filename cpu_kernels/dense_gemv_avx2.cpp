@@ -49,10 +49,13 @@ inline float hsum(__m256 v) {
 template <DType D, int N>
 void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
   const int64_t K = w.cols, K8 = K / 8 * 8;
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
     __m256 acc[4][N] = {};  // value-initialised: all lanes zero
+    const uint8_t* row0 = w.data + r * K * es;
     for (int64_t j = 0; j < K8; j += 8) {
+      if (j * es % 64 == 0) prefetch_rows4(row0 + j * es, K * es);
       const __m256 w0 = load8<D>(w, r, j), w1 = load8<D>(w, r + 1, j), w2 = load8<D>(w, r + 2, j),
                    w3 = load8<D>(w, r + 3, j);
       for (int t = 0; t < N; ++t) {
@@ -118,6 +121,7 @@ void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, flo
       __m256 part[4][N] = {};
       const int64_t je = std::min(K8, jb + B);
       for (int64_t j = jb; j < je; j += 8) {
+        if (j % 64 == 0) prefetch_rows4(row0 + j, K);
         const __m256 w0 = fp8_unscaled(row0 + j), w1 = fp8_unscaled(row0 + K + j), w2 = fp8_unscaled(row0 + 2 * K + j),
                      w3 = fp8_unscaled(row0 + 3 * K + j);
         for (int t = 0; t < N; ++t) {

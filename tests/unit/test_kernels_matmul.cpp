@@ -340,3 +340,36 @@ TEST_CASE("dense_decode_rows is exact for every dtype and ISA", "[kernels][matmu
   CHECK_FALSE(dense_decode_rows(w.view, 0, 4, out.data(), 0));
   CHECK_FALSE(dense_decode_rows(w.view, 2, 3, out.data(), 1));
 }
+
+TEST_CASE("dense decode GEMV matches a double reference at every ISA level, whole and partial chunks", "[kernels][matmul]") {
+  const int top = cpu::expert_detail::cpu_isa_level();
+  for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3}) {
+    for (int64_t cols : {16, 64, 131, 263, 1024}) {  // multiples of the 16- and 8-wide chunks, and tails
+      for (int64_t rows : {4, 37}) {  // whole 4-row groups, and a remainder
+        const int64_t block = dt == DType::F8_E4M3 ? 16 : 128;
+        const auto w = make_weight(dt, rows, cols, block, 11 + rows * 7 + cols);
+        for (int64_t nt = 1; nt <= cpu::kGemvMaxTokens; ++nt) {
+          std::mt19937_64 rng(rows * 3 + cols + nt);
+          std::normal_distribution<float> nd(0.0f, 1.0f);
+          std::vector<float> x(nt * cols);
+          for (auto& v : x) v = nd(rng);
+          for (int level = 1; level <= top; ++level) {
+            std::vector<float> y(nt * rows, -1.0f);
+            REQUIRE(cpu::dense_gemv(w.view, x.data(), nt, y.data(), level));
+            for (int64_t t = 0; t < nt; ++t)
+              for (int64_t r = 0; r < rows; ++r) {
+                double ref = 0, mag = 0;
+                for (int64_t c = 0; c < cols; ++c) {
+                  ref += w.value[r * cols + c] * x[t * cols + c];
+                  mag += std::abs(w.value[r * cols + c] * x[t * cols + c]);
+                }
+                REQUIRE_Q(std::abs(y[t * rows + r] - ref) <= 1e-5 * mag + 1e-30,
+                          name(dt) << " level " << level << " rows=" << rows << " cols=" << cols << " nt=" << nt
+                                   << " t=" << t << " r=" << r);
+              }
+          }
+        }
+      }
+    }
+  }
+}
