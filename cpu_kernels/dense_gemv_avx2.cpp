@@ -46,33 +46,36 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
+// R rows from r, N tokens: each 8-wide chunk of every row decoded once, into every token's sum.
+template <DType D, int N, int R>
+void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t ldy) {
+  const int64_t K = w.cols, K8 = K / 8 * 8;
+  constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
+  __m256 acc[R][N] = {};  // value-initialised: all lanes zero
+  const uint8_t* row0 = w.data + r * K * es;
+  for (int64_t j = 0; j < K8; j += 8) {
+    if (j * es % 64 == 0) prefetch_rows<R>(row0 + j * es, K * es);
+    // A row's chunk at a time, x reloaded from L1: 16 ymm registers hold 8 sums but not 8 chunks.
+    for (int i = 0; i < R; ++i) {
+      const __m256 wv = load8<D>(w, r + i, j);
+      for (int t = 0; t < N; ++t) acc[i][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[i][t]);
+    }
+  }
+  for (int t = 0; t < N; ++t)
+    for (int i = 0; i < R; ++i) {
+      float s = hsum(acc[i][t]);
+      for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r + i, j) * x[t * K + j];
+      y[t * ldy + r + i] = s;
+    }
+}
+
 template <DType D, int N>
 void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
   const int64_t K = w.cols, K8 = K / 8 * 8;
-  constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    __m256 acc[4][N] = {};  // value-initialised: all lanes zero
-    const uint8_t* row0 = w.data + r * K * es;
-    for (int64_t j = 0; j < K8; j += 8) {
-      if (j * es % 64 == 0) prefetch_rows4(row0 + j * es, K * es);
-      const __m256 w0 = load8<D>(w, r, j), w1 = load8<D>(w, r + 1, j), w2 = load8<D>(w, r + 2, j),
-                   w3 = load8<D>(w, r + 3, j);
-      for (int t = 0; t < N; ++t) {
-        const __m256 xv = _mm256_loadu_ps(x + t * K + j);
-        acc[0][t] = _mm256_fmadd_ps(w0, xv, acc[0][t]);
-        acc[1][t] = _mm256_fmadd_ps(w1, xv, acc[1][t]);
-        acc[2][t] = _mm256_fmadd_ps(w2, xv, acc[2][t]);
-        acc[3][t] = _mm256_fmadd_ps(w3, xv, acc[3][t]);
-      }
-    }
-    for (int t = 0; t < N; ++t)
-      for (int i = 0; i < 4; ++i) {
-        float s = hsum(acc[i][t]);
-        for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r + i, j) * x[t * K + j];
-        y[t * ldy + r + i] = s;
-      }
-  }
+  if constexpr (N == 1)  // one token: 8 rows' streams at once
+    for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
+  for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
   for (; r < r1; ++r) {
     __m256 acc[N] = {};
     for (int64_t j = 0; j < K8; j += 8) {
@@ -121,7 +124,7 @@ void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, flo
       __m256 part[4][N] = {};
       const int64_t je = std::min(K8, jb + B);
       for (int64_t j = jb; j < je; j += 8) {
-        if (j % 64 == 0) prefetch_rows4(row0 + j, K);
+        if (j % 64 == 0) prefetch_rows<4>(row0 + j, K);
         const __m256 w0 = fp8_unscaled(row0 + j), w1 = fp8_unscaled(row0 + K + j), w2 = fp8_unscaled(row0 + 2 * K + j),
                      w3 = fp8_unscaled(row0 + 3 * K + j);
         for (int t = 0; t < N; ++t) {

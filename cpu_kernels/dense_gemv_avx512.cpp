@@ -43,35 +43,42 @@ inline __m512 load16(const WeightView& w, int64_t r, int64_t j) {
   }
 }
 
-template <DType D, int N>
-void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+// R rows from r, N tokens: each 16-wide chunk of every row decoded once, into every token's sum.
+template <DType D, int N, int R>
+void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t ldy) {
   const int64_t K = w.cols, K16 = K / 16 * 16;
   constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    __m512 acc[4][N] = {};  // value-initialised: all lanes zero
-    const auto step = [&](int64_t j, __mmask16 m, __m512 w0, __m512 w1, __m512 w2, __m512 w3) {
-      for (int t = 0; t < N; ++t) {
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + j);
-        acc[0][t] = _mm512_fmadd_ps(w0, xv, acc[0][t]);
-        acc[1][t] = _mm512_fmadd_ps(w1, xv, acc[1][t]);
-        acc[2][t] = _mm512_fmadd_ps(w2, xv, acc[2][t]);
-        acc[3][t] = _mm512_fmadd_ps(w3, xv, acc[3][t]);
-      }
-    };
-    const uint8_t* row0 = w.data + r * K * es;
-    for (int64_t j = 0; j < K16; j += 16) {
-      if (j * es % 64 == 0) prefetch_rows4(row0 + j * es, K * es);
-      step(j, 0xffff, load16<D>(w, r, j), load16<D>(w, r + 1, j), load16<D>(w, r + 2, j), load16<D>(w, r + 3, j));
+  __m512 acc[R][N] = {};  // value-initialised: all lanes zero
+  const auto step = [&](int64_t j, __mmask16 m, const __m512 (&wv)[R]) {
+    for (int t = 0; t < N; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + j);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
     }
-    if (K16 < K) {
-      const __mmask16 m = __mmask16((1u << (K - K16)) - 1);
-      step(K16, m, load16<D>(w, r, K16, m), load16<D>(w, r + 1, K16, m), load16<D>(w, r + 2, K16, m),
-           load16<D>(w, r + 3, K16, m));
-    }
-    for (int t = 0; t < N; ++t)
-      for (int i = 0; i < 4; ++i) y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+  };
+  const uint8_t* row0 = w.data + r * K * es;
+  for (int64_t j = 0; j < K16; j += 16) {
+    if (j * es % 64 == 0) prefetch_rows<R>(row0 + j * es, K * es);
+    __m512 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = load16<D>(w, r + i, j);
+    step(j, 0xffff, wv);
   }
+  if (K16 < K) {
+    const __mmask16 m = __mmask16((1u << (K - K16)) - 1);
+    __m512 wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = load16<D>(w, r + i, K16, m);
+    step(K16, m, wv);
+  }
+  for (int t = 0; t < N; ++t)
+    for (int i = 0; i < R; ++i) y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+template <DType D, int N>
+void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
+  const int64_t K = w.cols;
+  int64_t r = r0;
+  if constexpr (N == 1)  // one token: 8 rows' streams at once (the registers allow it)
+    for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
+  for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
   for (; r < r1; ++r) {
     __m512 acc[N] = {};
     for (int64_t j = 0; j < K; j += 16) {
@@ -109,7 +116,7 @@ void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, flo
       __m512 part[4][N] = {};
       const int64_t je = std::min(K, jb + B);
       for (int64_t j = jb; j < je; j += 16) {
-        if (j % 64 == 0) prefetch_rows4(row0 + j, K);
+        if (j % 64 == 0) prefetch_rows<4>(row0 + j, K);
         const __mmask16 m = je - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (je - j)) - 1);
         const __m512 w0 = fp8_unscaled(row0 + j, m), w1 = fp8_unscaled(row0 + K + j, m),
                      w2 = fp8_unscaled(row0 + 2 * K + j, m), w3 = fp8_unscaled(row0 + 3 * K + j, m);
