@@ -7,6 +7,8 @@
 #include <omp.h>
 #include <limits>
 #include <random>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "cpu_kernels/ops.h"
@@ -178,6 +180,35 @@ TEST_CASE("F16 and BF16 decode of all 65536 codes", "[kernels][matmul]") {
   }
 }
 
+namespace {
+
+// x: nt tokens of w's cols; a standard normal per value, from seed.
+std::vector<float> random_tokens(int64_t nt, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(nt * cols);
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// y [nt][rows] against the double-precision product of w's exact values with x, to fp32 rounding
+// of the sum of |terms|; `what` names the case.
+void require_reference_product(const TestWeight& w, const std::vector<float>& x, int64_t nt, const std::vector<float>& y,
+                               const std::string& what) {
+  const int64_t rows = w.view.rows, cols = w.view.cols;
+  for (int64_t t = 0; t < nt; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = 0, mag = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += w.value[r * cols + c] * x[t * cols + c];
+        mag += std::abs(w.value[r * cols + c] * x[t * cols + c]);
+      }
+      REQUIRE_Q(std::abs(y[t * rows + r] - ref) <= 1e-5 * mag + 1e-30, what << " t=" << t << " r=" << r);
+    }
+}
+
+}  // namespace
+
 TEST_CASE("matmul matches a double reference for every dtype and odd shapes", "[kernels][matmul]") {
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3}) {
     for (int64_t block : {128, 16}) {
@@ -186,23 +217,12 @@ TEST_CASE("matmul matches a double reference for every dtype and odd shapes", "[
         for (int64_t cols : {1, 5, 130, 257}) {
           const auto w = make_weight(dt, rows, cols, block, 7 + rows * 31 + cols);
           for (int64_t nt : {1, 2, 7}) {
-            std::mt19937_64 rng(rows + cols + nt);
-            std::normal_distribution<float> nd(0.0f, 1.0f);
-            std::vector<float> x(nt * cols);
-            for (auto& v : x) v = nd(rng);
+            const std::vector<float> x = random_tokens(nt, cols, rows + cols + nt);
             std::vector<float> y(nt * rows, -1.0f);
             matmul(w.view, x.data(), nt, y.data());
-            for (int64_t t = 0; t < nt; ++t)
-              for (int64_t r = 0; r < rows; ++r) {
-                double ref = 0, mag = 0;
-                for (int64_t c = 0; c < cols; ++c) {
-                  ref += w.value[r * cols + c] * x[t * cols + c];
-                  mag += std::abs(w.value[r * cols + c] * x[t * cols + c]);
-                }
-                REQUIRE_Q(std::abs(y[t * rows + r] - ref) <= 1e-5 * mag + 1e-30,
-                          name(dt) << " block=" << block << " rows=" << rows << " cols=" << cols
-                              << " nt=" << nt << " t=" << t << " r=" << r);
-              }
+            std::ostringstream what;
+            what << name(dt) << " block=" << block << " rows=" << rows << " cols=" << cols << " nt=" << nt;
+            require_reference_product(w, x, nt, y, what.str());
           }
         }
       }
@@ -214,21 +234,10 @@ TEST_CASE("matmul at model-like sizes (threaded path, long rows)", "[kernels][ma
   for (DType dt : {DType::BF16, DType::F8_E4M3}) {
     const int64_t rows = 576, cols = 2048 + 64, nt = 3;  // 5 row tiles (last partial), 17 col tiles
     const auto w = make_weight(dt, rows, cols, 128, 99);
-    std::mt19937_64 rng(5);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<float> x(nt * cols);
-    for (auto& v : x) v = nd(rng);
+    const std::vector<float> x = random_tokens(nt, cols, 5);
     std::vector<float> y(nt * rows);
     matmul(w.view, x.data(), nt, y.data());
-    for (int64_t t = 0; t < nt; ++t)
-      for (int64_t r = 0; r < rows; ++r) {
-        double ref = 0, mag = 0;
-        for (int64_t c = 0; c < cols; ++c) {
-          ref += w.value[r * cols + c] * x[t * cols + c];
-          mag += std::abs(w.value[r * cols + c] * x[t * cols + c]);
-        }
-        REQUIRE(std::abs(y[t * rows + r] - ref) <= 1e-5 * mag);
-      }
+    require_reference_product(w, x, nt, y, name(dt));
     // Each token's result equals a single-token call (no cross-token interference).
     std::vector<float> y1(rows);
     matmul(w.view, x.data() + 2 * cols, 1, y1.data());
@@ -349,24 +358,13 @@ TEST_CASE("dense decode GEMV matches a double reference at every ISA level, whol
         const int64_t block = dt == DType::F8_E4M3 ? 16 : 128;
         const auto w = make_weight(dt, rows, cols, block, 11 + rows * 7 + cols);
         for (int64_t nt = 1; nt <= cpu::kGemvMaxTokens; ++nt) {
-          std::mt19937_64 rng(rows * 3 + cols + nt);
-          std::normal_distribution<float> nd(0.0f, 1.0f);
-          std::vector<float> x(nt * cols);
-          for (auto& v : x) v = nd(rng);
+          const std::vector<float> x = random_tokens(nt, cols, rows * 3 + cols + nt);
           for (int level = 1; level <= top; ++level) {
             std::vector<float> y(nt * rows, -1.0f);
             REQUIRE(cpu::dense_gemv(w.view, x.data(), nt, y.data(), level));
-            for (int64_t t = 0; t < nt; ++t)
-              for (int64_t r = 0; r < rows; ++r) {
-                double ref = 0, mag = 0;
-                for (int64_t c = 0; c < cols; ++c) {
-                  ref += w.value[r * cols + c] * x[t * cols + c];
-                  mag += std::abs(w.value[r * cols + c] * x[t * cols + c]);
-                }
-                REQUIRE_Q(std::abs(y[t * rows + r] - ref) <= 1e-5 * mag + 1e-30,
-                          name(dt) << " level " << level << " rows=" << rows << " cols=" << cols << " nt=" << nt
-                                   << " t=" << t << " r=" << r);
-              }
+            std::ostringstream what;
+            what << name(dt) << " level " << level << " rows=" << rows << " cols=" << cols << " nt=" << nt;
+            require_reference_product(w, x, nt, y, what.str());
           }
         }
       }
