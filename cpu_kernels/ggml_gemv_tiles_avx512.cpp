@@ -115,10 +115,13 @@ template <int NT>
 void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, TileStream pf) {
   const __m512i low3 = _mm512_set1_epi8(0x07), high3 = _mm512_set1_epi8(0x70), low4 = _mm512_set1_epi8(0x0F),
                 low6 = _mm512_set1_epi8(0x3F), bias = _mm512_set1_epi8(32),
-                sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33), low16 = _mm512_set1_epi32(0xFFFF);
+                sel11 = _mm512_set1_epi8(0x11), sel33 = _mm512_set1_epi8(0x33);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  alignas(64) int8_t sc8[4][64];  // [2k + e][16c + r]: the scale of group 8k + 2c + e, row r
+  // The int8 scales of each pair of groups (8k + 2c, 8k + 2c + 1) as byte pairs per row: rows 0-7
+  // in lane c of pair_lo[k], rows 8-15 in lane c of pair_hi[k], so one widening gives a pair's
+  // scales as the int16 pair (s_A, s_B) in each row's lane.
+  alignas(64) int8_t pair_lo[2][64], pair_hi[2][64];
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* tb = tile + b * Q3KTile::bytes;
     for (int64_t o = 0; o < Q3KTile::codes; o += 64) tile_prefetch_line(tb + o, pf);  // d, scales
@@ -128,8 +131,12 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, T
       // Group 8k + 2c + e's bit pair is at bits 4k + 2e of the high byte: each to bits 4-5.
       const __m512i lo[4] = {z0, _mm512_srli_epi16(z0, 4), z1, _mm512_srli_epi16(z1, 4)};
       const __m512i hp[4] = {_mm512_slli_epi16(hi, 4), _mm512_slli_epi16(hi, 2), hi, _mm512_srli_epi16(hi, 2)};
-      for (int v = 0; v < 4; ++v)
-        _mm512_store_si512(sc8[v], _mm512_sub_epi8(_mm512_and_si512(bitselect(low4, lo[v], hp[v]), low6), bias));
+      __m512i sc[4];  // [2k + e], byte 16c + r: the scale of group 8k + 2c + e, row r
+      for (int v = 0; v < 4; ++v) sc[v] = _mm512_sub_epi8(_mm512_and_si512(bitselect(low4, lo[v], hp[v]), low6), bias);
+      for (int k = 0; k < 2; ++k) {
+        _mm512_store_si512(pair_lo[k], _mm512_unpacklo_epi8(sc[2 * k], sc[2 * k + 1]));
+        _mm512_store_si512(pair_hi[k], _mm512_unpackhi_epi8(sc[2 * k], sc[2 * k + 1]));
+      }
     }
     // isum: the groups' sums of stored codes times their scales; osum: the scales times the
     // activation codes' sums, 4 x which the offset of the stored codes (q + 4) takes off at the end.
@@ -147,13 +154,13 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, T
                              _mm512_and_si512(u, low3)};
       const __m512i qb[4] = {_mm512_and_si512(l0, high3), _mm512_and_si512(l1, high3), _mm512_and_si512(l2, high3),
                              _mm512_and_si512(u, high3)};
-      // Scales as int16 in lanes with a zero high word, so one vpdpwssd applies each: a group's sum
-      // of stored codes fits in int16 (16 x 7 x 127 < 2^15; group B's once its 16 x is shifted off).
+      // The pair's scales as int16 pairs (s_A, s_B) per row; its two sums of stored codes packed
+      // the same way, so one vpdpwssd scales both. Each sum fits in int16 (16 x 7 x 127 < 2^15);
+      // group B's is 16 x with its low 4 bits zero, so a shift by 12 puts it in the high word.
       const int k = p / 4, cc = p % 4;
-      const __m512i sa = _mm512_and_si512(
-          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k] + 16 * cc))), low16);
-      const __m512i sb = _mm512_and_si512(
-          _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc8[2 * k + 1] + 16 * cc))), low16);
+      const __m512i sab = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(pair_lo[k] + 16 * cc))),
+          _mm_load_si128(reinterpret_cast<const __m128i*>(pair_hi[k] + 16 * cc)), 1));
       for (int t = 0; t < NT; ++t) {
         const int8_t* xq = a[t].q + 256 * b + 32 * p;
         __m512i ga = _mm512_setzero_si512(), gb = _mm512_setzero_si512();
@@ -161,11 +168,10 @@ void tile_q3k(const uint8_t* tile, const Q8Act* a, int64_t blocks, float* out, T
           ga = _mm512_dpbusd_epi32(ga, qa[q], bcast4(xq + 4 * q));
           gb = _mm512_dpbusd_epi32(gb, qb[q], bcast4(xq + 16 + 4 * q));
         }
-        isum[t] = _mm512_dpwssd_epi32(isum[t], ga, sa);
-        isum[t] = _mm512_dpwssd_epi32(isum[t], _mm512_srai_epi32(gb, 4), sb);  // gb is 16 x, exactly
-        // Each scale by its group's activation sum.
-        osum[t] = _mm512_dpwssd_epi32(osum[t], sa, bcast4(a[t].bsum_w + 16 * b + 2 * p));
-        osum[t] = _mm512_dpwssd_epi32(osum[t], sb, bcast4(a[t].bsum_w + 16 * b + 2 * p + 1));
+        const __m512i gab = _mm512_mask_blend_epi16(__mmask32(0xAAAAAAAA), ga, _mm512_slli_epi32(gb, 12));
+        isum[t] = _mm512_dpwssd_epi32(isum[t], gab, sab);
+        // The scales by their groups' activation sums, the two int16 sums adjacent in bsum.
+        osum[t] = _mm512_dpwssd_epi32(osum[t], sab, bcast4(a[t].bsum + 16 * b + 2 * p));
       }
     }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(tb + Q3KTile::d)));
