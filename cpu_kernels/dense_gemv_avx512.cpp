@@ -37,7 +37,8 @@ inline __m512 load16(const WeightView& w, int64_t r, int64_t j) {
   if constexpr (D == DType::F32) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(w.data) + r * w.cols + j);
   } else {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j));
+    const auto* p = reinterpret_cast<const uint16_t*>(w.data) + r * w.cols + j;
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     if constexpr (D == DType::BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     else return _mm512_cvtph_ps(h);
   }
@@ -93,7 +94,8 @@ void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* 
 // FP8 e4m3 codes as fp32 * 2^-8: the byte moved to the top of a 16-bit lane and shifted back
 // one arithmetic step gives s,s,eeee,mmm; clearing the second bit leaves the fp16 s,0eeee,mmm.
 inline __m512 fp8_unscaled(const uint8_t* p, __mmask16 m) {
-  const __m256i v = _mm256_cvtepu8_epi16(m == 0xffff ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)) : _mm_maskz_loadu_epi8(m, p));
+  const __m128i b = m == 0xffff ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)) : _mm_maskz_loadu_epi8(m, p);
+  const __m256i v = _mm256_cvtepu8_epi16(b);
   const __m256i h = _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 1), _mm256_set1_epi16(int16_t(0xBFFF)));
   return _mm512_cvtph_ps(h);
 }
