@@ -71,23 +71,11 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
 
 template <DType D, int N>
 void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
-  const int64_t K = w.cols, K8 = K / 8 * 8;
   int64_t r = r0;
   if constexpr (N == 1)  // one token: 8 rows' streams at once
     for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
   for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
-  for (; r < r1; ++r) {
-    __m256 acc[N] = {};
-    for (int64_t j = 0; j < K8; j += 8) {
-      const __m256 wv = load8<D>(w, r, j);
-      for (int t = 0; t < N; ++t) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[t]);
-    }
-    for (int t = 0; t < N; ++t) {
-      float s = hsum(acc[t]);
-      for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r, j) * x[t * K + j];
-      y[t * ldy + r] = s;
-    }
-  }
+  for (; r < r1; ++r) row_group<D, N, 1>(w, r, x, y, ldy);
 }
 
 // FP8 e4m3 codes as fp32 * 2^-8 (as in the AVX-512 file: shift left 8, arithmetic right 1, clear

@@ -75,20 +75,11 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
 
 template <DType D, int N>
 void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
-  const int64_t K = w.cols;
   int64_t r = r0;
   if constexpr (N == 1)  // one token: 8 rows' streams at once (the registers allow it)
     for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
   for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
-  for (; r < r1; ++r) {
-    __m512 acc[N] = {};
-    for (int64_t j = 0; j < K; j += 16) {
-      const __mmask16 m = K - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - j)) - 1);
-      const __m512 wv = load16<D>(w, r, j, m);
-      for (int t = 0; t < N; ++t) acc[t] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + t * K + j), acc[t]);
-    }
-    for (int t = 0; t < N; ++t) y[t * ldy + r] = _mm512_reduce_add_ps(acc[t]);
-  }
+  for (; r < r1; ++r) row_group<D, N, 1>(w, r, x, y, ldy);
 }
 
 // FP8 e4m3 codes as fp32 * 2^-8: the byte moved to the top of a 16-bit lane and shifted back
