@@ -81,9 +81,12 @@ void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32
   if (type == uint32_t(GgmlType::F32) || type == uint32_t(GgmlType::F16) || type == uint32_t(GgmlType::BF16)) {
     for (int64_t i = 0; i < blocks; ++i) {
       const float v = nd(rng);
-      if (type == uint32_t(GgmlType::F32)) std::memcpy(dst + 4 * i, &v, 4);
-      const uint16_t h = type == uint32_t(GgmlType::F16) ? f32_to_f16(v) : f32_to_bf16(v);
-      if (type != uint32_t(GgmlType::F32)) std::memcpy(dst + 2 * i, &h, 2);
+      if (type == uint32_t(GgmlType::F32)) {
+        std::memcpy(dst + 4 * i, &v, 4);
+      } else {
+        const uint16_t h = type == uint32_t(GgmlType::F16) ? f32_to_f16(v) : f32_to_bf16(v);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
     }
     return;
   }
