@@ -27,19 +27,25 @@ bool dense_rows_decodable(const WeightView& w);
 bool dense_decode_rows(const WeightView& w, int64_t r0, int64_t n, float* out, int isa_level);
 
 namespace gemv_detail {
-// The row kernels read 4 rows at a time (8 for one token), as many streams a row's length apart:
-// on the Zen 4 VM a plain read loop over 4 rows in lockstep reads 22-24 GB/s a core, over 8 24-26,
-// over one 27. Each stream's line this many bytes ahead is prefetched to L2 as the kernel enters
-// a line. There, one thread from RAM, the hardware prefetchers alone read 0.58-0.70 of the
-// bandwidth for F16 and BF16 and 0.78-0.87 for F32; with this (and plain loads for whole chunks
-// at AVX-512) 0.65-0.77 and 0.80-0.89, FP8 1.3x (compute-bound there: 12-16 GB/s a core in
-// cache); 8 rows for one token another 1.07-1.14x. 64-256 KB ahead read the same, 2-16 KB to L1
-// on top nothing (docs/benchmarks.md, eighth session). Past a row's end the stream runs on into
-// the rows the kernel reads next: no bound.
+// F32 rows are read 4 at a time (8 for one token), as many streams a row's length apart: on the
+// Zen 4 VM a plain read loop over 4 rows in lockstep reads 22-24 GB/s a core, over 8 24-26, over
+// one 27. Each stream's line this many bytes ahead is prefetched to L2 as the kernel enters a
+// line. There, one thread from RAM, the hardware prefetchers alone read 0.78-0.87 of the
+// bandwidth for F32, with this (and plain loads for whole chunks at AVX-512) 0.80-0.89, FP8 1.3x
+// (compute-bound there: 12-16 GB/s a core in cache); 8 rows for one token another 1.07-1.14x.
+// 64-256 KB ahead read the same (docs/benchmarks.md, eighth session). F16 and BF16 read 2 rows at
+// a time with 8-wide conversions, and fetch each line to L1 too, kDenseRowPrefetchL1 ahead: one
+// token 0.84-0.95 of the bandwidth at one thread and at two, where 8 rows with 16-wide
+// conversions read 0.66-0.77 (ninth session). Past a row's end the streams run on into the rows
+// the kernel reads next: no bound.
 inline constexpr int64_t kDenseRowPrefetch = 32768;
-template <int R>
+inline constexpr int64_t kDenseRowPrefetchL1 = 1024;
+template <int R, bool ToL1 = false>
 [[gnu::always_inline]] inline void prefetch_rows(const uint8_t* p, int64_t row_bytes) {
-  for (int i = 0; i < R; ++i) __builtin_prefetch(p + i * row_bytes + kDenseRowPrefetch, 0, 2);
+  for (int i = 0; i < R; ++i) {
+    __builtin_prefetch(p + i * row_bytes + kDenseRowPrefetch, 0, 2);
+    if constexpr (ToL1) __builtin_prefetch(p + i * row_bytes + kDenseRowPrefetchL1, 0, 3);
+  }
 }
 // Rows [r0, r1) of w for n tokens (n <= kGemvMaxTokens): y[t * ldy + r] for r in [r0, r1).
 using RowsFn = void (*)(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy);

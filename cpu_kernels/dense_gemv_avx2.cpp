@@ -1,6 +1,7 @@
 // AVX2 dense GEMV rows (compiled with -mavx2 -mfma -mf16c; entered only after the CPU check).
-// The AVX-512 file's scheme at 8 lanes: four rows at a time, each 8-wide column chunk decoded
-// once for every token; the last cols % 8 columns in scalar code.
+// A group of rows at a time (F32: 4, or 8 for one token; F16, BF16: 2), each 8-wide column chunk
+// decoded once for every token; the last cols % 8 columns in scalar code. The AVX-512 level runs
+// these for F16 and BF16 with one or two tokens (dense_gemv_avx512.cpp).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -47,24 +48,35 @@ inline float hsum(__m256 v) {
 }
 
 // R rows from r, N tokens: each 8-wide chunk of every row decoded once, into every token's sum.
+// 16-bit types, one token: C = 2 chunks a step into two sums per row, so that a 2-row group still
+// keeps four FMA chains in flight.
 template <DType D, int N, int R>
 void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t ldy) {
-  const int64_t K = w.cols, K8 = K / 8 * 8;
+  constexpr bool narrow = D != DType::F32;
+  constexpr int C = narrow && N == 1 ? 2 : 1;
+  const int64_t K = w.cols, K8 = K / 8 * 8, KC = K / (8 * C) * (8 * C);
   constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
-  __m256 acc[R][N] = {};  // value-initialised: all lanes zero
+  __m256 acc[R][N][C] = {};  // value-initialised: all lanes zero
   const uint8_t* row0 = w.data + r * K * es;
-  for (int64_t j = 0; j < K8; j += 8) {
-    if (j * es % 64 == 0) prefetch_rows<R>(row0 + j * es, K * es);
+  const auto step = [&](int64_t j, int c) {
     // A row's chunk at a time, x reloaded from L1: 16 ymm registers hold 8 sums but not 8 chunks.
     for (int i = 0; i < R; ++i) {
       const __m256 wv = load8<D>(w, r + i, j);
-      for (int t = 0; t < N; ++t) acc[i][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[i][t]);
+      for (int t = 0; t < N; ++t) acc[i][t][c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[i][t][c]);
     }
+  };
+  int64_t j = 0;
+  for (; j < KC; j += 8 * C) {
+    if (j * es % 64 == 0) prefetch_rows<R, narrow>(row0 + j * es, K * es);
+    for (int c = 0; c < C; ++c) step(j + 8 * c, c);
   }
+  for (; j < K8; j += 8) step(j, 0);
   for (int t = 0; t < N; ++t)
     for (int i = 0; i < R; ++i) {
-      float s = hsum(acc[i][t]);
-      for (int64_t j = K8; j < K; ++j) s += load1<D>(w, r + i, j) * x[t * K + j];
+      __m256 sum = acc[i][t][0];
+      for (int c = 1; c < C; ++c) sum = _mm256_add_ps(sum, acc[i][t][c]);
+      float s = hsum(sum);
+      for (int64_t jj = K8; jj < K; ++jj) s += load1<D>(w, r + i, jj) * x[t * K + jj];
       y[t * ldy + r + i] = s;
     }
 }
@@ -72,9 +84,13 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
 template <DType D, int N>
 void rows_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, float* y, int64_t ldy) {
   int64_t r = r0;
-  if constexpr (N == 1)  // one token: 8 rows' streams at once
-    for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
-  for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
+  if constexpr (D == DType::F32) {
+    if constexpr (N == 1)  // one token: 8 rows' streams at once
+      for (; r + 8 <= r1; r += 8) row_group<D, N, 8>(w, r, x, y, ldy);
+    for (; r + 4 <= r1; r += 4) row_group<D, N, 4>(w, r, x, y, ldy);
+  } else {
+    for (; r + 2 <= r1; r += 2) row_group<D, N, 2>(w, r, x, y, ldy);
+  }
   for (; r < r1; ++r) row_group<D, N, 1>(w, r, x, y, ldy);
 }
 

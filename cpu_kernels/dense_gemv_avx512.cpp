@@ -154,6 +154,18 @@ void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n
       case 3: return rows_fp8_n<3>(w, r0, r1, x, y, ldy);
       default: return rows_fp8_n<4>(w, r0, r1, x, y, ldy);
     }
+  } else if constexpr (D != DType::F32) {
+    // F16 and BF16 for one or two tokens run the AVX2 rows: there the weight stream is the limit,
+    // and 8-wide conversions (vcvtph2ps, vpmovzxwd on ymm) in 2-row groups read 0.84-0.95 of RAM
+    // bandwidth on the Zen 4 VM, where these 16-wide ones in 8-row groups read 0.66-0.77. Three
+    // or four tokens are bound by FMA throughput, which 16 lanes raise on CPUs with full-width
+    // units (docs/benchmarks.md, ninth session).
+    switch (n) {
+      case 1:
+      case 2: return avx2_rows(D)(w, r0, r1, x, n, y, ldy);
+      case 3: return rows_n<D, 3>(w, r0, r1, x, y, ldy);
+      default: return rows_n<D, 4>(w, r0, r1, x, y, ldy);
+    }
   } else {
     switch (n) {
       case 1: return rows_n<D, 1>(w, r0, r1, x, y, ldy);

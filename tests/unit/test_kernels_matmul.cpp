@@ -353,8 +353,8 @@ TEST_CASE("dense_decode_rows is exact for every dtype and ISA", "[kernels][matmu
 TEST_CASE("dense decode GEMV matches a double reference at every ISA level, whole and partial chunks", "[kernels][matmul]") {
   const int top = cpu::expert_detail::cpu_isa_level();
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3}) {
-    for (int64_t cols : {16, 64, 131, 263, 1024}) {  // multiples of the 16- and 8-wide chunks, and tails
-      for (int64_t rows : {4, 37}) {  // whole 4-row groups, and a remainder
+    for (int64_t cols : {16, 40, 64, 131, 137, 263, 1024}) {  // multiples of the 16- and 8-wide chunks, and tails
+      for (int64_t rows : {4, 37}) {  // whole 2-, 4- and 8-row groups, and a remainder
         const int64_t block = dt == DType::F8_E4M3 ? 16 : 128;
         const auto w = make_weight(dt, rows, cols, block, 11 + rows * 7 + cols);
         for (int64_t nt = 1; nt <= cpu::kGemvMaxTokens; ++nt) {
