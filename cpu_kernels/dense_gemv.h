@@ -36,17 +36,42 @@ namespace gemv_detail {
 // 64-256 KB ahead read the same (docs/benchmarks.md, eighth session). F16 and BF16 read 2 rows at
 // a time with 8-wide conversions, and fetch each line to L1 too, kDenseRowPrefetchL1 ahead: one
 // token 0.84-0.95 of the bandwidth at one thread and at two, where 8 rows with 16-wide
-// conversions read 0.66-0.77 (ninth session). Past a row's end the streams run on into the rows
-// the kernel reads next: no bound.
+// conversions read 0.66-0.77 (ninth session). Past a row's end a stream runs on into the row
+// its slot reads in the next group (RowPrefetch): no bound at the matrix's end.
 inline constexpr int64_t kDenseRowPrefetch = 32768;
 inline constexpr int64_t kDenseRowPrefetchL1 = 1024;
+// The prefetches of a group of R rows read side by side. Row i's stream runs on into row i + R
+// (the next group's), not row i + 1, which the group is reading already: a distance that passes
+// the row's end skips the group's other rows (with 32 KB straight ahead, 32 KB BF16 rows read 16
+// GB/s against 24).
 template <int R, bool ToL1 = false>
-[[gnu::always_inline]] inline void prefetch_rows(const uint8_t* p, int64_t row_bytes) {
-  for (int i = 0; i < R; ++i) {
-    __builtin_prefetch(p + i * row_bytes + kDenseRowPrefetch, 0, 2);
-    if constexpr (ToL1) __builtin_prefetch(p + i * row_bytes + kDenseRowPrefetchL1, 0, 3);
+class RowPrefetch {
+ public:
+  explicit RowPrefetch(int64_t row_bytes) : row_bytes_(row_bytes), l2_(row_bytes, kDenseRowPrefetch), l1_(row_bytes, kDenseRowPrefetchL1) {}
+  // p: the group's first row at byte `at` of the row.
+  [[gnu::always_inline]] void operator()(const uint8_t* p, int64_t at) const {
+    const int64_t o2 = l2_.offset(at), o1 = l1_.offset(at);
+    for (int i = 0; i < R; ++i) {
+      __builtin_prefetch(p + i * row_bytes_ + o2, 0, 2);
+      if constexpr (ToL1) __builtin_prefetch(p + i * row_bytes_ + o1, 0, 3);
+    }
   }
-}
+
+ // The offset from byte `at` of a row to `distance` bytes further along its stream: q whole
+  // rows of the stream and a part, q or q + 1 of them by `at` (no division per line).
+  struct Ahead {
+    int64_t split, near, far;
+    Ahead(int64_t row_bytes, int64_t distance)
+        : split((distance / row_bytes + 1) * row_bytes - distance),
+          near(distance + distance / row_bytes * (R - 1) * row_bytes),
+          far(near + (R - 1) * row_bytes) {}
+    int64_t offset(int64_t at) const { return at < split ? near : far; }
+  };
+
+ private:
+  int64_t row_bytes_;
+  Ahead l2_, l1_;
+};
 // Rows [r0, r1) of w for n tokens (n <= kGemvMaxTokens): y[t * ldy + r] for r in [r0, r1).
 using RowsFn = void (*)(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n, float* y, int64_t ldy);
 RowsFn avx512_rows(DType dt);  // null where the dtype has no kernel

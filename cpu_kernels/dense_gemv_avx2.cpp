@@ -58,6 +58,7 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
   constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
   __m256 acc[R][N][C] = {};  // value-initialised: all lanes zero
   const uint8_t* row0 = w.data + r * K * es;
+  const RowPrefetch<R, narrow> prefetch(K * es);
   const auto step = [&](int64_t j, int c) {
     // A row's chunk at a time, x reloaded from L1: 16 ymm registers hold 8 sums but not 8 chunks.
     for (int i = 0; i < R; ++i) {
@@ -67,7 +68,7 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
   };
   int64_t j = 0;
   for (; j < KC; j += 8 * C) {
-    if (j * es % 64 == 0) prefetch_rows<R, narrow>(row0 + j * es, K * es);
+    if (j * es % 64 == 0) prefetch(row0 + j * es, j * es);
     for (int c = 0; c < C; ++c) step(j + 8 * c, c);
   }
   for (; j < K8; j += 8) step(j, 0);
@@ -124,11 +125,12 @@ void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, flo
   for (; r + 4 <= r1; r += 4) {
     __m256 acc[4][N] = {};
     const uint8_t* row0 = w.data + r * K;
+    const RowPrefetch<4> prefetch(K);
     for (int64_t jb = 0; jb < K8; jb += B) {
       __m256 part[4][N] = {};
       const int64_t je = std::min(K8, jb + B);
       for (int64_t j = jb; j < je; j += 8) {
-        if (j % 64 == 0) prefetch_rows<4>(row0 + j, K);
+        if (j % 64 == 0) prefetch(row0 + j, j);
         const __m256 w0 = fp8_unscaled(row0 + j), w1 = fp8_unscaled(row0 + K + j), w2 = fp8_unscaled(row0 + 2 * K + j),
                      w3 = fp8_unscaled(row0 + 3 * K + j);
         for (int t = 0; t < N; ++t) {

@@ -57,8 +57,9 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
     }
   };
   const uint8_t* row0 = w.data + r * K * es;
+  const RowPrefetch<R> prefetch(K * es);
   for (int64_t j = 0; j < K16; j += 16) {
-    if (j * es % 64 == 0) prefetch_rows<R>(row0 + j * es, K * es);
+    if (j * es % 64 == 0) prefetch(row0 + j * es, j * es);
     __m512 wv[R];
     for (int i = 0; i < R; ++i) wv[i] = load16<D>(w, r + i, j);
     step(j, 0xffff, wv);
@@ -105,11 +106,12 @@ void rows_fp8_n(const WeightView& w, int64_t r0, int64_t r1, const float* x, flo
   for (; r + 4 <= r1; r += 4) {
     __m512 acc[4][N] = {};
     const uint8_t* row0 = w.data + r * K;
+    const RowPrefetch<4> prefetch(K);
     for (int64_t jb = 0; jb < K; jb += B) {
       __m512 part[4][N] = {};
       const int64_t je = std::min(K, jb + B);
       for (int64_t j = jb; j < je; j += 16) {
-        if (j % 64 == 0) prefetch_rows<4>(row0 + j, K);
+        if (j % 64 == 0) prefetch(row0 + j, j);
         const __mmask16 m = je - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (je - j)) - 1);
         const __m512 w0 = fp8_unscaled(row0 + j, m), w1 = fp8_unscaled(row0 + K + j, m),
                      w2 = fp8_unscaled(row0 + 2 * K + j, m), w3 = fp8_unscaled(row0 + 3 * K + j, m);

@@ -350,6 +350,28 @@ TEST_CASE("dense_decode_rows is exact for every dtype and ISA", "[kernels][matmu
   CHECK_FALSE(dense_decode_rows(w.view, 2, 3, out.data(), 1));
 }
 
+// A prefetch distance along a row's stream, which runs on into the row its slot reads in the next
+// group of R: checked against the stream position by division.
+template <int R>
+void check_row_stream_ahead() {
+  for (int64_t row_bytes : {64, 1000, 14336, 32768, 40000})
+    for (int64_t distance : {1024, 32768}) {
+      const typename cpu::gemv_detail::RowPrefetch<R>::Ahead ahead(row_bytes, distance);
+      for (int64_t at = 0; at < row_bytes; at += 8) {
+        const int64_t q = (at + distance) / row_bytes, col = (at + distance) % row_bytes;
+        REQUIRE_Q(ahead.offset(at) == q * R * row_bytes + col - at,
+                  "R " << R << " row " << row_bytes << " distance " << distance << " at " << at);
+      }
+    }
+}
+
+TEST_CASE("dense GEMV prefetches follow each row's stream into the next group", "[kernels][matmul]") {
+  check_row_stream_ahead<1>();
+  check_row_stream_ahead<2>();
+  check_row_stream_ahead<4>();
+  check_row_stream_ahead<8>();
+}
+
 TEST_CASE("dense decode GEMV matches a double reference at every ISA level, whole and partial chunks", "[kernels][matmul]") {
   const int top = cpu::expert_detail::cpu_isa_level();
   for (DType dt : {DType::F32, DType::BF16, DType::F16, DType::F8_E4M3}) {
