@@ -56,28 +56,35 @@ void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t
   constexpr int C = narrow && N == 1 ? 2 : 1;
   const int64_t K = w.cols, K8 = K / 8 * 8, KC = K / (8 * C) * (8 * C);
   constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
-  __m256 acc[R][N][C] = {};  // value-initialised: all lanes zero
+  __m256 acc[R][N][C];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t)
+      for (int c = 0; c < C; ++c) acc[i][t][c] = _mm256_setzero_ps();
   const uint8_t* row0 = w.data + r * K * es;
   const RowPrefetch<R, narrow> prefetch(K * es);
-  const auto step = [&](int64_t j, int c) {
-    // A row's chunk at a time, x reloaded from L1: 16 ymm registers hold 8 sums but not 8 chunks.
-    for (int i = 0; i < R; ++i) {
-      const __m256 wv = load8<D>(w, r + i, j);
-      for (int t = 0; t < N; ++t) acc[i][t][c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[i][t][c]);
-    }
-  };
+  // C chunks a step, then single chunks to K8 into the first sums. A row's chunk at a time, x
+  // reloaded from L1: 16 ymm registers hold 8 sums but not 8 chunks. (Written out twice, not as
+  // a lambda over acc: that made GCC 12 keep the sums on the stack.)
   int64_t j = 0;
   for (; j < KC; j += 8 * C) {
     if (j * es % 64 == 0) prefetch(row0 + j * es, j * es);
-    for (int c = 0; c < C; ++c) step(j + 8 * c, c);
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < R; ++i) {
+        const __m256 wv = load8<D>(w, r + i, j + 8 * c);
+        for (int t = 0; t < N; ++t) acc[i][t][c] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j + 8 * c), acc[i][t][c]);
+      }
   }
-  for (; j < K8; j += 8) step(j, 0);
+  for (; j < K8; j += 8)
+    for (int i = 0; i < R; ++i) {
+      const __m256 wv = load8<D>(w, r + i, j);
+      for (int t = 0; t < N; ++t) acc[i][t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * K + j), acc[i][t][0]);
+    }
   for (int t = 0; t < N; ++t)
     for (int i = 0; i < R; ++i) {
       __m256 sum = acc[i][t][0];
       for (int c = 1; c < C; ++c) sum = _mm256_add_ps(sum, acc[i][t][c]);
       float s = hsum(sum);
-      for (int64_t jj = K8; jj < K; ++jj) s += load1<D>(w, r + i, jj) * x[t * K + jj];
+      for (int64_t k = K8; k < K; ++k) s += load1<D>(w, r + i, k) * x[t * K + k];
       y[t * ldy + r + i] = s;
     }
 }

@@ -49,26 +49,30 @@ template <DType D, int N, int R>
 void row_group(const WeightView& w, int64_t r, const float* x, float* y, int64_t ldy) {
   const int64_t K = w.cols, K16 = K / 16 * 16;
   constexpr int64_t es = D == DType::F32 ? 4 : 2;  // bytes per weight
-  __m512 acc[R][N] = {};  // value-initialised: all lanes zero
-  const auto step = [&](int64_t j, __mmask16 m, const __m512 (&wv)[R]) {
-    for (int t = 0; t < N; ++t) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + j);
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
-    }
-  };
+  __m512 acc[R][N];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < N; ++t) acc[i][t] = _mm512_setzero_ps();
   const uint8_t* row0 = w.data + r * K * es;
   const RowPrefetch<R> prefetch(K * es);
+  // Whole chunks, then the masked last one (written out twice, not as a lambda over acc: that
+  // made GCC 12 keep the sums on the stack).
   for (int64_t j = 0; j < K16; j += 16) {
     if (j * es % 64 == 0) prefetch(row0 + j * es, j * es);
     __m512 wv[R];
     for (int i = 0; i < R; ++i) wv[i] = load16<D>(w, r + i, j);
-    step(j, 0xffff, wv);
+    for (int t = 0; t < N; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + t * K + j);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
   }
   if (K16 < K) {
     const __mmask16 m = __mmask16((1u << (K - K16)) - 1);
     __m512 wv[R];
     for (int i = 0; i < R; ++i) wv[i] = load16<D>(w, r + i, K16, m);
-    step(K16, m, wv);
+    for (int t = 0; t < N; ++t) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + K16);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(wv[i], xv, acc[i][t]);
+    }
   }
   for (int t = 0; t < N; ++t)
     for (int i = 0; i < R; ++i) y[t * ldy + r + i] = _mm512_reduce_add_ps(acc[i][t]);
