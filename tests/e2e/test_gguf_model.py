@@ -363,6 +363,13 @@ def main():
     ck.check("generate from a GGUF with the tokenizer it stores", p.returncode == 0 and "tokens/s" in (p.stdout + p.stderr),
              (p.stdout + p.stderr)[-300:])
 
+    # bench decode runs on the threads it is given (it used to take --threads and ignore it).
+    bj = os.path.join(work, "bench-decode.json")
+    p = C.run_cli(exe, ["bench", "decode", "--model", model, "--threads", "1", "-n", "2", "--prompt-tokens", "2", "--json", bj])
+    threads = json.load(open(bj)).get("threads") if p.returncode == 0 and os.path.exists(bj) else None
+    ck.check("bench decode --threads 1 runs on one thread", threads == 1 and "1 threads" in p.stdout,
+             f"json threads {threads}: {(p.stdout + p.stderr)[-400:]}")
+
     # 7. Bad input: one clear error each.
     tq = os.path.join(work, "tq1_0.gguf")
     hf_to_gguf.write_gguf(orig, tq, lambda n, s, l=None: Q.TQ1_0 if "ffn_up_exps" in n else mix(n, s, l))

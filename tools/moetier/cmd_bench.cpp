@@ -323,6 +323,9 @@ int bench_decode(const Args& a, json& out) {
   if (!a.has("model")) return std::fprintf(stderr, "error: bench decode needs --model DIR\n"), 2;
   auto batch = a.get_int("batch", 1, 1, 256);
   if (!batch) return std::fprintf(stderr, "error: %s\n", batch.error().c_str()), 2;
+  auto threads = a.get_int("threads", 0, 0, 4096);
+  if (!threads) return std::fprintf(stderr, "error: %s\n", threads.error().c_str()), 2;
+  if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));  // the decode and the RAM yardstick alike
   const int64_t B = *batch;
   auto engine = open_engine_from_flags(a, *n + *np + 48);
   if (!engine) return std::fprintf(stderr, "error: %s\n", engine.error().c_str()), 1;
@@ -332,7 +335,8 @@ int bench_decode(const Args& a, json& out) {
   const StepProfile& prof = run->profile;
   const double prefill_s = run->prefill_seconds, sampling_s = run->sampling_seconds;
   const double tps = run->decode_tokens_per_s();
-  std::printf("bench decode: %s (backend %s)\n", a.get("model")->c_str(), e.backend_name());
+  std::printf("bench decode: %s (backend %s, %d threads)\n", a.get("model")->c_str(), e.backend_name(), omp_get_max_threads());
+  out["threads"] = omp_get_max_threads();
   std::printf("%-36s %10.2f\n", ("prefill tokens/s (" + std::to_string(*np) + " tokens)").c_str(), double(*np) / prefill_s);
   std::printf("%-36s %10.2f\n", B == 1 ? "decode tokens/s" : ("decode tokens/s (" + std::to_string(B) + " sequences)").c_str(), tps);
   out["prefill_tokens_per_s"] = double(*np) / prefill_s;
@@ -358,7 +362,7 @@ int bench_decode(const Args& a, json& out) {
   const double rss = double(process_rss_bytes()), peak_rss = double(process_peak_rss_bytes());
   // RAM bandwidth of this machine measured now, in the same run (after decode, so that its
   // buffer is not in the RSS above).
-  MembwSampler mb(0);
+  MembwSampler mb(static_cast<int>(*threads));
   std::vector<double> bw;
   for (int r = 0; r < 3; ++r) bw.push_back(mb.sample(0.5));
   const double membw = median(bw), achieved = per_tok * tps / 1e9;
