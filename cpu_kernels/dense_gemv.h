@@ -35,8 +35,8 @@ namespace gemv_detail {
 // (compute-bound there: 12-16 GB/s a core in cache); 8 rows for one token another 1.07-1.14x.
 // 64-256 KB ahead read the same (docs/benchmarks.md, eighth session). F16 and BF16 read 2 rows at
 // a time with 8-wide conversions, and fetch each line to L1 too, kDenseRowPrefetchL1 ahead: one
-// token 0.84-0.95 of the bandwidth at one thread and at two, where 8 rows with 16-wide
-// conversions read 0.66-0.77 (ninth session). Past a row's end a stream runs on into the row
+// token 0.84-0.99 of the bandwidth at one thread, 0.83-0.97 at two, where 8 rows with 16-wide
+// conversions read 0.70-0.79 (ninth session). Past a row's end a stream runs on into the row
 // its slot reads in the next group (RowPrefetch): no bound at the matrix's end.
 inline constexpr int64_t kDenseRowPrefetch = 32768;
 inline constexpr int64_t kDenseRowPrefetchL1 = 1024;
@@ -47,7 +47,8 @@ inline constexpr int64_t kDenseRowPrefetchL1 = 1024;
 template <int R, bool ToL1 = false>
 class RowPrefetch {
  public:
-  explicit RowPrefetch(int64_t row_bytes) : row_bytes_(row_bytes), l2_(row_bytes, kDenseRowPrefetch), l1_(row_bytes, kDenseRowPrefetchL1) {}
+  explicit RowPrefetch(int64_t row_bytes)
+      : row_bytes_(row_bytes), l2_(row_bytes, kDenseRowPrefetch), l1_(row_bytes, kDenseRowPrefetchL1) {}
   // p: the group's first row at byte `at` of the row.
   [[gnu::always_inline]] void operator()(const uint8_t* p, int64_t at) const {
     const int64_t o2 = l2_.offset(at), o1 = l1_.offset(at);
@@ -57,7 +58,7 @@ class RowPrefetch {
     }
   }
 
- // The offset from byte `at` of a row to `distance` bytes further along its stream: q whole
+  // The offset from byte `at` of a row to `distance` bytes further along its stream: q whole
   // rows of the stream and a part, q or q + 1 of them by `at` (no division per line).
   struct Ahead {
     int64_t split, near, far;

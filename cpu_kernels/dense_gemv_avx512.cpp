@@ -1,6 +1,7 @@
 // AVX-512 dense GEMV rows (compiled with -mavx512f/bw/...; entered only after the CPU check).
-// Four weight rows at a time, each 16-wide column chunk decoded to fp32 once and multiplied
-// into every token's accumulator: the weights stream once per call whatever the token count.
+// A group of weight rows at a time (4, or 8 for one token of F32), each 16-wide column chunk
+// decoded to fp32 once and multiplied into every token's accumulator: the weights stream once per
+// call whatever the token count. One or two tokens of F16 and BF16 run the AVX2 rows instead.
 #include <immintrin.h>
 
 // GCC 12 false positive: the intrinsics' undefined pass-through operands (as in the other
@@ -162,8 +163,8 @@ void rows(const WeightView& w, int64_t r0, int64_t r1, const float* x, int64_t n
     }
   } else if constexpr (D != DType::F32) {
     // F16 and BF16 for one or two tokens run the AVX2 rows: there the weight stream is the limit,
-    // and 8-wide conversions (vcvtph2ps, vpmovzxwd on ymm) in 2-row groups read 0.84-0.95 of RAM
-    // bandwidth on the Zen 4 VM, where these 16-wide ones in 8-row groups read 0.66-0.77. Three
+    // and 8-wide conversions (vcvtph2ps, vpmovzxwd on ymm) in 2-row groups read 0.83-0.99 of RAM
+    // bandwidth on the Zen 4 VM, where these 16-wide ones in 8-row groups read 0.70-0.79. Three
     // or four tokens are bound by FMA throughput, which 16 lanes raise on CPUs with full-width
     // units (docs/benchmarks.md, ninth session).
     switch (n) {
