@@ -59,6 +59,15 @@ std::string ggml_type_name(uint32_t type) {
   return t ? std::string(t->name) : "type " + std::to_string(type);
 }
 
+std::optional<DType> ggml_float_dtype(uint32_t type) {
+  switch (GgmlType(type)) {
+    case GgmlType::F32: return DType::F32;
+    case GgmlType::F16: return DType::F16;
+    case GgmlType::BF16: return DType::BF16;
+    default: return std::nullopt;
+  }
+}
+
 std::vector<int> ggml_f16_scale_offsets(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0: return {0};
@@ -78,13 +87,13 @@ void ggml_fill_random_blocks(uint32_t type, uint8_t* dst, int64_t blocks, uint32
   std::uniform_int_distribution<int> byte(0, 255);
   std::normal_distribution<float> nd(0.0f, scale_sd);
   // The float types: N(0, scale_sd) values (random bytes would hold NaNs and infinities).
-  if (type == uint32_t(GgmlType::F32) || type == uint32_t(GgmlType::F16) || type == uint32_t(GgmlType::BF16)) {
+  if (const std::optional<DType> dt = ggml_float_dtype(type)) {
     for (int64_t i = 0; i < blocks; ++i) {
       const float v = nd(rng);
-      if (type == uint32_t(GgmlType::F32)) {
+      if (*dt == DType::F32) {
         std::memcpy(dst + 4 * i, &v, 4);
       } else {
-        const uint16_t h = type == uint32_t(GgmlType::F16) ? f32_to_f16(v) : f32_to_bf16(v);
+        const uint16_t h = *dt == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
         std::memcpy(dst + 2 * i, &h, 2);
       }
     }

@@ -21,15 +21,6 @@ std::string dims_str(const std::vector<int64_t>& d) {
   return s;
 }
 
-// The DType a matrix of this ggml type is viewed as.
-DType view_dtype(uint32_t type) {
-  switch (GgmlType(type)) {
-    case GgmlType::F32: return DType::F32;
-    case GgmlType::F16: return DType::F16;
-    case GgmlType::BF16: return DType::BF16;
-    default: return DType::GGUF;
-  }
-}
 
 // Looks tensors up by llama.cpp's names, checks their ggml shapes (innermost dimension first),
 // records which were used, and names the file in every error.
@@ -55,7 +46,7 @@ class GgufBinder {
   Result<std::vector<float>> vec(const std::string& name, int64_t n) {
     MT_ASSIGN(const GgufTensor* t, get(name, {n}));
     std::vector<float> out(static_cast<size_t>(n));
-    if (t->type != uint32_t(GgmlType::F32) && t->type != uint32_t(GgmlType::F16) && t->type != uint32_t(GgmlType::BF16))
+    if (!ggml_float_dtype(t->type))
       return make_error(t->file + ": tensor '" + name + "' is " + ggml_type_name(t->type) +
                         "; a norm or bias vector must be F32, F16 or BF16");
     cpu::ggml_dequantize(t->type, t->data, n, out.data());
@@ -65,7 +56,7 @@ class GgufBinder {
   // A view of rows [rows, cols] at `data` of tensor t's type.
   static Linear view(const GgufTensor& t, const uint8_t* data, int64_t rows, int64_t cols) {
     Linear l;
-    l.dtype = view_dtype(t.type);
+    l.dtype = ggml_float_dtype(t.type).value_or(DType::GGUF);
     l.data = data;
     l.rows = rows;
     l.cols = cols;

@@ -39,16 +39,6 @@ bool type_from_name(const std::string& s, GgmlType& t) {
   return false;
 }
 
-// A GGUF's float matrices run the dense decode GEMV (cpu_kernels/dense_gemv.h) as they are.
-std::optional<DType> dense_dtype(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return DType::F32;
-    case GgmlType::F16: return DType::F16;
-    case GgmlType::BF16: return DType::BF16;
-    default: return std::nullopt;
-  }
-}
-
 // "NEAR:FAR" in bytes, each a multiple of 64 in [0, 1 MiB].
 std::optional<cpu::TilePrefetch> parse_prefetch_plan(const std::string& s) {
   const size_t colon = s.find(':');
@@ -104,7 +94,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       return std::fprintf(stderr, "error: --type %s: one of Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F32, F16, BF16\n",
                           item.c_str()),
              2;
-    if (dense_dtype(t) && *batch > cpu::kGemvMaxTokens)
+    if (ggml_float_dtype(uint32_t(t)) && *batch > cpu::kGemvMaxTokens)
       return std::fprintf(stderr, "error: --type %s takes at most --batch %lld (the dense GEMV's tokens per pass)\n",
                           item.c_str(), static_cast<long long>(cpu::kGemvMaxTokens)),
              2;
@@ -150,7 +140,7 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
       bool dense = false;  // F32/F16/BF16: the dense GEMV, which generate runs for them
     };
     std::vector<Variant> variants;
-    const std::optional<DType> dense = dense_dtype(t);
+    const std::optional<DType> dense = ggml_float_dtype(uint32_t(t));
     if (dense)
       for (int level = 1; level <= top; ++level) variants.push_back({level, cpu::GgmlGemvPath::Fp32, false, std::nullopt, false, true});
     if (!tiles_only && !dense) {
