@@ -1,16 +1,14 @@
 // Streaming-read bandwidth: see read_bandwidth.h.
 #include "cpu_kernels/read_bandwidth.h"
 
+#include "cpu_kernels/huge_buffer.h"
+
 #include <immintrin.h>
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
-#include <cstring>
 #include <mutex>
-#include <new>
 
 namespace mt::cpu {
 
@@ -19,8 +17,6 @@ uint64_t stream_read_slice_avx512(const uint8_t* p, size_t bytes);
 uint64_t stream_read_slice2_avx512(const uint8_t* p, const uint8_t* q, size_t bytes);
 
 namespace {
-
-constexpr size_t kHuge = size_t{2} << 20;
 
 __attribute__((target("avx2"))) uint64_t read_slice_avx2(const uint8_t* p, size_t bytes) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
@@ -103,17 +99,6 @@ int isa() {
 
 }  // namespace
 
-void* alloc_huge(size_t bytes) {
-  const size_t n = std::max(kHuge, (bytes + kHuge - 1) / kHuge * kHuge);
-  void* p = std::aligned_alloc(kHuge, n);
-  if (!p) throw std::bad_alloc();
-  madvise(p, n, MADV_HUGEPAGE);
-  std::memset(p, 0, n);
-  return p;
-}
-
-void free_huge(void* p, size_t) { std::free(p); }
-
 uint64_t stream_read_pass(const uint8_t* data, size_t bytes, int threads, int streams) {
   static const int level = isa();
   static const SliceFn fn1 = level == 2 ? stream_read_slice_avx512 : level == 1 ? read_slice_avx2 : read_slice_sse2;
@@ -143,15 +128,15 @@ double measure_read_bandwidth_gbs(size_t buffer_bytes, int threads, double min_s
   // The buffer is kept between calls (same size: reused), so that interleaved measurements do not
   // pay for allocating and faulting in 1 GiB each time.
   static std::mutex mu;
-  static uint8_t* buf = nullptr;
-  static size_t buf_bytes = 0;
+  static HugeBuffer kept;
   std::lock_guard<std::mutex> lk(mu);
-  if (buf_bytes != buffer_bytes) {
-    if (buf) free_huge(buf, buf_bytes);
-    buf = static_cast<uint8_t*>(alloc_huge(buffer_bytes));
-    buf_bytes = buffer_bytes;
+  if (kept.size() != buffer_bytes) {
+    kept = HugeBuffer();  // the old one goes first: two 1 GiB buffers need not coexist
+    kept = HugeBuffer(buffer_bytes);
+    uint8_t* buf = kept.data();
     for (size_t i = 0; i < buffer_bytes; i += 4096) buf[i] = static_cast<uint8_t>(i >> 12);
   }
+  const uint8_t* buf = kept.data();
   volatile uint64_t sink = stream_read_pass(buf, buffer_bytes, threads);  // warm-up pass
   using clock = std::chrono::steady_clock;
   double best = 1e30, elapsed = 0;

@@ -8,8 +8,8 @@
 
 namespace mt::cpu {
 
-// Allocates buffer_bytes (rounded down to 4 KiB; 2 MiB-aligned, transparent huge pages requested;
-// kept for the next call with the same size), touches every page, then streams reads over it with
+// Allocates buffer_bytes (rounded down to 4 KiB) as a HugeBuffer (huge_buffer.h; kept for the next
+// call with the same size), touches every page, then streams reads over it with
 // `threads` OpenMP threads, each a contiguous slice read with vector loads, pass after pass
 // alternating one stream per thread and two streams in lockstep per thread (its two halves; one
 // Zen 3 thread streams ~15% more that way), until min_seconds have passed (at least 4 passes).
@@ -21,10 +21,5 @@ double measure_read_bandwidth_gbs(size_t buffer_bytes, int threads, double min_s
 // byte, so that the reads stay.
 uint64_t stream_read_pass(const uint8_t* data, size_t bytes, int threads);
 uint64_t stream_read_pass(const uint8_t* data, size_t bytes, int threads, int streams);
-
-// Allocation used by the benchmark for both the bandwidth buffer and the expert blobs, so that
-// both see the same page size: 2 MiB-aligned, rounded up to 2 MiB, THP requested, zero-filled.
-void* alloc_huge(size_t bytes);
-void free_huge(void* p, size_t bytes);
 
 }  // namespace mt::cpu

@@ -68,6 +68,15 @@ std::optional<DType> ggml_float_dtype(uint32_t type) {
   }
 }
 
+std::optional<uint32_t> ggml_float_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return uint32_t(GgmlType::F32);
+    case DType::F16: return uint32_t(GgmlType::F16);
+    case DType::BF16: return uint32_t(GgmlType::BF16);
+    default: return std::nullopt;
+  }
+}
+
 std::vector<int> ggml_f16_scale_offsets(uint32_t type) {
   switch (GgmlType(type)) {
     case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0: return {0};

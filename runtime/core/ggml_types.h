@@ -37,6 +37,8 @@ inline uint64_t ggml_row_bytes(uint32_t type, int64_t cols) {
 std::string ggml_type_name(uint32_t type);
 // The DType a GGUF matrix of a float type (F32, F16, BF16) is as stored; none for block types.
 std::optional<DType> ggml_float_dtype(uint32_t type);
+// Its inverse: the ggml type id of a float DType (F32, F16, BF16); none for any other DType.
+std::optional<uint32_t> ggml_float_type(DType dtype);
 // Byte offsets, within one block, of the fp16 scale fields of Q4_0..Q8_0 and Q2_K..Q6_K (empty for
 // other types): what a maker of valid random blocks (tests, benchmarks) must keep finite.
 std::vector<int> ggml_f16_scale_offsets(uint32_t type);

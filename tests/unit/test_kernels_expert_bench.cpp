@@ -20,6 +20,7 @@
 
 #include "cpu_kernels/expert_ffn.h"
 #include "cpu_kernels/expert_ffn_internal.h"
+#include "cpu_kernels/huge_buffer.h"
 #include "cpu_kernels/read_bandwidth.h"
 
 using namespace mt;
@@ -76,7 +77,8 @@ TEST_CASE("expert decode layer bandwidth vs RAM read bandwidth", "[.bench]") {
     const ExpertGeometry g{q, 7168, 2048, 32};
     const size_t B = expert_blob_layout(g).total_bytes;
     const int64_t E = std::max<int64_t>(16, static_cast<int64_t>(pool_bytes / B));
-    auto* pool = static_cast<uint8_t*>(alloc_huge(B * static_cast<size_t>(E)));
+    const HugeBuffer pool_buf(B * static_cast<size_t>(E));
+    uint8_t* pool = pool_buf.data();
     fill_random_expert(g, pool, 1);
     for (int64_t e = 1; e < E; ++e) std::memcpy(pool + B * e, pool, B);  // timing does not depend on values
     std::mt19937 rng(7);
@@ -130,7 +132,6 @@ TEST_CASE("expert decode layer bandwidth vs RAM read bandwidth", "[.bench]") {
                   median(ratios_best), median(gots), median(bws));
       std::fflush(stdout);
     }
-    free_huge(pool, B * static_cast<size_t>(E));
   }
 }
 
@@ -143,7 +144,8 @@ TEST_CASE("expert decode vs prefill crossover", "[.bench]") {
     REQUIRE(expert_quant_from_name(qn, q));
     const ExpertGeometry g{q, 7168, 2048, 32};
     const size_t B = expert_blob_layout(g).total_bytes;
-    auto* blob = static_cast<uint8_t*>(alloc_huge(B));
+    const HugeBuffer blob_buf(B);
+    uint8_t* blob = blob_buf.data();
     fill_random_expert(g, blob, 3);
     for (int64_t n : {4, 16, 32, 48, 64, 128, 256, 512}) {
       std::vector<float> x(static_cast<size_t>(n * g.hidden), 0.01f), y(x.size()), w(static_cast<size_t>(n), 1.0f);
@@ -163,6 +165,5 @@ TEST_CASE("expert decode vs prefill crossover", "[.bench]") {
                   static_cast<long long>(n), td * 1e3, tp * 1e3, td / tp);
       std::fflush(stdout);
     }
-    free_huge(blob, B);
   }
 }

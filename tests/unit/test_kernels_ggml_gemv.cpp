@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "cpu_kernels/expert_ffn_internal.h"
@@ -277,4 +278,17 @@ TEST_CASE("random blocks of the float types are finite N(0, sd) values, the same
     CHECK(std::fabs(sum / n) < 0.002);                      // mean 0: 4 standard errors at n = 20000
     CHECK(std::sqrt(sq / n) == Approx(0.05).epsilon(0.03));  // sd 0.05
   }
+}
+
+TEST_CASE("the float types map to their DType and back, and nothing else maps", "[kernels][gguf]") {
+  // ggml's ids as gguf-py's GGMLQuantizationType spells them: F32 0, F16 1, BF16 30.
+  const std::pair<uint32_t, DType> floats[] = {{0, DType::F32}, {1, DType::F16}, {30, DType::BF16}};
+  for (const auto& [id, dt] : floats) {
+    INFO(id);
+    CHECK(ggml_float_dtype(id) == dt);
+    CHECK(ggml_float_type(dt) == id);
+  }
+  for (uint32_t id : {2u, 8u, 10u, 11u, 12u, 13u, 14u, 15u, 28u, 99u}) CHECK_FALSE(ggml_float_dtype(id).has_value());
+  for (DType dt : {DType::F8_E4M3, DType::I32, DType::U8, DType::Q4_PACKED, DType::Q8_PACKED, DType::GGUF})
+    CHECK_FALSE(ggml_float_type(dt).has_value());
 }

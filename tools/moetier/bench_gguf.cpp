@@ -18,6 +18,7 @@
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
 #include "runtime/core/ggml_tiles.h"
+#include "cpu_kernels/huge_buffer.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
 #include "runtime/core/ggml_types.h"
@@ -127,7 +128,8 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     const size_t mat = size_t(rows * cols / ti->block * ti->bytes);
     const int64_t copies = std::max<int64_t>(8, int64_t((size_t{512} << 20) / mat) + 1);
     const size_t total = mat * size_t(copies);
-    auto* w = static_cast<uint8_t*>(cpu::alloc_huge(total));
+    const cpu::HugeBuffer w_buf(total);
+    uint8_t* w = w_buf.data();
     ggml_fill_random_blocks(uint32_t(t), w, int64_t(mat / size_t(ti->bytes)), rng());
     for (int64_t c = 1; c < copies; ++c) std::memcpy(w + size_t(c) * mat, w, mat);
     // The scalar level once, then each SIMD level's integer and fp32 paths.
@@ -154,7 +156,8 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
     const int64_t blocks = cols / ti->block;
     const size_t tile_mat = size_t(rows / kTileRows * blocks * ggml_tile_block_bytes(uint32_t(t)));
     const int64_t tile_copies = tiled ? std::max<int64_t>(8, int64_t((size_t{512} << 20) / tile_mat) + 1) : 0;
-    uint8_t* tw = tiled ? static_cast<uint8_t*>(cpu::alloc_huge(tile_mat * size_t(tile_copies))) : nullptr;
+    const cpu::HugeBuffer tw_buf = tiled ? cpu::HugeBuffer(tile_mat * size_t(tile_copies)) : cpu::HugeBuffer();
+    uint8_t* tw = tw_buf.data();
     if (tiled) {
       ggml_tile_pack_matrix(uint32_t(t), w, rows, cols, tw);
       for (int64_t c = 1; c < tile_copies; ++c) std::memcpy(tw + size_t(c) * tile_mat, tw, tile_mat);
@@ -243,8 +246,6 @@ int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
         out["results"].back()["kernel"] = isa_name(kernel);
       }
     }
-    cpu::free_huge(w, total);
-    if (tw) cpu::free_huge(tw, tile_mat * size_t(tile_copies));
   }
   out["threads"] = omp_get_max_threads();
   out["rows"] = rows;

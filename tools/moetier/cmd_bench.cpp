@@ -15,6 +15,7 @@
 #include <omp.h>
 
 #include "cpu_kernels/expert_ffn.h"
+#include "cpu_kernels/huge_buffer.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "offload/blob_loader.h"
 #include "offload/disk_bandwidth.h"
@@ -137,7 +138,8 @@ int bench_moe(const Args& a, json& out) {
   for (auto* m : {&gate, &up, &down})
     for (auto& x : *m) x = nd(rng);
   const size_t total = blob * static_cast<size_t>(*n_experts);
-  auto* blobs = static_cast<uint8_t*>(cpu::alloc_huge(total));
+  const cpu::HugeBuffer blob_buf(total);
+  uint8_t* blobs = blob_buf.data();
   cpu::pack_expert(g, gate.data(), up.data(), down.data(), blobs);
   for (int64_t e = 1; e < *n_experts; ++e) std::memcpy(blobs + e * blob, blobs, blob);
 
@@ -196,7 +198,6 @@ int bench_moe(const Args& a, json& out) {
     cpu::experts_ffn(g, ptasks.data(), static_cast<int64_t>(ptasks.size()), xp.data(), yp.data(), *kcfg, &ws);
     prefill.push_back(double(T) / seconds(t0));
   }
-  cpu::free_huge(blobs, total);
 
   std::printf("bench moe: %s experts (group %lld), hidden 7168, width 2048, top-8, %lld resident, %d threads, ISA %s\n",
               q.c_str(), static_cast<long long>(*group), static_cast<long long>(*n_experts), omp_get_max_threads(),

@@ -23,14 +23,7 @@ namespace mt {
 namespace {
 
 // The ggml type id of a GGUF matrix as its view holds it.
-uint32_t ggml_id(const Linear& l) {
-  switch (l.dtype) {
-    case DType::F32: return uint32_t(GgmlType::F32);
-    case DType::F16: return uint32_t(GgmlType::F16);
-    case DType::BF16: return uint32_t(GgmlType::BF16);
-    default: return l.ggml_type;
-  }
-}
+uint32_t ggml_id(const Linear& l) { return ggml_float_type(l.dtype).value_or(l.ggml_type); }
 
 struct DenseSource {
   const Linear* linear = nullptr;

@@ -18,6 +18,7 @@
 #include "cpu_kernels/cpu_backend.h"
 #include "cpu_kernels/ops.h"
 #include "cpu_kernels/packed_matmul.h"
+#include "cpu_kernels/huge_buffer.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "offload/disk_bandwidth.h"
 #include "runtime/core/dtype.h"
@@ -117,19 +118,6 @@ void fill_floats(std::vector<float>& v, uint64_t seed, float scale) {
   for (auto& x : v) x = r.uniform(scale);
 }
 
-// Memory from cpu::alloc_huge (2 MiB pages where the OS gives them), freed on scope exit.
-class HugeBuffer {
- public:
-  explicit HugeBuffer(size_t bytes) : bytes_(bytes), p_(static_cast<uint8_t*>(cpu::alloc_huge(bytes))) {}
-  ~HugeBuffer() { cpu::free_huge(p_, bytes_); }
-  HugeBuffer(const HugeBuffer&) = delete;
-  HugeBuffer& operator=(const HugeBuffer&) = delete;
-  uint8_t* data() const { return p_; }
-
- private:
-  size_t bytes_;
-  uint8_t* p_;
-};
 
 // Fills `bytes` with copies of one 1 MiB random block passed through `make` (a byte pattern).
 template <class Make>
@@ -362,7 +350,7 @@ void measure_expert_kernels(const ProbeSettings& d, planner::MachineProfile& p, 
     // Enough distinct experts that the working set is far beyond the caches (8 at least: a
     // decode step reads 8 distinct ones).
     const size_t n = std::clamp<size_t>((d.expert_working_set() + blob - 1) / blob, 8, 32);
-    HugeBuffer blobs(n * blob);
+    cpu::HugeBuffer blobs(n * blob);
     cpu::pack_expert(g, gate.data(), up.data(), down.data(), blobs.data());
     for (size_t e = 1; e < n; ++e) std::memcpy(blobs.data() + e * blob, blobs.data(), blob);
 
@@ -424,7 +412,7 @@ void measure_gguf_kernels(const ProbeSettings& d, planner::MachineProfile& p, co
     const size_t expert = 2 * in_tiles + out_tiles;
     const double expert_blocks = 3.0 * double(kInter) * double(ggml_row_bytes(id, kHidden));
     const size_t n = std::clamp<size_t>((d.expert_working_set() + expert - 1) / expert, 8, 32);
-    HugeBuffer tiles(n * expert);
+    cpu::HugeBuffer tiles(n * expert);
     {
       std::vector<uint8_t> blocks(size_t(kInter) * ggml_row_bytes(id, kHidden));
       for (int m = 0; m < 3; ++m) {
@@ -485,7 +473,7 @@ void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say
     fill_floats(x, 6, 1.0f);
     {
       const size_t bytes = static_cast<size_t>(rows * cols) * 2;
-      HugeBuffer buf(bytes);
+      cpu::HugeBuffer buf(bytes);
       // bf16 with a small exponent: finite, non-zero values (|v| < 2^-3).
       fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>((b & 0x81) | 0x3c); });
       const WeightView w{DType::BF16, buf.data(), rows, cols, nullptr, 128};
@@ -494,7 +482,7 @@ void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say
     }
     {
       const size_t bytes = static_cast<size_t>(rows * cols);
-      HugeBuffer buf(bytes);
+      cpu::HugeBuffer buf(bytes);
       // e4m3 codes with the top exponent bit clear: never NaN.
       fill_tiled(buf.data(), bytes, [](uint8_t b) { return static_cast<uint8_t>(b & 0xb7); });
       WeightView w{DType::F8_E4M3, buf.data(), rows, cols, nullptr, 128};
@@ -520,13 +508,13 @@ void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say
       for (int64_t r0 = 0; r0 < rows; r0 += 16)
         cpu::pack_weight_rows(dt, w.data(), r0, std::min<int64_t>(16, rows - r0), rows, cols, kGroup, layer.back().data());
     }
-    std::vector<std::unique_ptr<HugeBuffer>> bufs;
+    std::vector<std::unique_ptr<cpu::HugeBuffer>> bufs;
     std::vector<WeightView> views;
     size_t bytes = 0, max_rows = 0;
     for (size_t i = 0; bytes < d.expert_working_set(); i = (i + 1) % std::size(kLayerShapes)) {
       const auto& sh = kLayerShapes[i];
       const std::vector<uint8_t>& src = layer[i];
-      bufs.push_back(std::make_unique<HugeBuffer>(src.size()));
+      bufs.push_back(std::make_unique<cpu::HugeBuffer>(src.size()));
       std::memcpy(bufs.back()->data(), src.data(), src.size());
       views.push_back(WeightView{dt, bufs.back()->data(), sh[0], sh[1], nullptr, kGroup});
       bytes += src.size();
