@@ -1,14 +1,14 @@
 // Streaming-read bandwidth: see read_bandwidth.h.
 #include "cpu_kernels/read_bandwidth.h"
 
-#include "cpu_kernels/huge_buffer.h"
-
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <mutex>
+
+#include "cpu_kernels/huge_buffer.h"
 
 namespace mt::cpu {
 
