@@ -21,7 +21,6 @@ std::string dims_str(const std::vector<int64_t>& d) {
   return s;
 }
 
-
 // Looks tensors up by llama.cpp's names, checks their ggml shapes (innermost dimension first),
 // records which were used, and names the file in every error.
 class GgufBinder {

@@ -17,12 +17,13 @@
 #include "cpu_kernels/expert_ffn_internal.h"  // cpu_isa_level
 #include "cpu_kernels/ggml_gemv.h"
 #include "cpu_kernels/ggml_gemv_tiles.h"
-#include "runtime/core/ggml_tiles.h"
 #include "cpu_kernels/huge_buffer.h"
 #include "cpu_kernels/read_bandwidth.h"
 #include "runtime/core/dtype.h"
+#include "runtime/core/ggml_tiles.h"
 #include "runtime/core/ggml_types.h"
 #include "runtime/core/weight_view.h"
+#include "tools/moetier/bench_threads.h"
 #include "tools/moetier/median.h"
 #include "tools/moetier/progress.h"
 
@@ -61,11 +62,10 @@ const char* isa_name(int level) { return level >= 2 ? "avx512" : level == 1 ? "a
 
 int bench_gguf(const Args& a, nlohmann::ordered_json& out) {
   auto runs = a.get_int("runs", 7, 1, 1000);
-  auto threads = a.get_int("threads", 0, 0, 4096);
+  auto threads = apply_bench_threads(a);
   auto batch = a.get_int("batch", 1, 1, 64);
   if (!runs || !threads || !batch)
     return std::fprintf(stderr, "error: %s\n", (!runs ? runs : !threads ? threads : batch).error().c_str()), 2;
-  if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
   // --tile-prefetch: the tile rows' software prefetch plans, one row each, interleaved (auto: as
   // generate runs them; on: the classic plan; off: the hardware prefetchers alone; NEAR:FAR bytes).
   std::vector<std::optional<cpu::TilePrefetch>> prefetch_plans;

@@ -25,6 +25,7 @@
 #include "runtime/model/step_profile.h"
 #include "tools/moetier/bench_gguf.h"
 #include "tools/moetier/bench_gpu.h"
+#include "tools/moetier/bench_threads.h"
 #include "tools/moetier/args.h"
 #include "tools/moetier/commands.h"
 #include "tools/moetier/decode_run.h"
@@ -114,13 +115,12 @@ int bench_moe(const Args& a, json& out) {
   if (!kcfg) return std::fprintf(stderr, "error: %s\n", kcfg.error().c_str()), 2;
   cpu::ExpertWorkspace ws;  // reused, as the runtime does
   auto runs = a.get_int("runs", 7, 1, 1000);
-  auto threads = a.get_int("threads", 0, 0, 4096);
+  auto threads = apply_bench_threads(a);
   auto group = a.get_int("group", 32, 1, 1 << 20);
   auto n_experts = a.get_int("experts", 64, 8, 256);
   auto tokens = a.get_int("tokens", 256, 1, 1 << 16);
   for (auto* r : {&runs, &threads, &group, &n_experts, &tokens})
     if (!*r) return std::fprintf(stderr, "error: %s\n", r->error().c_str()), 2;
-  if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));
   ExpertGeometry g{ExpertQuant::Q4, 7168, 2048, *group};
   const std::string q = a.get_or("quant", "q4");
   if (!expert_quant_from_name(q, g.quant)) return std::fprintf(stderr, "error: --quant must be q4, q8 or bf16\n"), 2;
@@ -324,9 +324,8 @@ int bench_decode(const Args& a, json& out) {
   if (!a.has("model")) return std::fprintf(stderr, "error: bench decode needs --model DIR\n"), 2;
   auto batch = a.get_int("batch", 1, 1, 256);
   if (!batch) return std::fprintf(stderr, "error: %s\n", batch.error().c_str()), 2;
-  auto threads = a.get_int("threads", 0, 0, 4096);
+  auto threads = apply_bench_threads(a);  // the decode and the RAM yardstick alike
   if (!threads) return std::fprintf(stderr, "error: %s\n", threads.error().c_str()), 2;
-  if (*threads > 0) omp_set_num_threads(static_cast<int>(*threads));  // the decode and the RAM yardstick alike
   const int64_t B = *batch;
   auto engine = open_engine_from_flags(a, *n + *np + 48);
   if (!engine) return std::fprintf(stderr, "error: %s\n", engine.error().c_str()), 1;

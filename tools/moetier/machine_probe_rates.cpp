@@ -508,15 +508,15 @@ void measure_dense(const ProbeSettings& d, planner::MachineProfile& p, const Say
       for (int64_t r0 = 0; r0 < rows; r0 += 16)
         cpu::pack_weight_rows(dt, w.data(), r0, std::min<int64_t>(16, rows - r0), rows, cols, kGroup, layer.back().data());
     }
-    std::vector<std::unique_ptr<cpu::HugeBuffer>> bufs;
+    std::vector<cpu::HugeBuffer> bufs;  // moving one keeps its memory where the views point
     std::vector<WeightView> views;
     size_t bytes = 0, max_rows = 0;
     for (size_t i = 0; bytes < d.expert_working_set(); i = (i + 1) % std::size(kLayerShapes)) {
       const auto& sh = kLayerShapes[i];
       const std::vector<uint8_t>& src = layer[i];
-      bufs.push_back(std::make_unique<cpu::HugeBuffer>(src.size()));
-      std::memcpy(bufs.back()->data(), src.data(), src.size());
-      views.push_back(WeightView{dt, bufs.back()->data(), sh[0], sh[1], nullptr, kGroup});
+      bufs.emplace_back(src.size());
+      std::memcpy(bufs.back().data(), src.data(), src.size());
+      views.push_back(WeightView{dt, bufs.back().data(), sh[0], sh[1], nullptr, kGroup});
       bytes += src.size();
       max_rows = std::max(max_rows, static_cast<size_t>(sh[0]));
     }
